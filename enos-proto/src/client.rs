@@ -1,0 +1,1228 @@
+//! [`Client`]: one device's or gateway's whole session, as a state machine.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{self, ConnectReturnCode, Decoder, Packet, QoS, SubscribeReasonCode};
+use crate::command::{self, CommandKind, CommandReply, Inbound};
+use crate::config::{Config, Credentials};
+use crate::envelope::{self, Reply};
+use crate::error::{
+    CloseCause, ConfigError, ConnectRefusal, DisconnectCause, EncodeError, ProtocolError, RequestError,
+    SubmitError,
+};
+use crate::event::{ClientError, Event, Output, Qos, RequestId, RequestOptions};
+use crate::ops::{BatchLoginResult, Effect, EncodeContext, LoginResult, Operation, SubDeviceBatchLogin, SubDeviceInfo};
+use crate::pending::{IdHasher, Pending, Req, Stage};
+use crate::secret::Secret;
+use crate::sign::{connect_fields, SecureMode};
+use crate::time::{Now, Timer, TimerTable};
+use crate::topic::{self, DeviceKeys, Scope};
+
+/// The most filters in one SUBSCRIBE packet.
+const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No transport; maybe a reconnect deadline armed.
+    Idle,
+    /// `OpenTransport` emitted, waiting for `handle_connected` or `handle_closed`.
+    Dialing,
+    /// CONNECT sent, waiting for CONNACK.
+    AwaitConnack,
+    /// CONNACK accepted.
+    Connected,
+    /// `close` was called: terminal.
+    Closed,
+}
+
+/// A publish waiting to go out, in flight, or kept for retransmission.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    req: Option<RequestId>,
+    topic: Arc<str>,
+    payload: Bytes,
+    qos: QoS,
+    dup: bool,
+    /// The reply topic that must be subscribed before this goes out.
+    needs: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    out: Outgoing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubState {
+    None,
+    Pending,
+    Subscribed,
+}
+
+#[derive(Debug)]
+struct TopicState {
+    request_topic: Arc<str>,
+    sub: SubState,
+    /// Raw requests awaiting a reply on this topic, oldest first.
+    raw_fifo: VecDeque<RequestId>,
+    /// Requests waiting for the subscription, in order.
+    waiting: VecDeque<Outgoing>,
+    /// Requests sent and awaiting a reply here.
+    awaiting: usize,
+}
+
+#[derive(Debug)]
+enum SubPurpose {
+    Replies(Vec<Arc<str>>),
+    Commands,
+}
+
+/// One device's or gateway's EnOS session: MQTT, signing, requests, commands, timers.
+///
+/// `Client` is a pure state machine: no sockets, no clocks, no threads. A driver feeds it
+/// and drains it; its methods fall in four groups.
+///
+/// * **Inputs from the transport and the clock** (`handle_*`):
+///   [`handle_connected`](Client::handle_connected),
+///   [`handle_input`](Client::handle_input), [`handle_closed`](Client::handle_closed),
+///   [`handle_timeout`](Client::handle_timeout).
+/// * **Commands from the application**: [`request`](Client::request),
+///   [`reply`](Client::reply), [`connect`](Client::connect), [`close`](Client::close).
+/// * **Output** (`poll_*`): [`poll_output`](Client::poll_output) until it returns
+///   [`Output::Wait`], then sleep until that instant or the next input;
+///   [`poll_timeout`](Client::poll_timeout) peeks at the next deadline.
+/// * **Getters**: [`is_connected`](Client::is_connected),
+///   [`has_reconnected`](Client::has_reconnected), [`logged_in_sub_devices`](Client::logged_in_sub_devices), ...
+///
+/// Any call order is correct: outputs queue up until polled. Network trouble is never an
+/// error of a `handle_*` call: the core ends the session, emits
+/// [`Event::Disconnected`] and asks for [`Output::CloseTransport`], then reconnects on
+/// its back-off deadline.
+///
+/// Every [`RequestId`] returned by [`request`](Client::request) ends in exactly one
+/// [`Event::Response`]: the reply, the acknowledgement when no reply is wanted, or a
+/// typed error (timeout, a refused subscription, [`close`](Client::close)).
+#[derive(Debug)]
+pub struct Client {
+    config: Config,
+    credentials: Credentials,
+    state: State,
+    timers: TimerTable,
+    decoder: Decoder,
+    out: BytesMut,
+    ctl: VecDeque<Output>,
+    events: VecDeque<Event>,
+    now: Instant,
+    last_unix_ms: u64,
+
+    ever_connected: bool,
+    reconnected: bool,
+    failures: u32,
+    rng: u64,
+
+    next_pkid: u16,
+    inflight: HashMap<u16, InFlight>,
+    inflight_seq: u64,
+    subscribing: HashMap<u16, SubPurpose>,
+    to_subscribe: Vec<Arc<str>>,
+
+    pending: Pending,
+    next_envelope: u32,
+    by_envelope: HashMap<u32, RequestId, BuildHasherDefault<IdHasher>>,
+    topics: HashMap<Arc<str>, TopicState>,
+    ready: VecDeque<Outgoing>,
+    queued: usize,
+    queued_bytes: usize,
+
+    logged_in: BTreeMap<DeviceKeys, SubDeviceInfo>,
+    relogin: Option<RequestId>,
+
+    scratch: String,
+    body: Vec<u8>,
+}
+
+impl Client {
+    /// A client for `config`. Its first output is [`Output::OpenTransport`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field that cannot work.
+    pub fn new(config: Config, now: Now) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut c = Client {
+            credentials: config.credentials.clone(),
+            state: State::Idle,
+            timers: TimerTable::default(),
+            decoder: Decoder::new(config.max_packet_bytes),
+            out: BytesMut::new(),
+            ctl: VecDeque::new(),
+            events: VecDeque::new(),
+            now: now.instant,
+            last_unix_ms: now.unix_ms,
+            ever_connected: false,
+            reconnected: false,
+            failures: 0,
+            rng: config.jitter_seed | 1,
+            next_pkid: 1,
+            inflight: HashMap::new(),
+            inflight_seq: 0,
+            subscribing: HashMap::new(),
+            to_subscribe: Vec::new(),
+            pending: Pending::default(),
+            next_envelope: 1,
+            by_envelope: HashMap::default(),
+            topics: HashMap::new(),
+            ready: VecDeque::new(),
+            queued: 0,
+            queued_bytes: 0,
+            logged_in: BTreeMap::new(),
+            relogin: None,
+            scratch: String::new(),
+            body: Vec::new(),
+            config,
+        };
+        c.open_transport(now.instant);
+        Ok(c)
+    }
+
+    // ----- getters -----
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device's own keys.
+    pub fn device(&self) -> &DeviceKeys {
+        &self.config.device
+    }
+
+    /// Whether the session is up (CONNACK accepted and not lost since): the seed's
+    /// `connected`.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Whether the session has come back at least once after a loss: the seed's
+    /// `reconnected`.
+    pub fn has_reconnected(&self) -> bool {
+        self.reconnected
+    }
+
+    /// Whether [`close`](Client::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The credentials the next CONNECT will use (mode 2 after a dynamic activation).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Sub-devices logged in through this gateway, restored after each reconnect.
+    pub fn logged_in_sub_devices(&self) -> impl Iterator<Item = &DeviceKeys> {
+        self.logged_in.keys()
+    }
+
+    /// Requests not yet ended.
+    pub fn outstanding_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Requests waiting to be sent (offline, behind the window, or for a subscription).
+    pub fn queued_requests(&self) -> usize {
+        self.queued
+    }
+
+    /// QoS 1 publishes awaiting their PUBACK.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    // ----- inputs -----
+
+    /// The transport asked for by [`Output::OpenTransport`] is open (TCP connected, TLS
+    /// handshake done): the CONNECT goes out, signed at `now.unix_ms`.
+    pub fn handle_connected(&mut self, now: Now) {
+        self.tick(now);
+        if self.state != State::Dialing {
+            return;
+        }
+        self.decoder.reset();
+        self.out.clear();
+        let mut connect = codec::Connect::new(self.connect_client_id(now.unix_ms));
+        connect.keep_alive = u16::try_from(self.config.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        connect.clean_session = true;
+        let cid = self.config.cid().to_owned();
+        match self.credentials.signing() {
+            Some((mode, secret)) => {
+                let f = connect_fields(&self.config.device, &cid, mode, self.config.sign_method, now.unix_ms, secret);
+                connect.client_id = f.client_id;
+                connect.set_login(f.username, f.password.expose().to_owned());
+            }
+            None => {
+                connect.login = Some(codec::Login::new(self.username(), String::new()));
+            }
+        }
+        self.state = State::AwaitConnack;
+        if let Err(e) = codec::encode_packet(&mut self.out, &Packet::Connect(connect)) {
+            // Only oversize fields can fail, and validate() bounds them.
+            debug_assert!(false, "CONNECT did not encode: {e}");
+        }
+        self.sent();
+    }
+
+    fn connect_client_id(&self, unix_ms: u64) -> String {
+        // Certificate mode without a secret: the same grammar, signed fields absent.
+        format!(
+            "{}|securemode={},signmethod={},timestamp={unix_ms}|",
+            self.config.cid(),
+            self.credentials.signing().map_or(SecureMode::DeviceSecret, |(m, _)| m).number(),
+            self.config.sign_method.label()
+        )
+    }
+
+    fn username(&self) -> String {
+        format!("{}&{}", self.config.device.device_key(), self.config.device.product_key())
+    }
+
+    /// Bytes read from the transport, in any chunking.
+    pub fn handle_input(&mut self, now: Now, bytes: &[u8]) {
+        self.tick(now);
+        if !matches!(self.state, State::AwaitConnack | State::Connected) {
+            return;
+        }
+        self.decoder.feed(bytes);
+        loop {
+            if !matches!(self.state, State::AwaitConnack | State::Connected) {
+                return;
+            }
+            match self.decoder.next_packet() {
+                Ok(Some(packet)) => self.on_packet(packet),
+                Ok(None) => break,
+                Err(e) => {
+                    self.lost(DisconnectCause::Decode(e));
+                    return;
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// The transport ended (EOF, error, or a failed dial).
+    pub fn handle_closed(&mut self, now: Now, cause: CloseCause) {
+        self.tick(now);
+        if matches!(self.state, State::Dialing | State::AwaitConnack | State::Connected) {
+            self.lost(DisconnectCause::Transport(cause));
+        }
+    }
+
+    /// Time has passed: fire what is due. Early or repeated calls do nothing.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.tick(now);
+        let now = self.now;
+        let due: Vec<Timer> = self.timers.expired(now).collect();
+        for timer in due {
+            match timer {
+                Timer::Connect => {
+                    if matches!(self.state, State::Dialing | State::AwaitConnack) {
+                        self.lost(DisconnectCause::ConnectTimeout(self.config.connect_timeout));
+                    }
+                }
+                Timer::KeepAlive => {
+                    if self.state == State::Connected && self.timers.get(Timer::PingResponse).is_none() {
+                        let _ = codec::encode_packet(&mut self.out, &Packet::PingReq);
+                        self.sent();
+                        self.timers.set(Timer::PingResponse, now + self.config.ping_timeout);
+                    }
+                }
+                Timer::PingResponse => {
+                    if self.state == State::Connected {
+                        self.lost(DisconnectCause::PingTimeout(self.config.ping_timeout));
+                    }
+                }
+                Timer::Reconnect => {
+                    if self.state == State::Idle {
+                        self.open_transport(now);
+                    }
+                }
+            }
+        }
+        while let Some(id) = self.pending.pop_expired(now) {
+            if let Some(req) = self.pending.get(id) {
+                let timeout = req.timeout;
+                self.finish(id, Err(RequestError::TimedOut(timeout)));
+            }
+        }
+        self.flush();
+    }
+
+    fn tick(&mut self, now: Now) {
+        // Monotonic time never runs backwards here, whatever the caller's clock did.
+        if now.instant > self.now {
+            self.now = now.instant;
+        }
+        self.last_unix_ms = now.unix_ms;
+    }
+
+    // ----- application commands -----
+
+    /// Sends an upstream operation; the returned id ends in exactly one
+    /// [`Event::Response`]. While disconnected the request waits in the queue, and its
+    /// timeout runs from now.
+    ///
+    /// # Errors
+    ///
+    /// Only synchronous refusals, and then nothing was queued:
+    /// [`SubmitError::QueueFull`], [`SubmitError::TooManyRequests`],
+    /// [`SubmitError::InvalidTarget`], [`SubmitError::Closed`], and
+    /// [`SubmitError::Encode`] for parameters that cannot be encoded or a payload above
+    /// [`Config::max_payload_bytes`].
+    pub fn request<O: Operation>(&mut self, now: Now, op: O, opts: RequestOptions) -> Result<RequestId, SubmitError> {
+        self.tick(now);
+        let id = self.submit(now.unix_ms, &op, opts, false)?;
+        self.flush();
+        Ok(id)
+    }
+
+    fn submit<O: Operation + ?Sized>(
+        &mut self,
+        unix_ms: u64,
+        op: &O,
+        opts: RequestOptions,
+        internal: bool,
+    ) -> Result<RequestId, SubmitError> {
+        if self.state == State::Closed {
+            return Err(SubmitError::Closed);
+        }
+        if op.gateway_only() && opts.target.is_some() {
+            return Err(SubmitError::InvalidTarget);
+        }
+        if self.pending.len() >= self.config.max_outstanding_requests {
+            return Err(SubmitError::TooManyRequests(self.config.max_outstanding_requests));
+        }
+        self.check_queue_room(0)?;
+        let keys = opts.target.as_ref().unwrap_or(&self.config.device);
+        self.scratch.clear();
+        topic::write_topic(&mut self.scratch, op.scope(), keys, "");
+        op.write_path(&mut self.scratch);
+        if self.scratch.len() + 6 > usize::from(u16::MAX) {
+            return Err(EncodeError::StringTooLong { field: "topic", len: self.scratch.len() }.into());
+        }
+        let raw = op.raw_payload();
+        let envelope = if raw.is_none() { Some(self.next_envelope_id()) } else { None };
+        let payload = match raw {
+            Some(bytes) => bytes.clone(),
+            None => {
+                let ctx = EncodeContext { unix_ms, own: &self.config.device };
+                self.body.clear();
+                let mut method = String::new();
+                op.write_method(&mut method);
+                let mut params = Vec::new();
+                op.write_params(&ctx, &mut params)?;
+                let id = envelope.unwrap_or(0).to_string();
+                let params = serde_json::value::RawValue::from_string(
+                    String::from_utf8(params).map_err(|e| EncodeError::Json(e.to_string()))?,
+                )
+                .map_err(|e| EncodeError::Json(e.to_string()))?;
+                envelope::write_request(&mut self.body, &id, &method, &params, op.extras())?;
+                Bytes::copy_from_slice(&self.body)
+            }
+        };
+        if payload.len() > self.config.max_payload_bytes {
+            return Err(EncodeError::PayloadTooLarge { size: payload.len(), max: self.config.max_payload_bytes }.into());
+        }
+        self.check_queue_room(payload.len())?;
+        let (request_topic, reply_topic) = self.intern_topic();
+        let wants_reply = opts.need_reply;
+        let id = self.pending.next_id();
+        let timeout = opts.timeout.unwrap_or(self.config.request_timeout);
+        let qos = match opts.qos {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        };
+        if wants_reply {
+            if let Some(e) = envelope {
+                self.by_envelope.insert(e, id);
+            } else if let Some(t) = self.topics.get_mut(&reply_topic) {
+                t.raw_fifo.push_back(id);
+            }
+        }
+        self.pending.insert(
+            id,
+            Req {
+                deadline: self.now + timeout,
+                timeout,
+                stage: Stage::Queued,
+                reply_topic: reply_topic.clone(),
+                envelope,
+                wants_reply,
+                effect: op.session_effect().0,
+                internal,
+                qos,
+            },
+            timeout == self.config.request_timeout,
+        );
+        let out = Outgoing {
+            req: Some(id),
+            topic: request_topic,
+            payload,
+            qos,
+            dup: false,
+            needs: wants_reply.then_some(reply_topic),
+        };
+        self.queued += 1;
+        self.queued_bytes += out.payload.len();
+        self.route(out);
+        Ok(id)
+    }
+
+    fn check_queue_room(&self, bytes: usize) -> Result<(), SubmitError> {
+        if self.queued >= self.config.max_queued_requests || self.queued_bytes + bytes > self.config.max_queued_bytes {
+            Err(SubmitError::QueueFull { queued: self.queued, bytes: self.queued_bytes })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The request and reply topic for the topic in `scratch`, interned.
+    fn intern_topic(&mut self) -> (Arc<str>, Arc<str>) {
+        self.scratch.push_str("_reply");
+        if let Some((k, t)) = self.topics.get_key_value(self.scratch.as_str()) {
+            return (t.request_topic.clone(), k.clone());
+        }
+        let reply: Arc<str> = Arc::from(self.scratch.as_str());
+        let request: Arc<str> = Arc::from(&self.scratch[..self.scratch.len() - 6]);
+        self.topics.insert(
+            reply.clone(),
+            TopicState {
+                request_topic: request.clone(),
+                sub: SubState::None,
+                raw_fifo: VecDeque::new(),
+                waiting: VecDeque::new(),
+                awaiting: 0,
+            },
+        );
+        (request, reply)
+    }
+
+    fn next_envelope_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_envelope;
+            self.next_envelope = if id == u32::MAX { 1 } else { id + 1 };
+            if !self.by_envelope.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Sends the reply to a command (QoS 0, as the vendor SDKs do). While disconnected it
+    /// waits in the queue like a request.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`], [`SubmitError::QueueFull`], or
+    /// [`SubmitError::Encode`] for a payload above [`Config::max_payload_bytes`].
+    pub fn reply(&mut self, now: Now, reply: CommandReply) -> Result<(), SubmitError> {
+        self.tick(now);
+        if self.state == State::Closed {
+            return Err(SubmitError::Closed);
+        }
+        if reply.payload.len() > self.config.max_payload_bytes {
+            return Err(EncodeError::PayloadTooLarge { size: reply.payload.len(), max: self.config.max_payload_bytes }.into());
+        }
+        if reply.topic.len() > usize::from(u16::MAX) {
+            return Err(EncodeError::StringTooLong { field: "topic", len: reply.topic.len() }.into());
+        }
+        self.check_queue_room(reply.payload.len())?;
+        self.queued += 1;
+        self.queued_bytes += reply.payload.len();
+        let out = Outgoing {
+            req: None,
+            topic: Arc::from(reply.topic),
+            payload: reply.payload,
+            qos: QoS::AtMostOnce,
+            dup: false,
+            needs: None,
+        };
+        self.route(out);
+        self.flush();
+        Ok(())
+    }
+
+    /// Opens a transport now if the client is idle (after a failure with automatic
+    /// reconnects disabled, or to skip the rest of a back-off).
+    pub fn connect(&mut self, now: Now) {
+        self.tick(now);
+        if self.state == State::Idle {
+            self.open_transport(self.now);
+        }
+    }
+
+    /// Ends the client: every outstanding request ends with [`RequestError::Closed`], a
+    /// DISCONNECT goes out if the session is up, then [`Output::CloseTransport`] and
+    /// [`Event::Disconnected`] with [`DisconnectCause::Closed`]. Later requests are
+    /// refused with [`SubmitError::Closed`].
+    pub fn close(&mut self, now: Now) {
+        self.tick(now);
+        if self.state == State::Closed {
+            return;
+        }
+        let had_transport = self.state != State::Idle;
+        if self.state == State::Connected {
+            let _ = codec::encode_packet(&mut self.out, &Packet::Disconnect);
+        }
+        self.state = State::Closed;
+        self.timers.clear();
+        for id in self.pending.ids() {
+            self.finish(id, Err(RequestError::Closed));
+        }
+        self.ready.clear();
+        for t in self.topics.values_mut() {
+            t.waiting.clear();
+        }
+        self.inflight.clear();
+        self.subscribing.clear();
+        self.queued = 0;
+        self.queued_bytes = 0;
+        if had_transport {
+            self.push_ctl(Output::CloseTransport);
+        }
+        self.events.push_back(Event::Disconnected { cause: DisconnectCause::Closed, retry_at: None });
+    }
+
+    // ----- output -----
+
+    /// The next thing for the driver to do. Call it until it returns [`Output::Wait`].
+    #[must_use]
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.ctl.pop_front() {
+            return o;
+        }
+        if !self.out.is_empty() {
+            return Output::Transmit(self.out.split().freeze());
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        self.pending.prune();
+        Output::Wait(self.poll_timeout())
+    }
+
+    /// The next deadline, without draining anything.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.timers.next(), self.pending.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn push_ctl(&mut self, o: Output) {
+        if !self.out.is_empty() {
+            let bytes = self.out.split().freeze();
+            self.ctl.push_back(Output::Transmit(bytes));
+        }
+        self.ctl.push_back(o);
+    }
+
+    // ----- connection life -----
+
+    fn open_transport(&mut self, now: Instant) {
+        self.state = State::Dialing;
+        self.timers.stop(Timer::Reconnect);
+        self.timers.set(Timer::Connect, now + self.config.connect_timeout);
+        self.push_ctl(Output::OpenTransport);
+    }
+
+    /// Something was written: the keep-alive restarts.
+    fn sent(&mut self) {
+        if !self.config.keep_alive.is_zero() && self.state == State::Connected {
+            self.timers.set(Timer::KeepAlive, self.now + self.config.keep_alive);
+        }
+    }
+
+    fn lost(&mut self, cause: DisconnectCause) {
+        let refused = match &cause {
+            DisconnectCause::Refused(r) => Some(*r),
+            _ => None,
+        };
+        let was_up = self.state == State::Connected;
+        self.state = State::Idle;
+        self.timers.clear();
+        self.decoder.reset();
+        self.out.clear();
+        // Clean session: every subscription is gone with the connection.
+        for t in self.topics.values_mut() {
+            t.sub = SubState::None;
+        }
+        self.subscribing.clear();
+        self.to_subscribe.clear();
+        if let Some(id) = self.relogin.take() {
+            // A fresh re-login with fresh signatures follows the next CONNACK.
+            self.finish(id, Err(RequestError::Closed));
+        }
+        // Unacknowledged QoS 1 publishes go out again, first, with DUP.
+        let mut again: Vec<InFlight> = self.inflight.drain().map(|(_, f)| f).collect();
+        again.sort_by_key(|f| f.seq);
+        for f in again.into_iter().rev() {
+            let mut out = f.out;
+            if let Some(id) = out.req {
+                if let Some(r) = self.pending.get_mut(id) {
+                    r.stage = Stage::Queued;
+                } else {
+                    continue;
+                }
+            }
+            out.dup = true;
+            self.queued += 1;
+            self.queued_bytes += out.payload.len();
+            self.ready.push_front(out);
+        }
+        if was_up {
+            self.failures = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+        }
+        let retry_at = self.backoff(refused);
+        if let Some(at) = retry_at {
+            self.timers.set(Timer::Reconnect, at);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::info!(device = %self.config.device, cause = %cause, "disconnected");
+        self.push_ctl(Output::CloseTransport);
+        self.events.push_back(Event::Disconnected { cause, retry_at });
+    }
+
+    fn backoff(&mut self, refused: Option<ConnectRefusal>) -> Option<Instant> {
+        let base = self.config.reconnect_period;
+        if base.is_zero() {
+            return None;
+        }
+        let max = self.config.max_reconnect_period;
+        let delay = if refused.is_some_and(ConnectRefusal::is_authentication) {
+            max
+        } else {
+            let factor = 1u32 << self.failures.saturating_sub(1).min(16);
+            base.saturating_mul(factor).min(max)
+        };
+        // xorshift64: deterministic for a seed, different across devices.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let pct = u64::from(self.config.reconnect_jitter_percent);
+        let jitter_ms = if pct == 0 {
+            0
+        } else {
+            let span = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) * pct / 100;
+            if span == 0 {
+                0
+            } else {
+                self.rng % (span + 1)
+            }
+        };
+        Some(self.now + delay + Duration::from_millis(jitter_ms))
+    }
+
+    fn on_connack(&mut self, code: ConnectReturnCode) {
+        let refusal = match code {
+            ConnectReturnCode::Success => None,
+            ConnectReturnCode::RefusedProtocolVersion => Some(ConnectRefusal::UnacceptableProtocolVersion),
+            ConnectReturnCode::BadClientId => Some(ConnectRefusal::IdentifierRejected),
+            ConnectReturnCode::ServiceUnavailable => Some(ConnectRefusal::ServerUnavailable),
+            ConnectReturnCode::BadUserNamePassword => Some(ConnectRefusal::BadUserNameOrPassword),
+            ConnectReturnCode::NotAuthorized => Some(ConnectRefusal::NotAuthorized),
+        };
+        if let Some(r) = refusal {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(device = %self.config.device, code = r.code(), "connection refused");
+            self.lost(DisconnectCause::Refused(r));
+            return;
+        }
+        self.state = State::Connected;
+        self.failures = 0;
+        self.timers.stop(Timer::Connect);
+        self.sent();
+        let reconnect = self.ever_connected;
+        self.ever_connected = true;
+        self.reconnected |= reconnect;
+        #[cfg(feature = "tracing")]
+        tracing::info!(device = %self.config.device, reconnect, "connected");
+        self.events.push_back(Event::Connected { reconnect });
+        if self.config.subscribe_command_topics {
+            let mut filters = command_filters(&self.config.device, true);
+            for keys in self.logged_in.keys() {
+                filters.extend(command_filters(keys, false));
+            }
+            self.subscribe_commands(filters);
+        }
+        // Replies still awaited from before the loss need their topics again.
+        let awaited: Vec<Arc<str>> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.awaiting > 0 || !t.raw_fifo.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for t in awaited {
+            self.want_subscription(&t);
+        }
+        // Everything waiting goes through routing again: subscriptions first.
+        let mut all: Vec<Outgoing> = self.ready.drain(..).collect();
+        for t in self.topics.values_mut() {
+            all.extend(t.waiting.drain(..));
+        }
+        if !self.logged_in.is_empty() {
+            let devices: Vec<SubDeviceInfo> = self.logged_in.values().cloned().collect();
+            let op = SubDeviceBatchLogin::new(devices);
+            // The re-login goes first; the rest waits for its reply (spec §8).
+            let unix_ms = self.last_unix_ms;
+            match self.submit(unix_ms, &op, RequestOptions::default(), true) {
+                Ok(id) => self.relogin = Some(id),
+                Err(e) => self.events.push_back(Event::Error(ClientError::ReloginFailed {
+                    devices: self.logged_in.keys().cloned().collect(),
+                    reason: e.to_string(),
+                })),
+            }
+        }
+        for out in all {
+            self.route(out);
+        }
+    }
+
+    // ----- packets in -----
+
+    fn on_packet(&mut self, packet: Packet) {
+        match (self.state, packet) {
+            (State::AwaitConnack, Packet::ConnAck(ack)) => self.on_connack(ack.code),
+            (State::Connected, Packet::Publish(p)) => self.on_publish(p),
+            (State::Connected, Packet::PubAck(ack)) => self.on_puback(ack.pkid),
+            (State::Connected, Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
+            (State::Connected, Packet::PingResp) => self.timers.stop(Timer::PingResponse),
+            (_, p) => self.lost(DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(codec::kind(&p)))),
+        }
+    }
+
+    fn on_puback(&mut self, pkid: u16) {
+        let Some(f) = self.inflight.remove(&pkid) else {
+            self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
+            return;
+        };
+        let Some(id) = f.out.req else { return };
+        let Some(req) = self.pending.get_mut(id) else { return };
+        if req.wants_reply {
+            req.stage = Stage::Sent;
+            let topic = req.reply_topic.clone();
+            if let Some(t) = self.topics.get_mut(&topic) {
+                t.awaiting += 1;
+            }
+        } else {
+            self.finish(id, Ok(Reply::Delivered));
+        }
+    }
+
+    fn on_suback(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {
+        let Some(purpose) = self.subscribing.remove(&pkid) else {
+            self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
+            return;
+        };
+        let SubPurpose::Replies(topics) = purpose else {
+            if codes.iter().any(|c| *c == SubscribeReasonCode::Failure) {
+                self.events.push_back(Event::Error(ClientError::SubscribeRefused {
+                    topic: "command topics".into(),
+                }));
+            }
+            return;
+        };
+        for (i, topic) in topics.into_iter().enumerate() {
+            let ok = !matches!(codes.get(i), Some(SubscribeReasonCode::Failure) | None);
+            let Some(t) = self.topics.get_mut(&topic) else { continue };
+            if ok {
+                t.sub = SubState::Subscribed;
+                let waiting: Vec<Outgoing> = t.waiting.drain(..).collect();
+                self.ready.extend(waiting);
+            } else {
+                t.sub = SubState::None;
+                let waiting: Vec<Outgoing> = t.waiting.drain(..).collect();
+                for out in waiting {
+                    self.dequeued(&out);
+                    if let Some(id) = out.req {
+                        self.finish(id, Err(RequestError::SubscribeRefused(topic.to_string())));
+                    }
+                }
+                self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: topic.to_string() }));
+            }
+        }
+    }
+
+    fn on_publish(&mut self, p: codec::Publish) {
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let _ = codec::encode_packet(&mut self.out, &Packet::PubAck(codec::PubAck::new(p.pkid)));
+                self.sent();
+            }
+            QoS::ExactlyOnce => {
+                self.lost(DisconnectCause::Protocol(ProtocolError::QoS2Publish));
+                return;
+            }
+        }
+        if self.config.emit_all_messages {
+            self.events.push_back(Event::Message { topic: p.topic.clone(), payload: p.payload.clone() });
+        }
+        if let Some((key, t)) = self.topics.get_key_value(p.topic.as_str()) {
+            let key = key.clone();
+            // Raw replies are never JSON (spec §7): the oldest raw request takes them.
+            if key.ends_with("/thing/model/up_raw_reply") || !t.raw_fifo.is_empty() {
+                match self.topics.get_mut(&key).and_then(|t| t.raw_fifo.pop_front()) {
+                    Some(id) => self.finish(id, Ok(Reply::Raw(p.payload))),
+                    None => self.unmatched(p.topic, p.payload, ClientError::UnmatchedReply { topic: key.to_string(), id: String::new() }),
+                }
+                return;
+            }
+            match envelope::parse_reply(&p.payload) {
+                Ok(reply) => {
+                    let found = reply
+                        .id
+                        .parse::<u32>()
+                        .ok()
+                        .and_then(|e| self.by_envelope.get(&e).copied())
+                        .filter(|id| self.pending.get(*id).is_some_and(|r| r.reply_topic == key));
+                    match found {
+                        Some(id) => self.finish(id, Ok(Reply::Json(reply))),
+                        None => self.unmatched(p.topic, p.payload, ClientError::UnmatchedReply { topic: key.to_string(), id: reply.id }),
+                    }
+                }
+                Err(reason) => self.unmatched(p.topic, p.payload, ClientError::BadReply { topic: key.to_string(), reason }),
+            }
+            return;
+        }
+        let Some(parts) = topic::parse_topic(&p.topic) else {
+            return self.message(p.topic, p.payload);
+        };
+        let device = if self.config.device.is(parts.product_key, parts.device_key) {
+            self.config.device.clone()
+        } else if let Some(k) =
+            DeviceKeys::new(parts.product_key, parts.device_key).ok().filter(|k| self.logged_in.contains_key(k))
+        {
+            k
+        } else {
+            return self.message(p.topic, p.payload);
+        };
+        match command::classify(&p.topic, &parts, &device, p.payload.clone()) {
+            None => self.message(p.topic, p.payload),
+            Some(Inbound::Command(cmd)) => {
+                if let CommandKind::DisableSubDevices { devices } | CommandKind::DeleteSubDevices { devices } = &cmd.kind {
+                    for d in devices {
+                        self.logged_in.remove(d);
+                    }
+                }
+                self.events.push_back(Event::Command(cmd));
+            }
+            Some(Inbound::Activation { reply_to, device_secret, asset_id }) => {
+                let Some(secret) = device_secret.filter(|s| !s.is_empty()) else {
+                    self.events.push_back(Event::Error(ClientError::BadCommand {
+                        topic: p.topic,
+                        reason: "activation without a deviceSecret".into(),
+                    }));
+                    return;
+                };
+                let _ = self.reply_now(reply_to.ok_empty());
+                let secret = Secret::new(secret);
+                if device == self.config.device {
+                    self.credentials = Credentials::DeviceSecret(secret.clone());
+                }
+                self.events.push_back(Event::Activated { device, device_secret: secret, asset_id });
+            }
+            Some(Inbound::Bad { reason, reply }) => {
+                if let Some(r) = reply {
+                    let _ = self.reply_now(r);
+                }
+                self.events.push_back(Event::Error(ClientError::BadCommand { topic: p.topic, reason }));
+            }
+        }
+    }
+
+    fn reply_now(&mut self, r: CommandReply) -> Result<(), EncodeError> {
+        codec::encode_publish(&mut self.out, &r.topic, &r.payload, QoS::AtMostOnce, 0, false)?;
+        self.sent();
+        Ok(())
+    }
+
+    fn message(&mut self, topic: String, payload: Bytes) {
+        if !self.config.emit_all_messages {
+            self.events.push_back(Event::Message { topic, payload });
+        }
+    }
+
+    fn unmatched(&mut self, topic: String, payload: Bytes, e: ClientError) {
+        self.events.push_back(Event::Error(e));
+        self.message(topic, payload);
+    }
+
+    // ----- requests -----
+
+    /// Ends request `id` once: its state is freed and, unless internal, the application
+    /// gets its `Event::Response`.
+    fn finish(&mut self, id: RequestId, result: Result<Reply, RequestError>) {
+        let Some(req) = self.pending.remove(id) else { return };
+        if let Some(e) = req.envelope {
+            if self.by_envelope.get(&e) == Some(&id) {
+                self.by_envelope.remove(&e);
+            }
+        }
+        if let Some(t) = self.topics.get_mut(&req.reply_topic) {
+            if req.envelope.is_none() {
+                if let Some(pos) = t.raw_fifo.iter().position(|r| *r == id) {
+                    t.raw_fifo.remove(pos);
+                }
+            }
+            if req.stage == Stage::Sent && req.wants_reply {
+                t.awaiting = t.awaiting.saturating_sub(1);
+            }
+        }
+        if let Stage::InFlight(pkid) = req.stage {
+            if let Some(f) = self.inflight.get_mut(&pkid) {
+                // Ended before its PUBACK: the packet id stays in use until then, but
+                // it will not be sent again.
+                f.out.req = None;
+            }
+        }
+        if let Ok(reply) = &result {
+            self.apply_effect(&req.effect, reply);
+        }
+        if req.internal {
+            if self.relogin == Some(id) {
+                self.relogin = None;
+                self.relogin_done(result);
+            }
+            return;
+        }
+        self.events.push_back(Event::Response { id, result });
+    }
+
+    fn apply_effect(&mut self, effect: &Effect, reply: &Reply) {
+        match effect {
+            Effect::None => {}
+            Effect::Logout(devices) => {
+                if matches!(reply, Reply::Json(j) if j.code == 200) {
+                    for d in devices {
+                        self.logged_in.remove(d);
+                    }
+                }
+            }
+            Effect::Login(devices) => {
+                let Reply::Json(j) = reply else { return };
+                let in_: Vec<LoginResult> = if devices.len() == 1 && j.data::<LoginResult>().is_ok() {
+                    if j.code != 200 {
+                        return;
+                    }
+                    j.data::<LoginResult>().into_iter().collect()
+                } else {
+                    j.data::<BatchLoginResult>().map(|r| r.logged_in).unwrap_or_default()
+                };
+                let mut new_filters = Vec::new();
+                for r in in_ {
+                    let Some(info) = devices.iter().find(|d| d.keys.is(&r.product_key, &r.device_key)) else { continue };
+                    let mut info = info.clone();
+                    if let Some(secret) = r.device_secret.filter(|s| !s.is_empty()) {
+                        info.secret = secret.clone();
+                        info.mode = SecureMode::DeviceSecret;
+                        self.events.push_back(Event::Activated {
+                            device: info.keys.clone(),
+                            device_secret: secret,
+                            asset_id: r.asset_id.clone(),
+                        });
+                    }
+                    if self.config.subscribe_command_topics && !self.logged_in.contains_key(&info.keys) {
+                        new_filters.extend(command_filters(&info.keys, false));
+                    }
+                    self.logged_in.insert(info.keys.clone(), info);
+                }
+                if !new_filters.is_empty() && self.state == State::Connected {
+                    self.subscribe_commands(new_filters);
+                }
+            }
+        }
+    }
+
+    fn relogin_done(&mut self, result: Result<Reply, RequestError>) {
+        let failed: Vec<DeviceKeys> = match &result {
+            Ok(reply) => {
+                let r = reply.json().ok().and_then(|j| j.data::<BatchLoginResult>().ok()).unwrap_or_default();
+                // Devices the cloud refused are no longer logged in.
+                let refused: Vec<DeviceKeys> = self
+                    .logged_in
+                    .keys()
+                    .filter(|k| !r.logged_in.iter().any(|l| k.is(&l.product_key, &l.device_key)))
+                    .cloned()
+                    .collect();
+                for k in &refused {
+                    self.logged_in.remove(k);
+                }
+                refused
+            }
+            Err(RequestError::Closed) => Vec::new(),
+            Err(_) => self.logged_in.keys().cloned().collect(),
+        };
+        if !failed.is_empty() {
+            let reason = match &result {
+                Ok(Reply::Json(j)) => format!("code {}: {}", j.code, j.message.as_deref().unwrap_or("")),
+                Ok(_) => "unexpected reply".into(),
+                Err(e) => e.to_string(),
+            };
+            self.events.push_back(Event::Error(ClientError::ReloginFailed { devices: failed, reason }));
+        }
+    }
+
+    /// Where an outgoing publish waits: behind its reply topic's subscription, or ready.
+    fn route(&mut self, out: Outgoing) {
+        if let Some(id) = out.req {
+            if self.pending.get(id).is_none() {
+                self.dequeued(&out);
+                return;
+            }
+        }
+        if let Some(topic) = out.needs.clone() {
+            let subscribed = self.topics.get(&topic).is_some_and(|t| t.sub == SubState::Subscribed);
+            if !subscribed {
+                self.want_subscription(&topic);
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    t.waiting.push_back(out);
+                }
+                return;
+            }
+        }
+        self.ready.push_back(out);
+    }
+
+    fn want_subscription(&mut self, topic: &Arc<str>) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            if t.sub == SubState::None {
+                t.sub = SubState::Pending;
+                self.to_subscribe.push(topic.clone());
+            }
+        }
+    }
+
+    fn dequeued(&mut self, out: &Outgoing) {
+        self.queued = self.queued.saturating_sub(1);
+        self.queued_bytes = self.queued_bytes.saturating_sub(out.payload.len());
+    }
+
+    fn alloc_pkid(&mut self) -> u16 {
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.contains_key(&id) && !self.subscribing.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn subscribe_commands(&mut self, filters: Vec<String>) {
+        for chunk in filters.chunks(MAX_FILTERS_PER_SUBSCRIBE) {
+            let pkid = self.alloc_pkid();
+            if codec::encode_subscribe(&mut self.out, pkid, chunk.iter().map(String::as_str), QoS::AtLeastOnce).is_ok() {
+                self.subscribing.insert(pkid, SubPurpose::Commands);
+                self.sent();
+            }
+        }
+    }
+
+    /// Sends what can go now: pending SUBSCRIBEs, then ready publishes while the QoS 1
+    /// window has room. Nothing moves while a re-login is on its way, except the
+    /// re-login itself.
+    fn flush(&mut self) {
+        if self.state != State::Connected {
+            return;
+        }
+        while !self.to_subscribe.is_empty() {
+            let n = self.to_subscribe.len().min(MAX_FILTERS_PER_SUBSCRIBE);
+            let topics: Vec<Arc<str>> = self.to_subscribe.drain(..n).collect();
+            let pkid = self.alloc_pkid();
+            if codec::encode_subscribe(&mut self.out, pkid, topics.iter().map(|t| &**t), QoS::AtLeastOnce).is_ok() {
+                self.subscribing.insert(pkid, SubPurpose::Replies(topics));
+                self.sent();
+            }
+        }
+        let mut held = VecDeque::new();
+        while let Some(out) = self.ready.pop_front() {
+            if let Some(id) = out.req {
+                if self.pending.get(id).is_none() {
+                    self.dequeued(&out);
+                    continue;
+                }
+            }
+            if self.relogin.is_some() && out.req != self.relogin && out.req.is_some() {
+                held.push_back(out);
+                continue;
+            }
+            if out.qos == QoS::AtLeastOnce && self.inflight.len() >= usize::from(self.config.max_inflight) {
+                self.ready.push_front(out);
+                break;
+            }
+            self.transmit(out);
+        }
+        if !held.is_empty() {
+            held.extend(self.ready.drain(..));
+            self.ready = held;
+        }
+    }
+
+    fn transmit(&mut self, out: Outgoing) {
+        self.dequeued(&out);
+        let pkid = if out.qos == QoS::AtLeastOnce { self.alloc_pkid() } else { 0 };
+        if let Err(e) = codec::encode_publish(&mut self.out, &out.topic, &out.payload, out.qos, pkid, out.dup) {
+            // Sizes were checked at submission; nothing else can fail.
+            if let Some(id) = out.req {
+                self.finish(id, Err(RequestError::BadReply(e.to_string())));
+            }
+            return;
+        }
+        self.sent();
+        let Some(id) = out.req else { return };
+        let Some(req) = self.pending.get_mut(id) else { return };
+        if out.qos == QoS::AtLeastOnce {
+            req.stage = Stage::InFlight(pkid);
+            self.inflight_seq += 1;
+            self.inflight.insert(pkid, InFlight { seq: self.inflight_seq, out });
+        } else if req.wants_reply {
+            req.stage = Stage::Sent;
+            let topic = req.reply_topic.clone();
+            if let Some(t) = self.topics.get_mut(&topic) {
+                t.awaiting += 1;
+            }
+        } else {
+            self.finish(id, Ok(Reply::Delivered));
+        }
+    }
+}
+
+/// The filters that carry a device's commands, for brokers that need a subscription.
+/// They never match the device's own requests; replies the device sends to commands do
+/// match `thing/service/#` and are recognised and dropped by their `_reply` suffix.
+fn command_filters(keys: &DeviceKeys, own: bool) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "thing/service/#",
+        "thing/model/down_raw",
+        "ota/device/upgrade",
+        "thing/enable",
+        "thing/disable",
+        "thing/delete",
+    ]
+    .iter()
+    .map(|p| topic::topic(Scope::Sys, keys, p))
+    .collect();
+    if own {
+        for p in ["combine/enable", "combine/disable", "combine/delete", "thing/activate/info"] {
+            v.push(topic::topic(Scope::ExtSession, keys, p));
+        }
+    }
+    v
+}

@@ -1,0 +1,221 @@
+//! [`Config`]: who the device is, how it authenticates, and every limit and timer of the
+//! session, with the vendor SDKs' defaults.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::secret::Secret;
+use crate::sign::{SecureMode, SignMethod};
+use crate::topic::DeviceKeys;
+
+/// How the device authenticates (spec §2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// Secure mode 2: the device secret signs every CONNECT.
+    DeviceSecret(Secret),
+    /// Secure mode 3: dynamic activation with the product secret. The cloud pushes a
+    /// device secret after the first CONNECT; the core reports it
+    /// (`Event::Activated`) and uses mode 2 with it from then on.
+    ProductSecret(Secret),
+    /// X.509: a client certificate on a TLS transport (set up by the driver). The
+    /// CONNECT carries the mode-2 fields when the device secret is known, as the vendor
+    /// SDKs do, and only the user name when it is not.
+    Certificate {
+        /// The device secret, when known.
+        device_secret: Option<Secret>,
+    },
+}
+
+impl Credentials {
+    pub(crate) fn signing(&self) -> Option<(SecureMode, &Secret)> {
+        match self {
+            Credentials::DeviceSecret(s) => Some((SecureMode::DeviceSecret, s)),
+            Credentials::ProductSecret(s) => Some((SecureMode::ProductSecret, s)),
+            Credentials::Certificate { device_secret } => device_secret.as_ref().map(|s| (SecureMode::DeviceSecret, s)),
+        }
+    }
+}
+
+/// The configuration of a [`Client`](crate::Client).
+///
+/// Build it with [`Config::new`], then change the public fields you need; every field
+/// has the default of the vendor's Node.js SDK where it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The device (or gateway) keys.
+    pub device: DeviceKeys,
+    /// How it authenticates.
+    pub credentials: Credentials,
+    /// The client id in front of the first `|` of the MQTT client id (at most 64
+    /// characters); the device key when `None`, as every vendor SDK does.
+    pub client_id: Option<String>,
+    /// The sign method of the CONNECT password; `sha256` by default.
+    pub sign_method: SignMethod,
+    /// MQTT keep-alive: a PINGREQ goes out when nothing was sent for this long. 60 s by
+    /// default; zero disables it.
+    pub keep_alive: Duration,
+    /// How long a PINGRESP may take before the peer is declared dead. 30 s by default.
+    pub ping_timeout: Duration,
+    /// How long the transport and the CONNACK may take. 30 s by default.
+    pub connect_timeout: Duration,
+    /// The first delay before a reconnect. 3 s by default; zero disables automatic
+    /// reconnects.
+    pub reconnect_period: Duration,
+    /// The delay doubles on each failed attempt up to this, and a refused
+    /// authentication waits this long at once. 60 s by default.
+    pub max_reconnect_period: Duration,
+    /// Random extra delay, in percent of the delay, so a fleet does not reconnect in
+    /// step. 10 by default.
+    pub reconnect_jitter_percent: u8,
+    /// Seed of the jitter's generator; derived from the device keys by default, so runs
+    /// are reproducible and devices differ.
+    pub jitter_seed: u64,
+    /// How long a request may take before it ends with `RequestError::TimedOut`. 30 s by
+    /// default (per request with `RequestOptions::timeout`).
+    pub request_timeout: Duration,
+    /// QoS 1 publishes awaiting their PUBACK at once. 256 by default.
+    pub max_inflight: u16,
+    /// Requests waiting to be sent (offline, or behind a full window): past this count a
+    /// new request is refused with `SubmitError::QueueFull`. 10,000 by default.
+    pub max_queued_requests: usize,
+    /// The same bound in payload bytes. 16 MiB by default.
+    pub max_queued_bytes: usize,
+    /// Requests not yet ended (queued, sent or awaiting a reply): past this a new one is
+    /// refused with `SubmitError::TooManyRequests`. 100,000 by default.
+    pub max_outstanding_requests: usize,
+    /// Largest payload the core sends. 512 KiB by default, the EnOS limit.
+    pub max_payload_bytes: usize,
+    /// Largest packet (remaining length) the core accepts; a larger one ends the
+    /// connection with `DecodeError::PacketTooLarge`. 1 MiB by default.
+    pub max_packet_bytes: usize,
+    /// Subscribe the device's and logged-in sub-devices' command topics after each
+    /// CONNACK. EnOS delivers commands without a subscription; a plain broker such as
+    /// mosquitto needs one. Off by default.
+    pub subscribe_command_topics: bool,
+    /// Report every inbound message as `Event::Message`, not only those that are
+    /// neither replies nor commands. Off by default.
+    pub emit_all_messages: bool,
+}
+
+impl Config {
+    /// A configuration with every default.
+    pub fn new(device: DeviceKeys, credentials: Credentials) -> Self {
+        let jitter_seed = fnv1a(device.product_key().as_bytes(), fnv1a(device.device_key().as_bytes(), 0xcbf2_9ce4_8422_2325));
+        Config {
+            device,
+            credentials,
+            client_id: None,
+            sign_method: SignMethod::Sha256,
+            keep_alive: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            reconnect_period: Duration::from_secs(3),
+            max_reconnect_period: Duration::from_secs(60),
+            reconnect_jitter_percent: 10,
+            jitter_seed,
+            request_timeout: Duration::from_secs(30),
+            max_inflight: 256,
+            max_queued_requests: 10_000,
+            max_queued_bytes: 16 << 20,
+            max_outstanding_requests: 100_000,
+            max_payload_bytes: 512 << 10,
+            max_packet_bytes: 1 << 20,
+            subscribe_command_topics: false,
+            emit_all_messages: false,
+        }
+    }
+
+    /// The client id in front of the first `|`.
+    pub fn cid(&self) -> &str {
+        self.client_id.as_deref().unwrap_or(self.device.device_key())
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field that cannot work, and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let cid = self.cid();
+        if cid.is_empty() || cid.chars().count() > 64 || cid.contains(['|', ',', '=']) {
+            return Err(ConfigError::new("client_id", "must be 1 to 64 characters without '|', ',' or '='"));
+        }
+        match &self.credentials {
+            Credentials::DeviceSecret(s) | Credentials::ProductSecret(s) if s.is_empty() => {
+                return Err(ConfigError::new("credentials", "the secret is empty"));
+            }
+            _ => {}
+        }
+        if self.keep_alive > Duration::from_secs(u64::from(u16::MAX)) {
+            return Err(ConfigError::new("keep_alive", "must be at most 65535 s"));
+        }
+        for (field, d) in [
+            ("ping_timeout", self.ping_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be above zero"));
+            }
+        }
+        if self.max_reconnect_period < self.reconnect_period {
+            return Err(ConfigError::new("max_reconnect_period", "must not be below reconnect_period"));
+        }
+        if self.max_inflight == 0 || self.max_inflight > 60_000 {
+            return Err(ConfigError::new("max_inflight", "must be 1 to 60000"));
+        }
+        if self.max_outstanding_requests == 0 {
+            return Err(ConfigError::new("max_outstanding_requests", "must be above zero"));
+        }
+        if self.max_packet_bytes < 1024 {
+            return Err(ConfigError::new("max_packet_bytes", "must be at least 1024"));
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > crate::codec::MAX_REMAINING_LENGTH / 2 {
+            return Err(ConfigError::new("max_payload_bytes", "must be 1 byte to 128 MiB"));
+        }
+        Ok(())
+    }
+}
+
+fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::new(DeviceKeys::new("pk", "dk").unwrap(), Credentials::DeviceSecret("s".into()))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_follow_the_seed() {
+        let c = config();
+        c.validate().unwrap();
+        assert_eq!(
+            (c.keep_alive, c.connect_timeout, c.reconnect_period, c.request_timeout),
+            (Duration::from_secs(60), Duration::from_secs(30), Duration::from_secs(3), Duration::from_secs(30))
+        );
+        assert_eq!(c.sign_method, SignMethod::Sha256);
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let mut c = config();
+        c.client_id = Some("x".repeat(65));
+        assert_eq!(c.validate().unwrap_err().field, "client_id");
+        let mut c = config();
+        c.credentials = Credentials::DeviceSecret("".into());
+        assert_eq!(c.validate().unwrap_err().field, "credentials");
+        let mut c = config();
+        c.max_inflight = 0;
+        assert_eq!(c.validate().unwrap_err().field, "max_inflight");
+    }
+}

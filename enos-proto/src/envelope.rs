@@ -1,0 +1,286 @@
+//! The JSON envelopes of spec §4: upstream requests, replies to them, downstream commands
+//! and the device's replies to commands.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{EncodeError, RequestError};
+
+/// The `version` the SDK sends, as the Node.js SDK does.
+pub const VERSION: &str = "1.0";
+
+/// Writes `{"id":..,"version":"1.0","params":..,"method":..[,extras]}` into `out`.
+pub(crate) fn write_request<P: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    id: &str,
+    method: &str,
+    params: &P,
+    extras: &[(&str, bool)],
+) -> Result<(), EncodeError> {
+    out.extend_from_slice(b"{\"id\":");
+    json_str(out, id)?;
+    out.extend_from_slice(b",\"version\":\"1.0\",\"params\":");
+    serde_json::to_writer(&mut *out, params).map_err(|e| EncodeError::Json(e.to_string()))?;
+    out.extend_from_slice(b",\"method\":");
+    json_str(out, method)?;
+    for (k, v) in extras {
+        out.push(b',');
+        json_str(out, k)?;
+        let _ = write!(out, ":{v}");
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
+    serde_json::to_writer(out, s).map_err(|e| EncodeError::Json(e.to_string()))
+}
+
+/// Writes a command reply `{"id":..,"code":..,"data":..[,"message":..]}`; `message` only
+/// when non-empty (spec §4). `data_json` must be valid JSON text.
+pub(crate) fn write_command_reply(out: &mut Vec<u8>, id: &str, code: i32, data_json: &str, message: &str) {
+    out.extend_from_slice(b"{\"id\":");
+    // Serializing a &str into a Vec cannot fail.
+    let _ = json_str(out, id);
+    let _ = write!(out, ",\"code\":{code},\"data\":");
+    out.extend_from_slice(data_json.as_bytes());
+    if !message.is_empty() {
+        out.extend_from_slice(b",\"message\":");
+        let _ = json_str(out, message);
+    }
+    out.push(b'}');
+}
+
+/// The reply to an upstream JSON request: `{id, code, data, message}`.
+#[derive(Debug, Clone)]
+pub struct JsonReply {
+    /// The envelope id the reply echoes.
+    pub id: String,
+    /// 200 for success, anything else an error (spec §9).
+    pub code: i32,
+    /// The reply's `message`, if it had one.
+    pub message: Option<String>,
+    data: Option<Box<RawValue>>,
+}
+
+impl PartialEq for JsonReply {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.code == other.code && self.message == other.message && self.data_json() == other.data_json()
+    }
+}
+
+impl JsonReply {
+    /// The `data` as JSON text (`None` when absent). A string that holds a JSON object or
+    /// array has been replaced by that object or array, as the Node.js SDK does.
+    pub fn data_json(&self) -> Option<&str> {
+        self.data.as_deref().map(RawValue::get)
+    }
+
+    /// The `data` deserialized into `T`; an absent `data` reads as `null`.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::BadReply`] when `data` does not have `T`'s shape.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, RequestError> {
+        serde_json::from_str(self.data_json().unwrap_or("null"))
+            .map_err(|e| RequestError::BadReply(format!("data: {e}")))
+    }
+
+    /// `Err(RequestError::Rejected)` unless the code is 200.
+    ///
+    /// # Errors
+    ///
+    /// As said.
+    pub fn success(&self) -> Result<&Self, RequestError> {
+        if self.code == 200 {
+            Ok(self)
+        } else {
+            Err(RequestError::Rejected {
+                code: self.code,
+                message: self.message.clone().unwrap_or_default(),
+            })
+        }
+    }
+
+    /// A reply built by hand (tests, simulators).
+    pub fn new(id: impl Into<String>, code: i32, data: Option<&str>, message: Option<&str>) -> Result<Self, serde_json::Error> {
+        let data = data.map(|d| RawValue::from_string(d.to_owned())).transpose()?;
+        Ok(JsonReply {
+            id: id.into(),
+            code,
+            message: message.map(str::to_owned),
+            data: data.map(normalize_data),
+        })
+    }
+}
+
+/// What ends a request successfully.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// A JSON reply on the request's reply topic.
+    Json(JsonReply),
+    /// The bytes of a raw reply (`up_raw_reply`).
+    Raw(Bytes),
+    /// No reply was wanted: the request was acknowledged (QoS 1) or handed to the
+    /// transport (QoS 0).
+    Delivered,
+}
+
+impl Reply {
+    /// The JSON reply, or `BadReply` for any other kind.
+    ///
+    /// # Errors
+    ///
+    /// As said.
+    pub fn json(&self) -> Result<&JsonReply, RequestError> {
+        match self {
+            Reply::Json(j) => Ok(j),
+            Reply::Raw(_) => Err(RequestError::BadReply("raw reply where JSON was expected".into())),
+            Reply::Delivered => Err(RequestError::BadReply("no reply was requested".into())),
+        }
+    }
+}
+
+/// An envelope id, as a string or a number on the wire.
+fn id_text(raw: Option<&RawValue>) -> Result<String, String> {
+    let Some(raw) = raw else { return Ok(String::new()) };
+    let t = raw.get();
+    if t.starts_with('"') {
+        serde_json::from_str::<String>(t).map_err(|e| e.to_string())
+    } else if t.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !t.is_empty() {
+        Ok(t.to_owned())
+    } else if t == "null" {
+        Ok(String::new())
+    } else {
+        Err(format!("id is neither a string nor an integer: {t}"))
+    }
+}
+
+#[derive(Deserialize)]
+struct ReplyWire<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    code: Option<i64>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn normalize_data(raw: Box<RawValue>) -> Box<RawValue> {
+    let t = raw.get();
+    if t.starts_with('"') {
+        if let Ok(inner) = serde_json::from_str::<String>(t) {
+            let trimmed = inner.trim_start();
+            if trimmed.starts_with('{') || trimmed.starts_with('[') {
+                if let Ok(v) = RawValue::from_string(inner) {
+                    return v;
+                }
+            }
+        }
+    }
+    raw
+}
+
+/// Envelopes are JSON objects (serde would also take a struct as an array).
+fn is_object(payload: &[u8]) -> Result<(), String> {
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err("payload is not a JSON object".into()),
+    }
+}
+
+/// Parses a reply payload.
+///
+/// # Errors
+///
+/// A description when the payload is not a JSON object with an integer `code`.
+pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
+    is_object(payload)?;
+    let wire: ReplyWire<'_> = serde_json::from_slice(payload).map_err(|e| format!("reply is not a JSON envelope: {e}"))?;
+    let code = wire.code.ok_or("reply has no code")?;
+    let code = i32::try_from(code).map_err(|_| format!("reply code {code} out of range"))?;
+    let id = id_text(wire.id)?;
+    let data = wire.data.filter(|d| d.get() != "null").map(|d| normalize_data(d.to_owned()));
+    Ok(JsonReply {
+        id,
+        code,
+        message: wire.message,
+        data,
+    })
+}
+
+/// A downstream command's envelope `{id, version, method, params}`.
+#[derive(Debug)]
+pub(crate) struct CommandWire {
+    pub(crate) id: String,
+    pub(crate) params: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct CommandWireBorrowed<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// Parses a command payload; `Err` for anything without an id (it cannot be answered).
+pub(crate) fn parse_command(payload: &[u8]) -> Result<CommandWire, String> {
+    is_object(payload)?;
+    let wire: CommandWireBorrowed<'_> =
+        serde_json::from_slice(payload).map_err(|e| format!("command is not a JSON envelope: {e}"))?;
+    if wire.id.is_none() {
+        return Err("command has no id".into());
+    }
+    Ok(CommandWire {
+        id: id_text(wire.id)?,
+        params: wire.params.map(|p| p.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_data_holding_json_is_parsed() {
+        let r = parse_reply(br#"{"id":"1","code":200,"data":"{\"a\":1}"}"#).unwrap();
+        assert_eq!(r.data_json(), Some(r#"{"a":1}"#));
+        let r = parse_reply(br#"{"id":"1","code":200,"data":"plain"}"#).unwrap();
+        assert_eq!(r.data_json(), Some(r#""plain""#));
+    }
+
+    #[test]
+    fn numeric_ids_are_accepted() {
+        let r = parse_reply(br#"{"id":42,"code":1204,"message":"Model validate failed"}"#).unwrap();
+        assert_eq!((r.id.as_str(), r.code), ("42", 1204));
+        assert_eq!(
+            r.success().unwrap_err(),
+            RequestError::Rejected { code: 1204, message: "Model validate failed".into() }
+        );
+    }
+
+    #[test]
+    fn bad_replies_are_errors() {
+        assert!(parse_reply(b"not json").is_err());
+        assert!(parse_reply(br#"{"id":"1"}"#).is_err());
+        assert!(parse_reply(br#"[1,2]"#).is_err());
+        assert!(parse_reply(br#"{"id":{},"code":200}"#).is_err());
+    }
+
+    #[test]
+    fn request_matches_node_order() {
+        let mut out = Vec::new();
+        write_request(&mut out, "7", "thing.x", &serde_json::json!({"a":1}), &[("flag", false)]).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"id":"7","version":"1.0","params":{"a":1},"method":"thing.x","flag":false}"#
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! What the core gives out ([`Output`], [`Event`]) and what a request carries in
+//! ([`RequestOptions`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::command::Command;
+use crate::envelope::Reply;
+use crate::error::{DisconnectCause, RequestError};
+use crate::secret::Secret;
+use crate::topic::DeviceKeys;
+
+/// Identifies one request for the life of a `Client`: increasing, never reused. It is
+/// neither the MQTT packet id nor the envelope id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The id as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// The QoS of an upstream request. EnOS never uses QoS 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Qos {
+    /// At most once: no PUBACK; a request without a reply ends when handed over.
+    AtMostOnce,
+    /// At least once (the default): retransmitted with DUP after a reconnect until the
+    /// PUBACK comes.
+    #[default]
+    AtLeastOnce,
+}
+
+/// How to send one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    /// QoS 1 by default.
+    pub qos: Qos,
+    /// Wait for the cloud's reply (the default). When false, the request ends at its
+    /// PUBACK (QoS 1) or when handed to the transport (QoS 0), and its reply topic is not
+    /// subscribed: the seed's `needReply = false`.
+    pub need_reply: bool,
+    /// The request's timeout; `Config::request_timeout` when `None`.
+    pub timeout: Option<Duration>,
+    /// Send on behalf of this logged-in sub-device (rows 1-12 and 20-23): the topic
+    /// carries its keys. The seed's `deviceInfo` argument.
+    pub target: Option<DeviceKeys>,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions { qos: Qos::AtLeastOnce, need_reply: true, timeout: None, target: None }
+    }
+}
+
+impl RequestOptions {
+    /// The defaults: QoS 1, reply wanted, default timeout, the device itself.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With this QoS.
+    pub fn qos(mut self, qos: Qos) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// With or without waiting for the reply.
+    pub fn need_reply(mut self, need_reply: bool) -> Self {
+        self.need_reply = need_reply;
+        self
+    }
+
+    /// With this timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// On behalf of this sub-device.
+    pub fn target(mut self, sub_device: DeviceKeys) -> Self {
+        self.target = Some(sub_device);
+        self
+    }
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Write all of these bytes to the transport, in order.
+    Transmit(Bytes),
+    /// Open a transport (TCP, then TLS if configured); then call
+    /// `Client::handle_connected` or `Client::handle_closed`.
+    OpenTransport,
+    /// Drop the transport (or the dial in progress). The core has already accounted for
+    /// it: do not call `handle_closed` for it.
+    CloseTransport,
+    /// Hand this to the application.
+    Event(Event),
+    /// Drained: nothing to do before this instant (`None`: nothing until new input).
+    Wait(Option<Instant>),
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The session is up (the seed's `connect` event). `reconnect` is true for every
+    /// session after the first.
+    Connected {
+        /// Whether an earlier session existed.
+        reconnect: bool,
+    },
+    /// The session ended (the seed's `close` event); `retry_at` is when the core will
+    /// dial again, `None` when it will not by itself.
+    Disconnected {
+        /// Why.
+        cause: DisconnectCause,
+        /// The reconnect deadline.
+        retry_at: Option<Instant>,
+    },
+    /// Request `id` ended: every id ends exactly once.
+    Response {
+        /// The request.
+        id: RequestId,
+        /// Its reply, or why it has none.
+        result: Result<Reply, RequestError>,
+    },
+    /// A command from the cloud for the device or a sub-device. Answer it with
+    /// `Client::reply` and a reply built from [`Command::reply_to`].
+    Command(Command),
+    /// An inbound message that is neither a reply nor a command (or every message, with
+    /// `Config::emit_all_messages`): the seed's `message` event.
+    Message {
+        /// Its topic.
+        topic: String,
+        /// Its payload.
+        payload: Bytes,
+    },
+    /// Dynamic activation gave `device` its secret: persist it. For the device itself
+    /// the core already uses it for every later CONNECT; for a sub-device, for its
+    /// re-logins.
+    Activated {
+        /// The device activated.
+        device: DeviceKeys,
+        /// Its new device secret.
+        device_secret: Secret,
+        /// Its asset id, when sent.
+        asset_id: Option<String>,
+    },
+    /// A problem that did not end the session (the seed's `error` event).
+    Error(ClientError),
+}
+
+/// A problem the core noticed and survived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A PUBACK or SUBACK for a packet id nothing waits for; ignored.
+    #[error("acknowledgement for unknown packet id {0}")]
+    UnknownPacketId(u16),
+    /// A reply whose id matches no outstanding request on its topic (late, duplicate
+    /// or foreign); dropped.
+    #[error("reply on {topic} with unknown id {id:?}")]
+    UnmatchedReply {
+        /// The reply topic.
+        topic: String,
+        /// The id it carried.
+        id: String,
+    },
+    /// A message on a reply topic that is not a reply envelope; dropped (its request
+    /// ends at its timeout).
+    #[error("unreadable reply on {topic}: {reason}")]
+    BadReply {
+        /// The reply topic.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A command that could not be handed over: unreadable (dropped, no reply
+    /// possible) or with parameters of the wrong shape (answered with code 1102).
+    #[error("bad command on {topic}: {reason}")]
+    BadCommand {
+        /// The command topic.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The broker refused a subscription.
+    #[error("subscription to {topic} refused")]
+    SubscribeRefused {
+        /// The topic filter.
+        topic: String,
+    },
+    /// Sub-devices could not be logged in again after a reconnect.
+    #[error("re-login of {} sub-device(s) failed: {reason}", devices.len())]
+    ReloginFailed {
+        /// The sub-devices no longer logged in.
+        devices: Vec<DeviceKeys>,
+        /// Why.
+        reason: String,
+    },
+}

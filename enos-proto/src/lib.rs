@@ -1,0 +1,128 @@
+//! The sans-IO core of the EnOS IoT device SDK.
+//!
+//! `enos-proto` speaks the EnOS device protocol (MQTT 3.1.1 with EnOS signing, topics and
+//! JSON envelopes) as a pure state machine. It has no sockets, no clocks, no threads, no
+//! async and no callbacks: bytes and time go in, bytes to send, events and correlated
+//! replies come out. The drivers `enos-transport-tokio`, `enos-transport-smol` and
+//! `enos-transport-blocking` move bytes between a socket and a [`Client`]; anyone can
+//! write another.
+//!
+//! ```text
+//!  socket ──► Client::handle_input(now, &[u8])  ─┐
+//!  dialer ──► Client::handle_connected / _closed ├─► Client::poll_output() ─► Output::Transmit(bytes) ──► socket
+//!  timer  ──► Client::handle_timeout(now)        │                          Output::OpenTransport / CloseTransport ──► dialer
+//!  app    ──► Client::request(now, op, opts)    ─┘                          Output::Event(Connected, Response, Command, ..) ──► app
+//!             Client::reply(now, reply)                                     Output::Wait(deadline) ──► timer
+//! ```
+//!
+//! # Example
+//!
+//! A whole exchange with no network: the bytes the cloud would send are built with the
+//! crate's own [`codec`].
+//!
+//! ```
+//! use std::time::Instant;
+//! use bytes::BytesMut;
+//! use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
+//! use enos_proto::ops::MeasurepointPost;
+//! use enos_proto::{Client, Config, Credentials, DeviceKeys, Event, Now, Output, Reply, RequestOptions};
+//!
+//! // Drain outputs up to the next event.
+//! fn next_event(c: &mut Client) -> Option<Event> {
+//!     loop {
+//!         match c.poll_output() {
+//!             Output::Event(e) => return Some(e),
+//!             Output::Wait(_) => return None,
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//!
+//! let now = Now::new(Instant::now(), 1_600_000_000_000);
+//! let keys = DeviceKeys::new("pk1234ab", "dev_001")?;
+//! let config = Config::new(keys, Credentials::DeviceSecret("DS0123456789abcdefgh".into()));
+//! let mut client = Client::new(config, now)?;
+//! assert!(matches!(client.poll_output(), Output::OpenTransport));
+//!
+//! // The transport is up: the CONNECT goes out; the cloud accepts it.
+//! client.handle_connected(now);
+//! assert!(matches!(client.poll_output(), Output::Transmit(_)));
+//! let mut cloud = BytesMut::new();
+//! codec::encode_packet(&mut cloud, &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))?;
+//! client.handle_input(now, &cloud.split());
+//! assert_eq!(next_event(&mut client), Some(Event::Connected { reconnect: false }));
+//!
+//! // A measure point post: first the SUBSCRIBE to its reply topic (packet id 1)...
+//! let points = serde_json::json!({"temp": 21.5});
+//! let id = client.request(now, MeasurepointPost::new(points), RequestOptions::default())?;
+//! assert!(matches!(client.poll_output(), Output::Transmit(_)));
+//! codec::encode_packet(&mut cloud, &Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])))?;
+//! client.handle_input(now, &cloud.split());
+//! // ...then the PUBLISH (packet id 2), its PUBACK, and the reply.
+//! assert!(matches!(client.poll_output(), Output::Transmit(_)));
+//! codec::encode_packet(&mut cloud, &Packet::PubAck(PubAck::new(2)))?;
+//! let reply = br#"{"id":"1","code":200,"data":{}}"#;
+//! codec::encode_publish(&mut cloud, "/sys/pk1234ab/dev_001/thing/measurepoint/post_reply", reply, QoS::AtMostOnce, 0, false)?;
+//! client.handle_input(now, &cloud.split());
+//! match next_event(&mut client) {
+//!     Some(Event::Response { id: done, result: Ok(Reply::Json(r)) }) => {
+//!         assert_eq!((done, r.code), (id, 200));
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Time
+//!
+//! Every input takes a [`Now`]: a monotonic `instant` that drives every deadline
+//! (keep-alive, ping response, connect timeout, reconnect back-off, request timeouts),
+//! and `unix_ms`, the wall clock, read only where EnOS wants it (the CONNECT and
+//! sub-device signatures at each attempt, and the default `time` of measure points and
+//! events). The core never reads a clock: [`Now::system`] is for drivers. Tests build
+//! `Now` values by hand and run hours of protocol time in microseconds.
+//!
+//! # Guarantees
+//!
+//! * Every request ends exactly once, in an [`Event::Response`]: reply, PUBACK when no
+//!   reply is wanted, or a typed [`RequestError`] (timeout, refused subscription, close).
+//! * Nothing from the network can panic the core: bad bytes end the connection with a
+//!   typed [`DisconnectCause`]; bad replies and commands become [`Event::Error`].
+//! * Every queue has a bound from [`Config`] and a typed refusal past it.
+//! * Secrets ([`Secret`]) never appear in `Debug` output, logs or errors.
+
+#![forbid(unsafe_code, unused_must_use)]
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod client;
+pub mod codec;
+pub mod command;
+mod config;
+pub mod envelope;
+mod error;
+mod event;
+pub mod ops;
+mod pending;
+mod secret;
+pub mod sign;
+mod time;
+pub mod topic;
+
+pub use client::Client;
+pub use command::{Command, CommandKind, CommandReply, ReplyTo};
+pub use config::{Config, Credentials};
+pub use envelope::{JsonReply, Reply};
+pub use error::{
+    CloseCause, ConfigError, ConnectRefusal, DecodeError, DisconnectCause, EncodeError, PacketKind, ProtocolError,
+    RequestError, SubmitError,
+};
+pub use event::{ClientError, Event, Output, Qos, RequestId, RequestOptions};
+pub use ops::{Operation, SubDeviceInfo};
+pub use secret::Secret;
+pub use sign::{SecureMode, SignMethod};
+pub use time::Now;
+pub use topic::DeviceKeys;
+
+/// The seed's name for a device's keys.
+pub type DeviceInfo = DeviceKeys;

@@ -1,0 +1,165 @@
+//! The table of requests not yet ended, and their deadlines.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::QoS;
+use crate::event::RequestId;
+use crate::ops::Effect;
+
+/// A hasher for sequential integer keys (request ids, envelope ids): one multiply.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Where a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Waiting for the connection, the window or a subscription.
+    Queued,
+    /// Published at QoS 1, awaiting its PUBACK.
+    InFlight(u16),
+    /// On the wire; awaiting its reply.
+    Sent,
+}
+
+#[derive(Debug)]
+pub(crate) struct Req {
+    pub(crate) deadline: Instant,
+    pub(crate) timeout: Duration,
+    pub(crate) stage: Stage,
+    pub(crate) reply_topic: Arc<str>,
+    pub(crate) envelope: Option<u32>,
+    pub(crate) wants_reply: bool,
+    pub(crate) effect: Effect,
+    pub(crate) internal: bool,
+    #[allow(dead_code)]
+    pub(crate) qos: QoS,
+}
+
+/// Requests by id, with two deadline queues: one in order for the default timeout (its
+/// deadlines never decrease), a heap for the others. Entries of ended requests are
+/// dropped lazily from the fronts.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    next: u64,
+    reqs: HashMap<RequestId, Req, BuildHasherDefault<IdHasher>>,
+    in_order: VecDeque<(Instant, RequestId)>,
+    others: BinaryHeap<Reverse<(Instant, RequestId)>>,
+}
+
+impl Pending {
+    pub(crate) fn next_id(&mut self) -> RequestId {
+        self.next += 1;
+        RequestId(self.next)
+    }
+
+    pub(crate) fn insert(&mut self, id: RequestId, req: Req, default_timeout: bool) {
+        let at = req.deadline;
+        // The in-order queue stays sorted only while deadlines do not decrease.
+        if default_timeout && self.in_order.back().is_none_or(|(last, _)| *last <= at) {
+            self.in_order.push_back((at, id));
+        } else {
+            self.others.push(Reverse((at, id)));
+        }
+        self.reqs.insert(id, req);
+    }
+
+    pub(crate) fn get(&self, id: RequestId) -> Option<&Req> {
+        self.reqs.get(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: RequestId) -> Option<&mut Req> {
+        self.reqs.get_mut(&id)
+    }
+
+    pub(crate) fn remove(&mut self, id: RequestId) -> Option<Req> {
+        self.reqs.remove(&id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// Every live id, oldest first.
+    pub(crate) fn ids(&self) -> Vec<RequestId> {
+        let mut v: Vec<RequestId> = self.reqs.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The next live request whose deadline is at or before `now`.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<RequestId> {
+        loop {
+            let front = self.in_order.front().copied();
+            let top = self.others.peek().map(|r| r.0);
+            let (at, id, from_heap) = match (front, top) {
+                (Some(a), Some(b)) if b.0 < a.0 => (b.0, b.1, true),
+                (Some(a), _) => (a.0, a.1, false),
+                (None, Some(b)) => (b.0, b.1, true),
+                (None, None) => return None,
+            };
+            if at > now {
+                return None;
+            }
+            if from_heap {
+                self.others.pop();
+            } else {
+                self.in_order.pop_front();
+            }
+            if self.reqs.contains_key(&id) {
+                return Some(id);
+            }
+        }
+    }
+
+    /// Drops deadline entries of requests that have ended, from the fronts.
+    pub(crate) fn prune(&mut self) {
+        while let Some((_, id)) = self.in_order.front() {
+            if self.reqs.contains_key(id) {
+                break;
+            }
+            self.in_order.pop_front();
+        }
+        while let Some(Reverse((_, id))) = self.others.peek() {
+            if self.reqs.contains_key(id) {
+                break;
+            }
+            self.others.pop();
+        }
+        if self.reqs.is_empty() {
+            self.in_order.clear();
+            self.others.clear();
+        }
+    }
+
+    /// The earliest deadline at the fronts (it may belong to a request that has ended
+    /// since the last prune; an early wake-up is harmless).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let a = self.in_order.front().map(|(at, _)| *at);
+        let b = self.others.peek().map(|r| r.0 .0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
