@@ -366,7 +366,10 @@ mod tests {
         let topic = "t".repeat(70_000);
         assert_eq!(
             encode_publish(&mut out, &topic, b"p", QoS::AtLeastOnce, 1, false),
-            Err(EncodeError::StringTooLong { field: "topic", len: 70_000 })
+            Err(EncodeError::StringTooLong {
+                field: "topic",
+                len: 70_000
+            })
         );
         assert_eq!(&out[..], b"xy");
     }
@@ -379,7 +382,10 @@ mod tests {
             Err(EncodeError::PacketIdZero)
         );
         let p = Publish::new("t", QoS::AtLeastOnce, "x");
-        assert_eq!(encode_packet(&mut out, &Packet::Publish(p)), Err(EncodeError::PacketIdZero));
+        assert_eq!(
+            encode_packet(&mut out, &Packet::Publish(p)),
+            Err(EncodeError::PacketIdZero)
+        );
         assert!(out.is_empty());
     }
 
@@ -405,8 +411,13 @@ mod tests {
             if i + 1 < out.len() {
                 assert!(p.is_none());
             } else {
-                let Some(Packet::Publish(p)) = p else { panic!("no publish") };
-                assert_eq!((p.topic.as_str(), &p.payload[..], p.pkid, p.dup), ("a/b", &b"hello"[..], 7, true));
+                let Some(Packet::Publish(p)) = p else {
+                    panic!("no publish")
+                };
+                assert_eq!(
+                    (p.topic.as_str(), &p.payload[..], p.pkid, p.dup),
+                    ("a/b", &b"hello"[..], 7, true)
+                );
             }
         }
     }

@@ -42,7 +42,13 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
 
 /// Writes a command reply `{"id":..,"code":..,"data":..[,"message":..]}`; `message` only
 /// when non-empty (spec §4). `data_json` must be valid JSON text.
-pub(crate) fn write_command_reply(out: &mut Vec<u8>, id: &str, code: i32, data_json: &str, message: &str) {
+pub(crate) fn write_command_reply(
+    out: &mut Vec<u8>,
+    id: &str,
+    code: i32,
+    data_json: &str,
+    message: &str,
+) {
     out.extend_from_slice(b"{\"id\":");
     // Serializing a &str into a Vec cannot fail.
     let _ = json_str(out, id);
@@ -69,7 +75,10 @@ pub struct JsonReply {
 
 impl PartialEq for JsonReply {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.code == other.code && self.message == other.message && self.data_json() == other.data_json()
+        self.id == other.id
+            && self.code == other.code
+            && self.message == other.message
+            && self.data_json() == other.data_json()
     }
 }
 
@@ -107,8 +116,15 @@ impl JsonReply {
     }
 
     /// A reply built by hand (tests, simulators).
-    pub fn new(id: impl Into<String>, code: i32, data: Option<&str>, message: Option<&str>) -> Result<Self, serde_json::Error> {
-        let data = data.map(|d| RawValue::from_string(d.to_owned())).transpose()?;
+    pub fn new(
+        id: impl Into<String>,
+        code: i32,
+        data: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<Self, serde_json::Error> {
+        let data = data
+            .map(|d| RawValue::from_string(d.to_owned()))
+            .transpose()?;
         Ok(JsonReply {
             id: id.into(),
             code,
@@ -140,7 +156,9 @@ impl Reply {
     pub fn json(&self) -> Result<&JsonReply, RequestError> {
         match self {
             Reply::Json(j) => Ok(j),
-            Reply::Raw(_) => Err(RequestError::BadReply("raw reply where JSON was expected".into())),
+            Reply::Raw(_) => Err(RequestError::BadReply(
+                "raw reply where JSON was expected".into(),
+            )),
             Reply::Delivered => Err(RequestError::BadReply("no reply was requested".into())),
         }
     }
@@ -148,7 +166,9 @@ impl Reply {
 
 /// An envelope id, as a string or a number on the wire.
 fn id_text(raw: Option<&RawValue>) -> Result<String, String> {
-    let Some(raw) = raw else { return Ok(String::new()) };
+    let Some(raw) = raw else {
+        return Ok(String::new());
+    };
     let t = raw.get();
     if t.starts_with('"') {
         serde_json::from_str::<String>(t).map_err(|e| e.to_string())
@@ -202,11 +222,15 @@ fn is_object(payload: &[u8]) -> Result<(), String> {
 /// A description when the payload is not a JSON object with an integer `code`.
 pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
     is_object(payload)?;
-    let wire: ReplyWire<'_> = serde_json::from_slice(payload).map_err(|e| format!("reply is not a JSON envelope: {e}"))?;
+    let wire: ReplyWire<'_> = serde_json::from_slice(payload)
+        .map_err(|e| format!("reply is not a JSON envelope: {e}"))?;
     let code = wire.code.ok_or("reply has no code")?;
     let code = i32::try_from(code).map_err(|_| format!("reply code {code} out of range"))?;
     let id = id_text(wire.id)?;
-    let data = wire.data.filter(|d| d.get() != "null").map(|d| normalize_data(d.to_owned()));
+    let data = wire
+        .data
+        .filter(|d| d.get() != "null")
+        .map(|d| normalize_data(d.to_owned()));
     Ok(JsonReply {
         id,
         code,
@@ -233,8 +257,8 @@ struct CommandWireBorrowed<'a> {
 /// Parses a command payload; `Err` for anything without an id (it cannot be answered).
 pub(crate) fn parse_command(payload: &[u8]) -> Result<CommandWire, String> {
     is_object(payload)?;
-    let wire: CommandWireBorrowed<'_> =
-        serde_json::from_slice(payload).map_err(|e| format!("command is not a JSON envelope: {e}"))?;
+    let wire: CommandWireBorrowed<'_> = serde_json::from_slice(payload)
+        .map_err(|e| format!("command is not a JSON envelope: {e}"))?;
     if wire.id.is_none() {
         return Err("command has no id".into());
     }
@@ -262,7 +286,10 @@ mod tests {
         assert_eq!((r.id.as_str(), r.code), ("42", 1204));
         assert_eq!(
             r.success().unwrap_err(),
-            RequestError::Rejected { code: 1204, message: "Model validate failed".into() }
+            RequestError::Rejected {
+                code: 1204,
+                message: "Model validate failed".into()
+            }
         );
     }
 
@@ -277,7 +304,14 @@ mod tests {
     #[test]
     fn request_matches_node_order() {
         let mut out = Vec::new();
-        write_request(&mut out, "7", "thing.x", &serde_json::json!({"a":1}), &[("flag", false)]).unwrap();
+        write_request(
+            &mut out,
+            "7",
+            "thing.x",
+            &serde_json::json!({"a":1}),
+            &[("flag", false)],
+        )
+        .unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"7","version":"1.0","params":{"a":1},"method":"thing.x","flag":false}"#

@@ -54,7 +54,12 @@ pub struct RequestOptions {
 
 impl Default for RequestOptions {
     fn default() -> Self {
-        RequestOptions { qos: Qos::AtLeastOnce, need_reply: true, timeout: None, target: None }
+        RequestOptions {
+            qos: Qos::AtLeastOnce,
+            need_reply: true,
+            timeout: None,
+            target: None,
+        }
     }
 }
 

@@ -21,7 +21,10 @@ impl DeviceKeys {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the key that is empty or holds a forbidden character.
-    pub fn new(product_key: impl Into<String>, device_key: impl Into<String>) -> Result<Self, ConfigError> {
+    pub fn new(
+        product_key: impl Into<String>,
+        device_key: impl Into<String>,
+    ) -> Result<Self, ConfigError> {
         let product_key = product_key.into();
         let device_key = device_key.into();
         check_key("product key", &product_key)?;
@@ -83,7 +86,8 @@ impl serde::Serialize for DeviceKeys {
 impl<'de> serde::Deserialize<'de> for DeviceKeys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = KeysWire::deserialize(d)?;
-        DeviceKeys::new(w.product_key.into_owned(), w.device_key.into_owned()).map_err(serde::de::Error::custom)
+        DeviceKeys::new(w.product_key.into_owned(), w.device_key.into_owned())
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -135,7 +139,8 @@ pub fn write_topic(out: &mut String, scope: Scope, keys: &DeviceKeys, path: &str
 
 /// `/{scope}/{pk}/{dk}/{path}` as a new string.
 pub fn topic(scope: Scope, keys: &DeviceKeys, path: &str) -> String {
-    let mut s = String::with_capacity(16 + keys.product_key().len() + keys.device_key().len() + path.len());
+    let mut s =
+        String::with_capacity(16 + keys.product_key().len() + keys.device_key().len() + path.len());
     write_topic(&mut s, scope, keys, path);
     s
 }
@@ -185,7 +190,10 @@ mod tests {
     fn keys_are_checked() {
         assert!(DeviceKeys::new("pk", "dk").is_ok());
         assert_eq!(DeviceKeys::new("", "dk").unwrap_err().field, "product key");
-        assert_eq!(DeviceKeys::new("pk", "a/b").unwrap_err().field, "device key");
+        assert_eq!(
+            DeviceKeys::new("pk", "a/b").unwrap_err().field,
+            "device key"
+        );
         assert!(DeviceKeys::new("p&k", "dk").is_err());
     }
 
@@ -195,7 +203,10 @@ mod tests {
         let t = topic(Scope::ExtSession, &k, "combine/login");
         assert_eq!(t, "/ext/session/pk/dk/combine/login");
         let p = parse_topic(&t).unwrap();
-        assert_eq!((p.scope, p.product_key, p.device_key, p.path), (Scope::ExtSession, "pk", "dk", "combine/login"));
+        assert_eq!(
+            (p.scope, p.product_key, p.device_key, p.path),
+            (Scope::ExtSession, "pk", "dk", "combine/login")
+        );
         assert!(parse_topic("/sys/pk/dk").is_none());
         assert!(parse_topic("/other/pk/dk/x").is_none());
     }

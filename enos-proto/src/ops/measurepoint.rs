@@ -83,12 +83,20 @@ pub struct BatchEntry<P = serde_json::Map<String, serde_json::Value>> {
 impl<P> BatchEntry<P> {
     /// Points of the topic's own device.
     pub fn own(points: P, time: Option<u64>) -> Self {
-        BatchEntry { device: None, points, time }
+        BatchEntry {
+            device: None,
+            points,
+            time,
+        }
     }
 
     /// Points of another device (a sub-device of the gateway).
     pub fn of(device: DeviceKeys, points: P, time: Option<u64>) -> Self {
-        BatchEntry { device: Some(device), points, time }
+        BatchEntry {
+            device: Some(device),
+            points,
+            time,
+        }
     }
 }
 
@@ -103,7 +111,11 @@ struct EntryWire<'a, P> {
     time: u64,
 }
 
-fn write_entries<P: Serialize>(entries: &[BatchEntry<P>], ctx: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn write_entries<P: Serialize>(
+    entries: &[BatchEntry<P>],
+    ctx: &EncodeContext<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let wire: Vec<EntryWire<'_, P>> = entries
         .iter()
         .map(|e| EntryWire {

@@ -23,12 +23,16 @@ mod tag;
 
 pub use attribute::{AttributeDelete, AttributeQuery, AttributeUpdate};
 pub use event::EventPost;
-pub use measurepoint::{BatchEntry, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume};
+pub use measurepoint::{
+    BatchEntry, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost,
+    MeasurepointResume,
+};
 pub use ota::{Firmware, OtaGetVersion, OtaInform, OtaProgress, TslTemplate, TslTemplateGet};
 pub use raw::RawUp;
 pub use sub_device::{
-    BatchLoginResult, DeviceName, LoginResult, RegisteredDevice, SubDeviceBatchLogin, SubDeviceLogin,
-    SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TopoAdd, TopoDelete, TopoEntry, TopoGet,
+    BatchLoginResult, DeviceName, LoginResult, RegisteredDevice, SubDeviceBatchLogin,
+    SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TopoAdd, TopoDelete,
+    TopoEntry, TopoGet,
 };
 pub use tag::{TagDelete, TagQuery, TagUpdate};
 
@@ -113,6 +117,62 @@ pub(crate) enum Effect {
     Logout(Vec<DeviceKeys>),
 }
 
+/// An operation encoded for the wire: its topic and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// `/{scope}/{pk}/{dk}/{path}`; the reply comes on this plus `_reply`.
+    pub topic: String,
+    /// The envelope (JSON operations) or the bytes as given (raw up).
+    pub payload: Bytes,
+}
+
+/// Encodes `op` for `keys` (the device itself, or a sub-device it acts for) with
+/// envelope id `id`, as the client does for each request. Simulators, benchmarks and
+/// tests use it to see the exact bytes.
+///
+/// # Errors
+///
+/// An [`EncodeError`] when the parameters do not serialize.
+pub fn encode<O: Operation + ?Sized>(
+    op: &O,
+    keys: &DeviceKeys,
+    id: u32,
+    ctx: &EncodeContext<'_>,
+) -> Result<Encoded, EncodeError> {
+    let mut topic = String::new();
+    crate::topic::write_topic(&mut topic, op.scope(), keys, "");
+    op.write_path(&mut topic);
+    let mut payload = Vec::new();
+    encode_payload(op, id, ctx, &mut payload)?;
+    Ok(Encoded {
+        topic,
+        payload: op
+            .raw_payload()
+            .cloned()
+            .unwrap_or_else(|| Bytes::from(payload)),
+    })
+}
+
+/// Writes the JSON envelope of `op` with id `id` into `out` (nothing for raw operations).
+pub(crate) fn encode_payload<O: Operation + ?Sized>(
+    op: &O,
+    id: u32,
+    ctx: &EncodeContext<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    if op.raw_payload().is_some() {
+        return Ok(());
+    }
+    let mut method = String::new();
+    op.write_method(&mut method);
+    let mut params = Vec::new();
+    op.write_params(ctx, &mut params)?;
+    let params = String::from_utf8(params).map_err(|e| EncodeError::Json(e.to_string()))?;
+    let params = serde_json::value::RawValue::from_string(params)
+        .map_err(|e| EncodeError::Json(e.to_string()))?;
+    crate::envelope::write_request(out, &id.to_string(), &method, &params, op.extras())
+}
+
 /// `data` of a successful reply, ignored (`{}`).
 pub(crate) fn unit_reply(reply: &Reply) -> Result<(), RequestError> {
     match reply {
@@ -122,7 +182,9 @@ pub(crate) fn unit_reply(reply: &Reply) -> Result<(), RequestError> {
 }
 
 /// `data` of a successful reply, deserialized.
-pub(crate) fn json_reply<T: serde::de::DeserializeOwned + Default>(reply: &Reply) -> Result<T, RequestError> {
+pub(crate) fn json_reply<T: serde::de::DeserializeOwned + Default>(
+    reply: &Reply,
+) -> Result<T, RequestError> {
     match reply {
         Reply::Delivered => Ok(T::default()),
         r => {
@@ -136,7 +198,10 @@ pub(crate) fn json_reply<T: serde::de::DeserializeOwned + Default>(reply: &Reply
     }
 }
 
-pub(crate) fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), EncodeError> {
+pub(crate) fn write_json<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), EncodeError> {
     serde_json::to_writer(out, value).map_err(|e| EncodeError::Json(e.to_string()))
 }
 
@@ -145,7 +210,9 @@ pub(crate) fn check_identifier(what: &'static str, id: &str) -> Result<(), Encod
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         Ok(())
     } else {
-        Err(EncodeError::Json(format!("{what} {id:?} is not a TSL identifier ([A-Za-z0-9_]+)")))
+        Err(EncodeError::Json(format!(
+            "{what} {id:?} is not a TSL identifier ([A-Za-z0-9_]+)"
+        )))
     }
 }
 

@@ -1,0 +1,613 @@
+//! Every vector of the EnOS wire contract: signatures, upstream topics and payloads, and
+//! downstream commands with their exact replies.
+
+mod support;
+
+use bytes::Bytes;
+use enos_proto::codec::{Packet, QoS};
+use enos_proto::ops::{
+    self, AttributeDelete, AttributeQuery, AttributeUpdate, BatchEntry, DeviceName, EncodeContext,
+    EventPost, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost,
+    MeasurepointResume, OtaGetVersion, OtaInform, OtaProgress, SubDeviceBatchLogin, SubDeviceLogin,
+    SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TagDelete, TagQuery, TagUpdate,
+    TopoAdd, TopoDelete, TopoGet, TslTemplateGet,
+};
+use enos_proto::sign::{connect_fields, sign_device, SecureMode, SignMethod};
+use enos_proto::{
+    Command, CommandKind, Config, Credentials, DeviceKeys, Event, JsonReply, Operation, Reply,
+    Secret, SubDeviceInfo,
+};
+use serde_json::Value;
+use support::*;
+
+fn sign_vectors() -> Vec<Value> {
+    let v: Value = serde_json::from_str(include_str!("data/sign.json")).unwrap();
+    v["vectors"].as_array().unwrap().clone()
+}
+
+fn messages() -> Value {
+    serde_json::from_str(include_str!("data/messages.json")).unwrap()
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+fn mode(v: &Value) -> SecureMode {
+    match v.as_u64().unwrap() {
+        2 => SecureMode::DeviceSecret,
+        3 => SecureMode::ProductSecret,
+        m => panic!("mode {m}"),
+    }
+}
+
+#[test]
+fn every_signature_vector() {
+    let mut checked = 0;
+    for v in sign_vectors() {
+        let name = s(&v["name"]);
+        let i = &v["inputs"];
+        match s(&v["kind"]) {
+            "connect" => {
+                let keys = keys(s(&i["productKey"]), s(&i["deviceKey"]));
+                let method = SignMethod::from_label(s(&i["signMethod"])).unwrap();
+                let ts: u64 = s(&i["timestamp"]).parse().unwrap();
+                let f = connect_fields(
+                    &keys,
+                    s(&i["clientIdPrefix"]),
+                    mode(&i["secureMode"]),
+                    method,
+                    ts,
+                    &Secret::new(s(&i["secret"])),
+                );
+                let e = &v["expected"];
+                assert_eq!(f.client_id, s(&e["clientId"]), "{name}");
+                assert_eq!(f.username, s(&e["username"]), "{name}");
+                assert_eq!(f.password.expose(), s(&e["password"]), "{name}");
+            }
+            "subdevice_login" | "topo_add" => {
+                let keys = keys(s(&i["productKey"]), s(&i["deviceKey"]));
+                let method = SignMethod::from_label(s(&i["signMethod"])).unwrap();
+                let sign = sign_device(
+                    method,
+                    s(&i["clientId"]),
+                    &keys,
+                    s(&i["timestamp"]),
+                    &Secret::new(s(&i["secret"])),
+                );
+                assert_eq!(sign, s(&v["expected"]["sign"]), "{name}");
+            }
+            "batch_login" => {
+                let method = SignMethod::from_label(s(&i["signMethod"])).unwrap();
+                for (d, e) in i["subDevices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(v["expected"]["subDevices"].as_array().unwrap())
+                {
+                    let keys = keys(s(&d["productKey"]), s(&d["deviceKey"]));
+                    let sign = sign_device(
+                        method,
+                        s(&i["clientId"]),
+                        &keys,
+                        s(&i["timestamp"]),
+                        &Secret::new(s(&d["deviceSecret"])),
+                    );
+                    assert_eq!(sign, s(&e["sign"]), "{name} {keys}");
+                }
+                // The batch operation itself produces the same signatures.
+                let devices = i["subDevices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| {
+                        SubDeviceInfo::new(
+                            keys(s(&d["productKey"]), s(&d["deviceKey"])),
+                            s(&d["deviceSecret"]),
+                        )
+                    })
+                    .collect();
+                let gw = keys(s(&i["gatewayProductKey"]), s(&i["gatewayDeviceKey"]));
+                let ts: u64 = s(&i["timestamp"]).parse().unwrap();
+                let enc = ops::encode(
+                    &SubDeviceBatchLogin::new(devices),
+                    &gw,
+                    1,
+                    &EncodeContext {
+                        unix_ms: ts,
+                        own: &gw,
+                    },
+                )
+                .unwrap();
+                let payload = json(&enc.payload);
+                assert_eq!(payload["params"]["clientId"], i["clientId"]);
+                let signs: Vec<&Value> = payload["params"]["subDevices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| &d["sign"])
+                    .collect();
+                let expected: Vec<&Value> = v["expected"]["subDevices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| &d["sign"])
+                    .collect();
+                assert_eq!(signs, expected);
+            }
+            "reference_only" => continue,
+            k => panic!("unknown kind {k}"),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 17, "only {checked} vectors checked");
+}
+
+/// The CONNECT the client itself sends matches the vectors, in every mode.
+#[test]
+fn connect_packet_matches_vectors() {
+    for v in sign_vectors().iter().filter(|v| v["kind"] == "connect") {
+        let i = &v["inputs"];
+        let secret = Secret::new(s(&i["secret"]));
+        let credentials = match mode(&i["secureMode"]) {
+            SecureMode::DeviceSecret => Credentials::DeviceSecret(secret),
+            _ => Credentials::ProductSecret(secret),
+        };
+        let mut c = Config::new(keys(s(&i["productKey"]), s(&i["deviceKey"])), credentials);
+        c.client_id = Some(s(&i["clientIdPrefix"]).to_owned());
+        c.sign_method = SignMethod::from_label(s(&i["signMethod"])).unwrap();
+        let mut p = Pair::new(c);
+        p.now.unix_ms = s(&i["timestamp"]).parse().unwrap();
+        p.drive();
+        let Some(Packet::Connect(connect)) = p.cloud.received.first() else {
+            panic!("no CONNECT")
+        };
+        let login = connect.login.as_ref().unwrap();
+        assert_eq!(connect.client_id, s(&v["expected"]["clientId"]));
+        assert_eq!(login.username, s(&v["expected"]["username"]));
+        assert_eq!(login.password, s(&v["expected"]["password"]));
+        assert!(connect.clean_session);
+        assert_eq!(connect.keep_alive, 60);
+    }
+}
+
+/// Builds the operation a vector describes and checks its encoding and reply parsing.
+fn check_op<O: Operation>(v: &Value, op: O, own: &DeviceKeys)
+where
+    O::Data: std::fmt::Debug,
+{
+    let i = &v["inputs"];
+    let name = s(&v["name"]);
+    let keys = keys(s(&i["productKey"]), s(&i["deviceKey"]));
+    let id: u32 = s(&i["id"]).parse().unwrap();
+    let enc = ops::encode(
+        &op,
+        &keys,
+        id,
+        &EncodeContext {
+            unix_ms: T0_UNIX_MS,
+            own,
+        },
+    )
+    .unwrap();
+    assert_eq!(enc.topic, s(&v["topic"]), "{name}");
+    assert_eq!(
+        format!("{}_reply", enc.topic),
+        s(&v["replyTopic"]),
+        "{name}"
+    );
+    assert_eq!(json(&enc.payload), v["payload"], "{name}");
+    assert_eq!(json(&enc.payload)["method"], v["method"], "{name}");
+    let reply_text = serde_json::to_vec(&v["exampleReply"]["payload"]).unwrap();
+    let reply: JsonReply = serde_json::from_slice::<Value>(&reply_text)
+        .map(|r| {
+            JsonReply::new(
+                s(&r["id"]),
+                i32::try_from(r["code"].as_i64().unwrap()).unwrap(),
+                Some(&r["data"].to_string()),
+                None,
+            )
+            .unwrap()
+        })
+        .unwrap();
+    let data = O::parse_reply(&Reply::Json(reply)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let _ = format!("{data:?}");
+}
+
+fn points(v: &Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| s(x).to_owned())
+        .collect()
+}
+
+fn sub_secret(dk: &str) -> &'static str {
+    match dk {
+        "sub_dev_01" => "SubSecret0001",
+        "sub_dev_02" => "SubSecret0002",
+        _ => panic!("no secret for {dk}"),
+    }
+}
+
+fn batch_entries(params: &Value) -> Vec<BatchEntry> {
+    params
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let time = e["time"].as_u64();
+            match e.get("productKey") {
+                Some(pk) => BatchEntry::of(
+                    keys(s(pk), s(&e["deviceKey"])),
+                    points(&e["measurepoints"]),
+                    time,
+                ),
+                None => BatchEntry::own(points(&e["measurepoints"]), time),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_upstream_vector() {
+    let m = messages();
+    let mut checked = 0;
+    for v in m["upstream"].as_array().unwrap() {
+        let p = &v["inputs"]["params"];
+        let own = keys(s(&v["inputs"]["productKey"]), s(&v["inputs"]["deviceKey"]));
+        let mp_time = p["time"].as_u64().unwrap_or(0);
+        match s(&v["name"]) {
+            "tag_query" | "tag_query_all" => check_op(v, TagQuery::new(strings(&p["tags"])), &own),
+            "tag_update" => check_op(
+                v,
+                TagUpdate::new(
+                    p.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| (s(&t["tagKey"]).to_owned(), s(&t["tagValue"]).to_owned())),
+                ),
+                &own,
+            ),
+            "tag_delete" => check_op(v, TagDelete::new(strings(&p["tags"])), &own),
+            "attribute_query" => check_op(v, AttributeQuery::new(strings(&p["attributes"])), &own),
+            "attribute_update" => check_op(v, AttributeUpdate::new(points(&p["attributes"])), &own),
+            "attribute_delete" => {
+                check_op(v, AttributeDelete::new(strings(&p["attributes"])), &own)
+            }
+            "measurepoint_post" | "measurepoint_post_on_behalf_of_subdevice" => check_op(
+                v,
+                MeasurepointPost::at(points(&p["measurepoints"]), mp_time),
+                &own,
+            ),
+            "measurepoint_resume" => check_op(
+                v,
+                MeasurepointResume::at(points(&p["measurepoints"]), mp_time),
+                &own,
+            ),
+            "measurepoint_post_batch" => {
+                check_op(v, MeasurepointBatchPost::new(batch_entries(p)), &own)
+            }
+            "measurepoint_resume_batch" => {
+                check_op(v, MeasurepointBatchResume::new(batch_entries(p)), &own)
+            }
+            "event_post" => {
+                let mut e = EventPost::new("overheat", points(&p["events"]));
+                e.time = Some(mp_time);
+                check_op(v, e, &own)
+            }
+            "subdevice_register" => {
+                let r = &p[0];
+                let mut reg = SubDeviceRegistration::new(
+                    s(&r["productKey"]),
+                    DeviceName::new(s(&r["deviceName"]["defaultValue"]))
+                        .with("en_US", s(&r["deviceName"]["i18nValue"]["en_US"])),
+                );
+                reg.device_key = Some(s(&r["deviceKey"]).to_owned());
+                reg.timezone = s(&r["timezone"]).to_owned();
+                reg.device_attributes = Some(points(&r["deviceAttributes"]));
+                reg.device_desc = Some(s(&r["deviceDesc"]).to_owned());
+                check_op(v, SubDeviceRegister::new(vec![reg]), &own)
+            }
+            "topo_get" => check_op(v, TopoGet, &own),
+            "topo_add" => {
+                let entries = p
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        let dk = s(&e["deviceKey"]);
+                        (
+                            SubDeviceInfo::new(keys(s(&e["productKey"]), dk), sub_secret(dk)),
+                            s(&e["timestamp"]).parse().unwrap(),
+                        )
+                    })
+                    .collect();
+                check_op(v, TopoAdd::with_timestamps(entries), &own)
+            }
+            "topo_delete" => check_op(
+                v,
+                TopoDelete::new(
+                    p.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| keys(s(&e["productKey"]), s(&e["deviceKey"])))
+                        .collect(),
+                ),
+                &own,
+            ),
+            "subdevice_login" => {
+                let dk = s(&p["deviceKey"]);
+                let op = SubDeviceLogin::new(SubDeviceInfo::new(
+                    keys(s(&p["productKey"]), dk),
+                    sub_secret(dk),
+                ));
+                let ts: u64 = s(&p["timestamp"]).parse().unwrap();
+                check_login(v, op, &own, ts);
+            }
+            "subdevice_login_batch" => {
+                let devices = p["subDevices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| {
+                        let dk = s(&d["deviceKey"]);
+                        SubDeviceInfo::new(keys(s(&d["productKey"]), dk), sub_secret(dk))
+                    })
+                    .collect();
+                let ts: u64 = s(&p["timestamp"]).parse().unwrap();
+                check_login(v, SubDeviceBatchLogin::new(devices), &own, ts);
+            }
+            "subdevice_logout" => check_op(
+                v,
+                SubDeviceLogout::new(keys(s(&p["productKey"]), s(&p["deviceKey"]))),
+                &own,
+            ),
+            "tsl_template_get" => check_op(v, TslTemplateGet {}, &own),
+            "ota_version_report" => check_op(v, OtaInform::new(s(&p["version"])), &own),
+            "ota_progress_report" => {
+                check_op(v, OtaProgress::new(s(&p["step"]), s(&p["desc"])), &own)
+            }
+            "ota_get_version" => check_op(v, OtaGetVersion {}, &own),
+            n => panic!("no test for upstream vector {n}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 24);
+}
+
+/// Logins sign with the request's wall-clock time: encode at the vector's timestamp.
+fn check_login<O: Operation>(v: &Value, op: O, own: &DeviceKeys, ts: u64)
+where
+    O::Data: std::fmt::Debug,
+{
+    let i = &v["inputs"];
+    let id: u32 = s(&i["id"]).parse().unwrap();
+    let enc = ops::encode(&op, own, id, &EncodeContext { unix_ms: ts, own }).unwrap();
+    assert_eq!(enc.topic, s(&v["topic"]));
+    assert_eq!(json(&enc.payload), v["payload"], "{}", s(&v["name"]));
+    let r = &v["exampleReply"]["payload"];
+    let reply = JsonReply::new(s(&r["id"]), 200, Some(&r["data"].to_string()), None).unwrap();
+    O::parse_reply(&Reply::Json(reply)).unwrap();
+}
+
+#[test]
+fn raw_up_vector() {
+    let m = messages();
+    let v = &m["raw"][0];
+    let own = keys("pk1234ab", "dev_001");
+    let bytes = hex(s(&v["payloadHex"]));
+    let enc = ops::encode(
+        &ops::RawUp::new(bytes.clone()),
+        &own,
+        1,
+        &EncodeContext {
+            unix_ms: 0,
+            own: &own,
+        },
+    )
+    .unwrap();
+    assert_eq!(enc.topic, s(&v["topic"]));
+    assert_eq!(enc.payload, bytes);
+
+    // Through the client: QoS 1, the reply topic subscribed first, the reply bytes returned.
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    let id = p
+        .client
+        .request(p.now, ops::RawUp::new(bytes.clone()), Default::default())
+        .unwrap();
+    p.drive();
+    assert!(p
+        .cloud
+        .subscribed()
+        .contains(&s(&v["replyTopic"]).to_owned()));
+    let sent = pubs_to(&p.cloud, s(&v["topic"]));
+    assert_eq!(
+        (sent.len(), sent[0].qos, &sent[0].payload),
+        (1, QoS::AtLeastOnce, &bytes)
+    );
+    let reply = hex(s(&v["exampleReplyHex"]));
+    p.cloud
+        .publish(s(&v["replyTopic"]), &reply, QoS::AtMostOnce);
+    p.drive();
+    assert_eq!(p.response(id), Ok(Reply::Raw(reply)));
+}
+
+fn hex(h: &str) -> Bytes {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// A gateway with `subPK01/sub_dev_01` logged in, so sub-device commands reach it.
+fn gateway_with_sub_device() -> Pair {
+    let mut c = gateway_config();
+    c.device = keys("gwPK0001", "gw_dev_01");
+    let mut p = Pair::connected(c);
+    let id = p
+        .client
+        .request(
+            p.now,
+            SubDeviceLogin::new(SubDeviceInfo::new(
+                keys("subPK01", "sub_dev_01"),
+                "SubSecret0001",
+            )),
+            Default::default(),
+        )
+        .unwrap();
+    p.cloud.replies = Replies::Hold;
+    p.drive();
+    let held = p.cloud.held.remove(0);
+    p.cloud.answer(
+        &held,
+        r#"{"assetId":"Xy98Zw76","productKey":"subPK01","deviceKey":"sub_dev_01"}"#,
+    );
+    p.drive();
+    assert!(p.response(id).is_ok());
+    assert_eq!(p.client.logged_in_sub_devices().count(), 1);
+    p
+}
+
+fn last_command(p: &Pair) -> Command {
+    p.events
+        .iter()
+        .rev()
+        .find_map(|e| {
+            if let Event::Command(c) = e {
+                Some(c.clone())
+            } else {
+                None
+            }
+        })
+        .expect("no command")
+}
+
+#[test]
+fn every_downstream_vector() {
+    let m = messages();
+    let mut checked = 0;
+    for v in m["downstream"].as_array().unwrap() {
+        let name = s(&v["name"]);
+        let inbound_topic = s(&v["inbound"]["topic"]);
+        let payload = serde_json::to_vec(&v["inbound"]["payload"]).unwrap();
+        let mut p = if inbound_topic.contains("gwPK0001") || inbound_topic.contains("subPK01") {
+            gateway_with_sub_device()
+        } else if name == "activate_info" {
+            let mut c = config();
+            c.credentials = Credentials::ProductSecret("PSzyxw9876".into());
+            Pair::connected(c)
+        } else {
+            Pair::connected(config())
+        };
+        let before = p.cloud.publishes().len();
+        p.cloud.publish(inbound_topic, &payload, QoS::AtLeastOnce);
+        p.drive();
+        // A QoS 1 command is acknowledged at once.
+        assert!(
+            matches!(p.cloud.received.iter().rev().find(|x| matches!(x, Packet::PubAck(_))), Some(Packet::PubAck(a)) if a.pkid == 77)
+        );
+        let want = &v["reply"];
+        let want_data = &want["payload"]["data"];
+        if name == "activate_info" {
+            // The core answers the activation itself and adopts the secret.
+            assert!(p.events.iter().any(|e| matches!(e, Event::Activated { device_secret, .. } if device_secret.expose() == "NewDeviceSecret12345")));
+            assert!(
+                matches!(p.client.credentials(), Credentials::DeviceSecret(s) if s.expose() == "NewDeviceSecret12345")
+            );
+        } else {
+            let cmd = last_command(&p);
+            assert_eq!(cmd.id, s(&v["inputs"]["id"]), "{name}");
+            assert_eq!(
+                cmd.device,
+                keys(s(&v["inputs"]["productKey"]), s(&v["inputs"]["deviceKey"])),
+                "{name}"
+            );
+            let reply = match (&cmd.kind, name) {
+                (_, "command_without_handler") => cmd.reply_to.no_handler(),
+                (CommandKind::InvokeService { service_id, params }, _) => {
+                    assert_eq!(service_id, "restart");
+                    assert_eq!(params, &v["inbound"]["payload"]["params"]);
+                    cmd.reply_to.ok(want_data).unwrap()
+                }
+                (CommandKind::SetMeasurepoints { points }, _) => {
+                    assert_eq!(
+                        Value::Object(points.clone()),
+                        v["inbound"]["payload"]["params"]
+                    );
+                    cmd.reply_to.ok_empty()
+                }
+                (CommandKind::GetMeasurepoints { point_ids }, _) => {
+                    assert_eq!(point_ids, &["temp", "Power"]);
+                    cmd.reply_to.ok(want_data).unwrap()
+                }
+                (
+                    CommandKind::EnableSubDevices { devices }
+                    | CommandKind::DisableSubDevices { devices }
+                    | CommandKind::DeleteSubDevices { devices },
+                    _,
+                ) => {
+                    assert_eq!(devices, &[keys("subPK01", "sub_dev_01")]);
+                    cmd.reply_to.ok_empty()
+                }
+                (CommandKind::OtaUpgrade { firmware }, _) => {
+                    assert_eq!(
+                        (firmware.version.as_str(), firmware.file_size),
+                        ("1.0.4", 1024)
+                    );
+                    cmd.reply_to.ok_empty()
+                }
+                (
+                    CommandKind::EnableDevice { .. }
+                    | CommandKind::DisableDevice { .. }
+                    | CommandKind::DeleteDevice { .. },
+                    _,
+                ) => cmd.reply_to.ok_empty(),
+                (k, n) => panic!("{n}: unexpected {k:?}"),
+            };
+            p.client.reply(p.now, reply).unwrap();
+            p.drive();
+        }
+        let sent: Vec<_> = p.cloud.publishes().into_iter().skip(before).collect();
+        assert_eq!(sent.len(), 1, "{name}: {sent:?}");
+        let r = sent[0];
+        assert_eq!(r.topic, s(&want["topic"]), "{name}");
+        assert_eq!(r.qos, QoS::AtMostOnce, "{name}");
+        assert!(!r.retain, "{name}");
+        assert_eq!(json(&r.payload), want["payload"], "{name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 13);
+}
+
+#[test]
+fn raw_down_vector() {
+    let m = messages();
+    let v = &m["raw"][1];
+    let mut p = Pair::connected(config());
+    p.cloud
+        .publish(s(&v["topic"]), &hex(s(&v["payloadHex"])), QoS::AtLeastOnce);
+    p.drive();
+    let cmd = last_command(&p);
+    assert_eq!(
+        cmd.kind,
+        CommandKind::RawDown {
+            payload: hex(s(&v["payloadHex"]))
+        }
+    );
+    assert!(cmd.reply_to.is_raw());
+    p.client
+        .reply(p.now, cmd.reply_to.raw(hex(s(&v["exampleReplyHex"]))))
+        .unwrap();
+    p.drive();
+    let sent = pubs_to(&p.cloud, s(&v["replyTopic"]));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].payload, hex(s(&v["exampleReplyHex"])));
+    assert_eq!(sent[0].qos, QoS::AtMostOnce);
+}
