@@ -321,7 +321,12 @@ impl Client {
                 return;
             }
             match self.decoder.next_packet() {
-                Ok(Some(packet)) => self.on_packet(packet),
+                // Each packet's consequences go out before the next is read, so the
+                // chunking of the input never changes the output.
+                Ok(Some(packet)) => {
+                    self.on_packet(packet);
+                    self.flush();
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.lost(DisconnectCause::Decode(e));
@@ -897,7 +902,7 @@ impl Client {
             return;
         };
         let SubPurpose::Replies(topics) = purpose else {
-            if codes.iter().any(|c| *c == SubscribeReasonCode::Failure) {
+            if codes.contains(&SubscribeReasonCode::Failure) {
                 self.events
                     .push_back(Event::Error(ClientError::SubscribeRefused {
                         topic: "command topics".into(),

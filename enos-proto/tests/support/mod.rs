@@ -237,7 +237,7 @@ pub fn gateway_config() -> Config {
 impl Pair {
     /// A client that has not dialed yet.
     pub fn new(config: Config) -> Pair {
-        let start = Instant::now();
+        let start = Now::system().instant;
         let now = Now::new(start, T0_UNIX_MS);
         Pair {
             client: Client::new(config, now).unwrap(),
