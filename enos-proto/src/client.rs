@@ -111,7 +111,9 @@ enum SubPurpose {
 /// Every [`RequestId`] returned by [`request`](Client::request) ends in exactly one
 /// [`Event::Response`]: the reply, the acknowledgement when no reply is wanted, or a
 /// typed error (timeout, a refused subscription, [`close`](Client::close)).
-#[derive(Debug)]
+///
+/// Its `Debug` output is a summary: it never shows buffered bytes (a CONNECT password,
+/// login signatures) or secrets.
 pub struct Client {
     config: Config,
     credentials: Credentials,
@@ -148,6 +150,20 @@ pub struct Client {
 
     scratch: String,
     body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("device", &self.config.device)
+            .field("state", &self.state)
+            .field("reconnected", &self.reconnected)
+            .field("outstanding", &self.pending.len())
+            .field("queued", &self.queued)
+            .field("inflight", &self.inflight.len())
+            .field("logged_in_sub_devices", &self.logged_in.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -1394,6 +1410,19 @@ impl Client {
             self.finish(id, Ok(Reply::Delivered));
         }
     }
+}
+
+/// Messages whose payload holds a secret the cloud issues (activation, the replies of
+/// logins and registrations): never copied into `Event::Message`.
+fn carries_secret(topic: &str) -> bool {
+    [
+        "/thing/activate/info",
+        "/combine/login_reply",
+        "/combine/login/batch_reply",
+        "/thing/device/register_reply",
+    ]
+    .iter()
+    .any(|t| topic.ends_with(t))
 }
 
 /// The filters that carry a device's commands, for brokers that need a subscription.

@@ -62,7 +62,10 @@ pub(crate) fn write_command_reply(
 }
 
 /// The reply to an upstream JSON request: `{id, code, data, message}`.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output replaces the value of every `data` field whose name holds
+/// `secret` (the device secrets of registrations and activating logins).
+#[derive(Clone)]
 pub struct JsonReply {
     /// The envelope id the reply echoes.
     pub id: String,
@@ -71,6 +74,42 @@ pub struct JsonReply {
     /// The reply's `message`, if it had one.
     pub message: Option<String>,
     data: Option<Box<RawValue>>,
+}
+
+impl std::fmt::Debug for JsonReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self
+            .data_json()
+            .map(|d| match serde_json::from_str::<serde_json::Value>(d) {
+                Ok(mut v) => {
+                    redact(&mut v);
+                    v.to_string()
+                }
+                Err(_) => "<unreadable>".to_owned(),
+            });
+        f.debug_struct("JsonReply")
+            .field("id", &self.id)
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .field("data", &data)
+            .finish()
+    }
+}
+
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k.to_ascii_lowercase().contains("secret") {
+                    *v = serde_json::Value::String("..".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
 }
 
 impl PartialEq for JsonReply {
@@ -278,6 +317,17 @@ mod tests {
         assert_eq!(r.data_json(), Some(r#"{"a":1}"#));
         let r = parse_reply(br#"{"id":"1","code":200,"data":"plain"}"#).unwrap();
         assert_eq!(r.data_json(), Some(r#""plain""#));
+    }
+
+    #[test]
+    fn debug_redacts_secrets_in_data() {
+        let r = parse_reply(
+            br#"{"id":"1","code":200,"data":[{"deviceKey":"d","deviceSecret":"S3cr3tValue"}]}"#,
+        )
+        .unwrap();
+        let text = format!("{r:?}");
+        assert!(!text.contains("S3cr3tValue"), "{text}");
+        assert!(text.contains("deviceKey"));
     }
 
     #[test]

@@ -1256,6 +1256,55 @@ fn secrets_never_appear_in_debug_output() {
 }
 
 #[test]
+fn debug_of_a_client_with_unsent_bytes_and_secret_replies_hides_them() {
+    // A CONNECT waiting in the output buffer holds the password.
+    let mut p = Pair::new(gateway_config());
+    let _ = p.client.poll_output();
+    p.client.handle_connected(p.now);
+    let pw = enos_proto::sign::connect_fields(
+        &keys("gwPK0001", "gw_dev_01"),
+        "gw_dev_01",
+        enos_proto::SecureMode::DeviceSecret,
+        enos_proto::SignMethod::Sha256,
+        p.now.unix_ms,
+        &"GwSecret".into(),
+    )
+    .password;
+    assert!(!format!("{:?}", p.client).contains(pw.expose()));
+    let enos_proto::Output::Transmit(bytes) = p.client.poll_output() else {
+        panic!()
+    };
+    assert!(
+        bytes
+            .windows(pw.expose().len())
+            .any(|w| w == pw.expose().as_bytes()),
+        "the buffer did hold it"
+    );
+    // A registration reply carries device secrets.
+    let mut p = Pair::connected(gateway_config());
+    p.cloud.replies = Replies::Hold;
+    let reg =
+        enos_proto::ops::SubDeviceRegister::new(vec![enos_proto::ops::SubDeviceRegistration::new(
+            "subPK01",
+            enos_proto::ops::DeviceName::new("m"),
+        )]);
+    let id = p
+        .client
+        .request(p.now, reg, RequestOptions::default())
+        .unwrap();
+    p.drive();
+    let held = p.cloud.held.remove(0);
+    p.cloud.answer(&held, r#"[{"assetId":"a","productKey":"subPK01","deviceKey":"k","deviceSecret":"IssuedRegSecret"}]"#);
+    p.drive();
+    let Ok(reply) = p.response(id) else { panic!() };
+    let devices =
+        <enos_proto::ops::SubDeviceRegister as enos_proto::Operation>::parse_reply(&reply).unwrap();
+    assert_eq!(devices[0].device_secret.expose(), "IssuedRegSecret");
+    let text = format!("{:?} {:?}", p.events, devices);
+    assert!(!text.contains("IssuedRegSecret"), "{text}");
+}
+
+#[test]
 fn time_running_backwards_is_ignored() {
     let mut p = Pair::connected(config());
     p.advance(secs(10));
