@@ -12,13 +12,11 @@ use crate::command::{self, CommandKind, CommandReply, Inbound};
 use crate::config::{Config, Credentials};
 use crate::envelope::{self, Reply};
 use crate::error::{
-    CloseCause, ConfigError, ConnectRefusal, DisconnectCause, EncodeError, ProtocolError,
-    RequestError, SubmitError,
+    CloseCause, ConfigError, ConnectRefusal, DisconnectCause, EncodeError, ProtocolError, RequestError, SubmitError,
 };
 use crate::event::{ClientError, Event, Output, Qos, RequestId, RequestOptions};
 use crate::ops::{
-    self, BatchLoginResult, Effect, EncodeContext, LoginResult, Operation, SubDeviceBatchLogin,
-    SubDeviceInfo,
+    self, BatchLoginResult, Effect, EncodeContext, LoginResult, Operation, SubDeviceBatchLogin, SubDeviceInfo,
 };
 use crate::pending::{IdHasher, Pending, Req, Stage};
 use crate::secret::Secret;
@@ -281,14 +279,7 @@ impl Client {
         let cid = self.config.cid().to_owned();
         match self.credentials.signing() {
             Some((mode, secret)) => {
-                let f = connect_fields(
-                    &self.config.device,
-                    &cid,
-                    mode,
-                    self.config.sign_method,
-                    now.unix_ms,
-                    secret,
-                );
+                let f = connect_fields(&self.config.device, &cid, mode, self.config.sign_method, now.unix_ms, secret);
                 connect.client_id = f.client_id;
                 connect.set_login(f.username, f.password.expose().to_owned());
             }
@@ -309,20 +300,13 @@ impl Client {
         format!(
             "{}|securemode={},signmethod={},timestamp={unix_ms}|",
             self.config.cid(),
-            self.credentials
-                .signing()
-                .map_or(SecureMode::DeviceSecret, |(m, _)| m)
-                .number(),
+            self.credentials.signing().map_or(SecureMode::DeviceSecret, |(m, _)| m).number(),
             self.config.sign_method.label()
         )
     }
 
     fn username(&self) -> String {
-        format!(
-            "{}&{}",
-            self.config.device.device_key(),
-            self.config.device.product_key()
-        )
+        format!("{}&{}", self.config.device.device_key(), self.config.device.product_key())
     }
 
     /// Bytes read from the transport, in any chunking.
@@ -356,10 +340,7 @@ impl Client {
     /// The transport ended (EOF, error, or a failed dial).
     pub fn handle_closed(&mut self, now: Now, cause: CloseCause) {
         self.tick(now);
-        if matches!(
-            self.state,
-            State::Dialing | State::AwaitConnack | State::Connected
-        ) {
+        if matches!(self.state, State::Dialing | State::AwaitConnack | State::Connected) {
             self.lost(DisconnectCause::Transport(cause));
         }
     }
@@ -377,13 +358,10 @@ impl Client {
                     }
                 }
                 Timer::KeepAlive => {
-                    if self.state == State::Connected
-                        && self.timers.get(Timer::PingResponse).is_none()
-                    {
+                    if self.state == State::Connected && self.timers.get(Timer::PingResponse).is_none() {
                         let _ = codec::encode_packet(&mut self.out, &Packet::PingReq);
                         self.sent();
-                        self.timers
-                            .set(Timer::PingResponse, now + self.config.ping_timeout);
+                        self.timers.set(Timer::PingResponse, now + self.config.ping_timeout);
                     }
                 }
                 Timer::PingResponse => {
@@ -428,12 +406,7 @@ impl Client {
     /// [`SubmitError::InvalidTarget`], [`SubmitError::Closed`], and
     /// [`SubmitError::Encode`] for parameters that cannot be encoded or a payload above
     /// [`Config::max_payload_bytes`].
-    pub fn request<O: Operation>(
-        &mut self,
-        now: Now,
-        op: O,
-        opts: RequestOptions,
-    ) -> Result<RequestId, SubmitError> {
+    pub fn request<O: Operation>(&mut self, now: Now, op: O, opts: RequestOptions) -> Result<RequestId, SubmitError> {
         self.tick(now);
         let id = self.submit(now.unix_ms, &op, opts, false)?;
         self.flush();
@@ -454,9 +427,7 @@ impl Client {
             return Err(SubmitError::InvalidTarget);
         }
         if self.pending.len() >= self.config.max_outstanding_requests {
-            return Err(SubmitError::TooManyRequests(
-                self.config.max_outstanding_requests,
-            ));
+            return Err(SubmitError::TooManyRequests(self.config.max_outstanding_requests));
         }
         self.check_queue_room(0)?;
         let keys = opts.target.as_ref().unwrap_or(&self.config.device);
@@ -464,36 +435,21 @@ impl Client {
         topic::write_topic(&mut self.scratch, op.scope(), keys, "");
         op.write_path(&mut self.scratch);
         if self.scratch.len() + 6 > usize::from(u16::MAX) {
-            return Err(EncodeError::StringTooLong {
-                field: "topic",
-                len: self.scratch.len(),
-            }
-            .into());
+            return Err(EncodeError::StringTooLong { field: "topic", len: self.scratch.len() }.into());
         }
         let raw = op.raw_payload();
-        let envelope = if raw.is_none() {
-            Some(self.next_envelope_id())
-        } else {
-            None
-        };
+        let envelope = if raw.is_none() { Some(self.next_envelope_id()) } else { None };
         let payload = match raw {
             Some(bytes) => bytes.clone(),
             None => {
-                let ctx = EncodeContext {
-                    unix_ms,
-                    own: &self.config.device,
-                };
+                let ctx = EncodeContext { unix_ms, own: &self.config.device };
                 self.body.clear();
                 ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut self.body)?;
                 Bytes::copy_from_slice(&self.body)
             }
         };
         if payload.len() > self.config.max_payload_bytes {
-            return Err(EncodeError::PayloadTooLarge {
-                size: payload.len(),
-                max: self.config.max_payload_bytes,
-            }
-            .into());
+            return Err(EncodeError::PayloadTooLarge { size: payload.len(), max: self.config.max_payload_bytes }.into());
         }
         self.check_queue_room(payload.len())?;
         let (request_topic, reply_topic) = self.intern_topic();
@@ -541,13 +497,8 @@ impl Client {
     }
 
     fn check_queue_room(&self, bytes: usize) -> Result<(), SubmitError> {
-        if self.queued >= self.config.max_queued_requests
-            || self.queued_bytes + bytes > self.config.max_queued_bytes
-        {
-            Err(SubmitError::QueueFull {
-                queued: self.queued,
-                bytes: self.queued_bytes,
-            })
+        if self.queued >= self.config.max_queued_requests || self.queued_bytes + bytes > self.config.max_queued_bytes {
+            Err(SubmitError::QueueFull { queued: self.queued, bytes: self.queued_bytes })
         } else {
             Ok(())
         }
@@ -597,18 +548,12 @@ impl Client {
             return Err(SubmitError::Closed);
         }
         if reply.payload.len() > self.config.max_payload_bytes {
-            return Err(EncodeError::PayloadTooLarge {
-                size: reply.payload.len(),
-                max: self.config.max_payload_bytes,
-            }
-            .into());
+            return Err(
+                EncodeError::PayloadTooLarge { size: reply.payload.len(), max: self.config.max_payload_bytes }.into()
+            );
         }
         if reply.topic.len() > usize::from(u16::MAX) {
-            return Err(EncodeError::StringTooLong {
-                field: "topic",
-                len: reply.topic.len(),
-            }
-            .into());
+            return Err(EncodeError::StringTooLong { field: "topic", len: reply.topic.len() }.into());
         }
         self.check_queue_room(reply.payload.len())?;
         self.queued += 1;
@@ -664,10 +609,7 @@ impl Client {
         if had_transport {
             self.push_ctl(Output::CloseTransport);
         }
-        self.events.push_back(Event::Disconnected {
-            cause: DisconnectCause::Closed,
-            retry_at: None,
-        });
+        self.events.push_back(Event::Disconnected { cause: DisconnectCause::Closed, retry_at: None });
     }
 
     // ----- output -----
@@ -710,16 +652,14 @@ impl Client {
     fn open_transport(&mut self, now: Instant) {
         self.state = State::Dialing;
         self.timers.stop(Timer::Reconnect);
-        self.timers
-            .set(Timer::Connect, now + self.config.connect_timeout);
+        self.timers.set(Timer::Connect, now + self.config.connect_timeout);
         self.push_ctl(Output::OpenTransport);
     }
 
     /// Something was written: the keep-alive restarts.
     fn sent(&mut self) {
         if !self.config.keep_alive.is_zero() && self.state == State::Connected {
-            self.timers
-                .set(Timer::KeepAlive, self.now + self.config.keep_alive);
+            self.timers.set(Timer::KeepAlive, self.now + self.config.keep_alive);
         }
     }
 
@@ -772,8 +712,7 @@ impl Client {
         #[cfg(feature = "tracing")]
         tracing::info!(device = %self.config.device, cause = %cause, "disconnected");
         self.push_ctl(Output::CloseTransport);
-        self.events
-            .push_back(Event::Disconnected { cause, retry_at });
+        self.events.push_back(Event::Disconnected { cause, retry_at });
     }
 
     fn backoff(&mut self, refused: Option<ConnectRefusal>) -> Option<Instant> {
@@ -809,9 +748,7 @@ impl Client {
     fn on_connack(&mut self, code: ConnectReturnCode) {
         let refusal = match code {
             ConnectReturnCode::Success => None,
-            ConnectReturnCode::RefusedProtocolVersion => {
-                Some(ConnectRefusal::UnacceptableProtocolVersion)
-            }
+            ConnectReturnCode::RefusedProtocolVersion => Some(ConnectRefusal::UnacceptableProtocolVersion),
             ConnectReturnCode::BadClientId => Some(ConnectRefusal::IdentifierRejected),
             ConnectReturnCode::ServiceUnavailable => Some(ConnectRefusal::ServerUnavailable),
             ConnectReturnCode::BadUserNamePassword => Some(ConnectRefusal::BadUserNameOrPassword),
@@ -862,12 +799,10 @@ impl Client {
             let unix_ms = self.last_unix_ms;
             match self.submit(unix_ms, &op, RequestOptions::default(), true) {
                 Ok(id) => self.relogin = Some(id),
-                Err(e) => self
-                    .events
-                    .push_back(Event::Error(ClientError::ReloginFailed {
-                        devices: self.logged_in.keys().cloned().collect(),
-                        reason: e.to_string(),
-                    })),
+                Err(e) => self.events.push_back(Event::Error(ClientError::ReloginFailed {
+                    devices: self.logged_in.keys().cloned().collect(),
+                    reason: e.to_string(),
+                })),
             }
         }
         for out in all {
@@ -884,16 +819,13 @@ impl Client {
             (State::Connected, Packet::PubAck(ack)) => self.on_puback(ack.pkid),
             (State::Connected, Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
             (State::Connected, Packet::PingResp) => self.timers.stop(Timer::PingResponse),
-            (_, p) => self.lost(DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(
-                codec::kind(&p),
-            ))),
+            (_, p) => self.lost(DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(codec::kind(&p)))),
         }
     }
 
     fn on_puback(&mut self, pkid: u16) {
         let Some(f) = self.inflight.remove(&pkid) else {
-            self.events
-                .push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
+            self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
             return;
         };
         let Some(id) = f.out.req else { return };
@@ -913,16 +845,12 @@ impl Client {
 
     fn on_suback(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {
         let Some(purpose) = self.subscribing.remove(&pkid) else {
-            self.events
-                .push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
+            self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
             return;
         };
         let SubPurpose::Replies(topics) = purpose else {
             if codes.contains(&SubscribeReasonCode::Failure) {
-                self.events
-                    .push_back(Event::Error(ClientError::SubscribeRefused {
-                        topic: "command topics".into(),
-                    }));
+                self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: "command topics".into() }));
             }
             return;
         };
@@ -944,10 +872,7 @@ impl Client {
                         self.finish(id, Err(RequestError::SubscribeRefused(topic.to_string())));
                     }
                 }
-                self.events
-                    .push_back(Event::Error(ClientError::SubscribeRefused {
-                        topic: topic.to_string(),
-                    }));
+                self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: topic.to_string() }));
             }
         }
     }
@@ -956,10 +881,7 @@ impl Client {
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                let _ = codec::encode_packet(
-                    &mut self.out,
-                    &Packet::PubAck(codec::PubAck::new(p.pkid)),
-                );
+                let _ = codec::encode_packet(&mut self.out, &Packet::PubAck(codec::PubAck::new(p.pkid)));
                 self.sent();
             }
             QoS::ExactlyOnce => {
@@ -967,29 +889,19 @@ impl Client {
                 return;
             }
         }
-        if self.config.emit_all_messages {
-            self.events.push_back(Event::Message {
-                topic: p.topic.clone(),
-                payload: p.payload.clone(),
-            });
+        if self.config.emit_all_messages && !carries_secret(&p.topic) {
+            self.events.push_back(Event::Message { topic: p.topic.clone(), payload: p.payload.clone() });
         }
         if let Some((key, t)) = self.topics.get_key_value(p.topic.as_str()) {
             let key = key.clone();
             // Raw replies are never JSON (spec §7): the oldest raw request takes them.
             if key.ends_with("/thing/model/up_raw_reply") || !t.raw_fifo.is_empty() {
-                match self
-                    .topics
-                    .get_mut(&key)
-                    .and_then(|t| t.raw_fifo.pop_front())
-                {
+                match self.topics.get_mut(&key).and_then(|t| t.raw_fifo.pop_front()) {
                     Some(id) => self.finish(id, Ok(Reply::Raw(p.payload))),
                     None => self.unmatched(
                         p.topic,
                         p.payload,
-                        ClientError::UnmatchedReply {
-                            topic: key.to_string(),
-                            id: String::new(),
-                        },
+                        ClientError::UnmatchedReply { topic: key.to_string(), id: String::new() },
                     ),
                 }
                 return;
@@ -1007,21 +919,13 @@ impl Client {
                         None => self.unmatched(
                             p.topic,
                             p.payload,
-                            ClientError::UnmatchedReply {
-                                topic: key.to_string(),
-                                id: reply.id,
-                            },
+                            ClientError::UnmatchedReply { topic: key.to_string(), id: reply.id },
                         ),
                     }
                 }
-                Err(reason) => self.unmatched(
-                    p.topic,
-                    p.payload,
-                    ClientError::BadReply {
-                        topic: key.to_string(),
-                        reason,
-                    },
-                ),
+                Err(reason) => {
+                    self.unmatched(p.topic, p.payload, ClientError::BadReply { topic: key.to_string(), reason })
+                }
             }
             return;
         }
@@ -1030,9 +934,8 @@ impl Client {
         };
         let device = if self.config.device.is(parts.product_key, parts.device_key) {
             self.config.device.clone()
-        } else if let Some(k) = DeviceKeys::new(parts.product_key, parts.device_key)
-            .ok()
-            .filter(|k| self.logged_in.contains_key(k))
+        } else if let Some(k) =
+            DeviceKeys::new(parts.product_key, parts.device_key).ok().filter(|k| self.logged_in.contains_key(k))
         {
             k
         } else {
@@ -1041,8 +944,8 @@ impl Client {
         match command::classify(&p.topic, &parts, &device, p.payload.clone()) {
             None => self.message(p.topic, p.payload),
             Some(Inbound::Command(cmd)) => {
-                if let CommandKind::DisableSubDevices { devices }
-                | CommandKind::DeleteSubDevices { devices } = &cmd.kind
+                if let CommandKind::DisableSubDevices { devices } | CommandKind::DeleteSubDevices { devices } =
+                    &cmd.kind
                 {
                     for d in devices {
                         self.logged_in.remove(d);
@@ -1050,11 +953,7 @@ impl Client {
                 }
                 self.events.push_back(Event::Command(cmd));
             }
-            Some(Inbound::Activation {
-                reply_to,
-                device_secret,
-                asset_id,
-            }) => {
+            Some(Inbound::Activation { reply_to, device_secret, asset_id }) => {
                 let Some(secret) = device_secret.filter(|s| !s.is_empty()) else {
                     self.events.push_back(Event::Error(ClientError::BadCommand {
                         topic: p.topic,
@@ -1067,33 +966,19 @@ impl Client {
                 if device == self.config.device {
                     self.credentials = Credentials::DeviceSecret(secret.clone());
                 }
-                self.events.push_back(Event::Activated {
-                    device,
-                    device_secret: secret,
-                    asset_id,
-                });
+                self.events.push_back(Event::Activated { device, device_secret: secret, asset_id });
             }
             Some(Inbound::Bad { reason, reply }) => {
                 if let Some(r) = reply {
                     let _ = self.reply_now(r);
                 }
-                self.events.push_back(Event::Error(ClientError::BadCommand {
-                    topic: p.topic,
-                    reason,
-                }));
+                self.events.push_back(Event::Error(ClientError::BadCommand { topic: p.topic, reason }));
             }
         }
     }
 
     fn reply_now(&mut self, r: CommandReply) -> Result<(), EncodeError> {
-        codec::encode_publish(
-            &mut self.out,
-            &r.topic,
-            &r.payload,
-            QoS::AtMostOnce,
-            0,
-            false,
-        )?;
+        codec::encode_publish(&mut self.out, &r.topic, &r.payload, QoS::AtMostOnce, 0, false)?;
         self.sent();
         Ok(())
     }
@@ -1164,23 +1049,17 @@ impl Client {
             }
             Effect::Login(devices) => {
                 let Reply::Json(j) = reply else { return };
-                let in_: Vec<LoginResult> = if devices.len() == 1 && j.data::<LoginResult>().is_ok()
-                {
+                let in_: Vec<LoginResult> = if devices.len() == 1 && j.data::<LoginResult>().is_ok() {
                     if j.code != 200 {
                         return;
                     }
                     j.data::<LoginResult>().into_iter().collect()
                 } else {
-                    j.data::<BatchLoginResult>()
-                        .map(|r| r.logged_in)
-                        .unwrap_or_default()
+                    j.data::<BatchLoginResult>().map(|r| r.logged_in).unwrap_or_default()
                 };
                 let mut new_filters = Vec::new();
                 for r in in_ {
-                    let Some(info) = devices
-                        .iter()
-                        .find(|d| d.keys.is(&r.product_key, &r.device_key))
-                    else {
+                    let Some(info) = devices.iter().find(|d| d.keys.is(&r.product_key, &r.device_key)) else {
                         continue;
                     };
                     let mut info = info.clone();
@@ -1193,9 +1072,7 @@ impl Client {
                             asset_id: r.asset_id.clone(),
                         });
                     }
-                    if self.config.subscribe_command_topics
-                        && !self.logged_in.contains_key(&info.keys)
-                    {
+                    if self.config.subscribe_command_topics && !self.logged_in.contains_key(&info.keys) {
                         new_filters.extend(command_filters(&info.keys, false));
                     }
                     self.logged_in.insert(info.keys.clone(), info);
@@ -1210,20 +1087,12 @@ impl Client {
     fn relogin_done(&mut self, result: Result<Reply, RequestError>) {
         let failed: Vec<DeviceKeys> = match &result {
             Ok(reply) => {
-                let r = reply
-                    .json()
-                    .ok()
-                    .and_then(|j| j.data::<BatchLoginResult>().ok())
-                    .unwrap_or_default();
+                let r = reply.json().ok().and_then(|j| j.data::<BatchLoginResult>().ok()).unwrap_or_default();
                 // Devices the cloud refused are no longer logged in.
                 let refused: Vec<DeviceKeys> = self
                     .logged_in
                     .keys()
-                    .filter(|k| {
-                        !r.logged_in
-                            .iter()
-                            .any(|l| k.is(&l.product_key, &l.device_key))
-                    })
+                    .filter(|k| !r.logged_in.iter().any(|l| k.is(&l.product_key, &l.device_key)))
                     .cloned()
                     .collect();
                 for k in &refused {
@@ -1242,11 +1111,7 @@ impl Client {
                 Ok(_) => "unexpected reply".into(),
                 Err(e) => e.to_string(),
             };
-            self.events
-                .push_back(Event::Error(ClientError::ReloginFailed {
-                    devices: failed,
-                    reason,
-                }));
+            self.events.push_back(Event::Error(ClientError::ReloginFailed { devices: failed, reason }));
         }
     }
 
@@ -1259,10 +1124,7 @@ impl Client {
             }
         }
         if let Some(topic) = out.needs.clone() {
-            let subscribed = self
-                .topics
-                .get(&topic)
-                .is_some_and(|t| t.sub == SubState::Subscribed);
+            let subscribed = self.topics.get(&topic).is_some_and(|t| t.sub == SubState::Subscribed);
             if !subscribed {
                 self.want_subscription(&topic);
                 if let Some(t) = self.topics.get_mut(&topic) {
@@ -1301,13 +1163,7 @@ impl Client {
     fn subscribe_commands(&mut self, filters: Vec<String>) {
         for chunk in filters.chunks(MAX_FILTERS_PER_SUBSCRIBE) {
             let pkid = self.alloc_pkid();
-            if codec::encode_subscribe(
-                &mut self.out,
-                pkid,
-                chunk.iter().map(String::as_str),
-                QoS::AtLeastOnce,
-            )
-            .is_ok()
+            if codec::encode_subscribe(&mut self.out, pkid, chunk.iter().map(String::as_str), QoS::AtLeastOnce).is_ok()
             {
                 self.subscribing.insert(pkid, SubPurpose::Commands);
                 self.sent();
@@ -1326,14 +1182,7 @@ impl Client {
             let n = self.to_subscribe.len().min(MAX_FILTERS_PER_SUBSCRIBE);
             let topics: Vec<Arc<str>> = self.to_subscribe.drain(..n).collect();
             let pkid = self.alloc_pkid();
-            if codec::encode_subscribe(
-                &mut self.out,
-                pkid,
-                topics.iter().map(|t| &**t),
-                QoS::AtLeastOnce,
-            )
-            .is_ok()
-            {
+            if codec::encode_subscribe(&mut self.out, pkid, topics.iter().map(|t| &**t), QoS::AtLeastOnce).is_ok() {
                 self.subscribing.insert(pkid, SubPurpose::Replies(topics));
                 self.sent();
             }
@@ -1350,9 +1199,7 @@ impl Client {
                 held.push_back(out);
                 continue;
             }
-            if out.qos == QoS::AtLeastOnce
-                && self.inflight.len() >= usize::from(self.config.max_inflight)
-            {
+            if out.qos == QoS::AtLeastOnce && self.inflight.len() >= usize::from(self.config.max_inflight) {
                 self.ready.push_front(out);
                 break;
             }
@@ -1366,19 +1213,8 @@ impl Client {
 
     fn transmit(&mut self, out: Outgoing) {
         self.dequeued(&out);
-        let pkid = if out.qos == QoS::AtLeastOnce {
-            self.alloc_pkid()
-        } else {
-            0
-        };
-        if let Err(e) = codec::encode_publish(
-            &mut self.out,
-            &out.topic,
-            &out.payload,
-            out.qos,
-            pkid,
-            out.dup,
-        ) {
+        let pkid = if out.qos == QoS::AtLeastOnce { self.alloc_pkid() } else { 0 };
+        if let Err(e) = codec::encode_publish(&mut self.out, &out.topic, &out.payload, out.qos, pkid, out.dup) {
             // Sizes were checked at submission; nothing else can fail.
             if let Some(id) = out.req {
                 self.finish(id, Err(RequestError::BadReply(e.to_string())));
@@ -1393,13 +1229,7 @@ impl Client {
         if out.qos == QoS::AtLeastOnce {
             req.stage = Stage::InFlight(pkid);
             self.inflight_seq += 1;
-            self.inflight.insert(
-                pkid,
-                InFlight {
-                    seq: self.inflight_seq,
-                    out,
-                },
-            );
+            self.inflight.insert(pkid, InFlight { seq: self.inflight_seq, out });
         } else if req.wants_reply {
             req.stage = Stage::Sent;
             let topic = req.reply_topic.clone();
@@ -1415,14 +1245,9 @@ impl Client {
 /// Messages whose payload holds a secret the cloud issues (activation, the replies of
 /// logins and registrations): never copied into `Event::Message`.
 fn carries_secret(topic: &str) -> bool {
-    [
-        "/thing/activate/info",
-        "/combine/login_reply",
-        "/combine/login/batch_reply",
-        "/thing/device/register_reply",
-    ]
-    .iter()
-    .any(|t| topic.ends_with(t))
+    ["/thing/activate/info", "/combine/login_reply", "/combine/login/batch_reply", "/thing/device/register_reply"]
+        .iter()
+        .any(|t| topic.ends_with(t))
 }
 
 /// The filters that carry a device's commands, for brokers that need a subscription.
@@ -1441,12 +1266,7 @@ fn command_filters(keys: &DeviceKeys, own: bool) -> Vec<String> {
     .map(|p| topic::topic(Scope::Sys, keys, p))
     .collect();
     if own {
-        for p in [
-            "combine/enable",
-            "combine/disable",
-            "combine/delete",
-            "thing/activate/info",
-        ] {
+        for p in ["combine/enable", "combine/disable", "combine/delete", "thing/activate/info"] {
             v.push(topic::topic(Scope::ExtSession, keys, p));
         }
     }

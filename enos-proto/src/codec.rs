@@ -18,8 +18,8 @@
 
 use bytes::{BufMut, BytesMut};
 pub use mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, Publish, SubAck, Subscribe,
-    SubscribeFilter, SubscribeReasonCode,
+    ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, Publish, SubAck, Subscribe, SubscribeFilter,
+    SubscribeReasonCode,
 };
 pub use mqttbytes::QoS;
 
@@ -41,11 +41,7 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that refuses packets whose remaining length exceeds `max_packet_bytes`.
     pub fn new(max_packet_bytes: usize) -> Self {
-        Decoder {
-            buf: BytesMut::new(),
-            max_packet_bytes,
-            failed: None,
-        }
+        Decoder { buf: BytesMut::new(), max_packet_bytes, failed: None }
     }
 
     /// Appends bytes read from the transport.
@@ -143,10 +139,7 @@ pub fn kind(packet: &Packet) -> PacketKind {
 
 fn check_str(field: &'static str, s: &str) -> Result<(), EncodeError> {
     if s.len() > MAX_STRING {
-        Err(EncodeError::StringTooLong {
-            field,
-            len: s.len(),
-        })
+        Err(EncodeError::StringTooLong { field, len: s.len() })
     } else {
         Ok(())
     }
@@ -310,10 +303,7 @@ fn validate(packet: &Packet) -> Result<(), EncodeError> {
             if let Some(will) = &c.last_will {
                 check_str("will topic", &will.topic)?;
                 if will.message.len() > MAX_STRING {
-                    return Err(EncodeError::StringTooLong {
-                        field: "will message",
-                        len: will.message.len(),
-                    });
+                    return Err(EncodeError::StringTooLong { field: "will message", len: will.message.len() });
                 }
             }
             if c.len() > MAX_REMAINING_LENGTH {
@@ -366,10 +356,7 @@ mod tests {
         let topic = "t".repeat(70_000);
         assert_eq!(
             encode_publish(&mut out, &topic, b"p", QoS::AtLeastOnce, 1, false),
-            Err(EncodeError::StringTooLong {
-                field: "topic",
-                len: 70_000
-            })
+            Err(EncodeError::StringTooLong { field: "topic", len: 70_000 })
         );
         assert_eq!(&out[..], b"xy");
     }
@@ -377,15 +364,9 @@ mod tests {
     #[test]
     fn qos1_publish_without_packet_id_is_refused() {
         let mut out = BytesMut::new();
-        assert_eq!(
-            encode_publish(&mut out, "t", b"p", QoS::AtLeastOnce, 0, false),
-            Err(EncodeError::PacketIdZero)
-        );
+        assert_eq!(encode_publish(&mut out, "t", b"p", QoS::AtLeastOnce, 0, false), Err(EncodeError::PacketIdZero));
         let p = Publish::new("t", QoS::AtLeastOnce, "x");
-        assert_eq!(
-            encode_packet(&mut out, &Packet::Publish(p)),
-            Err(EncodeError::PacketIdZero)
-        );
+        assert_eq!(encode_packet(&mut out, &Packet::Publish(p)), Err(EncodeError::PacketIdZero));
         assert!(out.is_empty());
     }
 
@@ -411,13 +392,8 @@ mod tests {
             if i + 1 < out.len() {
                 assert!(p.is_none());
             } else {
-                let Some(Packet::Publish(p)) = p else {
-                    panic!("no publish")
-                };
-                assert_eq!(
-                    (p.topic.as_str(), &p.payload[..], p.pkid, p.dup),
-                    ("a/b", &b"hello"[..], 7, true)
-                );
+                let Some(Packet::Publish(p)) = p else { panic!("no publish") };
+                assert_eq!((p.topic.as_str(), &p.payload[..], p.pkid, p.dup), ("a/b", &b"hello"[..], 7, true));
             }
         }
     }

@@ -168,27 +168,18 @@ impl ReplyTo {
     /// The reply for a handler that failed: code 1102, `command handler execution
     /// failed, <reason>`.
     pub fn handler_failed(&self, reason: &str) -> CommandReply {
-        self.error(
-            CODE_HANDLER_FAILED,
-            &format!("command handler execution failed, {reason}"),
-        )
+        self.error(CODE_HANDLER_FAILED, &format!("command handler execution failed, {reason}"))
     }
 
     /// A raw reply (for raw down): the bytes as they are.
     pub fn raw(&self, payload: impl Into<Bytes>) -> CommandReply {
-        CommandReply {
-            topic: self.topic.clone(),
-            payload: payload.into(),
-        }
+        CommandReply { topic: self.topic.clone(), payload: payload.into() }
     }
 
     fn json_reply(&self, code: i32, data_json: &str, message: &str) -> CommandReply {
         let mut out = Vec::with_capacity(48 + self.id.len() + data_json.len() + message.len());
         envelope::write_command_reply(&mut out, &self.id, code, data_json, message);
-        CommandReply {
-            topic: self.topic.clone(),
-            payload: Bytes::from(out),
-        }
+        CommandReply { topic: self.topic.clone(), payload: Bytes::from(out) }
     }
 }
 
@@ -198,16 +189,9 @@ pub(crate) enum Inbound {
     /// A command for the application.
     Command(Command),
     /// The dynamic activation push (spec §3).
-    Activation {
-        reply_to: ReplyTo,
-        device_secret: Option<String>,
-        asset_id: Option<String>,
-    },
+    Activation { reply_to: ReplyTo, device_secret: Option<String>, asset_id: Option<String> },
     /// A command that cannot be handed over; `reply` answers it when it has an id.
-    Bad {
-        reason: String,
-        reply: Option<CommandReply>,
-    },
+    Bad { reason: String, reply: Option<CommandReply> },
 }
 
 fn reply_topic(topic: &str) -> String {
@@ -219,12 +203,7 @@ fn reply_topic(topic: &str) -> String {
 
 /// Classifies a message on a device topic of `device`; `None` when the topic is not a
 /// command topic (a reply, or something unknown).
-pub(crate) fn classify(
-    topic: &str,
-    parts: &TopicParts<'_>,
-    device: &DeviceKeys,
-    payload: Bytes,
-) -> Option<Inbound> {
+pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys, payload: Bytes) -> Option<Inbound> {
     enum K {
         Service(String),
         Set,
@@ -266,29 +245,16 @@ pub(crate) fn classify(
             kind: CommandKind::RawDown { payload },
             device: device.clone(),
             id: String::new(),
-            reply_to: ReplyTo {
-                topic: reply_topic(topic),
-                id: String::new(),
-                raw: true,
-            },
+            reply_to: ReplyTo { topic: reply_topic(topic), id: String::new(), raw: true },
         }));
     }
     let wire = match envelope::parse_command(&payload) {
         Ok(w) => w,
         // No id, nothing to answer: dropped without a reply (spec §4).
-        Err(reason) => {
-            return Some(Inbound::Bad {
-                reason,
-                reply: None,
-            })
-        }
+        Err(reason) => return Some(Inbound::Bad { reason, reply: None }),
     };
     let CommandWire { id, params, .. } = wire;
-    let reply_to = ReplyTo {
-        topic: reply_topic(topic),
-        id: id.clone(),
-        raw: false,
-    };
+    let reply_to = ReplyTo { topic: reply_topic(topic), id: id.clone(), raw: false };
     let text = params.as_deref().map_or("null", |p| p.get());
     if let K::Activate = kind {
         #[derive(serde::Deserialize)]
@@ -298,57 +264,27 @@ pub(crate) fn classify(
             asset_id: Option<String>,
         }
         return Some(match serde_json::from_str::<Act>(text) {
-            Ok(a) => Inbound::Activation {
-                reply_to,
-                device_secret: a.device_secret,
-                asset_id: a.asset_id,
-            },
+            Ok(a) => Inbound::Activation { reply_to, device_secret: a.device_secret, asset_id: a.asset_id },
             Err(e) => bad_params(&reply_to, &e),
         });
     }
     let typed: Result<CommandKind, serde_json::Error> = (|| {
         Ok(match kind {
-            K::Service(service_id) => CommandKind::InvokeService {
-                service_id,
-                params: object_or_empty(text)?,
-            },
-            K::Set => CommandKind::SetMeasurepoints {
-                points: serde_json::from_str(text)?,
-            },
-            K::Get => CommandKind::GetMeasurepoints {
-                point_ids: serde_json::from_str(text)?,
-            },
-            K::SubEnable => CommandKind::EnableSubDevices {
-                devices: serde_json::from_str(text)?,
-            },
-            K::SubDisable => CommandKind::DisableSubDevices {
-                devices: serde_json::from_str(text)?,
-            },
-            K::SubDelete => CommandKind::DeleteSubDevices {
-                devices: serde_json::from_str(text)?,
-            },
-            K::Ota => CommandKind::OtaUpgrade {
-                firmware: serde_json::from_str(text)?,
-            },
-            K::Enable => CommandKind::EnableDevice {
-                params: object_or_empty(text)?,
-            },
-            K::Disable => CommandKind::DisableDevice {
-                params: object_or_empty(text)?,
-            },
-            K::Delete => CommandKind::DeleteDevice {
-                params: object_or_empty(text)?,
-            },
+            K::Service(service_id) => CommandKind::InvokeService { service_id, params: object_or_empty(text)? },
+            K::Set => CommandKind::SetMeasurepoints { points: serde_json::from_str(text)? },
+            K::Get => CommandKind::GetMeasurepoints { point_ids: serde_json::from_str(text)? },
+            K::SubEnable => CommandKind::EnableSubDevices { devices: serde_json::from_str(text)? },
+            K::SubDisable => CommandKind::DisableSubDevices { devices: serde_json::from_str(text)? },
+            K::SubDelete => CommandKind::DeleteSubDevices { devices: serde_json::from_str(text)? },
+            K::Ota => CommandKind::OtaUpgrade { firmware: serde_json::from_str(text)? },
+            K::Enable => CommandKind::EnableDevice { params: object_or_empty(text)? },
+            K::Disable => CommandKind::DisableDevice { params: object_or_empty(text)? },
+            K::Delete => CommandKind::DeleteDevice { params: object_or_empty(text)? },
             K::Raw | K::Activate => return Err(serde::de::Error::custom("handled above")),
         })
     })();
     Some(match typed {
-        Ok(kind) => Inbound::Command(Command {
-            kind,
-            device: device.clone(),
-            id,
-            reply_to,
-        }),
+        Ok(kind) => Inbound::Command(Command { kind, device: device.clone(), id, reply_to }),
         Err(e) => bad_params(&reply_to, &e),
     })
 }
@@ -357,10 +293,7 @@ pub(crate) fn classify(
 /// handler-failed reply itself.
 fn bad_params(reply_to: &ReplyTo, e: &serde_json::Error) -> Inbound {
     let reason = format!("invalid params: {e}");
-    Inbound::Bad {
-        reply: Some(reply_to.handler_failed(&reason)),
-        reason,
-    }
+    Inbound::Bad { reply: Some(reply_to.handler_failed(&reason)), reason }
 }
 
 /// Absent or `null` params read as `{}`.

@@ -32,9 +32,7 @@ impl Credentials {
         match self {
             Credentials::DeviceSecret(s) => Some((SecureMode::DeviceSecret, s)),
             Credentials::ProductSecret(s) => Some((SecureMode::ProductSecret, s)),
-            Credentials::Certificate { device_secret } => device_secret
-                .as_ref()
-                .map(|s| (SecureMode::DeviceSecret, s)),
+            Credentials::Certificate { device_secret } => device_secret.as_ref().map(|s| (SecureMode::DeviceSecret, s)),
         }
     }
 }
@@ -104,10 +102,8 @@ pub struct Config {
 impl Config {
     /// A configuration with every default.
     pub fn new(device: DeviceKeys, credentials: Credentials) -> Self {
-        let jitter_seed = fnv1a(
-            device.product_key().as_bytes(),
-            fnv1a(device.device_key().as_bytes(), 0xcbf2_9ce4_8422_2325),
-        );
+        let jitter_seed =
+            fnv1a(device.product_key().as_bytes(), fnv1a(device.device_key().as_bytes(), 0xcbf2_9ce4_8422_2325));
         Config {
             device,
             credentials,
@@ -134,9 +130,7 @@ impl Config {
 
     /// The client id in front of the first `|`.
     pub fn cid(&self) -> &str {
-        self.client_id
-            .as_deref()
-            .unwrap_or(self.device.device_key())
+        self.client_id.as_deref().unwrap_or(self.device.device_key())
     }
 
     /// Checks every field.
@@ -147,10 +141,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let cid = self.cid();
         if cid.is_empty() || cid.chars().count() > 64 || cid.contains(['|', ',', '=']) {
-            return Err(ConfigError::new(
-                "client_id",
-                "must be 1 to 64 characters without '|', ',' or '='",
-            ));
+            return Err(ConfigError::new("client_id", "must be 1 to 64 characters without '|', ',' or '='"));
         }
         match &self.credentials {
             Credentials::DeviceSecret(s) | Credentials::ProductSecret(s) if s.is_empty() => {
@@ -171,33 +162,19 @@ impl Config {
             }
         }
         if self.max_reconnect_period < self.reconnect_period {
-            return Err(ConfigError::new(
-                "max_reconnect_period",
-                "must not be below reconnect_period",
-            ));
+            return Err(ConfigError::new("max_reconnect_period", "must not be below reconnect_period"));
         }
         if self.max_inflight == 0 || self.max_inflight > 60_000 {
             return Err(ConfigError::new("max_inflight", "must be 1 to 60000"));
         }
         if self.max_outstanding_requests == 0 {
-            return Err(ConfigError::new(
-                "max_outstanding_requests",
-                "must be above zero",
-            ));
+            return Err(ConfigError::new("max_outstanding_requests", "must be above zero"));
         }
         if self.max_packet_bytes < 1024 {
-            return Err(ConfigError::new(
-                "max_packet_bytes",
-                "must be at least 1024",
-            ));
+            return Err(ConfigError::new("max_packet_bytes", "must be at least 1024"));
         }
-        if self.max_payload_bytes == 0
-            || self.max_payload_bytes > crate::codec::MAX_REMAINING_LENGTH / 2
-        {
-            return Err(ConfigError::new(
-                "max_payload_bytes",
-                "must be 1 byte to 128 MiB",
-            ));
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > crate::codec::MAX_REMAINING_LENGTH / 2 {
+            return Err(ConfigError::new("max_payload_bytes", "must be 1 byte to 128 MiB"));
         }
         Ok(())
     }
@@ -216,10 +193,7 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config::new(
-            DeviceKeys::new("pk", "dk").unwrap(),
-            Credentials::DeviceSecret("s".into()),
-        )
+        Config::new(DeviceKeys::new("pk", "dk").unwrap(), Credentials::DeviceSecret("s".into()))
     }
 
     #[test]
@@ -227,18 +201,8 @@ mod tests {
         let c = config();
         c.validate().unwrap();
         assert_eq!(
-            (
-                c.keep_alive,
-                c.connect_timeout,
-                c.reconnect_period,
-                c.request_timeout
-            ),
-            (
-                Duration::from_secs(60),
-                Duration::from_secs(30),
-                Duration::from_secs(3),
-                Duration::from_secs(30)
-            )
+            (c.keep_alive, c.connect_timeout, c.reconnect_period, c.request_timeout),
+            (Duration::from_secs(60), Duration::from_secs(30), Duration::from_secs(3), Duration::from_secs(30))
         );
         assert_eq!(c.sign_method, SignMethod::Sha256);
     }

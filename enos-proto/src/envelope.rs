@@ -42,13 +42,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
 
 /// Writes a command reply `{"id":..,"code":..,"data":..[,"message":..]}`; `message` only
 /// when non-empty (spec §4). `data_json` must be valid JSON text.
-pub(crate) fn write_command_reply(
-    out: &mut Vec<u8>,
-    id: &str,
-    code: i32,
-    data_json: &str,
-    message: &str,
-) {
+pub(crate) fn write_command_reply(out: &mut Vec<u8>, id: &str, code: i32, data_json: &str, message: &str) {
     out.extend_from_slice(b"{\"id\":");
     // Serializing a &str into a Vec cannot fail.
     let _ = json_str(out, id);
@@ -78,15 +72,13 @@ pub struct JsonReply {
 
 impl std::fmt::Debug for JsonReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let data = self
-            .data_json()
-            .map(|d| match serde_json::from_str::<serde_json::Value>(d) {
-                Ok(mut v) => {
-                    redact(&mut v);
-                    v.to_string()
-                }
-                Err(_) => "<unreadable>".to_owned(),
-            });
+        let data = self.data_json().map(|d| match serde_json::from_str::<serde_json::Value>(d) {
+            Ok(mut v) => {
+                redact(&mut v);
+                v.to_string()
+            }
+            Err(_) => "<unreadable>".to_owned(),
+        });
         f.debug_struct("JsonReply")
             .field("id", &self.id)
             .field("code", &self.code)
@@ -147,10 +139,7 @@ impl JsonReply {
         if self.code == 200 {
             Ok(self)
         } else {
-            Err(RequestError::Rejected {
-                code: self.code,
-                message: self.message.clone().unwrap_or_default(),
-            })
+            Err(RequestError::Rejected { code: self.code, message: self.message.clone().unwrap_or_default() })
         }
     }
 
@@ -161,15 +150,8 @@ impl JsonReply {
         data: Option<&str>,
         message: Option<&str>,
     ) -> Result<Self, serde_json::Error> {
-        let data = data
-            .map(|d| RawValue::from_string(d.to_owned()))
-            .transpose()?;
-        Ok(JsonReply {
-            id: id.into(),
-            code,
-            message: message.map(str::to_owned),
-            data: data.map(normalize_data),
-        })
+        let data = data.map(|d| RawValue::from_string(d.to_owned())).transpose()?;
+        Ok(JsonReply { id: id.into(), code, message: message.map(str::to_owned), data: data.map(normalize_data) })
     }
 }
 
@@ -195,9 +177,7 @@ impl Reply {
     pub fn json(&self) -> Result<&JsonReply, RequestError> {
         match self {
             Reply::Json(j) => Ok(j),
-            Reply::Raw(_) => Err(RequestError::BadReply(
-                "raw reply where JSON was expected".into(),
-            )),
+            Reply::Raw(_) => Err(RequestError::BadReply("raw reply where JSON was expected".into())),
             Reply::Delivered => Err(RequestError::BadReply("no reply was requested".into())),
         }
     }
@@ -261,21 +241,13 @@ fn is_object(payload: &[u8]) -> Result<(), String> {
 /// A description when the payload is not a JSON object with an integer `code`.
 pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
     is_object(payload)?;
-    let wire: ReplyWire<'_> = serde_json::from_slice(payload)
-        .map_err(|e| format!("reply is not a JSON envelope: {e}"))?;
+    let wire: ReplyWire<'_> =
+        serde_json::from_slice(payload).map_err(|e| format!("reply is not a JSON envelope: {e}"))?;
     let code = wire.code.ok_or("reply has no code")?;
     let code = i32::try_from(code).map_err(|_| format!("reply code {code} out of range"))?;
     let id = id_text(wire.id)?;
-    let data = wire
-        .data
-        .filter(|d| d.get() != "null")
-        .map(|d| normalize_data(d.to_owned()));
-    Ok(JsonReply {
-        id,
-        code,
-        message: wire.message,
-        data,
-    })
+    let data = wire.data.filter(|d| d.get() != "null").map(|d| normalize_data(d.to_owned()));
+    Ok(JsonReply { id, code, message: wire.message, data })
 }
 
 /// A downstream command's envelope `{id, version, method, params}`.
@@ -296,15 +268,12 @@ struct CommandWireBorrowed<'a> {
 /// Parses a command payload; `Err` for anything without an id (it cannot be answered).
 pub(crate) fn parse_command(payload: &[u8]) -> Result<CommandWire, String> {
     is_object(payload)?;
-    let wire: CommandWireBorrowed<'_> = serde_json::from_slice(payload)
-        .map_err(|e| format!("command is not a JSON envelope: {e}"))?;
+    let wire: CommandWireBorrowed<'_> =
+        serde_json::from_slice(payload).map_err(|e| format!("command is not a JSON envelope: {e}"))?;
     if wire.id.is_none() {
         return Err("command has no id".into());
     }
-    Ok(CommandWire {
-        id: id_text(wire.id)?,
-        params: wire.params.map(|p| p.to_owned()),
-    })
+    Ok(CommandWire { id: id_text(wire.id)?, params: wire.params.map(|p| p.to_owned()) })
 }
 
 #[cfg(test)]
@@ -321,10 +290,8 @@ mod tests {
 
     #[test]
     fn debug_redacts_secrets_in_data() {
-        let r = parse_reply(
-            br#"{"id":"1","code":200,"data":[{"deviceKey":"d","deviceSecret":"S3cr3tValue"}]}"#,
-        )
-        .unwrap();
+        let r =
+            parse_reply(br#"{"id":"1","code":200,"data":[{"deviceKey":"d","deviceSecret":"S3cr3tValue"}]}"#).unwrap();
         let text = format!("{r:?}");
         assert!(!text.contains("S3cr3tValue"), "{text}");
         assert!(text.contains("deviceKey"));
@@ -336,10 +303,7 @@ mod tests {
         assert_eq!((r.id.as_str(), r.code), ("42", 1204));
         assert_eq!(
             r.success().unwrap_err(),
-            RequestError::Rejected {
-                code: 1204,
-                message: "Model validate failed".into()
-            }
+            RequestError::Rejected { code: 1204, message: "Model validate failed".into() }
         );
     }
 
@@ -354,14 +318,7 @@ mod tests {
     #[test]
     fn request_matches_node_order() {
         let mut out = Vec::new();
-        write_request(
-            &mut out,
-            "7",
-            "thing.x",
-            &serde_json::json!({"a":1}),
-            &[("flag", false)],
-        )
-        .unwrap();
+        write_request(&mut out, "7", "thing.x", &serde_json::json!({"a":1}), &[("flag", false)]).unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"7","version":"1.0","params":{"a":1},"method":"thing.x","flag":false}"#

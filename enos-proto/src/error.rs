@@ -135,9 +135,7 @@ impl ConnectRefusal {
     pub fn is_authentication(self) -> bool {
         matches!(
             self,
-            ConnectRefusal::BadUserNameOrPassword
-                | ConnectRefusal::NotAuthorized
-                | ConnectRefusal::IdentifierRejected
+            ConnectRefusal::BadUserNameOrPassword | ConnectRefusal::NotAuthorized | ConnectRefusal::IdentifierRejected
         )
     }
 }
@@ -167,10 +165,7 @@ impl From<std::io::Error> for CloseCause {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             CloseCause::Eof
         } else {
-            CloseCause::Io {
-                kind: e.kind(),
-                message: e.to_string(),
-            }
+            CloseCause::Io { kind: e.kind(), message: e.to_string() }
         }
     }
 }
@@ -297,9 +292,6 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
+        ConfigError { field, reason: reason.into() }
     }
 }

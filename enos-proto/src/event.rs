@@ -54,12 +54,7 @@ pub struct RequestOptions {
 
 impl Default for RequestOptions {
     fn default() -> Self {
-        RequestOptions {
-            qos: Qos::AtLeastOnce,
-            need_reply: true,
-            timeout: None,
-            target: None,
-        }
+        RequestOptions { qos: Qos::AtLeastOnce, need_reply: true, timeout: None, target: None }
     }
 }
 

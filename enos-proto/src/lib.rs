@@ -93,10 +93,7 @@
 
 #![forbid(unsafe_code, unused_must_use)]
 #![warn(missing_docs, unreachable_pub)]
-#![cfg_attr(
-    not(test),
-    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod client;
 pub mod codec;
@@ -117,8 +114,8 @@ pub use command::{Command, CommandKind, CommandReply, ReplyTo};
 pub use config::{Config, Credentials};
 pub use envelope::{JsonReply, Reply};
 pub use error::{
-    CloseCause, ConfigError, ConnectRefusal, DecodeError, DisconnectCause, EncodeError, PacketKind,
-    ProtocolError, RequestError, SubmitError,
+    CloseCause, ConfigError, ConnectRefusal, DecodeError, DisconnectCause, EncodeError, PacketKind, ProtocolError,
+    RequestError, SubmitError,
 };
 pub use event::{ClientError, Event, Output, Qos, RequestId, RequestOptions};
 pub use ops::{Operation, SubDeviceInfo};

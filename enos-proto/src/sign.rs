@@ -85,9 +85,8 @@ fn upper_hex(bytes: &[u8]) -> String {
 pub fn sign(method: SignMethod, params: &[(&str, &str)], secret: &Secret) -> String {
     let mut sorted: Vec<&(&str, &str)> = params.iter().collect();
     sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut s = String::with_capacity(
-        params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + secret.expose().len(),
-    );
+    let mut s =
+        String::with_capacity(params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + secret.expose().len());
     for (k, v) in sorted {
         s.push_str(k);
         s.push_str(v);
@@ -99,13 +98,7 @@ pub fn sign(method: SignMethod, params: &[(&str, &str)], secret: &Secret) -> Str
 /// The signature of a device over the four parameters EnOS signs (`clientId`,
 /// `deviceKey`, `productKey`, `timestamp`): the CONNECT password, and the `sign` of a
 /// sub-device login, batch login entry or topo add entry.
-pub fn sign_device(
-    method: SignMethod,
-    client_id: &str,
-    keys: &DeviceKeys,
-    timestamp: &str,
-    secret: &Secret,
-) -> String {
+pub fn sign_device(method: SignMethod, client_id: &str, keys: &DeviceKeys, timestamp: &str, secret: &Secret) -> String {
     sign(
         method,
         &[
@@ -159,18 +152,10 @@ pub fn connect_fields(
     secret: &Secret,
 ) -> ConnectFields {
     let ts = timestamp_ms.to_string();
-    let client_id = format!(
-        "{cid}|securemode={},signmethod={},timestamp={ts}|",
-        mode.number(),
-        method.label()
-    );
+    let client_id = format!("{cid}|securemode={},signmethod={},timestamp={ts}|", mode.number(), method.label());
     let username = format!("{}&{}", keys.device_key(), keys.product_key());
     let password = Secret::new(sign_device(method, cid, keys, &ts, secret));
-    ConnectFields {
-        client_id,
-        username,
-        password,
-    }
+    ConnectFields { client_id, username, password }
 }
 
 #[cfg(test)]
@@ -195,9 +180,6 @@ mod tests {
     #[test]
     fn params_are_sorted_by_name() {
         let s = Secret::new("S");
-        assert_eq!(
-            sign(SignMethod::Md5, &[("b", "2"), ("a", "1")], &s),
-            SignMethod::Md5.digest_hex(b"a1b2S")
-        );
+        assert_eq!(sign(SignMethod::Md5, &[("b", "2"), ("a", "1")], &s), SignMethod::Md5.digest_hex(b"a1b2S"));
     }
 }

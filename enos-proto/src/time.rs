@@ -30,19 +30,14 @@ impl Now {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        Now {
-            instant: Instant::now(),
-            unix_ms,
-        }
+        Now { instant: Instant::now(), unix_ms }
     }
 
     /// This time moved forward by `d` on both clocks (for tests and harnesses).
     pub fn advanced(self, d: Duration) -> Self {
         Now {
             instant: self.instant + d,
-            unix_ms: self
-                .unix_ms
-                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            unix_ms: self.unix_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -93,12 +88,7 @@ impl TimerTable {
 
     /// Disarms and returns the timers due at `now`, in table order.
     pub(crate) fn expired(&mut self, now: Instant) -> impl Iterator<Item = Timer> {
-        const ALL: [Timer; TIMER_COUNT] = [
-            Timer::Connect,
-            Timer::KeepAlive,
-            Timer::PingResponse,
-            Timer::Reconnect,
-        ];
+        const ALL: [Timer; TIMER_COUNT] = [Timer::Connect, Timer::KeepAlive, Timer::PingResponse, Timer::Reconnect];
         let mut due = [None; TIMER_COUNT];
         for (slot, timer) in due.iter_mut().zip(ALL) {
             if matches!(self.at[timer as usize], Some(at) if at <= now) {

@@ -21,18 +21,12 @@ impl DeviceKeys {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the key that is empty or holds a forbidden character.
-    pub fn new(
-        product_key: impl Into<String>,
-        device_key: impl Into<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn new(product_key: impl Into<String>, device_key: impl Into<String>) -> Result<Self, ConfigError> {
         let product_key = product_key.into();
         let device_key = device_key.into();
         check_key("product key", &product_key)?;
         check_key("device key", &device_key)?;
-        Ok(DeviceKeys {
-            product_key: product_key.into_boxed_str(),
-            device_key: device_key.into_boxed_str(),
-        })
+        Ok(DeviceKeys { product_key: product_key.into_boxed_str(), device_key: device_key.into_boxed_str() })
     }
 
     /// The product key.
@@ -75,19 +69,14 @@ struct KeysWire<'a> {
 /// Serialized as `{"productKey": .., "deviceKey": ..}`, the shape EnOS uses in params.
 impl serde::Serialize for DeviceKeys {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        KeysWire {
-            product_key: self.product_key().into(),
-            device_key: self.device_key().into(),
-        }
-        .serialize(s)
+        KeysWire { product_key: self.product_key().into(), device_key: self.device_key().into() }.serialize(s)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for DeviceKeys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = KeysWire::deserialize(d)?;
-        DeviceKeys::new(w.product_key.into_owned(), w.device_key.into_owned())
-            .map_err(serde::de::Error::custom)
+        DeviceKeys::new(w.product_key.into_owned(), w.device_key.into_owned()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -100,10 +89,7 @@ fn check_key(field: &'static str, key: &str) -> Result<(), ConfigError> {
     if key.is_empty() {
         Err(ConfigError::new(field, "is empty"))
     } else if !is_valid_key(key) {
-        Err(ConfigError::new(
-            field,
-            format!("{key:?} holds one of / + # & | or is over 256 bytes"),
-        ))
+        Err(ConfigError::new(field, format!("{key:?} holds one of / + # & | or is over 256 bytes")))
     } else {
         Ok(())
     }
@@ -139,8 +125,7 @@ pub fn write_topic(out: &mut String, scope: Scope, keys: &DeviceKeys, path: &str
 
 /// `/{scope}/{pk}/{dk}/{path}` as a new string.
 pub fn topic(scope: Scope, keys: &DeviceKeys, path: &str) -> String {
-    let mut s =
-        String::with_capacity(16 + keys.product_key().len() + keys.device_key().len() + path.len());
+    let mut s = String::with_capacity(16 + keys.product_key().len() + keys.device_key().len() + path.len());
     write_topic(&mut s, scope, keys, path);
     s
 }
@@ -174,12 +159,7 @@ pub fn parse_topic(topic: &str) -> Option<TopicParts<'_>> {
     if product_key.is_empty() || device_key.is_empty() || path.is_empty() {
         return None;
     }
-    Some(TopicParts {
-        scope,
-        product_key,
-        device_key,
-        path,
-    })
+    Some(TopicParts { scope, product_key, device_key, path })
 }
 
 #[cfg(test)]
@@ -190,10 +170,7 @@ mod tests {
     fn keys_are_checked() {
         assert!(DeviceKeys::new("pk", "dk").is_ok());
         assert_eq!(DeviceKeys::new("", "dk").unwrap_err().field, "product key");
-        assert_eq!(
-            DeviceKeys::new("pk", "a/b").unwrap_err().field,
-            "device key"
-        );
+        assert_eq!(DeviceKeys::new("pk", "a/b").unwrap_err().field, "device key");
         assert!(DeviceKeys::new("p&k", "dk").is_err());
     }
 
@@ -203,10 +180,7 @@ mod tests {
         let t = topic(Scope::ExtSession, &k, "combine/login");
         assert_eq!(t, "/ext/session/pk/dk/combine/login");
         let p = parse_topic(&t).unwrap();
-        assert_eq!(
-            (p.scope, p.product_key, p.device_key, p.path),
-            (Scope::ExtSession, "pk", "dk", "combine/login")
-        );
+        assert_eq!((p.scope, p.product_key, p.device_key, p.path), (Scope::ExtSession, "pk", "dk", "combine/login"));
         assert!(parse_topic("/sys/pk/dk").is_none());
         assert!(parse_topic("/other/pk/dk/x").is_none());
     }

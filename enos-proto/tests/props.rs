@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enos_proto::codec::{
-    self, ConnAck, Connect, ConnectReturnCode, Decoder, Login, Packet, PubAck, Publish, QoS,
-    SubAck, Subscribe, SubscribeFilter, SubscribeReasonCode,
+    self, ConnAck, Connect, ConnectReturnCode, Decoder, Login, Packet, PubAck, Publish, QoS, SubAck, Subscribe,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use enos_proto::ops::{MeasurepointPost, RawUp, SubDeviceLogin, TagQuery};
-use enos_proto::{
-    Client, CloseCause, Event, Now, Output, Qos, RequestId, RequestOptions, SubDeviceInfo,
-};
+use enos_proto::{Client, CloseCause, Event, Now, Output, Qos, RequestId, RequestOptions, SubDeviceInfo};
 use proptest::prelude::*;
 use support::*;
 
@@ -43,10 +41,7 @@ fn packet() -> impl Strategy<Value = Packet> {
         (
             text(80),
             any::<u16>(),
-            proptest::option::of((
-                text(40).prop_filter("non-empty", |u| !u.is_empty()),
-                text(70)
-            ))
+            proptest::option::of((text(40).prop_filter("non-empty", |u| !u.is_empty()), text(70)))
         )
             .prop_map(|(id, ka, login)| {
                 let mut c = Connect::new(id);
@@ -66,11 +61,7 @@ fn packet() -> impl Strategy<Value = Packet> {
             .prop_map(|(topic, qos1, pkid, dup, retain, payload)| {
                 let mut p = Publish::from_bytes(
                     topic,
-                    if qos1 {
-                        QoS::AtLeastOnce
-                    } else {
-                        QoS::AtMostOnce
-                    },
+                    if qos1 { QoS::AtLeastOnce } else { QoS::AtMostOnce },
                     Bytes::from(payload),
                 );
                 p.pkid = if qos1 { pkid } else { 0 };
@@ -79,30 +70,27 @@ fn packet() -> impl Strategy<Value = Packet> {
                 Packet::Publish(p)
             }),
         pkid().prop_map(|id| Packet::PubAck(PubAck::new(id))),
-        (
-            pkid(),
-            proptest::collection::vec(text(40).prop_filter("non-empty", |t| !t.is_empty()), 1..5)
-        )
-            .prop_map(|(id, filters)| {
+        (pkid(), proptest::collection::vec(text(40).prop_filter("non-empty", |t| !t.is_empty()), 1..5)).prop_map(
+            |(id, filters)| {
                 let mut s = Subscribe::empty_subscribe();
                 s.pkid = id;
-                s.filters = filters
-                    .into_iter()
-                    .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
-                    .collect();
+                s.filters = filters.into_iter().map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce)).collect();
                 Packet::Subscribe(s)
-            }),
+            }
+        ),
         (pkid(), proptest::collection::vec(any::<bool>(), 1..5)).prop_map(|(id, ok)| {
             Packet::SubAck(SubAck::new(
                 id,
                 ok.into_iter()
-                    .map(|o| {
-                        if o {
-                            SubscribeReasonCode::Success(QoS::AtLeastOnce)
-                        } else {
-                            SubscribeReasonCode::Failure
-                        }
-                    })
+                    .map(
+                        |o| {
+                            if o {
+                                SubscribeReasonCode::Success(QoS::AtLeastOnce)
+                            } else {
+                                SubscribeReasonCode::Failure
+                            }
+                        },
+                    )
                     .collect(),
             ))
         }),
@@ -179,39 +167,17 @@ fn run_script(cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
     let mut c = Client::new(config(), now).unwrap();
     let _ = c.poll_output();
     c.handle_connected(now);
-    c.request(
-        now,
-        MeasurepointPost::new(serde_json::json!({"t": 1})),
-        RequestOptions::default(),
-    )
-    .unwrap();
-    c.request(now, RawUp::new(&b"\x00\x01"[..]), RequestOptions::default())
-        .unwrap();
+    c.request(now, MeasurepointPost::new(serde_json::json!({"t": 1})), RequestOptions::default()).unwrap();
+    c.request(now, RawUp::new(&b"\x00\x01"[..]), RequestOptions::default()).unwrap();
     let mut cloud = BytesMut::new();
     let p = |cloud: &mut BytesMut, pk: Packet| codec::encode_packet(cloud, &pk).unwrap();
-    p(
-        &mut cloud,
-        Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
-    );
-    p(
-        &mut cloud,
-        Packet::SubAck(SubAck::new(
-            1,
-            vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 2],
-        )),
-    );
+    p(&mut cloud, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)));
+    p(&mut cloud, Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 2])));
     p(&mut cloud, Packet::PubAck(PubAck::new(2)));
     p(&mut cloud, Packet::PubAck(PubAck::new(3)));
     let topic = "/sys/pk1234ab/dev_001/thing/measurepoint/post_reply";
-    codec::encode_publish(
-        &mut cloud,
-        topic,
-        br#"{"id":"1","code":200,"data":{}}"#,
-        QoS::AtLeastOnce,
-        5,
-        false,
-    )
-    .unwrap();
+    codec::encode_publish(&mut cloud, topic, br#"{"id":"1","code":200,"data":{}}"#, QoS::AtLeastOnce, 5, false)
+        .unwrap();
     codec::encode_publish(
         &mut cloud,
         "/sys/pk1234ab/dev_001/thing/model/up_raw_reply",
@@ -222,24 +188,9 @@ fn run_script(cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
     )
     .unwrap();
     let cmd = br#"{"id":"7","version":"1.0","method":"thing.service.go","params":{"x":1}}"#;
-    codec::encode_publish(
-        &mut cloud,
-        "/sys/pk1234ab/dev_001/thing/service/go",
-        cmd,
-        QoS::AtLeastOnce,
-        6,
-        false,
-    )
-    .unwrap();
-    codec::encode_publish(
-        &mut cloud,
-        "/other/topic",
-        b"hello",
-        QoS::AtMostOnce,
-        0,
-        false,
-    )
-    .unwrap();
+    codec::encode_publish(&mut cloud, "/sys/pk1234ab/dev_001/thing/service/go", cmd, QoS::AtLeastOnce, 6, false)
+        .unwrap();
+    codec::encode_publish(&mut cloud, "/other/topic", b"hello", QoS::AtMostOnce, 0, false).unwrap();
     p(&mut cloud, Packet::PingResp);
     let mut events = Vec::new();
     let mut tx = Vec::new();
@@ -256,33 +207,18 @@ fn run_script(cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
         c.handle_input(now, &chunk);
         drain(&mut c);
     }
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, Event::Response { .. }))
-            .count(),
-        2
-    );
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Response { .. })).count(), 2);
     (events, tx)
 }
 
 #[derive(Debug, Clone)]
 enum Action {
-    Request {
-        kind: u8,
-        qos0: bool,
-        need_reply: bool,
-        timeout_s: Option<u8>,
-    },
+    Request { kind: u8, qos0: bool, need_reply: bool, timeout_s: Option<u8> },
     Bytes(Vec<u8>),
     ConnAck(u8),
     SubAck(u16, bool),
     PubAck(u16),
-    Reply {
-        topic: u8,
-        id: u32,
-        code: i32,
-    },
+    Reply { topic: u8, id: u32, code: i32 },
     Command(u8, u8),
     PingResp,
     Advance(u16),

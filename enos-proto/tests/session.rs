@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use enos_proto::codec::{Packet, QoS};
 use enos_proto::ops::{
-    MeasurepointPost, RawUp, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, TagQuery,
-    TopoGet,
+    MeasurepointPost, RawUp, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, TagQuery, TopoGet,
 };
 use enos_proto::{
-    ClientError, CloseCause, ConnectRefusal, Credentials, DecodeError, DisconnectCause, Event,
-    ProtocolError, Qos, Reply, RequestError, RequestOptions, SubDeviceInfo, SubmitError,
+    ClientError, CloseCause, ConnectRefusal, Credentials, DecodeError, DisconnectCause, Event, ProtocolError, Qos,
+    Reply, RequestError, RequestOptions, SubDeviceInfo, SubmitError,
 };
 use serde_json::json;
 use support::*;
@@ -38,22 +37,10 @@ fn connect_accepted_reports_connected_once() {
 fn every_connack_refusal_is_typed_and_backs_off() {
     use enos_proto::codec::ConnectReturnCode as C;
     for (code, refusal, delay) in [
-        (
-            C::RefusedProtocolVersion,
-            ConnectRefusal::UnacceptableProtocolVersion,
-            secs(3),
-        ),
+        (C::RefusedProtocolVersion, ConnectRefusal::UnacceptableProtocolVersion, secs(3)),
         (C::BadClientId, ConnectRefusal::IdentifierRejected, secs(60)),
-        (
-            C::ServiceUnavailable,
-            ConnectRefusal::ServerUnavailable,
-            secs(3),
-        ),
-        (
-            C::BadUserNamePassword,
-            ConnectRefusal::BadUserNameOrPassword,
-            secs(60),
-        ),
+        (C::ServiceUnavailable, ConnectRefusal::ServerUnavailable, secs(3)),
+        (C::BadUserNamePassword, ConnectRefusal::BadUserNameOrPassword, secs(60)),
         (C::NotAuthorized, ConnectRefusal::NotAuthorized, secs(60)),
     ] {
         let mut p = Pair::new(config());
@@ -62,10 +49,7 @@ fn every_connack_refusal_is_typed_and_backs_off() {
         let retry = p.now.instant + delay;
         assert_eq!(
             p.events,
-            vec![Event::Disconnected {
-                cause: DisconnectCause::Refused(refusal),
-                retry_at: Some(retry)
-            }],
+            vec![Event::Disconnected { cause: DisconnectCause::Refused(refusal), retry_at: Some(retry) }],
             "{code:?}"
         );
         assert!(!p.client.is_connected());
@@ -77,10 +61,7 @@ fn every_connack_refusal_is_typed_and_backs_off() {
         assert_eq!(p.opens, 2, "{code:?}");
         assert!(p.client.is_connected(), "{code:?}");
         // A first success after refusals is not a reconnect of an earlier session.
-        assert_eq!(
-            p.events.last(),
-            Some(&Event::Connected { reconnect: false })
-        );
+        assert_eq!(p.events.last(), Some(&Event::Connected { reconnect: false }));
     }
 }
 
@@ -91,10 +72,7 @@ fn failed_dials_back_off_doubling_up_to_the_maximum() {
     p.drive();
     let mut at = Vec::new();
     for _ in 0..7 {
-        if let Some(Event::Disconnected {
-            retry_at: Some(r), ..
-        }) = p.events.last()
-        {
+        if let Some(Event::Disconnected { retry_at: Some(r), .. }) = p.events.last() {
             at.push(*r - p.now.instant);
         }
         let next = p.client.poll_timeout().unwrap();
@@ -109,10 +87,7 @@ fn reconnect_disabled_stays_idle_until_asked() {
     c.reconnect_period = Duration::ZERO;
     let mut p = Pair::connected(c);
     p.cut();
-    assert!(matches!(
-        p.events.last(),
-        Some(Event::Disconnected { retry_at: None, .. })
-    ));
+    assert!(matches!(p.events.last(), Some(Event::Disconnected { retry_at: None, .. })));
     p.advance(secs(3600));
     assert_eq!(p.opens, 1);
     p.client.connect(p.now);
@@ -124,10 +99,7 @@ fn reconnect_disabled_stays_idle_until_asked() {
 #[test]
 fn request_subscribes_its_reply_topic_before_publishing() {
     let mut p = Pair::connected(config());
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     let kinds: Vec<&str> = p
         .cloud
@@ -142,15 +114,11 @@ fn request_subscribes_its_reply_topic_before_publishing() {
         .collect();
     assert_eq!(kinds, ["connect", "subscribe", "publish"]);
     assert_eq!(p.cloud.subscribed(), [format!("{POST}_reply")]);
-    let Some(Packet::Subscribe(s)) = p.cloud.received.get(1) else {
-        panic!()
-    };
+    let Some(Packet::Subscribe(s)) = p.cloud.received.get(1) else { panic!() };
     assert_eq!(s.filters[0].qos, QoS::AtLeastOnce);
     assert!(matches!(p.response(id), Ok(Reply::Json(r)) if r.code == 200));
     // A second request on the same topic does not subscribe again.
-    p.client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     assert_eq!(p.cloud.subscribed().len(), 1);
 }
@@ -159,13 +127,7 @@ fn request_subscribes_its_reply_topic_before_publishing() {
 fn reply_split_across_reads_is_reassembled() {
     let mut p = Pair::connected(config());
     p.cloud.chunk = 1;
-    let ids: Vec<_> = (0..3)
-        .map(|_| {
-            p.client
-                .request(p.now, post(), RequestOptions::default())
-                .unwrap()
-        })
-        .collect();
+    let ids: Vec<_> = (0..3).map(|_| p.client.request(p.now, post(), RequestOptions::default()).unwrap()).collect();
     p.drive();
     for id in ids {
         assert!(matches!(p.response(id), Ok(Reply::Json(r)) if r.code == 200));
@@ -176,18 +138,9 @@ fn reply_split_across_reads_is_reassembled() {
 fn replies_out_of_order_reach_their_requests() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let a = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
-    let b = p
-        .client
-        .request(p.now, TagQuery::new(["floor"]), RequestOptions::default())
-        .unwrap();
-    let c = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let a = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    let b = p.client.request(p.now, TagQuery::new(["floor"]), RequestOptions::default()).unwrap();
+    let c = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     let held = std::mem::take(&mut p.cloud.held);
     assert_eq!(held.len(), 3);
@@ -214,33 +167,22 @@ fn replies_out_of_order_reach_their_requests() {
 fn reply_with_right_id_on_wrong_topic_is_not_taken() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let a = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
-    p.client
-        .request(p.now, TagQuery::new(["x"]), RequestOptions::default())
-        .unwrap();
+    let a = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.client.request(p.now, TagQuery::new(["x"]), RequestOptions::default()).unwrap();
     p.drive();
     let held = std::mem::take(&mut p.cloud.held);
     let id = envelope_id(&held[0]);
     p.cloud.reply(&held[1].topic, &id, 200, "{}");
     p.drive();
     assert!(p.responses(a).is_empty());
-    assert!(p
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Error(ClientError::UnmatchedReply { .. }))));
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::UnmatchedReply { .. }))));
 }
 
 #[test]
 fn request_times_out_and_late_reply_is_ignored() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     p.advance(secs(30) - Duration::from_millis(1));
     assert!(p.responses(id).is_empty());
@@ -251,24 +193,15 @@ fn request_times_out_and_late_reply_is_ignored() {
     p.cloud.answer(&held, "{}");
     p.drive();
     assert_eq!(p.responses(id).len(), 1);
-    assert!(p
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Error(ClientError::UnmatchedReply { .. }))));
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::UnmatchedReply { .. }))));
 }
 
 #[test]
 fn per_request_timeout_overrides_the_default() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let long = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
-    let short = p
-        .client
-        .request(p.now, post(), RequestOptions::new().timeout(secs(2)))
-        .unwrap();
+    let long = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    let short = p.client.request(p.now, post(), RequestOptions::new().timeout(secs(2))).unwrap();
     p.drive();
     p.advance(secs(2));
     assert_eq!(p.response(short), Err(RequestError::TimedOut(secs(2))));
@@ -287,9 +220,7 @@ fn keep_alive_pings_on_time_and_dead_peer_is_detected() {
     assert_eq!(pings(&p), 2);
     // Traffic defers the ping: keep-alive counts from the last packet sent.
     p.advance(secs(30));
-    p.client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     p.advance(secs(59));
     assert_eq!(pings(&p), 2);
@@ -315,9 +246,7 @@ fn keep_alive_zero_never_pings() {
     let mut p = Pair::connected(c);
     p.advance(secs(3600));
     assert_eq!(p.cloud.count(|x| matches!(x, Packet::PingReq)), 0);
-    let Some(Packet::Connect(connect)) = p.cloud.received.first() else {
-        panic!()
-    };
+    let Some(Packet::Connect(connect)) = p.cloud.received.first() else { panic!() };
     assert_eq!(connect.keep_alive, 0);
 }
 
@@ -341,10 +270,7 @@ fn qos1_publish_retransmitted_with_dup_after_reconnect() {
     let mut p = Pair::connected(config());
     p.cloud.auto_puback = false;
     p.cloud.replies = Replies::Hold;
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     assert_eq!(p.client.inflight(), 1);
     let first = pubs_to(&p.cloud, POST);
@@ -359,27 +285,11 @@ fn qos1_publish_retransmitted_with_dup_after_reconnect() {
     let sent = pubs_to(&p.cloud, POST);
     assert_eq!(sent.len(), 2);
     assert!(sent[1].dup, "retransmission carries DUP");
-    assert_eq!(
-        sent[1].payload, sent[0].payload,
-        "same envelope id and body"
-    );
+    assert_eq!(sent[1].payload, sent[0].payload, "same envelope id and body");
     assert!(matches!(p.response(id), Ok(Reply::Json(_))));
     // The reply topic was subscribed again on the new session before the retransmission.
-    assert_eq!(
-        p.cloud
-            .subscribed()
-            .iter()
-            .filter(|t| t.ends_with("post_reply"))
-            .count(),
-        2
-    );
-    assert_eq!(
-        p.events
-            .iter()
-            .filter(|e| matches!(e, Event::Connected { reconnect: true }))
-            .count(),
-        1
-    );
+    assert_eq!(p.cloud.subscribed().iter().filter(|t| t.ends_with("post_reply")).count(), 2);
+    assert_eq!(p.events.iter().filter(|e| matches!(e, Event::Connected { reconnect: true })).count(), 1);
 }
 
 #[test]
@@ -387,13 +297,7 @@ fn requests_queued_offline_are_sent_on_reconnect() {
     let mut p = Pair::connected(config());
     p.cut();
     p.cloud.reachable = false;
-    let ids: Vec<_> = (0..5)
-        .map(|_| {
-            p.client
-                .request(p.now, post(), RequestOptions::default())
-                .unwrap()
-        })
-        .collect();
+    let ids: Vec<_> = (0..5).map(|_| p.client.request(p.now, post(), RequestOptions::default()).unwrap()).collect();
     p.drive();
     assert_eq!(p.client.queued_requests(), 5);
     assert_eq!(pubs_to(&p.cloud, POST).len(), 0);
@@ -417,20 +321,13 @@ fn queued_requests_time_out_while_offline() {
     let mut p = Pair::connected(config());
     p.cloud.reachable = false;
     p.cut();
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.advance(secs(30));
     assert_eq!(p.response(id), Err(RequestError::TimedOut(secs(30))));
     assert_eq!(p.client.outstanding_requests(), 0);
     p.cloud.reachable = true;
     p.advance(secs(120));
-    assert_eq!(
-        pubs_to(&p.cloud, POST).len(),
-        0,
-        "an ended request is never sent"
-    );
+    assert_eq!(pubs_to(&p.cloud, POST).len(), 0, "an ended request is never sent");
 }
 
 #[test]
@@ -441,9 +338,7 @@ fn offline_queue_is_bounded() {
     p.cloud.reachable = false;
     p.cut();
     for _ in 0..3 {
-        p.client
-            .request(p.now, post(), RequestOptions::default())
-            .unwrap();
+        p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     }
     assert!(matches!(
         p.client.request(p.now, post(), RequestOptions::default()),
@@ -452,9 +347,7 @@ fn offline_queue_is_bounded() {
     let mut c = config();
     c.max_queued_bytes = 200;
     let mut p = Pair::new(c);
-    p.client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     assert!(matches!(
         p.client.request(p.now, post(), RequestOptions::default()),
         Err(SubmitError::QueueFull { queued: 1, .. })
@@ -467,16 +360,9 @@ fn outstanding_requests_are_bounded() {
     c.max_outstanding_requests = 2;
     let mut p = Pair::connected(c);
     p.cloud.replies = Replies::Hold;
-    p.client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
-    p.client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
-    assert_eq!(
-        p.client.request(p.now, post(), RequestOptions::default()),
-        Err(SubmitError::TooManyRequests(2))
-    );
+    p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    assert_eq!(p.client.request(p.now, post(), RequestOptions::default()), Err(SubmitError::TooManyRequests(2)));
 }
 
 #[test]
@@ -487,16 +373,13 @@ fn inflight_window_is_bounded() {
     p.cloud.auto_puback = false;
     p.cloud.replies = Replies::Hold;
     for _ in 0..5 {
-        p.client
-            .request(p.now, post(), RequestOptions::default())
-            .unwrap();
+        p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     }
     p.drive();
     assert_eq!(pubs_to(&p.cloud, POST).len(), 2);
     assert_eq!(p.client.inflight(), 2);
     assert_eq!(p.client.queued_requests(), 3);
-    p.cloud
-        .send(Packet::PubAck(enos_proto::codec::PubAck::new(2)));
+    p.cloud.send(Packet::PubAck(enos_proto::codec::PubAck::new(2)));
     p.drive();
     assert_eq!(pubs_to(&p.cloud, POST).len(), 3);
 }
@@ -505,17 +388,8 @@ fn inflight_window_is_bounded() {
 fn oversize_payload_is_refused_at_submission() {
     let mut p = Pair::connected(config());
     let big = "x".repeat(600 * 1024);
-    let r = p.client.request(
-        p.now,
-        MeasurepointPost::new(json!({"blob": big})),
-        RequestOptions::default(),
-    );
-    assert!(matches!(
-        r,
-        Err(SubmitError::Encode(
-            enos_proto::EncodeError::PayloadTooLarge { max: 524_288, .. }
-        ))
-    ));
+    let r = p.client.request(p.now, MeasurepointPost::new(json!({"blob": big})), RequestOptions::default());
+    assert!(matches!(r, Err(SubmitError::Encode(enos_proto::EncodeError::PayloadTooLarge { max: 524_288, .. }))));
     assert_eq!(p.client.outstanding_requests(), 0);
 }
 
@@ -524,32 +398,16 @@ fn need_reply_false_ends_on_puback_or_hand_off() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
     p.cloud.auto_puback = false;
-    let q1 = p
-        .client
-        .request(p.now, post(), RequestOptions::new().need_reply(false))
-        .unwrap();
+    let q1 = p.client.request(p.now, post(), RequestOptions::new().need_reply(false)).unwrap();
     p.drive();
-    assert!(
-        p.cloud.subscribed().is_empty(),
-        "no reply topic subscription"
-    );
+    assert!(p.cloud.subscribed().is_empty(), "no reply topic subscription");
     assert!(p.responses(q1).is_empty(), "ends at the PUBACK, not before");
-    let Some(Packet::Publish(sent)) = p.cloud.received.last() else {
-        panic!()
-    };
+    let Some(Packet::Publish(sent)) = p.cloud.received.last() else { panic!() };
     let pkid = sent.pkid;
-    p.cloud
-        .send(Packet::PubAck(enos_proto::codec::PubAck::new(pkid)));
+    p.cloud.send(Packet::PubAck(enos_proto::codec::PubAck::new(pkid)));
     p.drive();
     assert_eq!(p.response(q1), Ok(Reply::Delivered));
-    let q0 = p
-        .client
-        .request(
-            p.now,
-            post(),
-            RequestOptions::new().need_reply(false).qos(Qos::AtMostOnce),
-        )
-        .unwrap();
+    let q0 = p.client.request(p.now, post(), RequestOptions::new().need_reply(false).qos(Qos::AtMostOnce)).unwrap();
     p.drive();
     assert_eq!(p.response(q0), Ok(Reply::Delivered));
     let last = pubs_to(&p.cloud, POST);
@@ -559,10 +417,7 @@ fn need_reply_false_ends_on_puback_or_hand_off() {
 #[test]
 fn qos0_request_still_gets_its_reply() {
     let mut p = Pair::connected(config());
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::new().qos(Qos::AtMostOnce))
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::new().qos(Qos::AtMostOnce)).unwrap();
     p.drive();
     assert_eq!(pubs_to(&p.cloud, POST)[0].qos, QoS::AtMostOnce);
     assert!(matches!(p.response(id), Ok(Reply::Json(_))));
@@ -572,29 +427,16 @@ fn qos0_request_still_gets_its_reply() {
 fn cloud_error_code_is_a_typed_rejection() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     let held = p.cloud.held.remove(0);
-    let payload = format!(
-        r#"{{"id":"{}","code":1204,"message":"Model validate failed"}}"#,
-        envelope_id(&held)
-    );
-    p.cloud.publish(
-        &format!("{POST}_reply"),
-        payload.as_bytes(),
-        QoS::AtLeastOnce,
-    );
+    let payload = format!(r#"{{"id":"{}","code":1204,"message":"Model validate failed"}}"#, envelope_id(&held));
+    p.cloud.publish(&format!("{POST}_reply"), payload.as_bytes(), QoS::AtLeastOnce);
     p.drive();
     let Ok(reply) = p.response(id) else { panic!() };
     assert_eq!(
         <MeasurepointPost as enos_proto::Operation>::parse_reply(&reply),
-        Err(RequestError::Rejected {
-            code: 1204,
-            message: "Model validate failed".into()
-        })
+        Err(RequestError::Rejected { code: 1204, message: "Model validate failed".into() })
     );
 }
 
@@ -602,27 +444,15 @@ fn cloud_error_code_is_a_typed_rejection() {
 fn raw_replies_complete_oldest_first() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let a = p
-        .client
-        .request(p.now, RawUp::new(&b"\x01"[..]), RequestOptions::default())
-        .unwrap();
-    let b = p
-        .client
-        .request(p.now, RawUp::new(&b"\x02"[..]), RequestOptions::default())
-        .unwrap();
+    let a = p.client.request(p.now, RawUp::new(&b"\x01"[..]), RequestOptions::default()).unwrap();
+    let b = p.client.request(p.now, RawUp::new(&b"\x02"[..]), RequestOptions::default()).unwrap();
     p.drive();
     let topic = "/sys/pk1234ab/dev_001/thing/model/up_raw_reply";
     p.cloud.publish(topic, b"first", QoS::AtMostOnce);
     p.cloud.publish(topic, b"second", QoS::AtMostOnce);
     p.drive();
-    assert_eq!(
-        p.response(a),
-        Ok(Reply::Raw(bytes::Bytes::from_static(b"first")))
-    );
-    assert_eq!(
-        p.response(b),
-        Ok(Reply::Raw(bytes::Bytes::from_static(b"second")))
-    );
+    assert_eq!(p.response(a), Ok(Reply::Raw(bytes::Bytes::from_static(b"first"))));
+    assert_eq!(p.response(b), Ok(Reply::Raw(bytes::Bytes::from_static(b"second"))));
 }
 
 fn sub(dk: &str) -> SubDeviceInfo {
@@ -632,29 +462,15 @@ fn sub(dk: &str) -> SubDeviceInfo {
 #[test]
 fn gateway_posts_on_behalf_of_a_sub_device() {
     let mut p = Pair::connected(gateway_config());
-    let id = p
-        .client
-        .request(
-            p.now,
-            post(),
-            RequestOptions::new().target(keys("subPK01", "sub_dev_01")),
-        )
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::new().target(keys("subPK01", "sub_dev_01"))).unwrap();
     p.drive();
     let sent = pubs_to(&p.cloud, "/sys/subPK01/sub_dev_01/thing/measurepoint/post");
     assert_eq!(sent.len(), 1);
-    assert!(p
-        .cloud
-        .subscribed()
-        .contains(&"/sys/subPK01/sub_dev_01/thing/measurepoint/post_reply".to_owned()));
+    assert!(p.cloud.subscribed().contains(&"/sys/subPK01/sub_dev_01/thing/measurepoint/post_reply".to_owned()));
     assert!(matches!(p.response(id), Ok(Reply::Json(_))));
     // Gateway-only operations refuse a target.
     assert_eq!(
-        p.client.request(
-            p.now,
-            TopoGet,
-            RequestOptions::new().target(keys("subPK01", "sub_dev_01"))
-        ),
+        p.client.request(p.now, TopoGet, RequestOptions::new().target(keys("subPK01", "sub_dev_01"))),
         Err(SubmitError::InvalidTarget)
     );
 }
@@ -667,11 +483,7 @@ fn subscriptions_and_sub_device_logins_restored_after_reconnect() {
     p.cloud.replies = Replies::Hold;
     let login = p
         .client
-        .request(
-            p.now,
-            SubDeviceBatchLogin::new(vec![sub("a"), sub("b"), sub("c")]),
-            RequestOptions::default(),
-        )
+        .request(p.now, SubDeviceBatchLogin::new(vec![sub("a"), sub("b"), sub("c")]), RequestOptions::default())
         .unwrap();
     p.drive();
     let held = p.cloud.held.remove(0);
@@ -682,28 +494,14 @@ fn subscriptions_and_sub_device_logins_restored_after_reconnect() {
     );
     p.drive();
     assert!(p.response(login).is_ok());
-    let logged: Vec<String> = p
-        .client
-        .logged_in_sub_devices()
-        .map(|k| k.device_key().to_owned())
-        .collect();
+    let logged: Vec<String> = p.client.logged_in_sub_devices().map(|k| k.device_key().to_owned()).collect();
     assert_eq!(logged, ["a", "b"]);
     // The sub-devices' command topics are subscribed for the plain broker.
-    assert!(p
-        .cloud
-        .subscribed()
-        .contains(&"/sys/subPK01/a/thing/service/#".to_owned()));
+    assert!(p.cloud.subscribed().contains(&"/sys/subPK01/a/thing/service/#".to_owned()));
     let subs_before = p.cloud.subscribed().len();
     // A request is unacknowledged when the link drops.
     p.cloud.auto_puback = false;
-    let pending = p
-        .client
-        .request(
-            p.now,
-            post(),
-            RequestOptions::new().target(keys("subPK01", "a")),
-        )
-        .unwrap();
+    let pending = p.client.request(p.now, post(), RequestOptions::new().target(keys("subPK01", "a"))).unwrap();
     p.drive();
     p.cut();
     p.cloud.auto_puback = true;
@@ -714,44 +512,26 @@ fn subscriptions_and_sub_device_logins_restored_after_reconnect() {
     let subs = p.cloud.subscribed();
     assert!(subs[subs_before..].contains(&"/sys/gwPK0001/gw_dev_01/thing/service/#".to_owned()));
     assert!(subs[subs_before..].contains(&"/sys/subPK01/b/thing/service/#".to_owned()));
-    assert!(subs[subs_before..]
-        .contains(&"/ext/session/gwPK0001/gw_dev_01/combine/login/batch_reply".to_owned()));
+    assert!(subs[subs_before..].contains(&"/ext/session/gwPK0001/gw_dev_01/combine/login/batch_reply".to_owned()));
     let relogin = p.cloud.held.pop().unwrap();
-    assert_eq!(
-        relogin.topic,
-        "/ext/session/gwPK0001/gw_dev_01/combine/login/batch"
-    );
+    assert_eq!(relogin.topic, "/ext/session/gwPK0001/gw_dev_01/combine/login/batch");
     let body = json(&relogin.payload);
-    let devices: Vec<&str> = body["params"]["subDevices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["deviceKey"].as_str().unwrap())
-        .collect();
+    let devices: Vec<&str> =
+        body["params"]["subDevices"].as_array().unwrap().iter().map(|d| d["deviceKey"].as_str().unwrap()).collect();
     assert_eq!(devices, ["a", "b"]);
     assert_eq!(body["params"]["clientId"], "gwPK0001");
     // Signed at the reconnect (3 s after the cut), not at the first login.
-    assert_eq!(
-        body["params"]["timestamp"],
-        (T0_UNIX_MS + 3000).to_string(),
-        "fresh timestamp"
-    );
+    assert_eq!(body["params"]["timestamp"], (T0_UNIX_MS + 3000).to_string(), "fresh timestamp");
     let on_behalf = "/sys/subPK01/a/thing/measurepoint/post";
-    assert_eq!(
-        pubs_to(&p.cloud, on_behalf).len(),
-        1,
-        "the post waits for the re-login"
-    );
+    assert_eq!(pubs_to(&p.cloud, on_behalf).len(), 1, "the post waits for the re-login");
     // b is refused this time: it is no longer logged in, and the application is told.
     p.cloud.answer(&relogin, r#"{"loginedSubDevices":[{"productKey":"subPK01","deviceKey":"a"}],"failedSubDevices":[{"productKey":"subPK01","deviceKey":"b"}]}"#);
     p.drive();
-    let logged: Vec<String> = p
-        .client
-        .logged_in_sub_devices()
-        .map(|k| k.device_key().to_owned())
-        .collect();
+    let logged: Vec<String> = p.client.logged_in_sub_devices().map(|k| k.device_key().to_owned()).collect();
     assert_eq!(logged, ["a"]);
-    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::ReloginFailed { devices, .. }) if devices == &[keys("subPK01", "b")])));
+    assert!(p.events.iter().any(
+        |e| matches!(e, Event::Error(ClientError::ReloginFailed { devices, .. }) if devices == &[keys("subPK01", "b")])
+    ));
     let sent = pubs_to(&p.cloud, on_behalf);
     assert_eq!(sent.len(), 2, "retransmitted after the re-login");
     assert!(sent[1].dup);
@@ -760,18 +540,10 @@ fn subscriptions_and_sub_device_logins_restored_after_reconnect() {
     p.drive();
     assert!(p.response(pending).is_ok());
     // Logout forgets the sub-device: the next reconnect does not log it in.
-    let out = p
-        .client
-        .request(
-            p.now,
-            SubDeviceLogout::new(keys("subPK01", "a")),
-            RequestOptions::default(),
-        )
-        .unwrap();
+    let out = p.client.request(p.now, SubDeviceLogout::new(keys("subPK01", "a")), RequestOptions::default()).unwrap();
     p.drive();
     let held = p.cloud.held.pop().unwrap();
-    p.cloud
-        .answer(&held, r#"{"productKey":"subPK01","deviceKey":"a"}"#);
+    p.cloud.answer(&held, r#"{"productKey":"subPK01","deviceKey":"a"}"#);
     p.drive();
     assert!(p.response(out).is_ok());
     assert_eq!(p.client.logged_in_sub_devices().count(), 0);
@@ -779,29 +551,17 @@ fn subscriptions_and_sub_device_logins_restored_after_reconnect() {
     p.cut();
     p.advance(secs(4));
     assert!(p.client.is_connected());
-    assert!(p.cloud.publishes()[before..]
-        .iter()
-        .all(|x| !x.topic.contains("combine/login")));
+    assert!(p.cloud.publishes()[before..].iter().all(|x| !x.topic.contains("combine/login")));
 }
 
 #[test]
 fn disabled_sub_device_is_forgotten() {
     let mut p = Pair::connected(gateway_config());
-    let id = p
-        .client
-        .request(
-            p.now,
-            SubDeviceLogin::new(sub("a")),
-            RequestOptions::default(),
-        )
-        .unwrap();
+    let id = p.client.request(p.now, SubDeviceLogin::new(sub("a")), RequestOptions::default()).unwrap();
     p.cloud.replies = Replies::Hold;
     p.drive();
     let held = p.cloud.held.remove(0);
-    p.cloud.answer(
-        &held,
-        r#"{"productKey":"subPK01","deviceKey":"a","assetId":"x"}"#,
-    );
+    p.cloud.answer(&held, r#"{"productKey":"subPK01","deviceKey":"a","assetId":"x"}"#);
     p.drive();
     assert!(p.response(id).is_ok());
     assert_eq!(p.client.logged_in_sub_devices().count(), 1);
@@ -818,11 +578,7 @@ fn disabled_sub_device_is_forgotten() {
 fn commands_for_logged_in_sub_devices_reach_the_gateway_and_others_do_not() {
     let mut p = Pair::connected(gateway_config());
     let cmd = br#"{"id":"9","version":"1.0","method":"thing.service.restart","params":{}}"#;
-    p.cloud.publish(
-        "/sys/subPK01/a/thing/service/restart",
-        cmd,
-        QoS::AtLeastOnce,
-    );
+    p.cloud.publish("/sys/subPK01/a/thing/service/restart", cmd, QoS::AtLeastOnce);
     p.drive();
     assert_eq!(p.count_events(|e| matches!(e, Event::Command(_))), 0);
     assert_eq!(
@@ -830,56 +586,32 @@ fn commands_for_logged_in_sub_devices_reach_the_gateway_and_others_do_not() {
         1,
         "a command for another device is only a message"
     );
-    let id = p
-        .client
-        .request(
-            p.now,
-            SubDeviceLogin::new(sub("a")),
-            RequestOptions::default(),
-        )
-        .unwrap();
+    let id = p.client.request(p.now, SubDeviceLogin::new(sub("a")), RequestOptions::default()).unwrap();
     p.cloud.replies = Replies::Hold;
     p.drive();
     let held = p.cloud.held.remove(0);
-    p.cloud
-        .answer(&held, r#"{"productKey":"subPK01","deviceKey":"a"}"#);
+    p.cloud.answer(&held, r#"{"productKey":"subPK01","deviceKey":"a"}"#);
     p.drive();
     assert!(p.response(id).is_ok());
-    p.cloud.publish(
-        "/sys/subPK01/a/thing/service/restart",
-        cmd,
-        QoS::AtLeastOnce,
-    );
+    p.cloud.publish("/sys/subPK01/a/thing/service/restart", cmd, QoS::AtLeastOnce);
     p.drive();
-    assert_eq!(
-        p.count_events(|e| matches!(e, Event::Command(c) if c.device == keys("subPK01", "a"))),
-        1
-    );
+    assert_eq!(p.count_events(|e| matches!(e, Event::Command(c) if c.device == keys("subPK01", "a"))), 1);
 }
 
 #[test]
 fn sub_device_dynamic_activation_through_login() {
     let mut p = Pair::connected(gateway_config());
-    let info =
-        SubDeviceInfo::with_product_secret(keys("subPK01", "sub_dev_03"), "SubProductSecret9");
+    let info = SubDeviceInfo::with_product_secret(keys("subPK01", "sub_dev_03"), "SubProductSecret9");
     p.cloud.replies = Replies::Hold;
-    let id = p
-        .client
-        .request(p.now, SubDeviceLogin::new(info), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, SubDeviceLogin::new(info), RequestOptions::default()).unwrap();
     p.drive();
     let held = p.cloud.held.remove(0);
     assert_eq!(json(&held.payload)["params"]["secureMode"], "3");
-    p.cloud.answer(
-        &held,
-        r#"{"productKey":"subPK01","deviceKey":"sub_dev_03","deviceSecret":"IssuedSecret"}"#,
-    );
+    p.cloud.answer(&held, r#"{"productKey":"subPK01","deviceKey":"sub_dev_03","deviceSecret":"IssuedSecret"}"#);
     p.drive();
     assert!(p.response(id).is_ok());
-    assert!(p.events.iter().any(
-        |e| matches!(e, Event::Activated { device, device_secret, .. }
-        if *device == keys("subPK01", "sub_dev_03") && device_secret.expose() == "IssuedSecret")
-    ));
+    assert!(p.events.iter().any(|e| matches!(e, Event::Activated { device, device_secret, .. }
+        if *device == keys("subPK01", "sub_dev_03") && device_secret.expose() == "IssuedSecret")));
     // The re-login after a reconnect uses the issued secret in mode 2.
     p.cut();
     p.advance(secs(4));
@@ -903,9 +635,7 @@ fn dynamic_activation_replies_and_switches_to_mode_2() {
     let mut c = config();
     c.credentials = Credentials::ProductSecret("PSzyxw9876".into());
     let mut p = Pair::connected(c);
-    let Some(Packet::Connect(first)) = p.cloud.received.first().cloned() else {
-        panic!()
-    };
+    let Some(Packet::Connect(first)) = p.cloud.received.first().cloned() else { panic!() };
     assert!(first.client_id.contains("securemode=3"));
     p.cloud.publish(
         "/ext/session/pk1234ab/dev_001/thing/activate/info",
@@ -913,49 +643,20 @@ fn dynamic_activation_replies_and_switches_to_mode_2() {
         QoS::AtLeastOnce,
     );
     p.drive();
-    let reply = pubs_to(
-        &p.cloud,
-        "/ext/session/pk1234ab/dev_001/thing/activate/info_reply",
-    );
-    assert_eq!(
-        json(&reply[0].payload),
-        json!({"id":"1","code":200,"data":{}})
-    );
-    assert!(p
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Activated { asset_id: Some(a), .. } if a == "As5et1d0")));
+    let reply = pubs_to(&p.cloud, "/ext/session/pk1234ab/dev_001/thing/activate/info_reply");
+    assert_eq!(json(&reply[0].payload), json!({"id":"1","code":200,"data":{}}));
+    assert!(p.events.iter().any(|e| matches!(e, Event::Activated { asset_id: Some(a), .. } if a == "As5et1d0")));
     // The session stays usable, and the next CONNECT is mode 2 with the issued secret.
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
     assert!(p.response(id).is_ok());
     p.cut();
     p.advance(secs(4));
-    let connects: Vec<_> = p
-        .cloud
-        .received
-        .iter()
-        .filter_map(|x| {
-            if let Packet::Connect(c) = x {
-                Some(c)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let connects: Vec<_> =
+        p.cloud.received.iter().filter_map(|x| if let Packet::Connect(c) = x { Some(c) } else { None }).collect();
     let second = connects[1];
     assert!(second.client_id.contains("securemode=2"));
-    let ts: u64 = second
-        .client_id
-        .split("timestamp=")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
+    let ts: u64 = second.client_id.split("timestamp=").nth(1).unwrap().trim_end_matches('|').parse().unwrap();
     let f = enos_proto::sign::connect_fields(
         &keys("pk1234ab", "dev_001"),
         "dev_001",
@@ -970,29 +671,18 @@ fn dynamic_activation_replies_and_switches_to_mode_2() {
 #[test]
 fn certificate_mode_sends_mode_2_fields_or_user_name_only() {
     let mut c = config();
-    c.credentials = Credentials::Certificate {
-        device_secret: Some("DS0123456789abcdefgh".into()),
-    };
+    c.credentials = Credentials::Certificate { device_secret: Some("DS0123456789abcdefgh".into()) };
     let p = Pair::connected(c);
-    let Some(Packet::Connect(connect)) = p.cloud.received.first() else {
-        panic!()
-    };
-    assert_eq!(
-        connect.client_id,
-        "dev_001|securemode=2,signmethod=sha256,timestamp=1600000000000|"
-    );
+    let Some(Packet::Connect(connect)) = p.cloud.received.first() else { panic!() };
+    assert_eq!(connect.client_id, "dev_001|securemode=2,signmethod=sha256,timestamp=1600000000000|");
     assert_eq!(
         connect.login.as_ref().unwrap().password,
         "37C4A32570961CB4FDBD6871959C3685B6620E500448FAE910FBBC4B6A759527"
     );
     let mut c = config();
-    c.credentials = Credentials::Certificate {
-        device_secret: None,
-    };
+    c.credentials = Credentials::Certificate { device_secret: None };
     let p = Pair::connected(c);
-    let Some(Packet::Connect(connect)) = p.cloud.received.first() else {
-        panic!()
-    };
+    let Some(Packet::Connect(connect)) = p.cloud.received.first() else { panic!() };
     assert_eq!(connect.login.as_ref().unwrap().username, "dev_001&pk1234ab");
     assert_eq!(connect.login.as_ref().unwrap().password, "");
 }
@@ -1006,35 +696,17 @@ fn timestamp_is_taken_at_each_connect_attempt() {
         .cloud
         .received
         .iter()
-        .filter_map(|x| {
-            if let Packet::Connect(c) = x {
-                Some(c.client_id.clone())
-            } else {
-                None
-            }
-        })
+        .filter_map(|x| if let Packet::Connect(c) = x { Some(c.client_id.clone()) } else { None })
         .collect();
-    assert_eq!(
-        ids[0],
-        "dev_001|securemode=2,signmethod=sha256,timestamp=1600000000000|"
-    );
-    assert_eq!(
-        ids[1],
-        "dev_001|securemode=2,signmethod=sha256,timestamp=1600000003000|"
-    );
+    assert_eq!(ids[0], "dev_001|securemode=2,signmethod=sha256,timestamp=1600000000000|");
+    assert_eq!(ids[1], "dev_001|securemode=2,signmethod=sha256,timestamp=1600000003000|");
 }
 
 #[test]
 fn close_ends_every_request_once_and_refuses_more() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let ids: Vec<_> = (0..3)
-        .map(|_| {
-            p.client
-                .request(p.now, post(), RequestOptions::default())
-                .unwrap()
-        })
-        .collect();
+    let ids: Vec<_> = (0..3).map(|_| p.client.request(p.now, post(), RequestOptions::default()).unwrap()).collect();
     p.drive();
     p.client.close(p.now);
     p.drive();
@@ -1042,40 +714,22 @@ fn close_ends_every_request_once_and_refuses_more() {
         assert_eq!(p.response(*id), Err(RequestError::Closed));
     }
     assert!(matches!(p.cloud.received.last(), Some(Packet::Disconnect)));
-    assert!(matches!(
-        p.events.last(),
-        Some(Event::Disconnected {
-            cause: DisconnectCause::Closed,
-            retry_at: None
-        })
-    ));
-    assert_eq!(
-        p.client.request(p.now, post(), RequestOptions::default()),
-        Err(SubmitError::Closed)
-    );
+    assert!(matches!(p.events.last(), Some(Event::Disconnected { cause: DisconnectCause::Closed, retry_at: None })));
+    assert_eq!(p.client.request(p.now, post(), RequestOptions::default()), Err(SubmitError::Closed));
     p.advance(secs(3600));
     assert_eq!(p.opens, 1, "no reconnect after close");
     p.client.close(p.now);
     p.drive();
-    assert_eq!(
-        p.count_events(|e| matches!(e, Event::Disconnected { .. })),
-        1
-    );
+    assert_eq!(p.count_events(|e| matches!(e, Event::Disconnected { .. })), 1);
 }
 
 #[test]
 fn subscribe_refused_ends_waiting_requests() {
     let mut p = Pair::connected(config());
     p.cloud.refuse_subscriptions.push(format!("{POST}_reply"));
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
-    assert_eq!(
-        p.response(id),
-        Err(RequestError::SubscribeRefused(format!("{POST}_reply")))
-    );
+    assert_eq!(p.response(id), Err(RequestError::SubscribeRefused(format!("{POST}_reply"))));
     assert_eq!(pubs_to(&p.cloud, POST).len(), 0);
 }
 
@@ -1083,45 +737,31 @@ fn subscribe_refused_ends_waiting_requests() {
 fn unexpected_packets_end_the_session_with_a_typed_cause() {
     let mut p = Pair::connected(config());
     p.cloud
-        .send(Packet::ConnAck(enos_proto::codec::ConnAck::new(
-            enos_proto::codec::ConnectReturnCode::Success,
-            false,
-        )));
+        .send(Packet::ConnAck(enos_proto::codec::ConnAck::new(enos_proto::codec::ConnectReturnCode::Success, false)));
     p.drive();
     assert!(p.events.iter().any(|e| matches!(
         e,
         Event::Disconnected {
-            cause: DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(
-                enos_proto::PacketKind::ConnAck
-            )),
+            cause: DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(enos_proto::PacketKind::ConnAck)),
             ..
         }
     )));
     let mut p = Pair::connected(config());
-    p.cloud
-        .outbox
-        .extend_from_slice(&[0x30, 0xff, 0xff, 0xff, 0x7f]);
+    p.cloud.outbox.extend_from_slice(&[0x30, 0xff, 0xff, 0xff, 0x7f]);
     p.drive();
     assert!(p.events.iter().any(|e| matches!(
         e,
-        Event::Disconnected {
-            cause: DisconnectCause::Decode(DecodeError::PacketTooLarge { max: 1_048_576, .. }),
-            ..
-        }
+        Event::Disconnected { cause: DisconnectCause::Decode(DecodeError::PacketTooLarge { max: 1_048_576, .. }), .. }
     )));
 }
 
 #[test]
 fn puback_for_unknown_packet_id_is_reported_and_ignored() {
     let mut p = Pair::connected(config());
-    p.cloud
-        .send(Packet::PubAck(enos_proto::codec::PubAck::new(999)));
+    p.cloud.send(Packet::PubAck(enos_proto::codec::PubAck::new(999)));
     p.drive();
     assert!(p.client.is_connected());
-    assert!(p
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Error(ClientError::UnknownPacketId(999)))));
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::UnknownPacketId(999)))));
 }
 
 #[test]
@@ -1135,10 +775,7 @@ fn command_subscriptions_for_plain_brokers_and_own_replies_echoed_back_are_dropp
     // No filter matches the device's own request topics.
     for s in &subs {
         let prefix = s.trim_end_matches('#');
-        assert!(
-            !POST.starts_with(prefix) || s == POST,
-            "{s} would echo requests"
-        );
+        assert!(!POST.starts_with(prefix) || s == POST, "{s} would echo requests");
     }
     p.cloud.publish(
         "/sys/pk1234ab/dev_001/thing/service/restart",
@@ -1146,13 +783,7 @@ fn command_subscriptions_for_plain_brokers_and_own_replies_echoed_back_are_dropp
         QoS::AtLeastOnce,
     );
     p.drive();
-    let Some(Event::Command(cmd)) = p
-        .events
-        .iter()
-        .rev()
-        .find(|e| matches!(e, Event::Command(_)))
-        .cloned()
-    else {
+    let Some(Event::Command(cmd)) = p.events.iter().rev().find(|e| matches!(e, Event::Command(_))).cloned() else {
         panic!()
     };
     p.client.reply(p.now, cmd.reply_to.ok_empty()).unwrap();
@@ -1171,25 +802,15 @@ fn command_subscriptions_for_plain_brokers_and_own_replies_echoed_back_are_dropp
 fn command_with_bad_params_is_answered_1102_and_bad_json_dropped() {
     let mut p = Pair::connected(config());
     let topic = "/sys/pk1234ab/dev_001/thing/service/measurepoint/set";
-    p.cloud.publish(
-        topic,
-        br#"{"id":"4","version":"1.0","params":[1,2]}"#,
-        QoS::AtLeastOnce,
-    );
+    p.cloud.publish(topic, br#"{"id":"4","version":"1.0","params":[1,2]}"#, QoS::AtLeastOnce);
     p.cloud.publish(topic, b"not json", QoS::AtLeastOnce);
     p.drive();
     let replies = pubs_to(&p.cloud, &format!("{topic}_reply"));
     assert_eq!(replies.len(), 1);
     let body = json(&replies[0].payload);
     assert_eq!(body["code"], 1102);
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("command handler execution failed, invalid params"));
-    assert_eq!(
-        p.count_events(|e| matches!(e, Event::Error(ClientError::BadCommand { .. }))),
-        2
-    );
+    assert!(body["message"].as_str().unwrap().starts_with("command handler execution failed, invalid params"));
+    assert_eq!(p.count_events(|e| matches!(e, Event::Error(ClientError::BadCommand { .. }))), 2);
     assert_eq!(p.count_events(|e| matches!(e, Event::Command(_))), 0);
 }
 
@@ -1197,18 +818,11 @@ fn command_with_bad_params_is_answered_1102_and_bad_json_dropped() {
 fn reply_that_is_not_json_is_reported_and_request_times_out() {
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let id = p
-        .client
-        .request(p.now, post(), RequestOptions::default())
-        .unwrap();
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
     p.drive();
-    p.cloud
-        .publish(&format!("{POST}_reply"), b"<html>", QoS::AtMostOnce);
+    p.cloud.publish(&format!("{POST}_reply"), b"<html>", QoS::AtMostOnce);
     p.drive();
-    assert!(p
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Error(ClientError::BadReply { .. }))));
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::BadReply { .. }))));
     p.advance(secs(30));
     assert_eq!(p.response(id), Err(RequestError::TimedOut(secs(30))));
 }
@@ -1232,26 +846,15 @@ fn secrets_never_appear_in_debug_output() {
     );
     p.drive();
     p.cut();
-    let text = format!(
-        "{:?} {:?} {:?} {:?}",
-        p.client,
-        p.client.config(),
-        p.events,
-        p.client.credentials()
-    );
+    let text = format!("{:?} {:?} {:?} {:?}", p.client, p.client.config(), p.events, p.client.credentials());
     for secret in ["TopSecretProduct", "TopSecretSub", "TopSecretIssued"] {
         assert!(!text.contains(secret), "{secret} leaked");
     }
     // Nor the CONNECT password, nor any error's message.
-    let Some(Packet::Connect(c)) = p.cloud.received.first() else {
-        panic!()
-    };
+    let Some(Packet::Connect(c)) = p.cloud.received.first() else { panic!() };
     assert!(!text.contains(&c.login.as_ref().unwrap().password));
-    let errors = [
-        format!("{}", CloseCause::Eof),
-        format!("{}", RequestError::Closed),
-        format!("{:?}", SubmitError::Closed),
-    ];
+    let errors =
+        [format!("{}", CloseCause::Eof), format!("{}", RequestError::Closed), format!("{:?}", SubmitError::Closed)];
     assert!(errors.iter().all(|e| !e.contains("TopSecret")));
 }
 
@@ -1271,34 +874,25 @@ fn debug_of_a_client_with_unsent_bytes_and_secret_replies_hides_them() {
     )
     .password;
     assert!(!format!("{:?}", p.client).contains(pw.expose()));
-    let enos_proto::Output::Transmit(bytes) = p.client.poll_output() else {
-        panic!()
-    };
-    assert!(
-        bytes
-            .windows(pw.expose().len())
-            .any(|w| w == pw.expose().as_bytes()),
-        "the buffer did hold it"
-    );
-    // A registration reply carries device secrets.
-    let mut p = Pair::connected(gateway_config());
+    let enos_proto::Output::Transmit(bytes) = p.client.poll_output() else { panic!() };
+    assert!(bytes.windows(pw.expose().len()).any(|w| w == pw.expose().as_bytes()), "the buffer did hold it");
+    // A registration reply carries device secrets; even emit_all_messages does not copy it.
+    let mut c = gateway_config();
+    c.emit_all_messages = true;
+    let mut p = Pair::connected(c);
     p.cloud.replies = Replies::Hold;
-    let reg =
-        enos_proto::ops::SubDeviceRegister::new(vec![enos_proto::ops::SubDeviceRegistration::new(
-            "subPK01",
-            enos_proto::ops::DeviceName::new("m"),
-        )]);
-    let id = p
-        .client
-        .request(p.now, reg, RequestOptions::default())
-        .unwrap();
+    let reg = enos_proto::ops::SubDeviceRegister::new(vec![enos_proto::ops::SubDeviceRegistration::new(
+        "subPK01",
+        enos_proto::ops::DeviceName::new("m"),
+    )]);
+    let id = p.client.request(p.now, reg, RequestOptions::default()).unwrap();
     p.drive();
     let held = p.cloud.held.remove(0);
-    p.cloud.answer(&held, r#"[{"assetId":"a","productKey":"subPK01","deviceKey":"k","deviceSecret":"IssuedRegSecret"}]"#);
+    p.cloud
+        .answer(&held, r#"[{"assetId":"a","productKey":"subPK01","deviceKey":"k","deviceSecret":"IssuedRegSecret"}]"#);
     p.drive();
     let Ok(reply) = p.response(id) else { panic!() };
-    let devices =
-        <enos_proto::ops::SubDeviceRegister as enos_proto::Operation>::parse_reply(&reply).unwrap();
+    let devices = <enos_proto::ops::SubDeviceRegister as enos_proto::Operation>::parse_reply(&reply).unwrap();
     assert_eq!(devices[0].device_secret.expose(), "IssuedRegSecret");
     let text = format!("{:?} {:?}", p.events, devices);
     assert!(!text.contains("IssuedRegSecret"), "{text}");
@@ -1310,9 +904,7 @@ fn time_running_backwards_is_ignored() {
     p.advance(secs(10));
     let earlier = enos_proto::Now::new(p.start, T0_UNIX_MS);
     p.client.handle_timeout(earlier);
-    p.client
-        .request(earlier, post(), RequestOptions::default())
-        .unwrap();
+    p.client.request(earlier, post(), RequestOptions::default()).unwrap();
     p.drive();
     // The keep-alive still fires 60 s after the last packet, on the monotonic clock.
     p.advance(secs(60));

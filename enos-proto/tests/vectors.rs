@@ -6,16 +6,14 @@ mod support;
 use bytes::Bytes;
 use enos_proto::codec::{Packet, QoS};
 use enos_proto::ops::{
-    self, AttributeDelete, AttributeQuery, AttributeUpdate, BatchEntry, DeviceName, EncodeContext,
-    EventPost, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost,
-    MeasurepointResume, OtaGetVersion, OtaInform, OtaProgress, SubDeviceBatchLogin, SubDeviceLogin,
-    SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TagDelete, TagQuery, TagUpdate,
-    TopoAdd, TopoDelete, TopoGet, TslTemplateGet,
+    self, AttributeDelete, AttributeQuery, AttributeUpdate, BatchEntry, DeviceName, EncodeContext, EventPost,
+    MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume, OtaGetVersion, OtaInform,
+    OtaProgress, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration,
+    TagDelete, TagQuery, TagUpdate, TopoAdd, TopoDelete, TopoGet, TslTemplateGet,
 };
 use enos_proto::sign::{connect_fields, sign_device, SecureMode, SignMethod};
 use enos_proto::{
-    Command, CommandKind, Config, Credentials, DeviceKeys, Event, JsonReply, Operation, Reply,
-    Secret, SubDeviceInfo,
+    Command, CommandKind, Config, Credentials, DeviceKeys, Event, JsonReply, Operation, Reply, Secret, SubDeviceInfo,
 };
 use serde_json::Value;
 use support::*;
@@ -68,22 +66,14 @@ fn every_signature_vector() {
             "subdevice_login" | "topo_add" => {
                 let keys = keys(s(&i["productKey"]), s(&i["deviceKey"]));
                 let method = SignMethod::from_label(s(&i["signMethod"])).unwrap();
-                let sign = sign_device(
-                    method,
-                    s(&i["clientId"]),
-                    &keys,
-                    s(&i["timestamp"]),
-                    &Secret::new(s(&i["secret"])),
-                );
+                let sign =
+                    sign_device(method, s(&i["clientId"]), &keys, s(&i["timestamp"]), &Secret::new(s(&i["secret"])));
                 assert_eq!(sign, s(&v["expected"]["sign"]), "{name}");
             }
             "batch_login" => {
                 let method = SignMethod::from_label(s(&i["signMethod"])).unwrap();
-                for (d, e) in i["subDevices"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .zip(v["expected"]["subDevices"].as_array().unwrap())
+                for (d, e) in
+                    i["subDevices"].as_array().unwrap().iter().zip(v["expected"]["subDevices"].as_array().unwrap())
                 {
                     let keys = keys(s(&d["productKey"]), s(&d["deviceKey"]));
                     let sign = sign_device(
@@ -100,39 +90,19 @@ fn every_signature_vector() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|d| {
-                        SubDeviceInfo::new(
-                            keys(s(&d["productKey"]), s(&d["deviceKey"])),
-                            s(&d["deviceSecret"]),
-                        )
-                    })
+                    .map(|d| SubDeviceInfo::new(keys(s(&d["productKey"]), s(&d["deviceKey"])), s(&d["deviceSecret"])))
                     .collect();
                 let gw = keys(s(&i["gatewayProductKey"]), s(&i["gatewayDeviceKey"]));
                 let ts: u64 = s(&i["timestamp"]).parse().unwrap();
-                let enc = ops::encode(
-                    &SubDeviceBatchLogin::new(devices),
-                    &gw,
-                    1,
-                    &EncodeContext {
-                        unix_ms: ts,
-                        own: &gw,
-                    },
-                )
-                .unwrap();
+                let enc =
+                    ops::encode(&SubDeviceBatchLogin::new(devices), &gw, 1, &EncodeContext { unix_ms: ts, own: &gw })
+                        .unwrap();
                 let payload = json(&enc.payload);
                 assert_eq!(payload["params"]["clientId"], i["clientId"]);
-                let signs: Vec<&Value> = payload["params"]["subDevices"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| &d["sign"])
-                    .collect();
-                let expected: Vec<&Value> = v["expected"]["subDevices"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| &d["sign"])
-                    .collect();
+                let signs: Vec<&Value> =
+                    payload["params"]["subDevices"].as_array().unwrap().iter().map(|d| &d["sign"]).collect();
+                let expected: Vec<&Value> =
+                    v["expected"]["subDevices"].as_array().unwrap().iter().map(|d| &d["sign"]).collect();
                 assert_eq!(signs, expected);
             }
             "reference_only" => continue,
@@ -159,9 +129,7 @@ fn connect_packet_matches_vectors() {
         let mut p = Pair::new(c);
         p.now.unix_ms = s(&i["timestamp"]).parse().unwrap();
         p.drive();
-        let Some(Packet::Connect(connect)) = p.cloud.received.first() else {
-            panic!("no CONNECT")
-        };
+        let Some(Packet::Connect(connect)) = p.cloud.received.first() else { panic!("no CONNECT") };
         let login = connect.login.as_ref().unwrap();
         assert_eq!(connect.client_id, s(&v["expected"]["clientId"]));
         assert_eq!(login.username, s(&v["expected"]["username"]));
@@ -180,22 +148,9 @@ where
     let name = s(&v["name"]);
     let keys = keys(s(&i["productKey"]), s(&i["deviceKey"]));
     let id: u32 = s(&i["id"]).parse().unwrap();
-    let enc = ops::encode(
-        &op,
-        &keys,
-        id,
-        &EncodeContext {
-            unix_ms: T0_UNIX_MS,
-            own,
-        },
-    )
-    .unwrap();
+    let enc = ops::encode(&op, &keys, id, &EncodeContext { unix_ms: T0_UNIX_MS, own }).unwrap();
     assert_eq!(enc.topic, s(&v["topic"]), "{name}");
-    assert_eq!(
-        format!("{}_reply", enc.topic),
-        s(&v["replyTopic"]),
-        "{name}"
-    );
+    assert_eq!(format!("{}_reply", enc.topic), s(&v["replyTopic"]), "{name}");
     assert_eq!(json(&enc.payload), v["payload"], "{name}");
     assert_eq!(json(&enc.payload)["method"], v["method"], "{name}");
     let reply_text = serde_json::to_vec(&v["exampleReply"]["payload"]).unwrap();
@@ -219,11 +174,7 @@ fn points(v: &Value) -> serde_json::Map<String, Value> {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| s(x).to_owned())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| s(x).to_owned()).collect()
 }
 
 fn sub_secret(dk: &str) -> &'static str {
@@ -242,11 +193,7 @@ fn batch_entries(params: &Value) -> Vec<BatchEntry> {
         .map(|e| {
             let time = e["time"].as_u64();
             match e.get("productKey") {
-                Some(pk) => BatchEntry::of(
-                    keys(s(pk), s(&e["deviceKey"])),
-                    points(&e["measurepoints"]),
-                    time,
-                ),
+                Some(pk) => BatchEntry::of(keys(s(pk), s(&e["deviceKey"])), points(&e["measurepoints"]), time),
                 None => BatchEntry::own(points(&e["measurepoints"]), time),
             }
         })
@@ -266,35 +213,20 @@ fn every_upstream_vector() {
             "tag_update" => check_op(
                 v,
                 TagUpdate::new(
-                    p.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| (s(&t["tagKey"]).to_owned(), s(&t["tagValue"]).to_owned())),
+                    p.as_array().unwrap().iter().map(|t| (s(&t["tagKey"]).to_owned(), s(&t["tagValue"]).to_owned())),
                 ),
                 &own,
             ),
             "tag_delete" => check_op(v, TagDelete::new(strings(&p["tags"])), &own),
             "attribute_query" => check_op(v, AttributeQuery::new(strings(&p["attributes"])), &own),
             "attribute_update" => check_op(v, AttributeUpdate::new(points(&p["attributes"])), &own),
-            "attribute_delete" => {
-                check_op(v, AttributeDelete::new(strings(&p["attributes"])), &own)
+            "attribute_delete" => check_op(v, AttributeDelete::new(strings(&p["attributes"])), &own),
+            "measurepoint_post" | "measurepoint_post_on_behalf_of_subdevice" => {
+                check_op(v, MeasurepointPost::at(points(&p["measurepoints"]), mp_time), &own)
             }
-            "measurepoint_post" | "measurepoint_post_on_behalf_of_subdevice" => check_op(
-                v,
-                MeasurepointPost::at(points(&p["measurepoints"]), mp_time),
-                &own,
-            ),
-            "measurepoint_resume" => check_op(
-                v,
-                MeasurepointResume::at(points(&p["measurepoints"]), mp_time),
-                &own,
-            ),
-            "measurepoint_post_batch" => {
-                check_op(v, MeasurepointBatchPost::new(batch_entries(p)), &own)
-            }
-            "measurepoint_resume_batch" => {
-                check_op(v, MeasurepointBatchResume::new(batch_entries(p)), &own)
-            }
+            "measurepoint_resume" => check_op(v, MeasurepointResume::at(points(&p["measurepoints"]), mp_time), &own),
+            "measurepoint_post_batch" => check_op(v, MeasurepointBatchPost::new(batch_entries(p)), &own),
+            "measurepoint_resume_batch" => check_op(v, MeasurepointBatchResume::new(batch_entries(p)), &own),
             "event_post" => {
                 let mut e = EventPost::new("overheat", points(&p["events"]));
                 e.time = Some(mp_time);
@@ -332,20 +264,13 @@ fn every_upstream_vector() {
             "topo_delete" => check_op(
                 v,
                 TopoDelete::new(
-                    p.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|e| keys(s(&e["productKey"]), s(&e["deviceKey"])))
-                        .collect(),
+                    p.as_array().unwrap().iter().map(|e| keys(s(&e["productKey"]), s(&e["deviceKey"]))).collect(),
                 ),
                 &own,
             ),
             "subdevice_login" => {
                 let dk = s(&p["deviceKey"]);
-                let op = SubDeviceLogin::new(SubDeviceInfo::new(
-                    keys(s(&p["productKey"]), dk),
-                    sub_secret(dk),
-                ));
+                let op = SubDeviceLogin::new(SubDeviceInfo::new(keys(s(&p["productKey"]), dk), sub_secret(dk)));
                 let ts: u64 = s(&p["timestamp"]).parse().unwrap();
                 check_login(v, op, &own, ts);
             }
@@ -362,16 +287,12 @@ fn every_upstream_vector() {
                 let ts: u64 = s(&p["timestamp"]).parse().unwrap();
                 check_login(v, SubDeviceBatchLogin::new(devices), &own, ts);
             }
-            "subdevice_logout" => check_op(
-                v,
-                SubDeviceLogout::new(keys(s(&p["productKey"]), s(&p["deviceKey"]))),
-                &own,
-            ),
+            "subdevice_logout" => {
+                check_op(v, SubDeviceLogout::new(keys(s(&p["productKey"]), s(&p["deviceKey"]))), &own)
+            }
             "tsl_template_get" => check_op(v, TslTemplateGet {}, &own),
             "ota_version_report" => check_op(v, OtaInform::new(s(&p["version"])), &own),
-            "ota_progress_report" => {
-                check_op(v, OtaProgress::new(s(&p["step"]), s(&p["desc"])), &own)
-            }
+            "ota_progress_report" => check_op(v, OtaProgress::new(s(&p["step"]), s(&p["desc"])), &own),
             "ota_get_version" => check_op(v, OtaGetVersion {}, &own),
             n => panic!("no test for upstream vector {n}"),
         }
@@ -401,49 +322,26 @@ fn raw_up_vector() {
     let v = &m["raw"][0];
     let own = keys("pk1234ab", "dev_001");
     let bytes = hex(s(&v["payloadHex"]));
-    let enc = ops::encode(
-        &ops::RawUp::new(bytes.clone()),
-        &own,
-        1,
-        &EncodeContext {
-            unix_ms: 0,
-            own: &own,
-        },
-    )
-    .unwrap();
+    let enc = ops::encode(&ops::RawUp::new(bytes.clone()), &own, 1, &EncodeContext { unix_ms: 0, own: &own }).unwrap();
     assert_eq!(enc.topic, s(&v["topic"]));
     assert_eq!(enc.payload, bytes);
 
     // Through the client: QoS 1, the reply topic subscribed first, the reply bytes returned.
     let mut p = Pair::connected(config());
     p.cloud.replies = Replies::Hold;
-    let id = p
-        .client
-        .request(p.now, ops::RawUp::new(bytes.clone()), Default::default())
-        .unwrap();
+    let id = p.client.request(p.now, ops::RawUp::new(bytes.clone()), Default::default()).unwrap();
     p.drive();
-    assert!(p
-        .cloud
-        .subscribed()
-        .contains(&s(&v["replyTopic"]).to_owned()));
+    assert!(p.cloud.subscribed().contains(&s(&v["replyTopic"]).to_owned()));
     let sent = pubs_to(&p.cloud, s(&v["topic"]));
-    assert_eq!(
-        (sent.len(), sent[0].qos, &sent[0].payload),
-        (1, QoS::AtLeastOnce, &bytes)
-    );
+    assert_eq!((sent.len(), sent[0].qos, &sent[0].payload), (1, QoS::AtLeastOnce, &bytes));
     let reply = hex(s(&v["exampleReplyHex"]));
-    p.cloud
-        .publish(s(&v["replyTopic"]), &reply, QoS::AtMostOnce);
+    p.cloud.publish(s(&v["replyTopic"]), &reply, QoS::AtMostOnce);
     p.drive();
     assert_eq!(p.response(id), Ok(Reply::Raw(reply)));
 }
 
 fn hex(h: &str) -> Bytes {
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-        .collect::<Vec<u8>>()
-        .into()
+    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect::<Vec<u8>>().into()
 }
 
 /// A gateway with `subPK01/sub_dev_01` logged in, so sub-device commands reach it.
@@ -455,20 +353,14 @@ fn gateway_with_sub_device() -> Pair {
         .client
         .request(
             p.now,
-            SubDeviceLogin::new(SubDeviceInfo::new(
-                keys("subPK01", "sub_dev_01"),
-                "SubSecret0001",
-            )),
+            SubDeviceLogin::new(SubDeviceInfo::new(keys("subPK01", "sub_dev_01"), "SubSecret0001")),
             Default::default(),
         )
         .unwrap();
     p.cloud.replies = Replies::Hold;
     p.drive();
     let held = p.cloud.held.remove(0);
-    p.cloud.answer(
-        &held,
-        r#"{"assetId":"Xy98Zw76","productKey":"subPK01","deviceKey":"sub_dev_01"}"#,
-    );
+    p.cloud.answer(&held, r#"{"assetId":"Xy98Zw76","productKey":"subPK01","deviceKey":"sub_dev_01"}"#);
     p.drive();
     assert!(p.response(id).is_ok());
     assert_eq!(p.client.logged_in_sub_devices().count(), 1);
@@ -479,13 +371,7 @@ fn last_command(p: &Pair) -> Command {
     p.events
         .iter()
         .rev()
-        .find_map(|e| {
-            if let Event::Command(c) = e {
-                Some(c.clone())
-            } else {
-                None
-            }
-        })
+        .find_map(|e| if let Event::Command(c) = e { Some(c.clone()) } else { None })
         .expect("no command")
 }
 
@@ -524,11 +410,7 @@ fn every_downstream_vector() {
         } else {
             let cmd = last_command(&p);
             assert_eq!(cmd.id, s(&v["inputs"]["id"]), "{name}");
-            assert_eq!(
-                cmd.device,
-                keys(s(&v["inputs"]["productKey"]), s(&v["inputs"]["deviceKey"])),
-                "{name}"
-            );
+            assert_eq!(cmd.device, keys(s(&v["inputs"]["productKey"]), s(&v["inputs"]["deviceKey"])), "{name}");
             let reply = match (&cmd.kind, name) {
                 (_, "command_without_handler") => cmd.reply_to.no_handler(),
                 (CommandKind::InvokeService { service_id, params }, _) => {
@@ -537,10 +419,7 @@ fn every_downstream_vector() {
                     cmd.reply_to.ok(want_data).unwrap()
                 }
                 (CommandKind::SetMeasurepoints { points }, _) => {
-                    assert_eq!(
-                        Value::Object(points.clone()),
-                        v["inbound"]["payload"]["params"]
-                    );
+                    assert_eq!(Value::Object(points.clone()), v["inbound"]["payload"]["params"]);
                     cmd.reply_to.ok_empty()
                 }
                 (CommandKind::GetMeasurepoints { point_ids }, _) => {
@@ -557,10 +436,7 @@ fn every_downstream_vector() {
                     cmd.reply_to.ok_empty()
                 }
                 (CommandKind::OtaUpgrade { firmware }, _) => {
-                    assert_eq!(
-                        (firmware.version.as_str(), firmware.file_size),
-                        ("1.0.4", 1024)
-                    );
+                    assert_eq!((firmware.version.as_str(), firmware.file_size), ("1.0.4", 1024));
                     cmd.reply_to.ok_empty()
                 }
                 (
@@ -591,20 +467,12 @@ fn raw_down_vector() {
     let m = messages();
     let v = &m["raw"][1];
     let mut p = Pair::connected(config());
-    p.cloud
-        .publish(s(&v["topic"]), &hex(s(&v["payloadHex"])), QoS::AtLeastOnce);
+    p.cloud.publish(s(&v["topic"]), &hex(s(&v["payloadHex"])), QoS::AtLeastOnce);
     p.drive();
     let cmd = last_command(&p);
-    assert_eq!(
-        cmd.kind,
-        CommandKind::RawDown {
-            payload: hex(s(&v["payloadHex"]))
-        }
-    );
+    assert_eq!(cmd.kind, CommandKind::RawDown { payload: hex(s(&v["payloadHex"])) });
     assert!(cmd.reply_to.is_raw());
-    p.client
-        .reply(p.now, cmd.reply_to.raw(hex(s(&v["exampleReplyHex"]))))
-        .unwrap();
+    p.client.reply(p.now, cmd.reply_to.raw(hex(s(&v["exampleReplyHex"])))).unwrap();
     p.drive();
     let sent = pubs_to(&p.cloud, s(&v["replyTopic"]));
     assert_eq!(sent.len(), 1);

@@ -19,9 +19,7 @@ pub struct AttributeQuery {
 impl AttributeQuery {
     /// Query these attributes (all of them when empty).
     pub fn new<S: Into<String>>(ids: impl IntoIterator<Item = S>) -> Self {
-        AttributeQuery {
-            attributes: ids.into_iter().map(Into::into).collect(),
-        }
+        AttributeQuery { attributes: ids.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -34,12 +32,7 @@ impl Operation for AttributeQuery {
         out.push_str("thing.attribute.query");
     }
     fn write_params(&self, _: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        write_json(
-            out,
-            &Ids {
-                attributes: &self.attributes,
-            },
-        )
+        write_json(out, &Ids { attributes: &self.attributes })
     }
     fn parse_reply(reply: &Reply) -> Result<Self::Data, RequestError> {
         json_reply(reply)
@@ -75,12 +68,7 @@ impl<A: Serialize> Operation for AttributeUpdate<A> {
         out.push_str("thing.attribute.update");
     }
     fn write_params(&self, _: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        write_json(
-            out,
-            &Attrs {
-                attributes: &self.attributes,
-            },
-        )
+        write_json(out, &Attrs { attributes: &self.attributes })
     }
     fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
         unit_reply(reply)
@@ -97,9 +85,7 @@ pub struct AttributeDelete {
 impl AttributeDelete {
     /// Delete these attributes' values.
     pub fn new<S: Into<String>>(ids: impl IntoIterator<Item = S>) -> Self {
-        AttributeDelete {
-            attributes: ids.into_iter().map(Into::into).collect(),
-        }
+        AttributeDelete { attributes: ids.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -112,12 +98,7 @@ impl Operation for AttributeDelete {
         out.push_str("thing.attribute.delete");
     }
     fn write_params(&self, _: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        write_json(
-            out,
-            &Ids {
-                attributes: &self.attributes,
-            },
-        )
+        write_json(out, &Ids { attributes: &self.attributes })
     }
     fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
         unit_reply(reply)

@@ -19,11 +19,7 @@ pub struct EventPost<E = serde_json::Map<String, serde_json::Value>> {
 impl<E: Serialize> EventPost<E> {
     /// Post event `event_id` with these parameters, stamped with the request time.
     pub fn new(event_id: impl Into<String>, params: E) -> Self {
-        EventPost {
-            event_id: event_id.into(),
-            params,
-            time: None,
-        }
+        EventPost { event_id: event_id.into(), params, time: None }
     }
 }
 
@@ -47,13 +43,7 @@ impl<E: Serialize> Operation for EventPost<E> {
     }
     fn write_params(&self, ctx: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         check_identifier("event id", &self.event_id)?;
-        write_json(
-            out,
-            &Wire {
-                events: &self.params,
-                time: self.time.unwrap_or(ctx.unix_ms),
-            },
-        )
+        write_json(out, &Wire { events: &self.params, time: self.time.unwrap_or(ctx.unix_ms) })
     }
     fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
         unit_reply(reply)

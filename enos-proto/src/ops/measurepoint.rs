@@ -83,20 +83,12 @@ pub struct BatchEntry<P = serde_json::Map<String, serde_json::Value>> {
 impl<P> BatchEntry<P> {
     /// Points of the topic's own device.
     pub fn own(points: P, time: Option<u64>) -> Self {
-        BatchEntry {
-            device: None,
-            points,
-            time,
-        }
+        BatchEntry { device: None, points, time }
     }
 
     /// Points of another device (a sub-device of the gateway).
     pub fn of(device: DeviceKeys, points: P, time: Option<u64>) -> Self {
-        BatchEntry {
-            device: Some(device),
-            points,
-            time,
-        }
+        BatchEntry { device: Some(device), points, time }
     }
 }
 

@@ -24,15 +24,13 @@ mod tag;
 pub use attribute::{AttributeDelete, AttributeQuery, AttributeUpdate};
 pub use event::EventPost;
 pub use measurepoint::{
-    BatchEntry, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost,
-    MeasurepointResume,
+    BatchEntry, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume,
 };
 pub use ota::{Firmware, OtaGetVersion, OtaInform, OtaProgress, TslTemplate, TslTemplateGet};
 pub use raw::RawUp;
 pub use sub_device::{
-    BatchLoginResult, DeviceName, LoginResult, RegisteredDevice, SubDeviceBatchLogin,
-    SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TopoAdd, TopoDelete,
-    TopoEntry, TopoGet,
+    BatchLoginResult, DeviceName, LoginResult, RegisteredDevice, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout,
+    SubDeviceRegister, SubDeviceRegistration, TopoAdd, TopoDelete, TopoEntry, TopoGet,
 };
 pub use tag::{TagDelete, TagQuery, TagUpdate};
 
@@ -144,13 +142,7 @@ pub fn encode<O: Operation + ?Sized>(
     op.write_path(&mut topic);
     let mut payload = Vec::new();
     encode_payload(op, id, ctx, &mut payload)?;
-    Ok(Encoded {
-        topic,
-        payload: op
-            .raw_payload()
-            .cloned()
-            .unwrap_or_else(|| Bytes::from(payload)),
-    })
+    Ok(Encoded { topic, payload: op.raw_payload().cloned().unwrap_or_else(|| Bytes::from(payload)) })
 }
 
 /// Writes the JSON envelope of `op` with id `id` into `out` (nothing for raw operations).
@@ -168,8 +160,7 @@ pub(crate) fn encode_payload<O: Operation + ?Sized>(
     let mut params = Vec::new();
     op.write_params(ctx, &mut params)?;
     let params = String::from_utf8(params).map_err(|e| EncodeError::Json(e.to_string()))?;
-    let params = serde_json::value::RawValue::from_string(params)
-        .map_err(|e| EncodeError::Json(e.to_string()))?;
+    let params = serde_json::value::RawValue::from_string(params).map_err(|e| EncodeError::Json(e.to_string()))?;
     crate::envelope::write_request(out, &id.to_string(), &method, &params, op.extras())
 }
 
@@ -182,9 +173,7 @@ pub(crate) fn unit_reply(reply: &Reply) -> Result<(), RequestError> {
 }
 
 /// `data` of a successful reply, deserialized.
-pub(crate) fn json_reply<T: serde::de::DeserializeOwned + Default>(
-    reply: &Reply,
-) -> Result<T, RequestError> {
+pub(crate) fn json_reply<T: serde::de::DeserializeOwned + Default>(reply: &Reply) -> Result<T, RequestError> {
     match reply {
         Reply::Delivered => Ok(T::default()),
         r => {
@@ -198,10 +187,7 @@ pub(crate) fn json_reply<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-pub(crate) fn write_json<T: Serialize + ?Sized>(
-    out: &mut Vec<u8>,
-    value: &T,
-) -> Result<(), EncodeError> {
+pub(crate) fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), EncodeError> {
     serde_json::to_writer(out, value).map_err(|e| EncodeError::Json(e.to_string()))
 }
 
@@ -210,9 +196,7 @@ pub(crate) fn check_identifier(what: &'static str, id: &str) -> Result<(), Encod
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         Ok(())
     } else {
-        Err(EncodeError::Json(format!(
-            "{what} {id:?} is not a TSL identifier ([A-Za-z0-9_]+)"
-        )))
+        Err(EncodeError::Json(format!("{what} {id:?} is not a TSL identifier ([A-Za-z0-9_]+)")))
     }
 }
 
@@ -245,10 +229,7 @@ impl SubDeviceInfo {
 
     /// A sub-device that activates with its product secret (secure mode 3).
     pub fn with_product_secret(keys: DeviceKeys, product_secret: impl Into<Secret>) -> Self {
-        SubDeviceInfo {
-            mode: SecureMode::ProductSecret,
-            ..SubDeviceInfo::new(keys, product_secret)
-        }
+        SubDeviceInfo { mode: SecureMode::ProductSecret, ..SubDeviceInfo::new(keys, product_secret) }
     }
 
     pub(crate) fn client_id(&self) -> &str {

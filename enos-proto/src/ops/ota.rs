@@ -106,18 +106,13 @@ simple_op!(
 impl OtaInform {
     /// Report `version`.
     pub fn new(version: impl Into<String>) -> Self {
-        OtaInform {
-            version: version.into(),
-        }
+        OtaInform { version: version.into() }
     }
 }
 
 impl OtaProgress {
     /// Report `step` with a description.
     pub fn new(step: impl Into<String>, desc: impl Into<String>) -> Self {
-        OtaProgress {
-            step: step.into(),
-            desc: desc.into(),
-        }
+        OtaProgress { step: step.into(), desc: desc.into() }
     }
 }

@@ -15,9 +15,7 @@ pub struct RawUp {
 impl RawUp {
     /// Send these bytes.
     pub fn new(payload: impl Into<Bytes>) -> Self {
-        RawUp {
-            payload: payload.into(),
-        }
+        RawUp { payload: payload.into() }
     }
 }
 
@@ -37,9 +35,7 @@ impl Operation for RawUp {
         match reply {
             Reply::Raw(b) => Ok(b.clone()),
             Reply::Delivered => Ok(Bytes::new()),
-            Reply::Json(_) => Err(RequestError::BadReply(
-                "JSON reply where raw bytes were expected".into(),
-            )),
+            Reply::Json(_) => Err(RequestError::BadReply("JSON reply where raw bytes were expected".into())),
         }
     }
 }

@@ -2,10 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    json_reply, unit_reply, write_json, Effect, EncodeContext, Operation, SessionEffect,
-    SubDeviceInfo,
-};
+use super::{json_reply, unit_reply, write_json, Effect, EncodeContext, Operation, SessionEffect, SubDeviceInfo};
 use crate::envelope::Reply;
 use crate::error::{EncodeError, RequestError};
 use crate::sign::{sign_device, SignMethod};
@@ -26,10 +23,7 @@ pub struct DeviceName {
 impl DeviceName {
     /// A name with only a default value.
     pub fn new(default_value: impl Into<String>) -> Self {
-        DeviceName {
-            default_value: default_value.into(),
-            i18n_value: BTreeMap::new(),
-        }
+        DeviceName { default_value: default_value.into(), i18n_value: BTreeMap::new() }
     }
 
     /// Adds a name for `locale`.
@@ -196,16 +190,12 @@ pub struct TopoAdd {
 impl TopoAdd {
     /// Add these sub-devices, signed at the request time.
     pub fn new(devices: Vec<SubDeviceInfo>) -> Self {
-        TopoAdd {
-            entries: devices.into_iter().map(|d| (d, None)).collect(),
-        }
+        TopoAdd { entries: devices.into_iter().map(|d| (d, None)).collect() }
     }
 
     /// Add these sub-devices, each signed at the given epoch milliseconds.
     pub fn with_timestamps(devices: Vec<(SubDeviceInfo, u64)>) -> Self {
-        TopoAdd {
-            entries: devices.into_iter().map(|(d, t)| (d, Some(t))).collect(),
-        }
+        TopoAdd { entries: devices.into_iter().map(|(d, t)| (d, Some(t))).collect() }
     }
 }
 
@@ -221,17 +211,9 @@ impl Operation for TopoAdd {
         out.push_str("thing.topo.add");
     }
     fn write_params(&self, ctx: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let stamps: Vec<String> = self
-            .entries
-            .iter()
-            .map(|(_, t)| t.unwrap_or(ctx.unix_ms).to_string())
-            .collect();
-        let wire: Vec<SignedEntry<'_>> = self
-            .entries
-            .iter()
-            .zip(&stamps)
-            .map(|((d, _), ts)| SignedEntry::new(d, ts))
-            .collect();
+        let stamps: Vec<String> = self.entries.iter().map(|(_, t)| t.unwrap_or(ctx.unix_ms).to_string()).collect();
+        let wire: Vec<SignedEntry<'_>> =
+            self.entries.iter().zip(&stamps).map(|((d, _), ts)| SignedEntry::new(d, ts)).collect();
         write_json(out, &wire)
     }
     fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
@@ -321,10 +303,7 @@ pub struct SubDeviceLogin {
 impl SubDeviceLogin {
     /// Log in this sub-device (`cleanSession` false).
     pub fn new(device: SubDeviceInfo) -> Self {
-        SubDeviceLogin {
-            device,
-            clean_session: false,
-        }
+        SubDeviceLogin { device, clean_session: false }
     }
 }
 
@@ -407,11 +386,7 @@ pub struct SubDeviceBatchLogin {
 impl SubDeviceBatchLogin {
     /// Log in these sub-devices.
     pub fn new(devices: Vec<SubDeviceInfo>) -> Self {
-        SubDeviceBatchLogin {
-            devices,
-            client_id: None,
-            sign_method: SignMethod::Sha256,
-        }
+        SubDeviceBatchLogin { devices, client_id: None, sign_method: SignMethod::Sha256 }
     }
 }
 
@@ -442,15 +417,7 @@ impl Operation for SubDeviceBatchLogin {
                 secure_mode: mode_text(d),
             })
             .collect();
-        write_json(
-            out,
-            &BatchWire {
-                client_id,
-                sign_method: self.sign_method.label(),
-                timestamp: &ts,
-                sub_devices,
-            },
-        )
+        write_json(out, &BatchWire { client_id, sign_method: self.sign_method.label(), timestamp: &ts, sub_devices })
     }
     fn parse_reply(reply: &Reply) -> Result<BatchLoginResult, RequestError> {
         let j = reply.json()?;

@@ -21,9 +21,7 @@ pub struct TagQuery {
 impl TagQuery {
     /// Query these tags (all of them when empty).
     pub fn new<S: Into<String>>(tags: impl IntoIterator<Item = S>) -> Self {
-        TagQuery {
-            tags: tags.into_iter().map(Into::into).collect(),
-        }
+        TagQuery { tags: tags.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -53,12 +51,7 @@ pub struct TagUpdate {
 impl TagUpdate {
     /// Set these tags.
     pub fn new<K: Into<String>, V: Into<String>>(tags: impl IntoIterator<Item = (K, V)>) -> Self {
-        TagUpdate {
-            tags: tags
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
+        TagUpdate { tags: tags.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
     }
 }
 
@@ -78,14 +71,7 @@ impl Operation for TagUpdate {
         out.push_str("thing.tag.update");
     }
     fn write_params(&self, _: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let entries: Vec<TagEntry<'_>> = self
-            .tags
-            .iter()
-            .map(|(k, v)| TagEntry {
-                tag_key: k,
-                tag_value: v,
-            })
-            .collect();
+        let entries: Vec<TagEntry<'_>> = self.tags.iter().map(|(k, v)| TagEntry { tag_key: k, tag_value: v }).collect();
         write_json(out, &entries)
     }
     fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
@@ -103,9 +89,7 @@ pub struct TagDelete {
 impl TagDelete {
     /// Delete these tags.
     pub fn new<S: Into<String>>(tags: impl IntoIterator<Item = S>) -> Self {
-        TagDelete {
-            tags: tags.into_iter().map(Into::into).collect(),
-        }
+        TagDelete { tags: tags.into_iter().map(Into::into).collect() }
     }
 }
 

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use enos_proto::codec::{
-    self, ConnAck, ConnectReturnCode, Decoder, Packet, PubAck, Publish, QoS, SubAck,
-    SubscribeReasonCode,
+    self, ConnAck, ConnectReturnCode, Decoder, Packet, PubAck, Publish, QoS, SubAck, SubscribeReasonCode,
 };
 use enos_proto::{
-    Client, CloseCause, Config, Credentials, DeviceKeys, Event, Now, Output, Reply, RequestError,
-    RequestId,
+    Client, CloseCause, Config, Credentials, DeviceKeys, Event, Now, Output, Reply, RequestError, RequestId,
 };
 
 /// How the fake cloud answers requests.
@@ -84,11 +82,7 @@ impl FakeCloud {
     /// Replies `{"id":id,"code":code,"data":data}` to a request on `topic`.
     pub fn reply(&mut self, request_topic: &str, id: &str, code: i32, data: &str) {
         let payload = format!(r#"{{"id":"{id}","code":{code},"data":{data}}}"#);
-        self.publish(
-            &format!("{request_topic}_reply"),
-            payload.as_bytes(),
-            QoS::AtMostOnce,
-        );
+        self.publish(&format!("{request_topic}_reply"), payload.as_bytes(), QoS::AtMostOnce);
     }
 
     /// Answers a held request with 200 and `data`.
@@ -99,11 +93,7 @@ impl FakeCloud {
 
     fn receive(&mut self, bytes: &[u8]) {
         self.decoder.feed(bytes);
-        while let Some(p) = self
-            .decoder
-            .next_packet()
-            .expect("client sent a bad packet")
-        {
+        while let Some(p) = self.decoder.next_packet().expect("client sent a bad packet") {
             self.on_packet(&p);
             self.received.push(p);
         }
@@ -152,29 +142,14 @@ impl FakeCloud {
 
     /// The PUBLISH packets the client sent.
     pub fn publishes(&self) -> Vec<&Publish> {
-        self.received
-            .iter()
-            .filter_map(|p| {
-                if let Packet::Publish(p) = p {
-                    Some(p)
-                } else {
-                    None
-                }
-            })
-            .collect()
+        self.received.iter().filter_map(|p| if let Packet::Publish(p) = p { Some(p) } else { None }).collect()
     }
 
     /// Topic filters of every SUBSCRIBE the client sent.
     pub fn subscribed(&self) -> Vec<String> {
         self.received
             .iter()
-            .filter_map(|p| {
-                if let Packet::Subscribe(s) = p {
-                    Some(s)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|p| if let Packet::Subscribe(s) = p { Some(s) } else { None })
             .flat_map(|s| s.filters.iter().map(|f| f.path.clone()))
             .collect()
     }
@@ -187,10 +162,7 @@ impl FakeCloud {
 /// The `id` of a request envelope.
 pub fn envelope_id(p: &Publish) -> String {
     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
-    v.get("id")
-        .and_then(|i| i.as_str())
-        .unwrap_or("")
-        .to_owned()
+    v.get("id").and_then(|i| i.as_str()).unwrap_or("").to_owned()
 }
 
 /// A client wired to a fake cloud.
@@ -216,20 +188,14 @@ pub fn keys(pk: &str, dk: &str) -> DeviceKeys {
 
 /// A device `pk1234ab/dev_001` with the vectors' device secret, jitter off.
 pub fn config() -> Config {
-    let mut c = Config::new(
-        keys("pk1234ab", "dev_001"),
-        Credentials::DeviceSecret("DS0123456789abcdefgh".into()),
-    );
+    let mut c = Config::new(keys("pk1234ab", "dev_001"), Credentials::DeviceSecret("DS0123456789abcdefgh".into()));
     c.reconnect_jitter_percent = 0;
     c
 }
 
 /// The vectors' gateway `gwPK0001/gw_dev_01`.
 pub fn gateway_config() -> Config {
-    let mut c = Config::new(
-        keys("gwPK0001", "gw_dev_01"),
-        Credentials::DeviceSecret("GwSecret".into()),
-    );
+    let mut c = Config::new(keys("gwPK0001", "gw_dev_01"), Credentials::DeviceSecret("GwSecret".into()));
     c.reconnect_jitter_percent = 0;
     c
 }
@@ -300,10 +266,7 @@ impl Pair {
                 } else {
                     self.client.handle_closed(
                         self.now,
-                        CloseCause::Io {
-                            kind: std::io::ErrorKind::ConnectionRefused,
-                            message: "refused".into(),
-                        },
+                        CloseCause::Io { kind: std::io::ErrorKind::ConnectionRefused, message: "refused".into() },
                     );
                 }
                 continue;
@@ -369,13 +332,7 @@ impl Pair {
     /// The one response of `id`.
     pub fn response(&self, id: RequestId) -> Result<Reply, RequestError> {
         let r = self.responses(id);
-        assert_eq!(
-            r.len(),
-            1,
-            "request {id:?} ended {} times: {:?}",
-            r.len(),
-            self.events
-        );
+        assert_eq!(r.len(), 1, "request {id:?} ended {} times: {:?}", r.len(), self.events);
         r[0].clone()
     }
 
@@ -394,11 +351,7 @@ pub fn json(b: &Bytes) -> serde_json::Value {
 }
 
 pub fn pubs_to<'a>(cloud: &'a FakeCloud, topic: &str) -> Vec<&'a Publish> {
-    cloud
-        .publishes()
-        .into_iter()
-        .filter(|p| p.topic == topic)
-        .collect()
+    cloud.publishes().into_iter().filter(|p| p.topic == topic).collect()
 }
 
 pub fn queue<T>(v: Vec<T>) -> VecDeque<T> {

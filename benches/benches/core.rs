@@ -1,0 +1,177 @@
+//! Core benchmarks: codec, signing, the request cycle and command dispatch.
+
+use std::hint::black_box;
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use enos_benches::{connected_client, typical_points};
+use enos_proto::codec::{self, Decoder, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
+use enos_proto::ops::{self, EncodeContext, MeasurepointPost};
+use enos_proto::sign::{connect_fields, sign_device, SecureMode, SignMethod};
+use enos_proto::{DeviceKeys, Event, Now, Output, RequestOptions, Secret};
+
+const TOPIC: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/post";
+
+fn post_payload() -> bytes::Bytes {
+    let keys = DeviceKeys::new("pk1234ab", "dev_001").unwrap();
+    ops::encode(
+        &MeasurepointPost::new(typical_points()),
+        &keys,
+        1,
+        &EncodeContext { unix_ms: 1_600_000_000_000, own: &keys },
+    )
+    .unwrap()
+    .payload
+}
+
+fn codec_benches(c: &mut Criterion) {
+    let payload = post_payload();
+    let n = 1000;
+    let mut stream = BytesMut::new();
+    for i in 0..n {
+        codec::encode_publish(&mut stream, TOPIC, &payload, QoS::AtLeastOnce, (i % 60_000 + 1) as u16, false).unwrap();
+    }
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Bytes(stream.len() as u64));
+    g.bench_function("decode 1000 measure point PUBLISH", |b| {
+        let mut d = Decoder::new(1 << 20);
+        b.iter(|| {
+            d.feed(&stream);
+            let mut count = 0;
+            while let Ok(Some(p)) = d.next_packet() {
+                black_box(&p);
+                count += 1;
+            }
+            assert_eq!(count, n);
+        })
+    });
+    g.bench_function("encode 1000 measure point PUBLISH", |b| {
+        let mut out = BytesMut::with_capacity(stream.len());
+        b.iter(|| {
+            out.clear();
+            for i in 0..n {
+                codec::encode_publish(&mut out, TOPIC, &payload, QoS::AtLeastOnce, (i % 60_000 + 1) as u16, false)
+                    .unwrap();
+            }
+            black_box(out.len());
+        })
+    });
+    g.finish();
+}
+
+fn sign_benches(c: &mut Criterion) {
+    let keys = DeviceKeys::new("pk1234ab", "dev_001").unwrap();
+    let secret = Secret::new("DS0123456789abcdefgh");
+    let mut g = c.benchmark_group("sign");
+    g.bench_function("connect password sha256", |b| {
+        b.iter(|| {
+            connect_fields(
+                &keys,
+                "dev_001",
+                SecureMode::DeviceSecret,
+                SignMethod::Sha256,
+                black_box(1_600_000_000_000),
+                &secret,
+            )
+        })
+    });
+    let sub = DeviceKeys::new("subPK01", "sub_dev_01").unwrap();
+    g.bench_function("sub-device login sign sha256", |b| {
+        b.iter(|| sign_device(SignMethod::Sha256, "sub_dev_01", &sub, black_box("1600000000456"), &secret))
+    });
+    g.finish();
+}
+
+/// Build a post, encode it, feed back the PUBACK and the reply, correlate it.
+fn cycle_bench(c: &mut Criterion) {
+    let mut client = connected_client();
+    let now = Now::system();
+    // First request: subscribe its reply topic.
+    client.request(now, MeasurepointPost::new(typical_points()), RequestOptions::default()).unwrap();
+    let mut cloud = BytesMut::new();
+    codec::encode_packet(
+        &mut cloud,
+        &Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])),
+    )
+    .unwrap();
+    client.handle_input(now, &cloud.split());
+    enos_benches::drain(&mut client);
+    let points = typical_points();
+    let reply_topic = format!("{TOPIC}_reply");
+    let mut pkid: u16 = 2;
+    let mut envelope: u32 = 1;
+    let mut g = c.benchmark_group("core");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("request cycle (post, PUBACK, reply, correlate)", |b| {
+        b.iter(|| {
+            let id = client.request(now, MeasurepointPost::new(&points), RequestOptions::default()).unwrap();
+            let mut sent = 0;
+            let mut done = None;
+            loop {
+                match client.poll_output() {
+                    Output::Transmit(bytes) => sent += bytes.len(),
+                    Output::Event(Event::Response { id: i, result }) => done = Some((i, result.is_ok())),
+                    Output::Wait(_) => break,
+                    _ => {}
+                }
+            }
+            black_box(sent);
+            // The cloud: PUBACK, then the reply.
+            codec::encode_packet(&mut cloud, &Packet::PubAck(PubAck::new(pkid))).unwrap();
+            envelope += 1;
+            let body = format!(r#"{{"id":"{envelope}","code":200,"data":{{}}}}"#);
+            codec::encode_publish(&mut cloud, &reply_topic, body.as_bytes(), QoS::AtMostOnce, 0, false).unwrap();
+            pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+            client.handle_input(now, &cloud.split());
+            loop {
+                match client.poll_output() {
+                    Output::Event(Event::Response { id: i, result }) => done = Some((i, result.is_ok())),
+                    Output::Wait(_) => break,
+                    _ => {}
+                }
+            }
+            assert_eq!(done, Some((id, true)));
+        })
+    });
+    g.finish();
+}
+
+fn command_bench(c: &mut Criterion) {
+    let mut client = connected_client();
+    let now = Now::system();
+    let mut wire = BytesMut::new();
+    let body = br#"{"id":"9001","version":"1.0","params":{"delay":5,"mode":"soft"},"method":"thing.service.restart"}"#;
+    let mut g = c.benchmark_group("command");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("service invocation parsed and answered", |b| {
+        b.iter(|| {
+            codec::encode_publish(
+                &mut wire,
+                "/sys/pk1234ab/dev_001/thing/service/restart",
+                body,
+                QoS::AtMostOnce,
+                0,
+                false,
+            )
+            .unwrap();
+            client.handle_input(now, &wire.split());
+            loop {
+                match client.poll_output() {
+                    Output::Event(Event::Command(cmd)) => {
+                        let reply = cmd.reply_to.ok(&serde_json::json!({"result": "ok"})).unwrap();
+                        client.reply(now, reply).unwrap();
+                    }
+                    Output::Transmit(b) => {
+                        black_box(b);
+                    }
+                    Output::Wait(_) => break,
+                    _ => {}
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec_benches, sign_benches, cycle_bench, command_bench);
+criterion_main!(benches);
