@@ -78,7 +78,10 @@ pub struct Config {
     /// QoS 1 publishes awaiting their PUBACK at once. 256 by default.
     pub max_inflight: u16,
     /// Requests waiting to be sent (offline, or behind a full window): past this count a
-    /// new request is refused with `SubmitError::QueueFull`. 10,000 by default.
+    /// new request is refused with `SubmitError::QueueFull`. QoS 1 publishes that were in
+    /// flight when a connection dropped come back to the front of the queue whatever its
+    /// size (they are never dropped), so it holds at most this plus `max_inflight`.
+    /// 10,000 by default.
     pub max_queued_requests: usize,
     /// The same bound in payload bytes. 16 MiB by default.
     pub max_queued_bytes: usize,

@@ -347,7 +347,7 @@ proptest! {
                 }
             }
             drain(&mut c, &mut ended, &mut commands);
-            prop_assert!(c.queued_requests() <= limits.0, "queue over its bound");
+            prop_assert!(c.queued_requests() <= limits.0 + limits.1, "queue over its bound");
             prop_assert!(c.inflight() <= limits.1, "window over its bound");
             prop_assert!(ended.values().all(|n| *n == 1), "a request ended twice");
         }
