@@ -66,7 +66,7 @@ fuzz_target!(|actions: Vec<Action>| {
     let mut c = Client::new(cfg, now).unwrap();
     let mut ids: Vec<RequestId> = Vec::new();
     let mut ended: HashMap<RequestId, usize> = HashMap::new();
-    let mut commands = Vec::new();
+    let mut commands: Vec<enos_proto::Command> = Vec::new();
     let drain = |c: &mut Client, ended: &mut HashMap<RequestId, usize>, commands: &mut Vec<enos_proto::Command>| loop {
         match c.poll_output() {
             Output::Event(Event::Response { id, .. }) => *ended.entry(id).or_default() += 1,
