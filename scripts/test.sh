@@ -4,22 +4,50 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-2}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+export CARGO_BUILD_JOBS="$JOBS"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "toolchain components"
+step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
 
 step "cargo clippy --all-targets -- -D warnings"
-cargo clippy -j "$JOBS" --workspace --all-targets -- -D warnings
-cargo clippy -j "$JOBS" -p enos-proto --all-targets --all-features -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p enos-proto --all-targets --all-features -- -D warnings
+cargo clippy -p enos-proto --all-targets --no-default-features -- -D warnings
 
 step "tests"
-cargo test -j "$JOBS" --workspace
-cargo test -j "$JOBS" -p enos-proto --all-features
+cargo test --workspace
+cargo test -p enos-proto --all-features
+
+step "benches build"
+cargo bench --workspace --no-run
+
+step "fuzz targets: build, then ${FUZZ_SECONDS}s each"
+(
+    cd fuzz
+    cargo fuzz build --sanitizer none
+    for target in $(cargo fuzz list); do
+        mkdir -p "corpus/$target"
+        log="$(mktemp)"
+        if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" -- \
+            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1; then
+            tail -60 "$log"
+            echo "fuzz target $target failed"
+            exit 1
+        fi
+        echo "$target: $(grep -E '^Done' "$log")"
+    done
+    done
+)
 
 echo
 echo "all checks passed"

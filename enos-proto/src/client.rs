@@ -688,13 +688,9 @@ impl Client {
         again.sort_by_key(|f| f.seq);
         for f in again.into_iter().rev() {
             let mut out = f.out;
-            if let Some(id) = out.req {
-                if let Some(r) = self.pending.get_mut(id) {
-                    r.stage = Stage::Queued;
-                } else {
-                    continue;
-                }
-            }
+            // A request that ended before its PUBACK (reply or timeout) is not sent again.
+            let Some(r) = out.req.and_then(|id| self.pending.get_mut(id)) else { continue };
+            r.stage = Stage::Queued;
             out.dup = true;
             self.queued += 1;
             self.queued_bytes += out.payload.len();

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
                     if codec::encode_packet(&mut out, &p).is_ok() {
                         let mut again = Decoder::new(1 << 28);
                         again.feed(&out);
-                        assert_eq!(again.next_packet().ok().flatten().as_ref(), Some(&p), "re-encoding changed the packet");
+                        assert_eq!(
+                            again.next_packet().ok().flatten().as_ref(),
+                            Some(&p),
+                            "re-encoding changed the packet"
+                        );
                     }
                 }
                 Ok(None) => break,

@@ -11,7 +11,8 @@ use bytes::BytesMut;
 use enos_proto::codec::{self, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
 use enos_proto::ops::{MeasurepointPost, RawUp, SubDeviceLogin, TagQuery};
 use enos_proto::{
-    Client, CloseCause, Config, Credentials, DeviceKeys, Event, Now, Output, Qos, RequestId, RequestOptions, SubDeviceInfo,
+    Client, CloseCause, Config, Credentials, DeviceKeys, Event, Now, Output, Qos, RequestId, RequestOptions,
+    SubDeviceInfo,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -38,7 +39,8 @@ const TOPICS: [&str; 5] = [
     "/ext/session/pk/dk/combine/login_reply",
     "/sys/sub/a/thing/measurepoint/post_reply",
 ];
-const DATA: [&str; 4] = ["{}", r#"{"loginedSubDevices":[{"productKey":"sub","deviceKey":"a"}]}"#, r#""{\"a\":1}""#, "[1,2]"];
+const DATA: [&str; 4] =
+    ["{}", r#"{"loginedSubDevices":[{"productKey":"sub","deviceKey":"a"}]}"#, r#""{\"a\":1}""#, "[1,2]"];
 const COMMANDS: [&str; 7] = [
     "/sys/pk/dk/thing/service/restart",
     "/sys/pk/dk/thing/service/measurepoint/set",
@@ -90,7 +92,11 @@ fuzz_target!(|actions: Vec<Action>| {
                     0 => c.request(now, MeasurepointPost::new(serde_json::json!({"t": 1})), o),
                     1 => c.request(now, TagQuery::new(["a"]), o),
                     2 => c.request(now, RawUp::new(&b"r"[..]), o),
-                    _ => c.request(now, SubDeviceLogin::new(SubDeviceInfo::new(DeviceKeys::new("sub", "a").unwrap(), "s")), o),
+                    _ => c.request(
+                        now,
+                        SubDeviceLogin::new(SubDeviceInfo::new(DeviceKeys::new("sub", "a").unwrap(), "s")),
+                        o,
+                    ),
                 };
                 if let Ok(id) = r {
                     ids.push(id);
@@ -99,7 +105,8 @@ fuzz_target!(|actions: Vec<Action>| {
             Action::Bytes(b) => c.handle_input(now, &b),
             Action::ConnAck(code) => c.handle_input(now, &[0x20, 0x02, 0x00, code % 7]),
             Action::SubAck(p, ok) => {
-                let code = if ok { SubscribeReasonCode::Success(QoS::AtLeastOnce) } else { SubscribeReasonCode::Failure };
+                let code =
+                    if ok { SubscribeReasonCode::Success(QoS::AtLeastOnce) } else { SubscribeReasonCode::Failure };
                 codec::encode_packet(&mut wire, &Packet::SubAck(SubAck::new(p.max(1), vec![code; 3]))).unwrap();
                 c.handle_input(now, &wire);
             }
@@ -108,10 +115,7 @@ fuzz_target!(|actions: Vec<Action>| {
                 c.handle_input(now, &wire);
             }
             Action::Reply { topic, id, code, data } => {
-                let body = format!(
-                    r#"{{"id":"{id}","code":{code},"data":{}}}"#,
-                    DATA[usize::from(data) % DATA.len()]
-                );
+                let body = format!(r#"{{"id":"{id}","code":{code},"data":{}}}"#, DATA[usize::from(data) % DATA.len()]);
                 let t = TOPICS[usize::from(topic) % TOPICS.len()];
                 codec::encode_publish(&mut wire, t, body.as_bytes(), QoS::AtLeastOnce, 9, false).unwrap();
                 c.handle_input(now, &wire);
