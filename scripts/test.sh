@@ -46,7 +46,6 @@ step "fuzz targets: build, then ${FUZZ_SECONDS}s each"
         fi
         echo "$target: $(grep -E '^Done' "$log")"
     done
-    done
 )
 
 echo
