@@ -107,6 +107,8 @@ mod pending;
 mod secret;
 pub mod sign;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topic;
 
 pub use client::Client;
