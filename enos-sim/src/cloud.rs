@@ -1,0 +1,895 @@
+//! The cloud's logic (spec §10), independent of how messages arrive: sessions, CONNECT
+//! authentication, and the answer to every upstream operation, with state.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::Bytes;
+use enos_proto::codec::ConnectReturnCode;
+use enos_proto::ops::Firmware;
+use enos_proto::sign::{sign_device, SignMethod};
+use enos_proto::topic::{parse_topic, Scope};
+use enos_proto::{DeviceKeys, Secret};
+use serde_json::{json, Map, Value};
+
+use crate::registry::{Device, OtaTask, Registry, Stamped};
+
+/// Identifies one device connection (or, in responder mode, one device seen on the
+/// broker).
+pub type ConnId = u64;
+
+/// Largest payload the cloud accepts (spec §9).
+pub const MAX_PAYLOAD: usize = 512 * 1024;
+/// Sub-devices online at once per gateway (spec §9).
+pub const MAX_SUB_DEVICES_ONLINE: usize = 200;
+/// Devices per register request (spec §9).
+pub const MAX_REGISTER: usize = 1000;
+
+/// A message the cloud publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Bytes,
+}
+
+/// What handling one inbound publish produced.
+#[derive(Debug, Default)]
+pub(crate) struct Handled {
+    /// Replies for the publishing connection.
+    pub(crate) replies: Vec<Outbound>,
+    /// A device's reply to a command: (reply topic, payload).
+    pub(crate) command_reply: Option<(String, Bytes)>,
+}
+
+/// The fields of a CONNECT that authentication looks at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectInfo<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) username: &'a str,
+    pub(crate) password: &'a str,
+    pub(crate) protocol_level: u8,
+    /// A client certificate verified by the TLS layer.
+    pub(crate) certificate: bool,
+}
+
+/// An accepted CONNECT.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) device: DeviceKeys,
+    /// A connection with the same client id that this one takes over.
+    pub(crate) takeover: Option<ConnId>,
+    /// Messages to push at once (the activation push, a queued OTA upgrade).
+    pub(crate) push: Vec<Outbound>,
+}
+
+#[derive(Debug)]
+struct Session {
+    device: DeviceKeys,
+    client_id: String,
+    subs: BTreeSet<DeviceKeys>,
+}
+
+/// The simulated cloud's state and logic.
+#[derive(Debug)]
+pub struct Cloud {
+    /// Products, devices, topologies.
+    pub registry: Registry,
+    sessions: HashMap<ConnId, Session>,
+    by_client_id: HashMap<String, ConnId>,
+    online: HashMap<DeviceKeys, ConnId>,
+    sub_online: HashMap<DeviceKeys, ConnId>,
+    /// Bytes answered to every raw up (`None`: echo the request).
+    pub raw_reply: Option<Bytes>,
+    next_command: u64,
+    pending_ota: HashMap<DeviceKeys, Firmware>,
+}
+
+/// The upstream operations of spec §5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    TagQuery,
+    TagUpdate,
+    TagDelete,
+    AttributeQuery,
+    AttributeUpdate,
+    AttributeDelete,
+    Post,
+    Resume,
+    BatchPost,
+    BatchResume,
+    Event(String),
+    RawUp,
+    Register,
+    TopoGet,
+    TopoAdd,
+    TopoDelete,
+    Login,
+    BatchLogin,
+    Logout,
+    TslGet,
+    OtaInform,
+    OtaProgress,
+    OtaGetVersion,
+}
+
+fn classify(scope: Scope, path: &str) -> Option<Op> {
+    Some(match (scope, path) {
+        (Scope::Sys, "thing/tag/query") => Op::TagQuery,
+        (Scope::Sys, "thing/tag/update") => Op::TagUpdate,
+        (Scope::Sys, "thing/tag/delete") => Op::TagDelete,
+        (Scope::Sys, "thing/attribute/query") => Op::AttributeQuery,
+        (Scope::Sys, "thing/attribute/update") => Op::AttributeUpdate,
+        (Scope::Sys, "thing/attribute/delete") => Op::AttributeDelete,
+        (Scope::Sys, "thing/measurepoint/post") => Op::Post,
+        (Scope::Sys, "thing/measurepoint/resume") => Op::Resume,
+        (Scope::Sys, "thing/measurepoint/post/batch") => Op::BatchPost,
+        (Scope::Sys, "thing/measurepoint/resume/batch") => Op::BatchResume,
+        (Scope::Sys, "thing/model/up_raw") => Op::RawUp,
+        (Scope::Sys, "thing/device/register") => Op::Register,
+        (Scope::Sys, "thing/topo/get") => Op::TopoGet,
+        (Scope::Sys, "thing/topo/add") => Op::TopoAdd,
+        (Scope::Sys, "thing/topo/delete") => Op::TopoDelete,
+        (Scope::Sys, "thing/tsltemplate/get") => Op::TslGet,
+        (Scope::Sys, "ota/device/inform") => Op::OtaInform,
+        (Scope::Sys, "ota/device/progress") => Op::OtaProgress,
+        (Scope::Sys, "ota/device/getversion") => Op::OtaGetVersion,
+        (Scope::ExtSession, "combine/login") => Op::Login,
+        (Scope::ExtSession, "combine/login/batch") => Op::BatchLogin,
+        (Scope::ExtSession, "combine/logout") => Op::Logout,
+        (Scope::Sys, p) => {
+            let id = p.strip_prefix("thing/event/")?.strip_suffix("/post")?;
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return None;
+            }
+            Op::Event(id.to_owned())
+        }
+        _ => return None,
+    })
+}
+
+impl Op {
+    fn method(&self) -> String {
+        match self {
+            Op::Event(id) => format!("thing.event.{id}.post"),
+            Op::TagQuery => "thing.tag.query".into(),
+            Op::TagUpdate => "thing.tag.update".into(),
+            Op::TagDelete => "thing.tag.delete".into(),
+            Op::AttributeQuery => "thing.attribute.query".into(),
+            Op::AttributeUpdate => "thing.attribute.update".into(),
+            Op::AttributeDelete => "thing.attribute.delete".into(),
+            Op::Post => "thing.measurepoint.post".into(),
+            Op::Resume => "thing.measurepoint.resume".into(),
+            Op::BatchPost => "thing.measurepoint.post.batch".into(),
+            Op::BatchResume => "thing.measurepoint.resume.batch".into(),
+            Op::RawUp => String::new(),
+            Op::Register => "thing.device.register".into(),
+            Op::TopoGet => "thing.topo.get".into(),
+            Op::TopoAdd => "thing.topo.add".into(),
+            Op::TopoDelete => "thing.topo.delete".into(),
+            Op::Login => "combine.login".into(),
+            Op::BatchLogin => "combine.login.batch".into(),
+            Op::Logout => "combine.logout".into(),
+            Op::TslGet => "thing.tsltemplate.get".into(),
+            Op::OtaInform => "ota.device.inform".into(),
+            Op::OtaProgress => "ota.device.progress".into(),
+            Op::OtaGetVersion => "ota.device.getversion".into(),
+        }
+    }
+}
+
+/// The result of one operation: code, data, message.
+struct Answer {
+    code: i32,
+    data: Value,
+    message: String,
+}
+
+impl Answer {
+    fn ok(data: Value) -> Self {
+        Answer { code: 200, data, message: String::new() }
+    }
+    fn err(code: i32, message: impl Into<String>) -> Self {
+        Answer { code, data: json!({}), message: message.into() }
+    }
+}
+
+fn reply(topic: &str, id: &str, a: &Answer) -> Outbound {
+    let mut body = json!({"id": id, "code": a.code, "data": a.data});
+    if !a.message.is_empty() {
+        body["message"] = Value::String(a.message.clone());
+    }
+    Outbound { topic: format!("{topic}_reply"), payload: Bytes::from(body.to_string()) }
+}
+
+fn keys_of(v: &Value) -> Option<DeviceKeys> {
+    DeviceKeys::new(v.get("productKey")?.as_str()?, v.get("deviceKey")?.as_str()?).ok()
+}
+
+/// A timestamp as signed: a JSON string or number, as its decimal text.
+fn text_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether `sign` is `SIGN(method, {clientId, deviceKey, productKey, timestamp}, secret)`,
+/// ignoring case.
+fn sign_ok(method: &str, client_id: &str, keys: &DeviceKeys, timestamp: &str, secret: &Secret, sign: &str) -> bool {
+    SignMethod::from_label(method)
+        .is_some_and(|m| sign_device(m, client_id, keys, timestamp, secret).eq_ignore_ascii_case(sign))
+}
+
+impl Cloud {
+    /// A cloud over `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Cloud {
+            registry,
+            sessions: HashMap::new(),
+            by_client_id: HashMap::new(),
+            online: HashMap::new(),
+            sub_online: HashMap::new(),
+            raw_reply: None,
+            next_command: 1,
+            pending_ota: HashMap::new(),
+        }
+    }
+
+    /// The connection that carries `keys`' commands: its own, or its gateway's.
+    pub(crate) fn route(&self, keys: &DeviceKeys) -> Option<ConnId> {
+        self.online.get(keys).or_else(|| self.sub_online.get(keys)).copied()
+    }
+
+    /// Whether `keys` is connected, or logged in through a gateway.
+    pub fn is_online(&self, keys: &DeviceKeys) -> bool {
+        self.route(keys).is_some()
+    }
+
+    /// The sub-devices logged in through `gateway`'s connection.
+    pub fn logged_in(&self, gateway: &DeviceKeys) -> Vec<DeviceKeys> {
+        self.online
+            .get(gateway)
+            .and_then(|c| self.sessions.get(c))
+            .map(|s| s.subs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A fresh command id.
+    pub(crate) fn command_id(&mut self) -> String {
+        let id = self.next_command;
+        self.next_command += 1;
+        id.to_string()
+    }
+
+    /// Authenticates a CONNECT (spec §2, §3, §10): the device, or the CONNACK refusal.
+    pub(crate) fn connect(&mut self, conn: ConnId, c: ConnectInfo<'_>) -> Result<Accepted, ConnectReturnCode> {
+        if c.protocol_level != 4 && c.protocol_level != 3 {
+            return Err(ConnectReturnCode::RefusedProtocolVersion);
+        }
+        // CID|securemode=M,signmethod=SM,timestamp=TS|
+        let parsed = (|| {
+            let (cid, rest) = c.client_id.split_once('|')?;
+            let fields = rest.strip_suffix('|')?;
+            let mut mode = None;
+            let mut method = None;
+            let mut ts = None;
+            for f in fields.split(',') {
+                let (k, v) = f.split_once('=')?;
+                match k {
+                    "securemode" => mode = Some(v),
+                    "signmethod" => method = Some(v),
+                    "timestamp" => ts = Some(v),
+                    _ => {}
+                }
+            }
+            Some((cid, mode?, method?, ts?))
+        })();
+        let Some((cid, mode, method, ts)) = parsed else { return Err(ConnectReturnCode::BadClientId) };
+        if cid.is_empty() || cid.chars().count() > 64 {
+            return Err(ConnectReturnCode::BadClientId);
+        }
+        let Some((dk, pk)) = c.username.split_once('&') else { return Err(ConnectReturnCode::BadUserNamePassword) };
+        let keys = DeviceKeys::new(pk, dk).map_err(|_| ConnectReturnCode::NotAuthorized)?;
+        let product = self.registry.products.get(pk).ok_or(ConnectReturnCode::NotAuthorized)?.clone();
+        let allow_reactivation = self.registry.allow_reactivation;
+        let device = self.registry.devices.get(&keys).ok_or(ConnectReturnCode::NotAuthorized)?;
+        if !device.enabled {
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
+        let activating = match mode {
+            "2" => {
+                let verified = match &device.secret {
+                    Some(secret) => sign_ok(method, cid, &keys, ts, secret, c.password),
+                    None => false,
+                };
+                // A verified client certificate may stand in for the password.
+                if !verified && !(c.certificate && c.password.is_empty()) {
+                    return Err(ConnectReturnCode::NotAuthorized);
+                }
+                false
+            }
+            "3" => {
+                if !product.dynamic_activation
+                    || (device.activated && !allow_reactivation)
+                    || !sign_ok(method, cid, &keys, ts, &product.secret, c.password)
+                {
+                    return Err(ConnectReturnCode::NotAuthorized);
+                }
+                true
+            }
+            _ => return Err(ConnectReturnCode::NotAuthorized),
+        };
+        let mut push = Vec::new();
+        if activating {
+            let secret = match &device.secret {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Secret::new(self.registry.random_text(20));
+                    if let Some(d) = self.registry.devices.get_mut(&keys) {
+                        d.secret = Some(s.clone());
+                    }
+                    s
+                }
+            };
+            let asset = self.registry.devices.get(&keys).map(|d| d.asset_id.clone()).unwrap_or_default();
+            let id = self.command_id();
+            let body = json!({"id": id, "version": "1.0", "method": "thing.activate.info",
+                "params": {"assetId": asset, "productKey": pk, "deviceKey": dk, "deviceSecret": secret.expose()}});
+            push.push(Outbound {
+                topic: enos_proto::topic::topic(Scope::ExtSession, &keys, "thing/activate/info"),
+                payload: Bytes::from(body.to_string()),
+            });
+        }
+        if let Some(fw) = self.pending_ota.remove(&keys) {
+            push.push(self.ota_push(&keys, fw));
+        }
+        let takeover = self.by_client_id.get(c.client_id).copied().or_else(|| self.online.get(&keys).copied());
+        if let Some(old) = takeover {
+            self.disconnect(old);
+        }
+        self.sessions.insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: BTreeSet::new() });
+        self.by_client_id.insert(c.client_id.to_owned(), conn);
+        self.online.insert(keys.clone(), conn);
+        Ok(Accepted { device: keys, takeover, push })
+    }
+
+    /// A device seen on a shared broker (responder mode): a session without a CONNECT.
+    pub(crate) fn attach(&mut self, conn: ConnId, keys: &DeviceKeys) {
+        self.sessions
+            .entry(conn)
+            .or_insert_with(|| Session { device: keys.clone(), client_id: String::new(), subs: BTreeSet::new() });
+        self.online.insert(keys.clone(), conn);
+    }
+
+    /// The connection is gone: its device and sub-devices go offline.
+    pub(crate) fn disconnect(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.remove(&conn) {
+            if self.by_client_id.get(&s.client_id) == Some(&conn) {
+                self.by_client_id.remove(&s.client_id);
+            }
+            if self.online.get(&s.device) == Some(&conn) {
+                self.online.remove(&s.device);
+            }
+            for sub in s.subs {
+                if self.sub_online.get(&sub) == Some(&conn) {
+                    self.sub_online.remove(&sub);
+                }
+            }
+        }
+    }
+
+    /// The device of a connection.
+    pub(crate) fn device_of(&self, conn: ConnId) -> Option<&DeviceKeys> {
+        self.sessions.get(&conn).map(|s| &s.device)
+    }
+
+    /// Logs sub-devices out wherever they are logged in.
+    pub(crate) fn log_out(&mut self, subs: &[DeviceKeys]) {
+        for sub in subs {
+            if let Some(conn) = self.sub_online.remove(sub) {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.subs.remove(sub);
+                }
+            }
+        }
+    }
+
+    /// The OTA upgrade command for `keys`, recording the task.
+    pub(crate) fn ota_push(&mut self, keys: &DeviceKeys, fw: Firmware) -> Outbound {
+        if let Some(d) = self.registry.devices.get_mut(keys) {
+            d.ota = Some(OtaTask { firmware: fw.clone(), started: false, step: None, done: false });
+        }
+        let id = self.command_id();
+        let body = json!({"id": id, "version": "1.0", "method": "ota.device.upgrade", "params": fw});
+        Outbound { topic: enos_proto::topic::topic(Scope::Sys, keys, "ota/device/upgrade"), payload: Bytes::from(body.to_string()) }
+    }
+
+    /// Queues an OTA push for a device that is offline (sent at its next CONNECT).
+    pub(crate) fn queue_ota(&mut self, keys: &DeviceKeys, fw: Firmware) {
+        self.pending_ota.insert(keys.clone(), fw);
+    }
+
+    /// Handles one PUBLISH from connection `conn` (spec §10).
+    pub(crate) fn publish(&mut self, conn: ConnId, topic: &str, payload: &Bytes, now_ms: u64) -> Handled {
+        let mut out = Handled::default();
+        let Some(session) = self.sessions.get(&conn) else { return out };
+        let Some(parts) = parse_topic(topic) else { return out };
+        let Ok(keys) = DeviceKeys::new(parts.product_key, parts.device_key) else { return out };
+        let own = keys == session.device || session.subs.contains(&keys);
+        if let Some(path) = parts.path.strip_suffix("_reply") {
+            if own {
+                if parts.scope == Scope::ExtSession && path == "thing/activate/info" {
+                    let ok = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v.get("code")?.as_i64()) == Some(200);
+                    if ok {
+                        if let Some(d) = self.registry.devices.get_mut(&keys) {
+                            d.activated = true;
+                        }
+                    }
+                }
+                if path == "ota/device/upgrade" {
+                    let ok = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v.get("code")?.as_i64()) == Some(200);
+                    if let Some(task) = self.registry.devices.get_mut(&keys).and_then(|d| d.ota.as_mut()) {
+                        task.started |= ok;
+                    }
+                }
+                out.command_reply = Some((topic.to_owned(), payload.clone()));
+            }
+            return out;
+        }
+        let Some(op) = classify(parts.scope, parts.path) else { return out };
+        if !own {
+            // Optional 1009 for a known device that is not logged in through here.
+            if self.registry.devices.contains_key(&keys) && op != Op::RawUp {
+                let id = serde_json::from_slice::<Value>(payload).ok().map(|v| id_of(&v)).unwrap_or_default();
+                out.replies.push(reply(topic, &id, &Answer::err(1009, "Publish to topic with no write permission")));
+            }
+            return out;
+        }
+        if op == Op::RawUp {
+            let body = self.raw_reply.clone().unwrap_or_else(|| payload.clone());
+            out.replies.push(Outbound { topic: format!("{topic}_reply"), payload: body });
+            return out;
+        }
+        if payload.is_empty() {
+            out.replies.push(reply(topic, "", &Answer::err(1251, "Payload is empty")));
+            return out;
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(payload) else {
+            out.replies.push(reply(topic, "", &Answer::err(1220, "Payload format error")));
+            return out;
+        };
+        let Some(obj) = body.as_object() else {
+            out.replies.push(reply(topic, "", &Answer::err(1220, "Payload format error")));
+            return out;
+        };
+        let id = id_of(&body);
+        if obj.get("method").and_then(Value::as_str) != Some(op.method().as_str()) {
+            out.replies.push(reply(topic, &id, &Answer::err(1260, "Methods not consistent")));
+            return out;
+        }
+        if payload.len() > MAX_PAYLOAD {
+            out.replies.push(reply(topic, &id, &Answer::err(1008, "Msg size is too large, discard the message")));
+            return out;
+        }
+        let params = obj.get("params").cloned().unwrap_or(Value::Null);
+        let answer = self.answer(conn, &op, &keys, &params, obj, now_ms);
+        out.replies.push(reply(topic, &id, &answer));
+        out
+    }
+
+    fn device_mut(&mut self, keys: &DeviceKeys) -> Option<&mut Device> {
+        self.registry.devices.get_mut(keys)
+    }
+
+    fn answer(&mut self, conn: ConnId, op: &Op, keys: &DeviceKeys, params: &Value, env: &Map<String, Value>, now_ms: u64) -> Answer {
+        let bad = || Answer::err(1220, "Payload format error");
+        match op {
+            Op::TagQuery | Op::AttributeQuery => {
+                let field = if *op == Op::TagQuery { "tags" } else { "attributes" };
+                let Some(wanted) = params.get(field).and_then(Value::as_array) else { return bad() };
+                let Some(d) = self.registry.devices.get(keys) else { return bad() };
+                let all: Map<String, Value> = if *op == Op::TagQuery {
+                    d.tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
+                } else {
+                    d.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+                };
+                let data: Map<String, Value> = if wanted.is_empty() {
+                    all
+                } else {
+                    wanted.iter().filter_map(Value::as_str).filter_map(|k| all.get(k).map(|v| (k.to_owned(), v.clone()))).collect()
+                };
+                Answer::ok(Value::Object(data))
+            }
+            Op::TagUpdate => {
+                let Some(entries) = params.as_array() else { return bad() };
+                let mut tags = Vec::new();
+                for e in entries {
+                    let Some(k) = e.get("tagKey").and_then(Value::as_str) else { return bad() };
+                    let v = match e.get("tagValue") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
+                    };
+                    tags.push((k.to_owned(), v));
+                }
+                if let Some(d) = self.device_mut(keys) {
+                    d.tags.extend(tags);
+                }
+                Answer::ok(json!({}))
+            }
+            Op::TagDelete | Op::AttributeDelete => {
+                let field = if *op == Op::TagDelete { "tags" } else { "attributes" };
+                let Some(list) = params.get(field).and_then(Value::as_array) else { return bad() };
+                if let Some(d) = self.device_mut(keys) {
+                    for k in list.iter().filter_map(Value::as_str) {
+                        if *op == Op::TagDelete {
+                            d.tags.remove(k);
+                        } else {
+                            d.attributes.remove(k);
+                        }
+                    }
+                }
+                Answer::ok(json!({}))
+            }
+            Op::AttributeUpdate => {
+                let Some(attrs) = params.get("attributes").and_then(Value::as_object) else {
+                    return Answer::err(1207, "Attribute update data format error");
+                };
+                let tsl = self.registry.products.get(keys.product_key()).map(|p| p.tsl.attributes.clone()).unwrap_or_default();
+                for (k, v) in attrs {
+                    if !tsl.get(k).is_some_and(|t| t.accepts(v)) {
+                        return Answer::err(1204, format!("Model validate failed: attribute {k}"));
+                    }
+                }
+                if let Some(d) = self.device_mut(keys) {
+                    d.attributes.extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                Answer::ok(json!({}))
+            }
+            Op::Post | Op::Resume => {
+                let Some(points) = params.get("measurepoints").and_then(Value::as_object) else {
+                    return Answer::err(1206, "Measurepoint post data format error");
+                };
+                let time = params.get("time").and_then(Value::as_u64).unwrap_or(now_ms);
+                if let Err(k) = self.check_points(keys, points) {
+                    return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
+                }
+                self.store_points(keys, points.iter(), time, *op == Op::Resume);
+                Answer::ok(json!({}))
+            }
+            Op::BatchPost | Op::BatchResume => self.batch(conn, keys, params, env, now_ms, *op == Op::BatchResume),
+            Op::Event(event) => {
+                let model = self.registry.products.get(keys.product_key()).and_then(|p| p.tsl.events.get(event)).cloned();
+                let Some(model) = model else { return Answer::err(1204, format!("Model validate failed: event {event}")) };
+                let Some(values) = params.get("events").and_then(Value::as_object) else { return bad() };
+                for (k, v) in values {
+                    if !model.get(k).is_some_and(|t| t.accepts(v)) {
+                        return Answer::err(1204, format!("Model validate failed: event parameter {k}"));
+                    }
+                }
+                let time = params.get("time").and_then(Value::as_u64).unwrap_or(now_ms);
+                if let Some(d) = self.device_mut(keys) {
+                    d.events.push((event.clone(), Value::Object(values.clone()), time));
+                }
+                Answer::ok(json!({}))
+            }
+            Op::RawUp => Answer::ok(json!({})),
+            Op::Register => self.register(keys, params),
+            Op::TopoGet => {
+                if !self.registry.is_gateway(keys) {
+                    return Answer::err(700, "device is not a gateway");
+                }
+                let subs = self.registry.topology.get(keys).cloned().unwrap_or_default();
+                let data: Vec<Value> = subs
+                    .iter()
+                    .map(|s| {
+                        let d = self.registry.devices.get(s);
+                        json!({"productKey": s.product_key(), "deviceKey": s.device_key(),
+                               "assetId": d.map(|d| d.asset_id.clone()), "deviceName": d.map(|d| d.name.clone())})
+                    })
+                    .collect();
+                Answer::ok(Value::Array(data))
+            }
+            Op::TopoAdd => self.topo_add(keys, params),
+            Op::TopoDelete => {
+                let Some(list) = params.as_array() else { return bad() };
+                let subs: Vec<DeviceKeys> = list.iter().filter_map(keys_of).collect();
+                if let Some(t) = self.registry.topology.get_mut(keys) {
+                    for s in &subs {
+                        t.remove(s);
+                    }
+                }
+                self.log_out(&subs);
+                Answer::ok(json!({}))
+            }
+            Op::Login => {
+                let Some(sub) = keys_of(params) else { return bad() };
+                let client_id = params.get("clientId").and_then(Value::as_str).unwrap_or_default();
+                let ts = text_of(params.get("timestamp")).unwrap_or_default();
+                let method = params.get("signMethod").and_then(Value::as_str).unwrap_or("sha256");
+                let sign = params.get("sign").and_then(Value::as_str).unwrap_or_default();
+                let mode = text_of(params.get("secureMode")).unwrap_or_else(|| "2".into());
+                match self.login(conn, keys, &sub, client_id, &ts, method, sign, &mode) {
+                    Ok(data) => Answer::ok(data),
+                    Err((code, message)) => Answer::err(code, message),
+                }
+            }
+            Op::BatchLogin => {
+                let (Some(client_id), Some(ts), Some(list)) = (
+                    params.get("clientId").and_then(Value::as_str),
+                    text_of(params.get("timestamp")),
+                    params.get("subDevices").and_then(Value::as_array),
+                ) else {
+                    return Answer { code: 1220, data: json!({"loginedSubDevices": [], "failedSubDevices": []}), message: "Payload format error".into() };
+                };
+                let method = params.get("signMethod").and_then(Value::as_str).unwrap_or("sha256").to_owned();
+                let mut ok = Vec::new();
+                let mut failed = Vec::new();
+                let mut message = String::new();
+                for e in list {
+                    let Some(sub) = keys_of(e) else { continue };
+                    let sign = e.get("sign").and_then(Value::as_str).unwrap_or_default();
+                    let mode = text_of(e.get("secureMode")).unwrap_or_else(|| "2".into());
+                    match self.login(conn, keys, &sub, client_id, &ts, &method, sign, &mode) {
+                        Ok(data) => ok.push(data),
+                        Err((_, reason)) => {
+                            message.push_str(&format!("{}&{} has error: {reason};", sub.product_key(), sub.device_key()));
+                            failed.push(json!({"productKey": sub.product_key(), "deviceKey": sub.device_key()}));
+                        }
+                    }
+                }
+                let code = if failed.is_empty() { 200 } else { 723 };
+                Answer { code, data: json!({"loginedSubDevices": ok, "failedSubDevices": failed}), message }
+            }
+            Op::Logout => {
+                let Some(sub) = keys_of(params) else { return bad() };
+                self.log_out(std::slice::from_ref(&sub));
+                Answer::ok(json!({"productKey": sub.product_key(), "deviceKey": sub.device_key()}))
+            }
+            Op::TslGet => match self.registry.products.get(keys.product_key()) {
+                Some(p) => Answer::ok(p.tsl.template()),
+                None => bad(),
+            },
+            Op::OtaInform => {
+                let Some(version) = params.get("version").and_then(Value::as_str) else { return bad() };
+                if let Some(d) = self.device_mut(keys) {
+                    d.firmware_version = Some(version.to_owned());
+                    if let Some(t) = d.ota.as_mut() {
+                        if t.firmware.version == version {
+                            t.done = true;
+                        }
+                    }
+                }
+                Answer::ok(json!({}))
+            }
+            Op::OtaProgress => {
+                let step = text_of(params.get("step")).unwrap_or_default();
+                let Some(task) = self.device_mut(keys).and_then(|d| d.ota.as_mut()) else {
+                    return Answer::err(764, "Device task not found");
+                };
+                if !task.started {
+                    return Answer::err(765, "Device task not start");
+                }
+                task.done |= step == "100";
+                task.step = Some(step);
+                Answer::ok(json!({}))
+            }
+            Op::OtaGetVersion => {
+                let fws = self.registry.products.get(keys.product_key()).map(|p| p.firmwares.clone()).unwrap_or_default();
+                Answer::ok(serde_json::to_value(fws).unwrap_or(Value::Null))
+            }
+        }
+    }
+
+    /// `Err(point)` for the first point the model does not accept.
+    fn check_points(&self, keys: &DeviceKeys, points: &Map<String, Value>) -> Result<(), String> {
+        let model = self.registry.products.get(keys.product_key()).map(|p| &p.tsl.measurepoints);
+        for (k, v) in points {
+            // A value with a quality is {"value": v, "quality": q}.
+            let inner = match v {
+                Value::Object(o) if o.contains_key("value") => &o["value"],
+                v => v,
+            };
+            if !model.and_then(|m| m.get(k)).is_some_and(|t| t.accepts(inner)) {
+                return Err(k.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn store_points<'a>(&mut self, keys: &DeviceKeys, points: impl Iterator<Item = (&'a String, &'a Value)>, time: u64, resume: bool) {
+        let Some(d) = self.device_mut(keys) else { return };
+        for (k, v) in points {
+            let stamped = Stamped { value: v.clone(), time };
+            if !resume {
+                d.measurepoints.insert(k.clone(), stamped.clone());
+            }
+            d.history.push((if resume { "resume" } else { "post" }.into(), k.clone(), stamped));
+        }
+    }
+
+    fn batch(&mut self, conn: ConnId, topic_keys: &DeviceKeys, params: &Value, env: &Map<String, Value>, now_ms: u64, resume: bool) -> Answer {
+        let Some(entries) = params.as_array() else { return Answer::err(1206, "Measurepoint post data format error") };
+        let allow_offline = env.get("allowOfflineSubDevice").and_then(Value::as_bool).unwrap_or(false);
+        let skip_invalid = env.get("skipInvalidMeasurepoints").and_then(Value::as_bool).unwrap_or(false);
+        let logged_in = self.sessions.get(&conn).map(|s| s.subs.clone()).unwrap_or_default();
+        let topo = self.registry.topology.get(topic_keys).cloned().unwrap_or_default();
+        let mut accepted: Vec<(DeviceKeys, Map<String, Value>, u64)> = Vec::new();
+        for e in entries {
+            let Some(points) = e.get("measurepoints").and_then(Value::as_object) else {
+                return Answer::err(1206, "Measurepoint post data format error");
+            };
+            let device = match (e.get("productKey"), e.get("deviceKey")) {
+                (None, None) => topic_keys.clone(),
+                _ => match keys_of(e) {
+                    Some(k) => k,
+                    None => return Answer::err(1206, "Measurepoint post data format error"),
+                },
+            };
+            if device != *topic_keys {
+                let permitted = topo.contains(&device) && (logged_in.contains(&device) || allow_offline);
+                if !permitted {
+                    return Answer::err(1212, "No sub-device permission");
+                }
+            }
+            let time = e.get("time").and_then(Value::as_u64).unwrap_or(now_ms);
+            let mut keep = Map::new();
+            for (k, v) in points {
+                let one: Map<String, Value> = [(k.clone(), v.clone())].into_iter().collect();
+                match self.check_points(&device, &one) {
+                    Ok(()) => {
+                        keep.insert(k.clone(), v.clone());
+                    }
+                    Err(_) if skip_invalid => {}
+                    Err(k) => return Answer::err(1204, format!("Model validate failed: measurepoint {k}")),
+                }
+            }
+            accepted.push((device, keep, time));
+        }
+        for (device, points, time) in accepted {
+            self.store_points(&device, points.iter(), time, resume);
+        }
+        Answer::ok(json!({}))
+    }
+
+    fn register(&mut self, gateway: &DeviceKeys, params: &Value) -> Answer {
+        if !self.registry.is_gateway(gateway) {
+            return Answer::err(700, "device is not a gateway");
+        }
+        let Some(list) = params.as_array() else { return Answer::err(1220, "Payload format error") };
+        if list.len() > MAX_REGISTER {
+            return Answer::err(460, format!("at most {MAX_REGISTER} devices per request"));
+        }
+        // Validate everything first: all or nothing.
+        let mut plan = Vec::new();
+        for e in list {
+            let Some(pk) = e.get("productKey").and_then(Value::as_str) else { return Answer::err(1220, "Payload format error") };
+            if !self.registry.products.contains_key(pk) {
+                return Answer::err(602, format!("product {pk} does not exist"));
+            }
+            let dk = match e.get("deviceKey").and_then(Value::as_str) {
+                Some(dk) => dk.to_owned(),
+                None => self.registry.random_text(10),
+            };
+            let Ok(keys) = DeviceKeys::new(pk, dk) else { return Answer::err(460, "invalid device key") };
+            if self.registry.devices.contains_key(&keys) || plan.iter().any(|(k, _)| *k == keys) {
+                return Answer::err(706, format!("device {keys} already exists"));
+            }
+            plan.push((keys, e.get("deviceName").cloned().unwrap_or(Value::Null)));
+        }
+        let mut data = Vec::new();
+        for (keys, name) in plan {
+            let secret = self.registry.random_text(20);
+            if let Ok(d) = self.registry.add_device(keys.clone(), Some(Secret::new(secret.clone()))) {
+                d.name = name;
+                data.push(json!({"assetId": d.asset_id, "productKey": keys.product_key(), "deviceKey": keys.device_key(), "deviceSecret": secret}));
+            }
+        }
+        Answer::ok(Value::Array(data))
+    }
+
+    fn topo_add(&mut self, gateway: &DeviceKeys, params: &Value) -> Answer {
+        if !self.registry.is_gateway(gateway) {
+            return Answer::err(1255, "add topo failure, the target is not a gateway");
+        }
+        let Some(list) = params.as_array() else { return Answer::err(1220, "Payload format error") };
+        let mut add = Vec::new();
+        for e in list {
+            let Some(sub) = keys_of(e) else { return Answer::err(1255, "add topo failure, missing keys") };
+            let fail = |why: &str| Answer::err(1255, format!("add topo failure, {sub}: {why}"));
+            let Some(d) = self.registry.devices.get(&sub) else { return fail("sub-device does not exist") };
+            if self.registry.is_gateway(&sub) {
+                return fail("sub-device is a gateway");
+            }
+            if self.registry.gateway_of(&sub).is_some_and(|g| g != gateway) {
+                return fail("sub-device belongs to another gateway");
+            }
+            let client_id = e.get("clientId").and_then(Value::as_str).unwrap_or_default();
+            let ts = text_of(e.get("timestamp")).unwrap_or_default();
+            let method = e.get("signMethod").or_else(|| e.get("signmethod")).and_then(Value::as_str).unwrap_or("sha256");
+            let sign = e.get("sign").and_then(Value::as_str).unwrap_or_default();
+            let verified = d.secret.as_ref().is_some_and(|s| sign_ok(method, client_id, &sub, &ts, s, sign));
+            if !verified {
+                return fail("sign verify failed");
+            }
+            add.push(sub);
+        }
+        for sub in add {
+            self.registry.add_topology(gateway, sub);
+        }
+        Answer::ok(json!({}))
+    }
+
+    /// One sub-device login through `gateway`'s connection `conn`.
+    #[allow(clippy::too_many_arguments)]
+    fn login(
+        &mut self,
+        conn: ConnId,
+        gateway: &DeviceKeys,
+        sub: &DeviceKeys,
+        client_id: &str,
+        ts: &str,
+        method: &str,
+        sign: &str,
+        mode: &str,
+    ) -> Result<Value, (i32, String)> {
+        if !self.registry.topology.get(gateway).is_some_and(|t| t.contains(sub)) {
+            return Err((1212, "No sub-device permission".into()));
+        }
+        let fail = || (770, "sign verify failed".to_owned());
+        let Some(device) = self.registry.devices.get(sub) else { return Err(fail()) };
+        if !device.enabled {
+            return Err((770, "Device is disable".into()));
+        }
+        let mut issued = None;
+        match mode {
+            "3" => {
+                let product = self.registry.products.get(sub.product_key()).ok_or_else(fail)?;
+                if !product.dynamic_activation || !sign_ok(method, client_id, sub, ts, &product.secret, sign) {
+                    return Err(fail());
+                }
+                issued = Some(match &device.secret {
+                    Some(s) => s.clone(),
+                    None => Secret::new(self.registry.random_text(20)),
+                });
+            }
+            _ => {
+                if !device.secret.as_ref().is_some_and(|s| sign_ok(method, client_id, sub, ts, s, sign)) {
+                    return Err(fail());
+                }
+            }
+        }
+        let already = self.sessions.get(&conn).is_some_and(|s| s.subs.contains(sub));
+        if !already && self.sessions.get(&conn).is_some_and(|s| s.subs.len() >= MAX_SUB_DEVICES_ONLINE) {
+            return Err((1212, format!("at most {MAX_SUB_DEVICES_ONLINE} sub-devices online per gateway")));
+        }
+        if let Some(old) = self.sub_online.insert(sub.clone(), conn) {
+            if old != conn {
+                if let Some(s) = self.sessions.get_mut(&old) {
+                    s.subs.remove(sub);
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.subs.insert(sub.clone());
+        }
+        let d = self.registry.devices.get_mut(sub).ok_or_else(fail)?;
+        let mut data = json!({"assetId": d.asset_id, "productKey": sub.product_key(), "deviceKey": sub.device_key()});
+        if let Some(secret) = issued {
+            d.secret = Some(secret.clone());
+            d.activated = true;
+            data["deviceSecret"] = Value::String(secret.expose().to_owned());
+        }
+        Ok(data)
+    }
+}
+
+fn id_of(v: &Value) -> String {
+    match v.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,522 @@
+//! The simulated cloud's registry: products (with their thing model) and devices, loaded
+//! from a JSON file or built in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use enos_proto::ops::Firmware;
+use enos_proto::{DeviceKeys, Secret};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The type of a thing-model value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// A JSON integer.
+    Int,
+    /// Any JSON number.
+    #[serde(alias = "double")]
+    Float,
+    /// A JSON string.
+    #[serde(alias = "date")]
+    String,
+    /// A boolean (or 0 / 1).
+    Bool,
+    /// An integer from an enumeration.
+    Enum,
+    /// A JSON array.
+    Array,
+    /// A JSON object.
+    #[serde(alias = "object")]
+    Struct,
+    /// Anything.
+    Any,
+}
+
+impl DataType {
+    /// Whether `v` has this type.
+    pub fn accepts(self, v: &Value) -> bool {
+        match self {
+            DataType::Int | DataType::Enum => v.is_i64() || v.is_u64(),
+            DataType::Float => v.is_number(),
+            DataType::String => v.is_string(),
+            DataType::Bool => v.is_boolean() || matches!(v.as_u64(), Some(0 | 1)),
+            DataType::Array => v.is_array(),
+            DataType::Struct => v.is_object(),
+            DataType::Any => true,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            DataType::Int => "INT",
+            DataType::Float => "FLOAT",
+            DataType::String => "STRING",
+            DataType::Bool => "BOOL",
+            DataType::Enum => "ENUM",
+            DataType::Array => "ARRAY",
+            DataType::Struct => "STRUCT",
+            DataType::Any => "ANY",
+        }
+    }
+}
+
+/// A product's thing model (TSL): identifiers and their types.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Tsl {
+    /// Attributes.
+    pub attributes: BTreeMap<String, DataType>,
+    /// Measure points.
+    pub measurepoints: BTreeMap<String, DataType>,
+    /// Events, with the types of their output parameters.
+    pub events: BTreeMap<String, BTreeMap<String, DataType>>,
+    /// Services, with the types of their input parameters.
+    pub services: BTreeMap<String, BTreeMap<String, DataType>>,
+}
+
+impl Tsl {
+    /// The model as `thing.tsltemplate.get` returns it.
+    pub fn template(&self) -> Value {
+        fn map(m: &BTreeMap<String, DataType>) -> Value {
+            m.iter().map(|(k, t)| (k.clone(), serde_json::json!({ "identifier": k, "dataType": t.label() }))).collect()
+        }
+        fn nested(m: &BTreeMap<String, BTreeMap<String, DataType>>) -> Value {
+            m.iter()
+                .map(|(k, params)| {
+                    let params: Vec<Value> = params
+                        .iter()
+                        .map(|(p, t)| serde_json::json!({"identifier": p, "dataType": t.label()}))
+                        .collect();
+                    (k.clone(), serde_json::json!({ "identifier": k, "params": params }))
+                })
+                .collect()
+        }
+        serde_json::json!({
+            "tslAttributeMap": map(&self.attributes),
+            "tslMeasurepointMap": map(&self.measurepoints),
+            "tslEventMap": nested(&self.events),
+            "tslServiceMap": nested(&self.services),
+        })
+    }
+}
+
+/// A product.
+#[derive(Debug, Clone)]
+pub struct Product {
+    /// The product key.
+    pub key: String,
+    /// The product secret (dynamic activation, sub-device mode 3 logins).
+    pub secret: Secret,
+    /// Whether dynamic activation (secure mode 3) is allowed.
+    pub dynamic_activation: bool,
+    /// Whether its devices are gateways.
+    pub gateway: bool,
+    /// The thing model.
+    pub tsl: Tsl,
+    /// Firmwares offered to its devices (`ota.device.getversion`).
+    pub firmwares: Vec<Firmware>,
+}
+
+/// An OTA task of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtaTask {
+    /// The firmware pushed.
+    pub firmware: Firmware,
+    /// Whether the device accepted the push (replied 200): progress is allowed.
+    pub started: bool,
+    /// The last progress step reported.
+    pub step: Option<String>,
+    /// Whether the task is done (step 100, or the version reported).
+    pub done: bool,
+}
+
+/// A value with the time it was reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped {
+    /// The value.
+    pub value: Value,
+    /// Epoch milliseconds (the device's `time`, or the server time).
+    pub time: u64,
+}
+
+/// A device and everything the cloud knows of it.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Its keys.
+    pub keys: DeviceKeys,
+    /// Its device secret, when issued.
+    pub secret: Option<Secret>,
+    /// Its asset id.
+    pub asset_id: String,
+    /// Its display name.
+    pub name: Value,
+    /// Whether it may connect or log in.
+    pub enabled: bool,
+    /// Whether dynamic activation completed.
+    pub activated: bool,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Attribute values.
+    pub attributes: BTreeMap<String, Value>,
+    /// The last value of each measure point.
+    pub measurepoints: BTreeMap<String, Stamped>,
+    /// Every measure point post and resume, in order: (`post` or `resume`, point, value).
+    pub history: Vec<(String, String, Stamped)>,
+    /// Events posted: (event id, params, time).
+    pub events: Vec<(String, Value, u64)>,
+    /// The firmware version last reported.
+    pub firmware_version: Option<String>,
+    /// The current OTA task.
+    pub ota: Option<OtaTask>,
+}
+
+impl Device {
+    fn new(keys: DeviceKeys, secret: Option<Secret>, asset_id: String) -> Self {
+        Device {
+            keys,
+            secret,
+            asset_id,
+            name: Value::Null,
+            enabled: true,
+            activated: false,
+            tags: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+            measurepoints: BTreeMap::new(),
+            history: Vec::new(),
+            events: Vec::new(),
+            firmware_version: None,
+            ota: None,
+        }
+    }
+}
+
+/// Products, devices and the gateways' topologies.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// Products by key.
+    pub products: BTreeMap<String, Product>,
+    /// Devices by keys.
+    pub devices: BTreeMap<DeviceKeys, Device>,
+    /// Each gateway's sub-devices.
+    pub topology: BTreeMap<DeviceKeys, BTreeSet<DeviceKeys>>,
+    /// Whether a device may run dynamic activation again once activated (default no).
+    pub allow_reactivation: bool,
+    rng: u64,
+}
+
+/// Why a registry could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The JSON does not describe a registry.
+    #[error("invalid registry: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileProduct {
+    product_key: String,
+    #[serde(default)]
+    product_secret: String,
+    #[serde(default)]
+    dynamic_activation: bool,
+    #[serde(default)]
+    gateway: bool,
+    #[serde(default)]
+    tsl: Tsl,
+    #[serde(default)]
+    firmwares: Vec<Firmware>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileDevice {
+    product_key: String,
+    device_key: String,
+    #[serde(default)]
+    device_secret: Option<String>,
+    #[serde(default)]
+    asset_id: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// `pk/dk` of the gateway whose topology holds this device.
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    products: Vec<FileProduct>,
+    #[serde(default)]
+    devices: Vec<FileDevice>,
+    #[serde(default)]
+    allow_reactivation: bool,
+}
+
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry { rng: 0x2545_f491_4f6c_dd1d, ..Default::default() }
+    }
+
+    /// Random alphanumeric text (asset ids, secrets, device keys).
+    pub fn random_text(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| {
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                char::from(ALNUM[(self.rng % ALNUM.len() as u64) as usize])
+            })
+            .collect()
+    }
+
+    /// Seeds the generator of asset ids and secrets (tests use it for reproducible runs).
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = seed | 1;
+    }
+
+    /// Adds or replaces a product.
+    pub fn add_product(&mut self, product: Product) {
+        self.products.insert(product.key.clone(), product);
+    }
+
+    /// Adds a device (its product must exist); a fresh asset id is generated.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Invalid`] when the product does not exist.
+    pub fn add_device(&mut self, keys: DeviceKeys, secret: Option<Secret>) -> Result<&mut Device, RegistryError> {
+        if !self.products.contains_key(keys.product_key()) {
+            return Err(RegistryError::Invalid(format!("device {keys}: no product {}", keys.product_key())));
+        }
+        let asset = self.random_text(8);
+        Ok(self.devices.entry(keys.clone()).or_insert_with(|| Device::new(keys, secret, asset)))
+    }
+
+    /// Puts `sub` in `gateway`'s topology.
+    pub fn add_topology(&mut self, gateway: &DeviceKeys, sub: DeviceKeys) {
+        self.topology.entry(gateway.clone()).or_default().insert(sub);
+    }
+
+    /// The gateway whose topology holds `sub`.
+    pub fn gateway_of(&self, sub: &DeviceKeys) -> Option<&DeviceKeys> {
+        self.topology.iter().find(|(_, subs)| subs.contains(sub)).map(|(g, _)| g)
+    }
+
+    /// Whether `keys` is a gateway device.
+    pub fn is_gateway(&self, keys: &DeviceKeys) -> bool {
+        self.products.get(keys.product_key()).is_some_and(|p| p.gateway)
+    }
+
+    /// Loads a registry from a JSON file (see the crate docs for its shape).
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError`] when the file cannot be read or does not describe a registry.
+    pub fn from_file(path: &Path) -> Result<Self, RegistryError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| RegistryError::Io { path: path.display().to_string(), source })?;
+        Self::from_json(&text)
+    }
+
+    /// Loads a registry from JSON text.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Invalid`] naming what is wrong.
+    pub fn from_json(text: &str) -> Result<Self, RegistryError> {
+        let file: File = serde_json::from_str(text).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let mut r = Registry::new();
+        r.allow_reactivation = file.allow_reactivation;
+        for p in file.products {
+            if !enos_proto::topic::is_valid_key(&p.product_key) {
+                return Err(RegistryError::Invalid(format!("product key {:?}", p.product_key)));
+            }
+            r.add_product(Product {
+                key: p.product_key,
+                secret: Secret::new(p.product_secret),
+                dynamic_activation: p.dynamic_activation,
+                gateway: p.gateway,
+                tsl: p.tsl,
+                firmwares: p.firmwares,
+            });
+        }
+        for d in file.devices {
+            let keys = DeviceKeys::new(d.product_key, d.device_key).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+            let device = r.add_device(keys.clone(), d.device_secret.map(Secret::new))?;
+            device.enabled = d.enabled;
+            if let Some(a) = d.asset_id {
+                device.asset_id = a;
+            }
+            if let Some(g) = d.gateway {
+                let (pk, dk) =
+                    g.split_once('/').ok_or_else(|| RegistryError::Invalid(format!("gateway {g:?} is not pk/dk")))?;
+                let gw = DeviceKeys::new(pk, dk).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+                r.add_topology(&gw, keys);
+            }
+        }
+        for (gw, _) in r.topology.iter() {
+            if !r.devices.contains_key(gw) {
+                return Err(RegistryError::Invalid(format!("gateway {gw} is not a device")));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The built-in registry of the quick start: a device, a gateway, and two devices of a
+    /// sub-device product, with known secrets (see [`defaults`]).
+    pub fn builtin() -> Self {
+        use defaults::*;
+        let mut r = Registry::new();
+        let tsl = Tsl {
+            attributes: [("name", DataType::String), ("capacity", DataType::Float), ("location", DataType::String)]
+                .map(|(k, t)| (k.to_owned(), t))
+                .into(),
+            measurepoints: [
+                ("temp", DataType::Float),
+                ("humidity", DataType::Float),
+                ("pressure", DataType::Float),
+                ("voltage", DataType::Float),
+                ("current", DataType::Float),
+                ("power", DataType::Float),
+                ("energy", DataType::Float),
+                ("status", DataType::Int),
+                ("branchCurr", DataType::Array),
+                ("temp_setpoint", DataType::Float),
+            ]
+            .map(|(k, t)| (k.to_owned(), t))
+            .into(),
+            events: [("overheat".to_owned(), [("level", DataType::Int), ("msg", DataType::String)].map(|(k, t)| (k.to_owned(), t)).into())]
+                .into(),
+            services: [
+                ("reset".to_owned(), BTreeMap::new()),
+                ("restart".to_owned(), [("delay".to_owned(), DataType::Int)].into()),
+            ]
+            .into(),
+        };
+        let firmware = Firmware {
+            version: "1.1.0".into(),
+            sign_method: "md5".into(),
+            sign: "9E107D9D372BB6826BD81D3542A419D6".into(),
+            file_url: "/firmware/demo-1.1.0.bin".into(),
+            file_size: 1024,
+        };
+        for (key, secret, gateway) in [
+            (DEVICE_PRODUCT, DEVICE_PRODUCT_SECRET, false),
+            (GATEWAY_PRODUCT, GATEWAY_PRODUCT_SECRET, true),
+            (SUB_PRODUCT, SUB_PRODUCT_SECRET, false),
+        ] {
+            r.add_product(Product {
+                key: key.into(),
+                secret: Secret::new(secret),
+                dynamic_activation: true,
+                gateway,
+                tsl: tsl.clone(),
+                firmwares: vec![firmware.clone()],
+            });
+        }
+        let ok = |pk: &str, dk: &str| DeviceKeys::new(pk, dk).unwrap_or_else(|_| unreachable!("built-in keys are valid"));
+        for (pk, dk, secret) in [
+            (DEVICE_PRODUCT, DEVICE, DEVICE_SECRET),
+            (GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET),
+            (SUB_PRODUCT, SUB_DEVICE_1, SUB_DEVICE_1_SECRET),
+            (SUB_PRODUCT, SUB_DEVICE_2, SUB_DEVICE_2_SECRET),
+        ] {
+            let _ = r.add_device(ok(pk, dk), Some(Secret::new(secret)));
+        }
+        // A device that activates dynamically: it holds only the product secret.
+        let _ = r.add_device(ok(DEVICE_PRODUCT, ACTIVATING_DEVICE), None);
+        r
+    }
+}
+
+/// The keys and secrets of the built-in registry, for examples and tests. They protect
+/// nothing: the built-in cloud runs on loopback for offline work.
+pub mod defaults {
+    /// The device product.
+    pub const DEVICE_PRODUCT: &str = "demo_pk";
+    /// Its product secret.
+    pub const DEVICE_PRODUCT_SECRET: &str = "demo_product_secret";
+    /// A device of it.
+    pub const DEVICE: &str = "demo_device";
+    /// That device's secret.
+    pub const DEVICE_SECRET: &str = "demo_device_secret";
+    /// A device of it with no secret yet: it activates with the product secret.
+    pub const ACTIVATING_DEVICE: &str = "demo_device_new";
+    /// The gateway product.
+    pub const GATEWAY_PRODUCT: &str = "demo_gw_pk";
+    /// Its product secret.
+    pub const GATEWAY_PRODUCT_SECRET: &str = "demo_gw_product_secret";
+    /// The gateway.
+    pub const GATEWAY: &str = "demo_gateway";
+    /// The gateway's secret.
+    pub const GATEWAY_SECRET: &str = "demo_gateway_secret";
+    /// The sub-device product.
+    pub const SUB_PRODUCT: &str = "demo_sub_pk";
+    /// Its product secret.
+    pub const SUB_PRODUCT_SECRET: &str = "demo_sub_product_secret";
+    /// A sub-device.
+    pub const SUB_DEVICE_1: &str = "demo_sub_1";
+    /// Its secret.
+    pub const SUB_DEVICE_1_SECRET: &str = "demo_sub_1_secret";
+    /// Another sub-device.
+    pub const SUB_DEVICE_2: &str = "demo_sub_2";
+    /// Its secret.
+    pub const SUB_DEVICE_2_SECRET: &str = "demo_sub_2_secret";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_format_round_trip() {
+        let r = Registry::from_json(
+            r#"{"products":[{"productKey":"gp","productSecret":"s","gateway":true},
+                            {"productKey":"sp","tsl":{"measurepoints":{"t":"float"}}}],
+                "devices":[{"productKey":"gp","deviceKey":"g","deviceSecret":"x"},
+                           {"productKey":"sp","deviceKey":"s1","gateway":"gp/g","enabled":false}]}"#,
+        )
+        .unwrap();
+        let g = DeviceKeys::new("gp", "g").unwrap();
+        let s = DeviceKeys::new("sp", "s1").unwrap();
+        assert!(r.is_gateway(&g));
+        assert_eq!(r.gateway_of(&s), Some(&g));
+        assert!(!r.devices[&s].enabled);
+        assert_eq!(r.products["sp"].tsl.measurepoints["t"], DataType::Float);
+    }
+
+    #[test]
+    fn bad_files_say_why() {
+        assert!(Registry::from_json(r#"{"devices":[{"productKey":"nope","deviceKey":"d"}]}"#).is_err());
+        assert!(Registry::from_json(r#"{"products":[{"productKey":"a/b"}]}"#).is_err());
+        assert!(Registry::from_json(r#"{"unknown":1}"#).is_err());
+    }
+
+    #[test]
+    fn builtin_has_the_quick_start_devices() {
+        let r = Registry::builtin();
+        assert_eq!(r.devices.len(), 5);
+        assert!(r.is_gateway(&DeviceKeys::new(defaults::GATEWAY_PRODUCT, defaults::GATEWAY).unwrap()));
+    }
+}
