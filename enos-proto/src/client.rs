@@ -20,12 +20,15 @@ use crate::ops::{
 };
 use crate::pending::{IdHasher, Pending, Req, Stage};
 use crate::secret::Secret;
-use crate::sign::{connect_fields, SecureMode};
+use crate::sign::{connect_fields, connect_identity, SecureMode};
 use crate::time::{Now, Timer, TimerTable};
 use crate::topic::{self, DeviceKeys, Scope};
 
 /// The most filters in one SUBSCRIBE packet.
 const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
+/// SUBSCRIBE packets awaiting their SUBACK at once; with `max_inflight` at most 60,000,
+/// packet ids never run out.
+const MAX_SUBSCRIBING: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -42,8 +45,9 @@ enum State {
 }
 
 /// A publish waiting to go out, in flight, or kept for retransmission.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Outgoing {
+    /// The request it carries; `None` for a command reply.
     req: Option<RequestId>,
     topic: Arc<str>,
     payload: Bytes,
@@ -51,6 +55,8 @@ struct Outgoing {
     dup: bool,
     /// The reply topic that must be subscribed before this goes out.
     needs: Option<Arc<str>>,
+    /// A command reply is worthless after this (the cloud stopped waiting).
+    expires: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -70,7 +76,7 @@ enum SubState {
 struct TopicState {
     request_topic: Arc<str>,
     sub: SubState,
-    /// Raw requests awaiting a reply on this topic, oldest first.
+    /// Raw requests on the wire awaiting a reply on this topic, oldest first.
     raw_fifo: VecDeque<RequestId>,
     /// Requests waiting for the subscription, in order.
     waiting: VecDeque<Outgoing>,
@@ -82,6 +88,11 @@ struct TopicState {
 enum SubPurpose {
     Replies(Vec<Arc<str>>),
     Commands,
+}
+
+/// A point in time `d` after `now`, far in the future when that overflows.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// One device's or gateway's EnOS session: MQTT, signing, requests, commands, timers.
@@ -99,7 +110,8 @@ enum SubPurpose {
 ///   [`Output::Wait`], then sleep until that instant or the next input;
 ///   [`poll_timeout`](Client::poll_timeout) peeks at the next deadline.
 /// * **Getters**: [`is_connected`](Client::is_connected),
-///   [`has_reconnected`](Client::has_reconnected), [`logged_in_sub_devices`](Client::logged_in_sub_devices), ...
+///   [`has_reconnected`](Client::has_reconnected),
+///   [`logged_in_sub_devices`](Client::logged_in_sub_devices), ...
 ///
 /// Any call order is correct: outputs queue up until polled. Network trouble is never an
 /// error of a `handle_*` call: the core ends the session, emits
@@ -123,6 +135,8 @@ pub struct Client {
     events: VecDeque<Event>,
     now: Instant,
     last_unix_ms: u64,
+    last_sent: Instant,
+    last_received: Instant,
 
     ever_connected: bool,
     reconnected: bool,
@@ -140,11 +154,16 @@ pub struct Client {
     by_envelope: HashMap<u32, RequestId, BuildHasherDefault<IdHasher>>,
     topics: HashMap<Arc<str>, TopicState>,
     ready: VecDeque<Outgoing>,
+    /// Live publishes waiting (in `ready` or a topic's `waiting`), and their bytes.
     queued: usize,
     queued_bytes: usize,
+    /// Entries in the queues whose request has ended; compacted when they pile up.
+    dead: usize,
 
     logged_in: BTreeMap<DeviceKeys, SubDeviceInfo>,
+    /// The re-login after a reconnect: its request, and its publish until sent.
     relogin: Option<RequestId>,
+    relogin_out: Option<Outgoing>,
 
     scratch: String,
     body: Vec<u8>,
@@ -182,6 +201,8 @@ impl Client {
             events: VecDeque::new(),
             now: now.instant,
             last_unix_ms: now.unix_ms,
+            last_sent: now.instant,
+            last_received: now.instant,
             ever_connected: false,
             reconnected: false,
             failures: 0,
@@ -198,13 +219,15 @@ impl Client {
             ready: VecDeque::new(),
             queued: 0,
             queued_bytes: 0,
+            dead: 0,
             logged_in: BTreeMap::new(),
             relogin: None,
+            relogin_out: None,
             scratch: String::new(),
             body: Vec::new(),
             config,
         };
-        c.open_transport(now.instant);
+        c.open_transport();
         Ok(c)
     }
 
@@ -252,7 +275,7 @@ impl Client {
         self.pending.len()
     }
 
-    /// Requests waiting to be sent (offline, behind the window, or for a subscription).
+    /// Publishes waiting to be sent (offline, behind the window, or for a subscription).
     pub fn queued_requests(&self) -> usize {
         self.queued
     }
@@ -273,40 +296,31 @@ impl Client {
         }
         self.decoder.reset();
         self.out.clear();
-        let mut connect = codec::Connect::new(self.connect_client_id(now.unix_ms));
-        connect.keep_alive = u16::try_from(self.config.keep_alive.as_secs()).unwrap_or(u16::MAX);
-        connect.clean_session = true;
-        let cid = self.config.cid().to_owned();
-        match self.credentials.signing() {
+        let (keys, cid, method) = (&self.config.device, self.config.cid(), self.config.sign_method);
+        let mut connect = match self.credentials.signing() {
             Some((mode, secret)) => {
-                let f = connect_fields(&self.config.device, &cid, mode, self.config.sign_method, now.unix_ms, secret);
-                connect.client_id = f.client_id;
-                connect.set_login(f.username, f.password.expose().to_owned());
+                let f = connect_fields(keys, cid, mode, method, now.unix_ms, secret);
+                let mut c = codec::Connect::new(f.client_id);
+                c.set_login(f.username, f.password.expose().to_owned());
+                c
             }
             None => {
-                connect.login = Some(codec::Login::new(self.username(), String::new()));
+                // Certificate only: the grammar of mode 2, with no password.
+                let (client_id, username) = connect_identity(keys, cid, SecureMode::DeviceSecret, method, now.unix_ms);
+                let mut c = codec::Connect::new(client_id);
+                c.login = Some(codec::Login::new(username, String::new()));
+                c
             }
-        }
+        };
+        connect.keep_alive = u16::try_from(self.config.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        connect.clean_session = true;
         self.state = State::AwaitConnack;
+        self.last_received = self.now;
         if let Err(e) = codec::encode_packet(&mut self.out, &Packet::Connect(connect)) {
             // Only oversize fields can fail, and validate() bounds them.
             debug_assert!(false, "CONNECT did not encode: {e}");
         }
         self.sent();
-    }
-
-    fn connect_client_id(&self, unix_ms: u64) -> String {
-        // Certificate mode without a secret: the same grammar, signed fields absent.
-        format!(
-            "{}|securemode={},signmethod={},timestamp={unix_ms}|",
-            self.config.cid(),
-            self.credentials.signing().map_or(SecureMode::DeviceSecret, |(m, _)| m).number(),
-            self.config.sign_method.label()
-        )
-    }
-
-    fn username(&self) -> String {
-        format!("{}&{}", self.config.device.device_key(), self.config.device.product_key())
     }
 
     /// Bytes read from the transport, in any chunking.
@@ -324,6 +338,8 @@ impl Client {
                 // Each packet's consequences go out before the next is read, so the
                 // chunking of the input never changes the output.
                 Ok(Some(packet)) => {
+                    self.last_received = self.now;
+                    self.arm_keep_alive();
                     self.on_packet(packet);
                     self.flush();
                 }
@@ -334,7 +350,6 @@ impl Client {
                 }
             }
         }
-        self.flush();
     }
 
     /// The transport ended (EOF, error, or a failed dial).
@@ -360,8 +375,8 @@ impl Client {
                 Timer::KeepAlive => {
                     if self.state == State::Connected && self.timers.get(Timer::PingResponse).is_none() {
                         let _ = codec::encode_packet(&mut self.out, &Packet::PingReq);
+                        self.timers.set(Timer::PingResponse, later(now, self.config.ping_timeout));
                         self.sent();
-                        self.timers.set(Timer::PingResponse, now + self.config.ping_timeout);
                     }
                 }
                 Timer::PingResponse => {
@@ -371,7 +386,7 @@ impl Client {
                 }
                 Timer::Reconnect => {
                     if self.state == State::Idle {
-                        self.open_transport(now);
+                        self.open_transport();
                     }
                 }
             }
@@ -399,6 +414,9 @@ impl Client {
     /// [`Event::Response`]. While disconnected the request waits in the queue, and its
     /// timeout runs from now.
     ///
+    /// A sub-device login is remembered (and restored after each reconnect) when its
+    /// reply says it succeeded, so a login sent with `need_reply = false` is not.
+    ///
     /// # Errors
     ///
     /// Only synchronous refusals, and then nothing was queued:
@@ -413,6 +431,8 @@ impl Client {
         Ok(id)
     }
 
+    /// Encodes and registers a request. Internal requests (the re-login) skip the
+    /// queue's limits and are kept aside in `relogin_out`.
     fn submit<O: Operation + ?Sized>(
         &mut self,
         unix_ms: u64,
@@ -426,10 +446,12 @@ impl Client {
         if op.gateway_only() && opts.target.is_some() {
             return Err(SubmitError::InvalidTarget);
         }
-        if self.pending.len() >= self.config.max_outstanding_requests {
-            return Err(SubmitError::TooManyRequests(self.config.max_outstanding_requests));
+        if !internal {
+            if self.pending.len() >= self.config.max_outstanding_requests {
+                return Err(SubmitError::TooManyRequests(self.config.max_outstanding_requests));
+            }
+            self.check_queue_room(0)?;
         }
-        self.check_queue_room(0)?;
         let keys = opts.target.as_ref().unwrap_or(&self.config.device);
         self.scratch.clear();
         topic::write_topic(&mut self.scratch, op.scope(), keys, "");
@@ -451,7 +473,9 @@ impl Client {
         if payload.len() > self.config.max_payload_bytes {
             return Err(EncodeError::PayloadTooLarge { size: payload.len(), max: self.config.max_payload_bytes }.into());
         }
-        self.check_queue_room(payload.len())?;
+        if !internal {
+            self.check_queue_room(payload.len())?;
+        }
         let (request_topic, reply_topic) = self.intern_topic();
         let wants_reply = opts.need_reply;
         let id = self.pending.next_id();
@@ -463,14 +487,12 @@ impl Client {
         if wants_reply {
             if let Some(e) = envelope {
                 self.by_envelope.insert(e, id);
-            } else if let Some(t) = self.topics.get_mut(&reply_topic) {
-                t.raw_fifo.push_back(id);
             }
         }
         self.pending.insert(
             id,
             Req {
-                deadline: self.now + timeout,
+                deadline: later(self.now, timeout),
                 timeout,
                 stage: Stage::Queued,
                 reply_topic: reply_topic.clone(),
@@ -478,7 +500,8 @@ impl Client {
                 wants_reply,
                 effect: op.session_effect().0,
                 internal,
-                qos,
+                bytes: payload.len(),
+                raw: envelope.is_none(),
             },
             timeout == self.config.request_timeout,
         );
@@ -489,15 +512,25 @@ impl Client {
             qos,
             dup: false,
             needs: wants_reply.then_some(reply_topic),
+            expires: None,
         };
         self.queued += 1;
         self.queued_bytes += out.payload.len();
-        self.route(out);
+        if internal {
+            if let Some(t) = out.needs.clone() {
+                self.want_subscription(&t);
+            }
+            self.relogin_out = Some(out);
+        } else {
+            self.route(out);
+        }
         Ok(id)
     }
 
     fn check_queue_room(&self, bytes: usize) -> Result<(), SubmitError> {
-        if self.queued >= self.config.max_queued_requests || self.queued_bytes + bytes > self.config.max_queued_bytes {
+        if self.queued >= self.config.max_queued_requests
+            || self.queued_bytes.saturating_add(bytes) > self.config.max_queued_bytes
+        {
             Err(SubmitError::QueueFull { queued: self.queued, bytes: self.queued_bytes })
         } else {
             Ok(())
@@ -536,7 +569,8 @@ impl Client {
     }
 
     /// Sends the reply to a command (QoS 0, as the vendor SDKs do). While disconnected it
-    /// waits in the queue like a request.
+    /// waits in the queue, for at most [`Config::request_timeout`]: a reply later than
+    /// that is dropped, since the cloud has stopped waiting for it.
     ///
     /// # Errors
     ///
@@ -565,6 +599,7 @@ impl Client {
             qos: QoS::AtMostOnce,
             dup: false,
             needs: None,
+            expires: Some(later(self.now, self.config.request_timeout)),
         };
         self.route(out);
         self.flush();
@@ -576,14 +611,15 @@ impl Client {
     pub fn connect(&mut self, now: Now) {
         self.tick(now);
         if self.state == State::Idle {
-            self.open_transport(self.now);
+            self.open_transport();
         }
     }
 
-    /// Ends the client: every outstanding request ends with [`RequestError::Closed`], a
-    /// DISCONNECT goes out if the session is up, then [`Output::CloseTransport`] and
-    /// [`Event::Disconnected`] with [`DisconnectCause::Closed`]. Later requests are
-    /// refused with [`SubmitError::Closed`].
+    /// Ends the client: command replies already accepted go out, every outstanding
+    /// request ends with [`RequestError::Closed`], a DISCONNECT follows if the session is
+    /// up, then [`Output::CloseTransport`] and [`Event::Disconnected`] with
+    /// [`DisconnectCause::Closed`]. Later requests are refused with
+    /// [`SubmitError::Closed`].
     pub fn close(&mut self, now: Now) {
         self.tick(now);
         if self.state == State::Closed {
@@ -591,6 +627,10 @@ impl Client {
         }
         let had_transport = self.state != State::Idle;
         if self.state == State::Connected {
+            let replies: Vec<Outgoing> = self.ready.iter().filter(|o| o.req.is_none()).map(clone_reply).collect();
+            for r in replies {
+                self.transmit(r);
+            }
             let _ = codec::encode_packet(&mut self.out, &Packet::Disconnect);
         }
         self.state = State::Closed;
@@ -604,8 +644,10 @@ impl Client {
         }
         self.inflight.clear();
         self.subscribing.clear();
+        self.relogin_out = None;
         self.queued = 0;
         self.queued_bytes = 0;
+        self.dead = 0;
         if had_transport {
             self.push_ctl(Output::CloseTransport);
         }
@@ -649,17 +691,26 @@ impl Client {
 
     // ----- connection life -----
 
-    fn open_transport(&mut self, now: Instant) {
+    fn open_transport(&mut self) {
         self.state = State::Dialing;
         self.timers.stop(Timer::Reconnect);
-        self.timers.set(Timer::Connect, now + self.config.connect_timeout);
+        self.timers.set(Timer::Connect, later(self.now, self.config.connect_timeout));
         self.push_ctl(Output::OpenTransport);
     }
 
-    /// Something was written: the keep-alive restarts.
+    /// Something was written: the keep-alive counts from now.
     fn sent(&mut self) {
+        self.last_sent = self.now;
+        self.arm_keep_alive();
+    }
+
+    /// A PINGREQ is due `keep_alive` after the last packet sent or received, whichever
+    /// is older: so a link that only sends (QoS 0 telemetry) is still checked for a
+    /// living peer.
+    fn arm_keep_alive(&mut self) {
         if !self.config.keep_alive.is_zero() && self.state == State::Connected {
-            self.timers.set(Timer::KeepAlive, self.now + self.config.keep_alive);
+            let since = self.last_sent.min(self.last_received);
+            self.timers.set(Timer::KeepAlive, later(since, self.config.keep_alive));
         }
     }
 
@@ -681,6 +732,7 @@ impl Client {
         self.to_subscribe.clear();
         if let Some(id) = self.relogin.take() {
             // A fresh re-login with fresh signatures follows the next CONNACK.
+            self.relogin_out = None;
             self.finish(id, Err(RequestError::Closed));
         }
         // Unacknowledged QoS 1 publishes go out again, first, with DUP.
@@ -689,18 +741,22 @@ impl Client {
         for f in again.into_iter().rev() {
             let mut out = f.out;
             // A request that ended before its PUBACK (reply or timeout) is not sent again.
-            let Some(r) = out.req.and_then(|id| self.pending.get_mut(id)) else { continue };
+            let Some(id) = out.req else { continue };
+            let Some(r) = self.pending.get_mut(id) else { continue };
             r.stage = Stage::Queued;
+            if r.raw {
+                // It re-enters the raw FIFO when it goes out again.
+                let topic = r.reply_topic.clone();
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    t.raw_fifo.retain(|x| *x != id);
+                }
+            }
             out.dup = true;
             self.queued += 1;
             self.queued_bytes += out.payload.len();
             self.ready.push_front(out);
         }
-        if was_up {
-            self.failures = 0;
-        } else {
-            self.failures = self.failures.saturating_add(1);
-        }
+        self.failures = if was_up { 0 } else { self.failures.saturating_add(1) };
         let retry_at = self.backoff(refused);
         if let Some(at) = retry_at {
             self.timers.set(Timer::Reconnect, at);
@@ -728,17 +784,9 @@ impl Client {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let pct = u64::from(self.config.reconnect_jitter_percent);
-        let jitter_ms = if pct == 0 {
-            0
-        } else {
-            let span = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) * pct / 100;
-            if span == 0 {
-                0
-            } else {
-                self.rng % (span + 1)
-            }
-        };
-        Some(self.now + delay + Duration::from_millis(jitter_ms))
+        let span = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).saturating_mul(pct) / 100;
+        let jitter_ms = if span == 0 { 0 } else { self.rng % span.saturating_add(1) };
+        Some(later(self.now, delay.saturating_add(Duration::from_millis(jitter_ms))))
     }
 
     fn on_connack(&mut self, code: ConnectReturnCode) {
@@ -759,7 +807,7 @@ impl Client {
         self.state = State::Connected;
         self.failures = 0;
         self.timers.stop(Timer::Connect);
-        self.sent();
+        self.arm_keep_alive();
         let reconnect = self.ever_connected;
         self.ever_connected = true;
         self.reconnected |= reconnect;
@@ -773,7 +821,10 @@ impl Client {
             }
             self.subscribe_commands(filters);
         }
-        // Replies still awaited from before the loss need their topics again.
+        // Topics no request refers to any more are forgotten; those with replies still
+        // awaited are subscribed again.
+        let used = self.pending.reply_topics();
+        self.topics.retain(|k, _| used.contains(k));
         let awaited: Vec<Arc<str>> = self
             .topics
             .iter()
@@ -792,8 +843,7 @@ impl Client {
             let devices: Vec<SubDeviceInfo> = self.logged_in.values().cloned().collect();
             let op = SubDeviceBatchLogin::new(devices);
             // The re-login goes first; the rest waits for its reply (spec §8).
-            let unix_ms = self.last_unix_ms;
-            match self.submit(unix_ms, &op, RequestOptions::default(), true) {
+            match self.submit(self.last_unix_ms, &op, RequestOptions::default(), true) {
                 Ok(id) => self.relogin = Some(id),
                 Err(e) => self.events.push_back(Event::Error(ClientError::ReloginFailed {
                     devices: self.logged_in.keys().cloned().collect(),
@@ -825,9 +875,7 @@ impl Client {
             return;
         };
         let Some(id) = f.out.req else { return };
-        let Some(req) = self.pending.get_mut(id) else {
-            return;
-        };
+        let Some(req) = self.pending.get_mut(id) else { return };
         if req.wants_reply {
             req.stage = Stage::Sent;
             let topic = req.reply_topic.clone();
@@ -852,24 +900,26 @@ impl Client {
         };
         for (i, topic) in topics.into_iter().enumerate() {
             let ok = !matches!(codes.get(i), Some(SubscribeReasonCode::Failure) | None);
-            let Some(t) = self.topics.get_mut(&topic) else {
-                continue;
-            };
+            let Some(t) = self.topics.get_mut(&topic) else { continue };
+            let waiting: Vec<Outgoing> = t.waiting.drain(..).collect();
             if ok {
                 t.sub = SubState::Subscribed;
-                let waiting: Vec<Outgoing> = t.waiting.drain(..).collect();
                 self.ready.extend(waiting);
-            } else {
-                t.sub = SubState::None;
-                let waiting: Vec<Outgoing> = t.waiting.drain(..).collect();
-                for out in waiting {
-                    self.dequeued(&out);
-                    if let Some(id) = out.req {
-                        self.finish(id, Err(RequestError::SubscribeRefused(topic.to_string())));
-                    }
-                }
-                self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: topic.to_string() }));
+                continue;
             }
+            t.sub = SubState::None;
+            for out in waiting {
+                if let Some(id) = out.req {
+                    self.finish(id, Err(RequestError::SubscribeRefused(topic.to_string())));
+                }
+                self.take_dead(&out);
+            }
+            if self.relogin_out.as_ref().is_some_and(|o| o.needs.as_ref() == Some(&topic)) {
+                if let Some(id) = self.relogin {
+                    self.finish(id, Err(RequestError::SubscribeRefused(topic.to_string())));
+                }
+            }
+            self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: topic.to_string() }));
         }
     }
 
@@ -890,9 +940,10 @@ impl Client {
         }
         if let Some((key, t)) = self.topics.get_key_value(p.topic.as_str()) {
             let key = key.clone();
-            // Raw replies are never JSON (spec §7): the oldest raw request takes them.
-            if key.ends_with("/thing/model/up_raw_reply") || !t.raw_fifo.is_empty() {
-                match self.topics.get_mut(&key).and_then(|t| t.raw_fifo.pop_front()) {
+            // Raw replies are never JSON (spec §7): the oldest raw request on the wire
+            // takes them.
+            if key.ends_with("/thing/model/up_raw_reply") {
+                match t.raw_fifo.front().copied() {
                     Some(id) => self.finish(id, Ok(Reply::Raw(p.payload))),
                     None => self.unmatched(
                         p.topic,
@@ -904,10 +955,7 @@ impl Client {
             }
             match envelope::parse_reply(&p.payload) {
                 Ok(reply) => {
-                    let found = reply
-                        .id
-                        .parse::<u32>()
-                        .ok()
+                    let found = envelope::envelope_id(&reply.id)
                         .and_then(|e| self.by_envelope.get(&e).copied())
                         .filter(|id| self.pending.get(*id).is_some_and(|r| r.reply_topic == key));
                     match found {
@@ -947,7 +995,7 @@ impl Client {
                         self.logged_in.remove(d);
                     }
                 }
-                self.events.push_back(Event::Command(cmd));
+                self.events.push_back(Event::Command(Box::new(cmd)));
             }
             Some(Inbound::Activation { reply_to, device_secret, asset_id }) => {
                 let Some(secret) = device_secret.filter(|s| !s.is_empty()) else {
@@ -957,30 +1005,34 @@ impl Client {
                     }));
                     return;
                 };
-                let _ = self.reply_now(reply_to.ok_empty());
+                self.reply_now(reply_to.ok_empty());
                 let secret = Secret::new(secret);
                 if device == self.config.device {
                     self.credentials = Credentials::DeviceSecret(secret.clone());
+                } else if let Some(info) = self.logged_in.get_mut(&device) {
+                    info.secret = secret.clone();
+                    info.mode = SecureMode::DeviceSecret;
                 }
                 self.events.push_back(Event::Activated { device, device_secret: secret, asset_id });
             }
             Some(Inbound::Bad { reason, reply }) => {
                 if let Some(r) = reply {
-                    let _ = self.reply_now(r);
+                    self.reply_now(r);
                 }
                 self.events.push_back(Event::Error(ClientError::BadCommand { topic: p.topic, reason }));
             }
         }
     }
 
-    fn reply_now(&mut self, r: CommandReply) -> Result<(), EncodeError> {
-        codec::encode_publish(&mut self.out, &r.topic, &r.payload, QoS::AtMostOnce, 0, false)?;
-        self.sent();
-        Ok(())
+    /// A reply the core itself sends at once (activation, bad parameters).
+    fn reply_now(&mut self, r: CommandReply) {
+        if codec::encode_publish(&mut self.out, &r.topic, &r.payload, QoS::AtMostOnce, 0, false).is_ok() {
+            self.sent();
+        }
     }
 
     fn message(&mut self, topic: String, payload: Bytes) {
-        if !self.config.emit_all_messages {
+        if !self.config.emit_all_messages && !carries_secret(&topic) {
             self.events.push_back(Event::Message { topic, payload });
         }
     }
@@ -995,30 +1047,42 @@ impl Client {
     /// Ends request `id` once: its state is freed and, unless internal, the application
     /// gets its `Event::Response`.
     fn finish(&mut self, id: RequestId, result: Result<Reply, RequestError>) {
-        let Some(req) = self.pending.remove(id) else {
-            return;
-        };
+        let Some(req) = self.pending.remove(id) else { return };
         if let Some(e) = req.envelope {
             if self.by_envelope.get(&e) == Some(&id) {
                 self.by_envelope.remove(&e);
             }
         }
         if let Some(t) = self.topics.get_mut(&req.reply_topic) {
-            if req.envelope.is_none() {
-                if let Some(pos) = t.raw_fifo.iter().position(|r| *r == id) {
-                    t.raw_fifo.remove(pos);
-                }
+            if req.raw {
+                t.raw_fifo.retain(|r| *r != id);
             }
             if req.stage == Stage::Sent && req.wants_reply {
                 t.awaiting = t.awaiting.saturating_sub(1);
             }
         }
-        if let Stage::InFlight(pkid) = req.stage {
-            if let Some(f) = self.inflight.get_mut(&pkid) {
-                // Ended before its PUBACK: the packet id stays in use until then, but
-                // it will not be sent again.
-                f.out.req = None;
+        match req.stage {
+            Stage::InFlight(pkid) => {
+                if let Some(f) = self.inflight.get_mut(&pkid) {
+                    // Ended before its PUBACK: the packet id stays in use until then, but
+                    // it will not be sent again.
+                    f.out.req = None;
+                }
             }
+            Stage::Queued => {
+                // Its publish stays in a queue until skipped; it no longer counts.
+                self.queued = self.queued.saturating_sub(1);
+                self.queued_bytes = self.queued_bytes.saturating_sub(req.bytes);
+                if req.internal {
+                    self.relogin_out = None;
+                } else {
+                    self.dead += 1;
+                    if self.dead > self.queued + 64 {
+                        self.compact();
+                    }
+                }
+            }
+            Stage::Sent => {}
         }
         if let Ok(reply) = &result {
             self.apply_effect(&req.effect, reply);
@@ -1033,28 +1097,50 @@ impl Client {
         self.events.push_back(Event::Response { id, result });
     }
 
+    /// Drops the publishes of ended requests from the queues.
+    fn compact(&mut self) {
+        let pending = &self.pending;
+        let live = |o: &Outgoing| o.req.is_none_or(|id| pending.get(id).is_some());
+        self.ready.retain(live);
+        for t in self.topics.values_mut() {
+            t.waiting.retain(live);
+        }
+        self.dead = 0;
+    }
+
+    /// A publish left a queue: counted off, unless its request already ended (and was
+    /// counted off then).
+    fn take_dead(&mut self, out: &Outgoing) -> bool {
+        match out.req {
+            Some(id) if self.pending.get(id).is_none() => {
+                self.dead = self.dead.saturating_sub(1);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn apply_effect(&mut self, effect: &Effect, reply: &Reply) {
+        let Reply::Json(j) = reply else { return };
         match effect {
             Effect::None => {}
             Effect::Logout(devices) => {
-                if matches!(reply, Reply::Json(j) if j.code == 200) {
+                if j.code == 200 {
                     for d in devices {
                         self.logged_in.remove(d);
                     }
                 }
             }
-            Effect::Login(devices) => {
-                let Reply::Json(j) = reply else { return };
-                let in_: Vec<LoginResult> = if devices.len() == 1 && j.data::<LoginResult>().is_ok() {
-                    if j.code != 200 {
-                        return;
-                    }
+            Effect::Login { devices, batch } => {
+                let logged: Vec<LoginResult> = if *batch {
+                    j.data::<BatchLoginResult>().map(|r| r.logged_in).unwrap_or_default()
+                } else if j.code == 200 {
                     j.data::<LoginResult>().into_iter().collect()
                 } else {
-                    j.data::<BatchLoginResult>().map(|r| r.logged_in).unwrap_or_default()
+                    Vec::new()
                 };
                 let mut new_filters = Vec::new();
-                for r in in_ {
+                for r in logged {
                     let Some(info) = devices.iter().find(|d| d.keys.is(&r.product_key, &r.device_key)) else {
                         continue;
                     };
@@ -1096,14 +1182,14 @@ impl Client {
                 }
                 refused
             }
+            // Lost with the connection: the next CONNACK logs them in again.
             Err(RequestError::Closed) => Vec::new(),
+            // No answer: kept, and logged in again at the next reconnect.
             Err(_) => self.logged_in.keys().cloned().collect(),
         };
         if !failed.is_empty() {
             let reason = match &result {
-                Ok(Reply::Json(j)) => {
-                    format!("code {}: {}", j.code, j.message.as_deref().unwrap_or(""))
-                }
+                Ok(Reply::Json(j)) => format!("code {}: {}", j.code, j.message.as_deref().unwrap_or("")),
                 Ok(_) => "unexpected reply".into(),
                 Err(e) => e.to_string(),
             };
@@ -1113,19 +1199,20 @@ impl Client {
 
     /// Where an outgoing publish waits: behind its reply topic's subscription, or ready.
     fn route(&mut self, out: Outgoing) {
-        if let Some(id) = out.req {
-            if self.pending.get(id).is_none() {
-                self.dequeued(&out);
-                return;
-            }
+        if self.take_dead(&out) {
+            return;
         }
         if let Some(topic) = out.needs.clone() {
-            let subscribed = self.topics.get(&topic).is_some_and(|t| t.sub == SubState::Subscribed);
-            if !subscribed {
+            let t = self.topics.entry(topic.clone()).or_insert_with(|| TopicState {
+                request_topic: out.topic.clone(),
+                sub: SubState::None,
+                raw_fifo: VecDeque::new(),
+                waiting: VecDeque::new(),
+                awaiting: 0,
+            });
+            if t.sub != SubState::Subscribed {
+                t.waiting.push_back(out);
                 self.want_subscription(&topic);
-                if let Some(t) = self.topics.get_mut(&topic) {
-                    t.waiting.push_back(out);
-                }
                 return;
             }
         }
@@ -1141,12 +1228,8 @@ impl Client {
         }
     }
 
-    fn dequeued(&mut self, out: &Outgoing) {
-        self.queued = self.queued.saturating_sub(1);
-        self.queued_bytes = self.queued_bytes.saturating_sub(out.payload.len());
-    }
-
     fn alloc_pkid(&mut self) -> u16 {
+        // In flight and subscribing are bounded well below 65,535: a free id exists.
         loop {
             let id = self.next_pkid;
             self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
@@ -1167,14 +1250,13 @@ impl Client {
         }
     }
 
-    /// Sends what can go now: pending SUBSCRIBEs, then ready publishes while the QoS 1
-    /// window has room. Nothing moves while a re-login is on its way, except the
-    /// re-login itself.
+    /// Sends what can go now: pending SUBSCRIBEs, the re-login, then (once the re-login
+    /// is answered) ready publishes while the QoS 1 window has room.
     fn flush(&mut self) {
         if self.state != State::Connected {
             return;
         }
-        while !self.to_subscribe.is_empty() {
+        while !self.to_subscribe.is_empty() && self.subscribing.len() < MAX_SUBSCRIBING {
             let n = self.to_subscribe.len().min(MAX_FILTERS_PER_SUBSCRIBE);
             let topics: Vec<Arc<str>> = self.to_subscribe.drain(..n).collect();
             let pkid = self.alloc_pkid();
@@ -1183,16 +1265,20 @@ impl Client {
                 self.sent();
             }
         }
-        let mut held = VecDeque::new();
-        while let Some(out) = self.ready.pop_front() {
-            if let Some(id) = out.req {
-                if self.pending.get(id).is_none() {
-                    self.dequeued(&out);
-                    continue;
+        if self.relogin.is_some() {
+            let subscribed = self.relogin_out.as_ref().is_some_and(|o| {
+                o.needs.as_ref().is_none_or(|t| self.topics.get(t).is_some_and(|t| t.sub == SubState::Subscribed))
+            });
+            if subscribed && self.inflight.len() < usize::from(self.config.max_inflight) {
+                if let Some(out) = self.relogin_out.take() {
+                    self.transmit(out);
                 }
             }
-            if self.relogin.is_some() && out.req != self.relogin && out.req.is_some() {
-                held.push_back(out);
+            // Nothing else moves until the re-login is answered (spec §8).
+            return;
+        }
+        while let Some(out) = self.ready.pop_front() {
+            if self.take_dead(&out) {
                 continue;
             }
             if out.qos == QoS::AtLeastOnce && self.inflight.len() >= usize::from(self.config.max_inflight) {
@@ -1201,40 +1287,55 @@ impl Client {
             }
             self.transmit(out);
         }
-        if !held.is_empty() {
-            held.extend(self.ready.drain(..));
-            self.ready = held;
-        }
     }
 
+    /// Puts one live publish on the wire.
     fn transmit(&mut self, out: Outgoing) {
-        self.dequeued(&out);
+        self.queued = self.queued.saturating_sub(1);
+        self.queued_bytes = self.queued_bytes.saturating_sub(out.payload.len());
+        if out.expires.is_some_and(|at| at <= self.now) {
+            return;
+        }
         let pkid = if out.qos == QoS::AtLeastOnce { self.alloc_pkid() } else { 0 };
-        if let Err(e) = codec::encode_publish(&mut self.out, &out.topic, &out.payload, out.qos, pkid, out.dup) {
-            // Sizes were checked at submission; nothing else can fail.
-            if let Some(id) = out.req {
-                self.finish(id, Err(RequestError::BadReply(e.to_string())));
-            }
+        if codec::encode_publish(&mut self.out, &out.topic, &out.payload, out.qos, pkid, out.dup).is_err() {
+            // Topic and payload sizes were checked at submission: nothing else can fail.
+            debug_assert!(false, "a checked publish did not encode");
             return;
         }
         self.sent();
         let Some(id) = out.req else { return };
-        let Some(req) = self.pending.get_mut(id) else {
-            return;
-        };
+        let Some(req) = self.pending.get_mut(id) else { return };
+        let topic = req.reply_topic.clone();
+        if req.raw && req.wants_reply {
+            if let Some(t) = self.topics.get_mut(&topic) {
+                t.raw_fifo.push_back(id);
+            }
+        }
         if out.qos == QoS::AtLeastOnce {
             req.stage = Stage::InFlight(pkid);
             self.inflight_seq += 1;
             self.inflight.insert(pkid, InFlight { seq: self.inflight_seq, out });
         } else if req.wants_reply {
             req.stage = Stage::Sent;
-            let topic = req.reply_topic.clone();
             if let Some(t) = self.topics.get_mut(&topic) {
                 t.awaiting += 1;
             }
         } else {
             self.finish(id, Ok(Reply::Delivered));
         }
+    }
+}
+
+/// A copy of a queued command reply (cheap: the topic and payload are shared).
+fn clone_reply(o: &Outgoing) -> Outgoing {
+    Outgoing {
+        req: None,
+        topic: o.topic.clone(),
+        payload: o.payload.clone(),
+        qos: o.qos,
+        dup: o.dup,
+        needs: None,
+        expires: o.expires,
     }
 }
 

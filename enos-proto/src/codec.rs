@@ -30,12 +30,21 @@ pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 const MAX_STRING: usize = u16::MAX as usize;
 
 /// An incremental decoder: feed it bytes in any chunking, one byte at a time included,
-/// and take whole packets out.
-#[derive(Debug)]
+/// and take whole packets out. Its `Debug` shows sizes, never the buffered bytes.
 pub struct Decoder {
     buf: BytesMut,
     max_packet_bytes: usize,
     failed: Option<DecodeError>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("buffered", &self.buf.len())
+            .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("failed", &self.failed)
+            .finish()
+    }
 }
 
 impl Decoder {
@@ -159,12 +168,6 @@ fn write_remaining_length(out: &mut BytesMut, mut len: usize) {
     }
 }
 
-/// The bytes a PUBLISH of this topic and payload takes on the wire.
-pub fn publish_len(topic: &str, payload_len: usize, qos: QoS) -> usize {
-    let remaining = 2 + topic.len() + usize::from(qos != QoS::AtMostOnce) * 2 + payload_len;
-    1 + remaining_length_len(remaining) + remaining
-}
-
 fn remaining_length_len(len: usize) -> usize {
     match len {
         0..=127 => 1,
@@ -203,7 +206,7 @@ fn write_publish(
 ) -> Result<(), EncodeError> {
     check_str("topic", topic)?;
     if qos == QoS::ExactlyOnce {
-        return Err(EncodeError::PacketTooLarge);
+        return Err(EncodeError::QoS2);
     }
     if qos == QoS::AtLeastOnce && pkid == 0 {
         return Err(EncodeError::PacketIdZero);
@@ -254,9 +257,6 @@ pub fn encode_subscribe<'a>(
 /// [`EncodeError::PacketTooLarge`] past MQTT's maximum. `out` is unchanged on error.
 pub fn encode_packet(out: &mut BytesMut, packet: &Packet) -> Result<(), EncodeError> {
     validate(packet)?;
-    if let Packet::Publish(p) = packet {
-        return write_publish(out, &p.topic, &p.payload, p.qos, p.pkid, p.dup, p.retain);
-    }
     let start = out.len();
     let result = match packet {
         // Pitfall 1: CONNECT must be written at the start of a buffer.
@@ -280,7 +280,7 @@ pub fn encode_packet(out: &mut BytesMut, packet: &Packet) -> Result<(), EncodeEr
         Packet::PingReq => mqttbytes::v4::PingReq.write(out).map(drop),
         Packet::PingResp => mqttbytes::v4::PingResp.write(out).map(drop),
         Packet::Disconnect => mqttbytes::v4::Disconnect.write(out).map(drop),
-        Packet::Publish(_) => Ok(()),
+        Packet::Publish(p) => return write_publish(out, &p.topic, &p.payload, p.qos, p.pkid, p.dup, p.retain),
     };
     result.map_err(|e| {
         // Pitfall 3: no stray bytes after a failed write.

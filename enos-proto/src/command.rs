@@ -97,6 +97,8 @@ pub struct Command {
 pub struct ReplyTo {
     topic: String,
     id: String,
+    /// The id as the command sent it (JSON text): echoed unchanged.
+    id_json: String,
     raw: bool,
 }
 
@@ -178,7 +180,7 @@ impl ReplyTo {
 
     fn json_reply(&self, code: i32, data_json: &str, message: &str) -> CommandReply {
         let mut out = Vec::with_capacity(48 + self.id.len() + data_json.len() + message.len());
-        envelope::write_command_reply(&mut out, &self.id, code, data_json, message);
+        envelope::write_command_reply(&mut out, &self.id_json, code, data_json, message);
         CommandReply { topic: self.topic.clone(), payload: Bytes::from(out) }
     }
 }
@@ -245,7 +247,7 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
             kind: CommandKind::RawDown { payload },
             device: device.clone(),
             id: String::new(),
-            reply_to: ReplyTo { topic: reply_topic(topic), id: String::new(), raw: true },
+            reply_to: ReplyTo { topic: reply_topic(topic), id: String::new(), id_json: String::new(), raw: true },
         }));
     }
     let wire = match envelope::parse_command(&payload) {
@@ -253,8 +255,8 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
         // No id, nothing to answer: dropped without a reply (spec §4).
         Err(reason) => return Some(Inbound::Bad { reason, reply: None }),
     };
-    let CommandWire { id, params, .. } = wire;
-    let reply_to = ReplyTo { topic: reply_topic(topic), id: id.clone(), raw: false };
+    let CommandWire { id, id_json, params } = wire;
+    let reply_to = ReplyTo { topic: reply_topic(topic), id: id.clone(), id_json, raw: false };
     let text = params.as_deref().map_or("null", |p| p.get());
     if let K::Activate = kind {
         #[derive(serde::Deserialize)]

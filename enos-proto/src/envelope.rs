@@ -41,11 +41,11 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
 }
 
 /// Writes a command reply `{"id":..,"code":..,"data":..[,"message":..]}`; `message` only
-/// when non-empty (spec §4). `data_json` must be valid JSON text.
-pub(crate) fn write_command_reply(out: &mut Vec<u8>, id: &str, code: i32, data_json: &str, message: &str) {
+/// when non-empty (spec §4). `id_json` is the command's id as it was sent, and
+/// `data_json` valid JSON text.
+pub(crate) fn write_command_reply(out: &mut Vec<u8>, id_json: &str, code: i32, data_json: &str, message: &str) {
     out.extend_from_slice(b"{\"id\":");
-    // Serializing a &str into a Vec cannot fail.
-    let _ = json_str(out, id);
+    out.extend_from_slice(id_json.as_bytes());
     let _ = write!(out, ",\"code\":{code},\"data\":");
     out.extend_from_slice(data_json.as_bytes());
     if !message.is_empty() {
@@ -183,21 +183,29 @@ impl Reply {
     }
 }
 
-/// An envelope id, as a string or a number on the wire.
-fn id_text(raw: Option<&RawValue>) -> Result<String, String> {
-    let Some(raw) = raw else {
-        return Ok(String::new());
-    };
+/// An envelope id, as a string or an integer on the wire: its text, and its JSON as sent.
+fn id_of(raw: Option<&RawValue>) -> Result<(String, String), String> {
+    let Some(raw) = raw else { return Ok((String::new(), "\"\"".into())) };
     let t = raw.get();
     if t.starts_with('"') {
-        serde_json::from_str::<String>(t).map_err(|e| e.to_string())
-    } else if t.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !t.is_empty() {
-        Ok(t.to_owned())
+        let text = serde_json::from_str::<String>(t).map_err(|e| e.to_string())?;
+        Ok((text, t.to_owned()))
+    } else if serde_json::from_str::<u64>(t).is_ok() || serde_json::from_str::<i64>(t).is_ok() {
+        Ok((t.to_owned(), t.to_owned()))
     } else if t == "null" {
-        Ok(String::new())
+        Ok((String::new(), "\"\"".into()))
     } else {
         Err(format!("id is neither a string nor an integer: {t}"))
     }
+}
+
+/// The envelope id the client generated, when `text` is exactly one (decimal, no sign, no
+/// leading zero).
+pub(crate) fn envelope_id(text: &str) -> Option<u32> {
+    if text.is_empty() || text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 #[derive(Deserialize)]
@@ -245,7 +253,7 @@ pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
         serde_json::from_slice(payload).map_err(|e| format!("reply is not a JSON envelope: {e}"))?;
     let code = wire.code.ok_or("reply has no code")?;
     let code = i32::try_from(code).map_err(|_| format!("reply code {code} out of range"))?;
-    let id = id_text(wire.id)?;
+    let (id, _) = id_of(wire.id)?;
     let data = wire.data.filter(|d| d.get() != "null").map(|d| normalize_data(d.to_owned()));
     Ok(JsonReply { id, code, message: wire.message, data })
 }
@@ -254,6 +262,8 @@ pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
 #[derive(Debug)]
 pub(crate) struct CommandWire {
     pub(crate) id: String,
+    /// The id exactly as sent (JSON text), to echo unchanged.
+    pub(crate) id_json: String,
     pub(crate) params: Option<Box<RawValue>>,
 }
 
@@ -273,7 +283,8 @@ pub(crate) fn parse_command(payload: &[u8]) -> Result<CommandWire, String> {
     if wire.id.is_none() {
         return Err("command has no id".into());
     }
-    Ok(CommandWire { id: id_text(wire.id)?, params: wire.params.map(|p| p.to_owned()) })
+    let (id, id_json) = id_of(wire.id)?;
+    Ok(CommandWire { id, id_json, params: wire.params.map(|p| p.to_owned()) })
 }
 
 #[cfg(test)]
@@ -313,6 +324,11 @@ mod tests {
         assert!(parse_reply(br#"{"id":"1"}"#).is_err());
         assert!(parse_reply(br#"[1,2]"#).is_err());
         assert!(parse_reply(br#"{"id":{},"code":200}"#).is_err());
+        assert!(parse_reply(br#"{"id":1.5,"code":200}"#).is_err());
+        assert_eq!(envelope_id("7"), Some(7));
+        for not_ours in ["", "007", "+7", "-7", "7a", "99999999999"] {
+            assert_eq!(envelope_id(not_ours), None, "{not_ours}");
+        }
     }
 
     #[test]

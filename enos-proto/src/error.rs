@@ -275,6 +275,18 @@ pub enum EncodeError {
     /// A QoS 1 packet needs a packet id other than 0.
     #[error("packet id 0 is not allowed")]
     PacketIdZero,
+    /// QoS 2, which EnOS never uses.
+    #[error("QoS 2 is not supported")]
+    QoS2,
+    /// A field that EnOS would refuse: a client id over 64 characters or with `|`, or an
+    /// identifier outside `[A-Za-z0-9_]+`.
+    #[error("invalid {what}: {value:?}")]
+    Invalid {
+        /// Which field.
+        what: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// The parameters could not be serialized to JSON.
     #[error("parameters do not serialize to JSON: {0}")]
     Json(String),

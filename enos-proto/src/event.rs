@@ -89,8 +89,8 @@ impl RequestOptions {
     }
 }
 
-/// What the driver must do next.
-#[derive(Debug)]
+/// What the driver must do next. Its `Debug` shows the size of a transmission, never
+/// its bytes (a CONNECT carries the password).
 #[non_exhaustive]
 pub enum Output {
     /// Write all of these bytes to the transport, in order.
@@ -105,6 +105,18 @@ pub enum Output {
     Event(Event),
     /// Drained: nothing to do before this instant (`None`: nothing until new input).
     Wait(Option<Instant>),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Transmit(b) => write!(f, "Transmit({} bytes)", b.len()),
+            Output::OpenTransport => f.write_str("OpenTransport"),
+            Output::CloseTransport => f.write_str("CloseTransport"),
+            Output::Event(e) => f.debug_tuple("Event").field(e).finish(),
+            Output::Wait(at) => f.debug_tuple("Wait").field(at).finish(),
+        }
+    }
 }
 
 /// Something the application should know.
@@ -134,7 +146,7 @@ pub enum Event {
     },
     /// A command from the cloud for the device or a sub-device. Answer it with
     /// `Client::reply` and a reply built from [`Command::reply_to`].
-    Command(Command),
+    Command(Box<Command>),
     /// An inbound message that is neither a reply nor a command (or every message, with
     /// `Config::emit_all_messages`): the seed's `message` event.
     Message {
@@ -198,10 +210,12 @@ pub enum ClientError {
         /// The topic filter.
         topic: String,
     },
-    /// Sub-devices could not be logged in again after a reconnect.
+    /// Sub-devices could not be logged in again after a reconnect. Those the cloud
+    /// refused are forgotten; after a timeout they are kept and tried again at the next
+    /// reconnect.
     #[error("re-login of {} sub-device(s) failed: {reason}", devices.len())]
     ReloginFailed {
-        /// The sub-devices no longer logged in.
+        /// The sub-devices concerned.
         devices: Vec<DeviceKeys>,
         /// Why.
         reason: String,

@@ -6,7 +6,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::QoS;
 use crate::event::RequestId;
 use crate::ops::Effect;
 
@@ -52,8 +51,10 @@ pub(crate) struct Req {
     pub(crate) wants_reply: bool,
     pub(crate) effect: Effect,
     pub(crate) internal: bool,
-    #[allow(dead_code)]
-    pub(crate) qos: QoS,
+    /// Payload bytes, for the queue's accounting while the request is queued.
+    pub(crate) bytes: usize,
+    /// Whether it is a raw request (replies matched per topic, oldest first).
+    pub(crate) raw: bool,
 }
 
 /// Requests by id, with two deadline queues: one in order for the default timeout (its
@@ -98,6 +99,11 @@ impl Pending {
 
     pub(crate) fn len(&self) -> usize {
         self.reqs.len()
+    }
+
+    /// The reply topics of every live request.
+    pub(crate) fn reply_topics(&self) -> std::collections::HashSet<Arc<str>> {
+        self.reqs.values().map(|r| r.reply_topic.clone()).collect()
     }
 
     /// Every live id, oldest first.

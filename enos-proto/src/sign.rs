@@ -142,6 +142,20 @@ pub struct ConnectFields {
     pub password: Secret,
 }
 
+/// The CONNECT client id and user name of spec §2.1 for one attempt at `timestamp_ms`
+/// (what a certificate-only CONNECT sends, with no password).
+pub fn connect_identity(
+    keys: &DeviceKeys,
+    cid: &str,
+    mode: SecureMode,
+    method: SignMethod,
+    timestamp_ms: u64,
+) -> (String, String) {
+    let client_id =
+        format!("{cid}|securemode={},signmethod={},timestamp={timestamp_ms}|", mode.number(), method.label());
+    (client_id, format!("{}&{}", keys.device_key(), keys.product_key()))
+}
+
 /// Builds the CONNECT fields of spec §2.1 for one attempt at `timestamp_ms`.
 pub fn connect_fields(
     keys: &DeviceKeys,
@@ -151,10 +165,8 @@ pub fn connect_fields(
     timestamp_ms: u64,
     secret: &Secret,
 ) -> ConnectFields {
-    let ts = timestamp_ms.to_string();
-    let client_id = format!("{cid}|securemode={},signmethod={},timestamp={ts}|", mode.number(), method.label());
-    let username = format!("{}&{}", keys.device_key(), keys.product_key());
-    let password = Secret::new(sign_device(method, cid, keys, &ts, secret));
+    let (client_id, username) = connect_identity(keys, cid, mode, method, timestamp_ms);
+    let password = Secret::new(sign_device(method, cid, keys, &timestamp_ms.to_string(), secret));
     ConnectFields { client_id, username, password }
 }
 

@@ -288,7 +288,7 @@ proptest! {
         let drain = |c: &mut Client, ended: &mut HashMap<RequestId, usize>, commands: &mut Vec<enos_proto::Command>| loop {
             match c.poll_output() {
                 Output::Event(Event::Response { id, .. }) => *ended.entry(id).or_default() += 1,
-                Output::Event(Event::Command(cmd)) => commands.push(cmd),
+                Output::Event(Event::Command(cmd)) => commands.push(*cmd),
                 Output::Wait(_) => break,
                 _ => {}
             }

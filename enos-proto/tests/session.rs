@@ -910,3 +910,198 @@ fn time_running_backwards_is_ignored() {
     p.advance(secs(60));
     assert_eq!(p.cloud.count(|x| matches!(x, Packet::PingReq)), 1);
 }
+
+#[test]
+fn timed_out_requests_stop_counting_against_the_offline_queue() {
+    let mut c = config();
+    c.max_queued_requests = 4;
+    let mut p = Pair::connected(c);
+    p.cloud.reachable = false;
+    p.cut();
+    // Far more requests than the bound pass through the queue over time.
+    for _ in 0..10 {
+        for _ in 0..4 {
+            p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+        }
+        p.advance(secs(31));
+        assert_eq!(p.client.queued_requests(), 0);
+    }
+    assert_eq!(p.client.outstanding_requests(), 0);
+    p.cloud.reachable = true;
+    p.advance(secs(120));
+    assert!(p.client.is_connected());
+    assert_eq!(pubs_to(&p.cloud, POST).len(), 0, "none of the ended requests goes out");
+}
+
+#[test]
+fn a_link_that_only_sends_is_still_checked_for_a_living_peer() {
+    let mut p = Pair::connected(config());
+    // The peer is gone silently: nothing comes back any more.
+    p.cloud.auto_pingresp = false;
+    p.cloud.replies = Replies::Hold;
+    // QoS 0 telemetry every 10 s, no reply wanted: the device never stops sending.
+    for _ in 0..6 {
+        p.client.request(p.now, post(), RequestOptions::new().qos(Qos::AtMostOnce).need_reply(false)).unwrap();
+        p.advance(secs(10));
+    }
+    assert_eq!(p.cloud.count(|x| matches!(x, Packet::PingReq)), 1, "PINGREQ 60 s after the last packet received");
+    for _ in 0..3 {
+        p.client.request(p.now, post(), RequestOptions::new().qos(Qos::AtMostOnce).need_reply(false)).unwrap();
+        p.advance(secs(10));
+    }
+    assert!(p.events.iter().any(|e| matches!(e, Event::Disconnected { cause: DisconnectCause::PingTimeout(_), .. })));
+}
+
+#[test]
+fn late_replies_carrying_secrets_never_become_messages() {
+    let mut p = Pair::connected(gateway_config());
+    p.cloud.publish(
+        "/sys/gwPK0001/gw_dev_01/thing/device/register_reply",
+        br#"{"id":"77","code":200,"data":[{"deviceSecret":"LateSecret"}]}"#,
+        QoS::AtMostOnce,
+    );
+    p.cloud.publish(
+        "/ext/session/gwPK0001/gw_dev_01/combine/login_reply",
+        br#"{"id":"78","code":200,"data":{"deviceSecret":"LateSecret"}}"#,
+        QoS::AtMostOnce,
+    );
+    p.drive();
+    assert!(!format!("{:?}", p.events).contains("LateSecret"));
+}
+
+#[test]
+fn relogin_goes_out_even_with_a_full_queue_and_a_timeout_keeps_the_devices() {
+    let mut c = gateway_config();
+    c.max_queued_requests = 2;
+    let mut p = Pair::connected(c);
+    let id = p.client.request(p.now, SubDeviceLogin::new(sub("a")), RequestOptions::default()).unwrap();
+    p.cloud.replies = Replies::Hold;
+    p.drive();
+    let held = p.cloud.held.remove(0);
+    p.cloud.answer(&held, r#"{"productKey":"subPK01","deviceKey":"a"}"#);
+    p.drive();
+    assert!(p.response(id).is_ok());
+    p.cloud.reachable = false;
+    p.cut();
+    for _ in 0..2 {
+        p.client.request(p.now, post(), RequestOptions::new().timeout(secs(300))).unwrap();
+    }
+    assert!(matches!(p.client.request(p.now, post(), RequestOptions::default()), Err(SubmitError::QueueFull { .. })));
+    p.cloud.reachable = true;
+    p.advance(secs(3));
+    assert!(p.client.is_connected());
+    let relogins = pubs_to(&p.cloud, "/ext/session/gwPK0001/gw_dev_01/combine/login/batch");
+    assert_eq!(relogins.len(), 1, "the re-login is not refused by the full queue");
+    // No answer: the sub-device is kept, and logged in again at the next reconnect.
+    p.advance(secs(30));
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::ReloginFailed { .. }))));
+    assert_eq!(p.client.logged_in_sub_devices().count(), 1);
+    let gw_post = "/sys/gwPK0001/gw_dev_01/thing/measurepoint/post";
+    assert_eq!(pubs_to(&p.cloud, gw_post).len(), 2, "the queue moves once the re-login has ended");
+}
+
+#[test]
+fn a_raw_reply_never_completes_a_raw_request_not_yet_sent() {
+    let mut p = Pair::connected(config());
+    // The subscription to the reply topic is never answered: the request stays queued.
+    p.cloud.auto_suback = false;
+    let queued = p.client.request(p.now, RawUp::new(&b"\x01"[..]), RequestOptions::default()).unwrap();
+    p.drive();
+    assert_eq!(pubs_to(&p.cloud, "/sys/pk1234ab/dev_001/thing/model/up_raw").len(), 0);
+    // A stray reply arrives on the raw reply topic: it belongs to nothing sent.
+    p.cloud.publish("/sys/pk1234ab/dev_001/thing/model/up_raw_reply", b"stale", QoS::AtMostOnce);
+    p.drive();
+    assert!(p.responses(queued).is_empty());
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::UnmatchedReply { .. }))));
+}
+
+#[test]
+fn output_debug_never_shows_transmitted_bytes() {
+    let mut p = Pair::new(config());
+    let _ = p.client.poll_output();
+    p.client.handle_connected(p.now);
+    let out = p.client.poll_output();
+    let text = format!("{out:?}");
+    assert!(text.starts_with("Transmit(") && text.ends_with(" bytes)"), "{text}");
+}
+
+#[test]
+fn huge_durations_do_not_panic() {
+    let mut c = config();
+    c.max_reconnect_period = Duration::MAX;
+    c.reconnect_period = Duration::from_secs(u64::MAX / 4);
+    let mut p = Pair::connected(c);
+    p.client.request(p.now, post(), RequestOptions::new().timeout(Duration::MAX)).unwrap();
+    p.cut();
+    p.advance(secs(10));
+    assert!(!p.client.is_connected());
+}
+
+#[test]
+fn close_sends_accepted_command_replies_and_stale_replies_are_dropped() {
+    let mut p = Pair::connected(config());
+    let cmd = br#"{"id":"1","version":"1.0","method":"thing.service.go","params":{}}"#;
+    p.cloud.publish("/sys/pk1234ab/dev_001/thing/service/go", cmd, QoS::AtLeastOnce);
+    p.drive();
+    let Some(Event::Command(c)) = p.events.iter().find(|e| matches!(e, Event::Command(_))).cloned() else { panic!() };
+    // Offline: the reply waits; after the request timeout it is worthless and dropped.
+    p.cloud.reachable = false;
+    p.cut();
+    p.client.reply(p.now, c.reply_to.ok_empty()).unwrap();
+    p.advance(secs(31));
+    p.cloud.reachable = true;
+    p.advance(secs(60));
+    assert!(p.client.is_connected());
+    assert!(pubs_to(&p.cloud, "/sys/pk1234ab/dev_001/thing/service/go_reply").is_empty());
+    // Connected: a reply accepted just before close still goes out, before DISCONNECT.
+    p.cloud.auto_puback = false;
+    p.client.request(p.now, post(), RequestOptions::new().need_reply(false)).unwrap();
+    p.client.reply(p.now, c.reply_to.ok_empty()).unwrap();
+    p.client.close(p.now);
+    p.drive();
+    assert_eq!(pubs_to(&p.cloud, "/sys/pk1234ab/dev_001/thing/service/go_reply").len(), 1);
+    assert!(matches!(p.cloud.received.last(), Some(Packet::Disconnect)));
+}
+
+#[test]
+fn command_ids_are_echoed_unchanged_and_reply_ids_must_match_exactly() {
+    let mut p = Pair::connected(config());
+    p.cloud.publish(
+        "/sys/pk1234ab/dev_001/thing/service/go",
+        br#"{"id":5,"version":"1.0","method":"thing.service.go","params":{}}"#,
+        QoS::AtMostOnce,
+    );
+    p.drive();
+    let Some(Event::Command(c)) = p.events.iter().find(|e| matches!(e, Event::Command(_))).cloned() else { panic!() };
+    assert_eq!(c.id, "5");
+    p.client.reply(p.now, c.reply_to.ok_empty()).unwrap();
+    p.drive();
+    let r = pubs_to(&p.cloud, "/sys/pk1234ab/dev_001/thing/service/go_reply");
+    assert_eq!(json(&r[0].payload), json!({"id": 5, "code": 200, "data": {}}));
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    let held = p.cloud.held.remove(0);
+    let e = envelope_id(&held);
+    p.cloud.reply(POST, &format!("0{e}"), 200, "{}");
+    p.cloud.reply(POST, &format!("+{e}"), 200, "{}");
+    p.drive();
+    assert!(p.responses(id).is_empty());
+    p.cloud.reply(POST, &e, 200, "{}");
+    p.drive();
+    assert!(p.response(id).is_ok());
+}
+
+#[test]
+fn invalid_sub_device_client_ids_are_refused_at_submission() {
+    let mut p = Pair::connected(gateway_config());
+    let mut info = sub("a");
+    info.client_id = Some("x".repeat(65));
+    assert!(matches!(
+        p.client.request(p.now, SubDeviceLogin::new(info), RequestOptions::default()),
+        Err(SubmitError::Encode(enos_proto::EncodeError::Invalid { what: "client id", .. }))
+    ));
+    let mut batch = SubDeviceBatchLogin::new(vec![sub("a")]);
+    batch.client_id = Some("a|b".into());
+    assert!(matches!(p.client.request(p.now, batch, RequestOptions::default()), Err(SubmitError::Encode(_))));
+}

@@ -371,7 +371,7 @@ fn last_command(p: &Pair) -> Command {
     p.events
         .iter()
         .rev()
-        .find_map(|e| if let Event::Command(c) = e { Some(c.clone()) } else { None })
+        .find_map(|e| if let Event::Command(c) = e { Some((**c).clone()) } else { None })
         .expect("no command")
 }
 

@@ -109,8 +109,12 @@ pub struct SessionEffect(pub(crate) Effect);
 #[derive(Debug, Clone)]
 pub(crate) enum Effect {
     None,
-    /// These sub-devices are logged in once the reply says so.
-    Login(Vec<SubDeviceInfo>),
+    /// These sub-devices are logged in once the reply says so (`batch`: the reply is a
+    /// batch login's). A login sent without waiting for its reply is not tracked.
+    Login {
+        devices: Vec<SubDeviceInfo>,
+        batch: bool,
+    },
     /// These sub-devices are no longer logged in.
     Logout(Vec<DeviceKeys>),
 }
@@ -196,7 +200,7 @@ pub(crate) fn check_identifier(what: &'static str, id: &str) -> Result<(), Encod
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         Ok(())
     } else {
-        Err(EncodeError::Json(format!("{what} {id:?} is not a TSL identifier ([A-Za-z0-9_]+)")))
+        Err(EncodeError::Invalid { what, value: id.to_owned() })
     }
 }
 
@@ -234,5 +238,14 @@ impl SubDeviceInfo {
 
     pub(crate) fn client_id(&self) -> &str {
         self.client_id.as_deref().unwrap_or(self.keys.device_key())
+    }
+}
+
+/// A client id EnOS accepts: 1 to 64 characters, no `|`.
+pub(crate) fn check_client_id(id: &str) -> Result<(), EncodeError> {
+    if id.is_empty() || id.chars().count() > 64 || id.contains('|') {
+        Err(EncodeError::Invalid { what: "client id", value: id.to_owned() })
+    } else {
+        Ok(())
     }
 }

@@ -2,7 +2,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{json_reply, unit_reply, write_json, Effect, EncodeContext, Operation, SessionEffect, SubDeviceInfo};
+use super::{
+    check_client_id, json_reply, unit_reply, write_json, Effect, EncodeContext, Operation, SessionEffect, SubDeviceInfo,
+};
 use crate::envelope::Reply;
 use crate::error::{EncodeError, RequestError};
 use crate::sign::{sign_device, SignMethod};
@@ -211,6 +213,9 @@ impl Operation for TopoAdd {
         out.push_str("thing.topo.add");
     }
     fn write_params(&self, ctx: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        for (d, _) in &self.entries {
+            check_client_id(d.client_id())?;
+        }
         let stamps: Vec<String> = self.entries.iter().map(|(_, t)| t.unwrap_or(ctx.unix_ms).to_string()).collect();
         let wire: Vec<SignedEntry<'_>> =
             self.entries.iter().zip(&stamps).map(|((d, _), ts)| SignedEntry::new(d, ts)).collect();
@@ -322,6 +327,7 @@ impl Operation for SubDeviceLogin {
         out.push_str("combine.login");
     }
     fn write_params(&self, ctx: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        check_client_id(self.device.client_id())?;
         let ts = ctx.unix_ms.to_string();
         write_json(
             out,
@@ -336,7 +342,7 @@ impl Operation for SubDeviceLogin {
         reply.json()?.success()?.data()
     }
     fn session_effect(&self) -> SessionEffect {
-        SessionEffect(Effect::Login(vec![self.device.clone()]))
+        SessionEffect(Effect::Login { devices: vec![self.device.clone()], batch: false })
     }
 }
 
@@ -407,6 +413,7 @@ impl Operation for SubDeviceBatchLogin {
     fn write_params(&self, ctx: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let ts = ctx.unix_ms.to_string();
         let client_id = self.client_id.as_deref().unwrap_or(ctx.own.product_key());
+        check_client_id(client_id)?;
         let sub_devices = self
             .devices
             .iter()
@@ -429,7 +436,7 @@ impl Operation for SubDeviceBatchLogin {
         }
     }
     fn session_effect(&self) -> SessionEffect {
-        SessionEffect(Effect::Login(self.devices.clone()))
+        SessionEffect(Effect::Login { devices: self.devices.clone(), batch: true })
     }
 }
 
