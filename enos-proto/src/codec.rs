@@ -19,7 +19,7 @@
 use bytes::{BufMut, BytesMut};
 pub use mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, Publish, SubAck, Subscribe, SubscribeFilter,
-    SubscribeReasonCode,
+    SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
 pub use mqttbytes::QoS;
 

@@ -1,17 +1,707 @@
-//! `enos-sim`: a local EnOS cloud for tests, examples, load and offline development. It
-//! reuses the device SDK's codec and signing from [`enos_proto`].
+//! `enos-sim`: a local EnOS IoT cloud for tests, examples, load and offline development.
+//!
+//! It plays the EnOS IoT hub on loopback: an MQTT 3.1.1 server on TCP and TLS (optionally
+//! requiring client certificates), EnOS authentication (every sign method, dynamic
+//! activation), an answer with state to every upstream operation, commands to devices and
+//! sub-devices, fault injection, and a record of every packet. It reuses the device SDK's
+//! codec and signing from [`enos_proto`]. The same cloud logic also runs as a client of an
+//! external broker ([`responder`]).
 //!
 //! ```
-//! use enos_sim::proto::sign::{sign_device, SignMethod};
-//! use enos_sim::proto::{DeviceKeys, Secret};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use enos_sim::{registry::defaults, Sim};
 //!
-//! // The simulator checks CONNECT passwords with the same signing as the SDK.
-//! let keys = DeviceKeys::new("pk1234ab", "dev_001").unwrap();
-//! let sign = sign_device(SignMethod::Sha256, "dev_001", &keys, "1600000000000", &Secret::new("DS0123456789abcdefgh"));
-//! assert_eq!(sign, "37C4A32570961CB4FDBD6871959C3685B6620E500448FAE910FBBC4B6A759527");
+//! // The built-in registry on an ephemeral loopback port.
+//! let sim = Sim::builder().start().await?;
+//! let url = sim.tcp_url().unwrap();
+//! assert!(url.starts_with("tcp://127.0.0.1:"));
+//! let device = enos_proto::DeviceKeys::new(defaults::DEVICE_PRODUCT, defaults::DEVICE).unwrap();
+//! assert!(!sim.is_online(&device));
+//! sim.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Registry file
+//!
+//! ```json
+//! {
+//!   "products": [
+//!     {"productKey": "pk", "productSecret": "ps", "dynamicActivation": true, "gateway": false,
+//!      "tsl": {"measurepoints": {"temp": "float"}, "attributes": {"name": "string"},
+//!              "events": {"overheat": {"level": "int"}}, "services": {"reset": {}}},
+//!      "firmwares": [{"version": "1.1.0", "signMethod": "md5", "sign": "..", "fileUrl": "/f", "fileSize": 10}]}
+//!   ],
+//!   "devices": [
+//!     {"productKey": "pk", "deviceKey": "dk", "deviceSecret": "ds", "gateway": "gpk/gdk"}
+//!   ]
+//! }
 //! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use enos_proto as proto;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use enos_proto::codec::ConnectReturnCode;
+use enos_proto::ops::Firmware;
+use enos_proto::tls::rustls::ServerConfig;
+use enos_proto::topic::{topic, Scope};
+use enos_proto::{DeviceKeys, PacketKind};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+// pub mod admin;
+mod cloud;
+mod connect;
+pub mod pki;
+pub mod registry;
+// pub mod responder;
+mod server;
+
+pub use cloud::{Cloud, ConnId, Outbound};
+pub use registry::Registry;
+
+/// What a connection task is asked to do.
+#[derive(Debug)]
+pub(crate) enum ConnMsg {
+    /// Publish this at QoS 1.
+    Publish(Outbound),
+    /// Write these bytes as they are (fault injection).
+    Raw(Bytes),
+    /// Close the connection.
+    Close,
+}
+
+/// The direction of a recorded packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the device.
+    In,
+    /// To the device.
+    Out,
+}
+
+/// One packet in a device's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// When it passed.
+    pub at: SystemTime,
+    /// Which way.
+    pub direction: Direction,
+    /// Its kind.
+    pub kind: PacketKind,
+    /// Its topic (PUBLISH).
+    pub topic: Option<String>,
+    /// Its payload (PUBLISH).
+    pub payload: Bytes,
+}
+
+/// A device's reply to a command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandResponse {
+    /// The reply's code.
+    pub code: i64,
+    /// The reply's data.
+    pub data: Value,
+    /// The reply's message, if any.
+    pub message: Option<String>,
+}
+
+/// Why a command got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The device is neither connected nor logged in through a gateway.
+    #[error("device {0} is offline")]
+    Offline(String),
+    /// No reply within the command timeout.
+    #[error("no reply within {0:?}")]
+    TimedOut(Duration),
+    /// The device's connection cannot take more.
+    #[error("the device's connection is congested")]
+    Congested,
+    /// The reply is not a JSON reply envelope.
+    #[error("unreadable reply: {0}")]
+    BadReply(String),
+}
+
+pub(crate) enum ReplyFault {
+    None,
+    Drop,
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct Faults {
+    refuse: u32,
+    refuse_code: Option<ConnectReturnCode>,
+    drop_replies: u32,
+    delay: Option<Duration>,
+    cut_after: HashMap<DeviceKeys, u64>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    json: HashMap<(String, String), oneshot::Sender<Bytes>>,
+    raw: HashMap<String, VecDeque<oneshot::Sender<Bytes>>>,
+}
+
+struct Listener {
+    addr: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub(crate) struct Inner {
+    cloud: Mutex<Cloud>,
+    pub(crate) conns: Mutex<HashMap<ConnId, mpsc::Sender<ConnMsg>>>,
+    waiters: Mutex<Waiters>,
+    faults: Mutex<Faults>,
+    record: Mutex<HashMap<DeviceKeys, VecDeque<Recorded>>>,
+    record_limit: usize,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) connect_timeout: Duration,
+    command_timeout: Mutex<Duration>,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The wall clock in epoch milliseconds.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Inner {
+    pub(crate) fn cloud(&self) -> MutexGuard<'_, Cloud> {
+        lock(&self.cloud)
+    }
+
+    pub(crate) fn send(&self, conn: ConnId, msg: ConnMsg) -> bool {
+        lock(&self.conns).get(&conn).is_some_and(|tx| tx.try_send(msg).is_ok())
+    }
+
+    pub(crate) fn record(&self, device: &DeviceKeys, direction: Direction, kind: PacketKind, topic: Option<&str>, payload: Bytes) {
+        if self.record_limit == 0 {
+            return;
+        }
+        let mut r = lock(&self.record);
+        let q = r.entry(device.clone()).or_default();
+        if q.len() >= self.record_limit {
+            q.pop_front();
+        }
+        q.push_back(Recorded { at: SystemTime::now(), direction, kind, topic: topic.map(str::to_owned), payload });
+    }
+
+    pub(crate) fn take_refusal(&self) -> Option<ConnectReturnCode> {
+        let mut f = lock(&self.faults);
+        if f.refuse > 0 {
+            f.refuse -= 1;
+            return f.refuse_code;
+        }
+        None
+    }
+
+    pub(crate) fn cut_due(&self, device: &DeviceKeys, packets: u64) -> bool {
+        let mut f = lock(&self.faults);
+        if f.cut_after.get(device).is_some_and(|n| packets >= *n) {
+            f.cut_after.remove(device);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn reply_fault(&self) -> ReplyFault {
+        let mut f = lock(&self.faults);
+        if f.drop_replies > 0 {
+            f.drop_replies -= 1;
+            return ReplyFault::Drop;
+        }
+        f.delay.map_or(ReplyFault::None, ReplyFault::Delay)
+    }
+
+    /// A device answered a command: wake whoever waits for it.
+    pub(crate) fn command_replied(&self, topic: &str, payload: Bytes) {
+        let mut w = lock(&self.waiters);
+        if topic.ends_with("/thing/model/down_raw_reply") {
+            if let Some(tx) = w.raw.get_mut(topic).and_then(VecDeque::pop_front) {
+                let _ = tx.send(payload);
+            }
+            return;
+        }
+        let id = serde_json::from_slice::<Value>(&payload).ok().and_then(|v| match v.get("id") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
+        if let Some(tx) = id.and_then(|id| w.json.remove(&(topic.to_owned(), id))) {
+            let _ = tx.send(payload);
+        }
+    }
+}
+
+/// How to start a [`Sim`].
+pub struct SimBuilder {
+    registry: Registry,
+    tcp: Option<SocketAddr>,
+    tls: Option<(SocketAddr, Arc<ServerConfig>)>,
+    record_limit: usize,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl SimBuilder {
+    /// Use this registry instead of the built-in one.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Listen for plain MQTT here (default `127.0.0.1:0`, an ephemeral port).
+    pub fn tcp(mut self, addr: SocketAddr) -> Self {
+        self.tcp = Some(addr);
+        self
+    }
+
+    /// No plain TCP listener.
+    pub fn no_tcp(mut self) -> Self {
+        self.tcp = None;
+        self
+    }
+
+    /// Listen for MQTT over TLS here, with this server configuration (see [`pki`] to
+    /// make one, with or without client certificates).
+    pub fn tls(mut self, addr: SocketAddr, config: Arc<ServerConfig>) -> Self {
+        self.tls = Some((addr, config));
+        self
+    }
+
+    /// Keep at most `n` packets per device in the record (0 records nothing; default
+    /// 1000).
+    pub fn record_limit(mut self, n: usize) -> Self {
+        self.record_limit = n;
+        self
+    }
+
+    /// How long a new connection may take to send its CONNECT (default 10 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long a command waits for the device's reply (default 10 s).
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+
+    /// Binds the listeners and starts serving on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The bind error of a listener.
+    pub async fn start(self) -> std::io::Result<Sim> {
+        let inner = Arc::new(Inner {
+            cloud: Mutex::new(Cloud::new(self.registry)),
+            conns: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Waiters::default()),
+            faults: Mutex::new(Faults::default()),
+            record: Mutex::new(HashMap::new()),
+            record_limit: self.record_limit,
+            next_conn: AtomicU64::new(1),
+            connect_timeout: self.connect_timeout,
+            command_timeout: Mutex::new(self.command_timeout),
+            listeners: Mutex::new(Vec::new()),
+        });
+        let sim = Sim { inner };
+        for (addr, tls) in self.tcp.map(|a| (a, None)).into_iter().chain(self.tls.map(|(a, c)| (a, Some(c)))) {
+            let listener = TcpListener::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, tls = tls.is_some(), "listening");
+            let task = tokio::spawn(server::accept_loop(sim.inner.clone(), listener, tls.clone()));
+            lock(&sim.inner.listeners).push(Listener { addr, tls, task: Some(task) });
+        }
+        Ok(sim)
+    }
+}
+
+/// A running simulated cloud. Cloning gives another handle to the same cloud.
+#[derive(Clone)]
+pub struct Sim {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("listeners", &self.addrs()).finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// A builder with the built-in registry, plain TCP on an ephemeral loopback port, no
+    /// TLS.
+    pub fn builder() -> SimBuilder {
+        SimBuilder {
+            registry: Registry::builtin(),
+            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            tls: None,
+            record_limit: 1000,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn addrs(&self) -> Vec<(SocketAddr, bool)> {
+        lock(&self.inner.listeners).iter().map(|l| (l.addr, l.tls.is_some())).collect()
+    }
+
+    /// The plain TCP listener's address.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.addrs().into_iter().find(|(_, tls)| !tls).map(|(a, _)| a)
+    }
+
+    /// The TLS listener's address.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.addrs().into_iter().find(|(_, tls)| *tls).map(|(a, _)| a)
+    }
+
+    /// `tcp://127.0.0.1:PORT`, as a device's broker URL.
+    pub fn tcp_url(&self) -> Option<String> {
+        self.tcp_addr().map(|a| format!("tcp://{a}"))
+    }
+
+    /// `ssl://localhost:PORT`, as a device's broker URL (the test certificates name
+    /// `localhost` and `127.0.0.1`).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_addr().map(|a| format!("ssl://localhost:{}", a.port()))
+    }
+
+    /// Runs `f` on the cloud's state: registry, sessions, raw reply bytes.
+    pub fn with_cloud<R>(&self, f: impl FnOnce(&mut Cloud) -> R) -> R {
+        f(&mut self.inner.cloud())
+    }
+
+    /// A copy of what the cloud knows of a device.
+    pub fn device(&self, keys: &DeviceKeys) -> Option<registry::Device> {
+        self.inner.cloud().registry.devices.get(keys).cloned()
+    }
+
+    /// Whether a device is connected or logged in through a gateway.
+    pub fn is_online(&self, keys: &DeviceKeys) -> bool {
+        self.inner.cloud().is_online(keys)
+    }
+
+    /// Open device connections.
+    pub fn connections(&self) -> usize {
+        lock(&self.inner.conns).len()
+    }
+
+    /// The packets recorded for a device (its own connection's traffic), oldest first.
+    pub fn record(&self, keys: &DeviceKeys) -> Vec<Recorded> {
+        lock(&self.inner.record).get(keys).map(|q| q.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Forgets every device's record.
+    pub fn clear_record(&self) {
+        lock(&self.inner.record).clear();
+    }
+
+    /// Sets how long commands wait for the device's reply.
+    pub fn set_command_timeout(&self, d: Duration) {
+        *lock(&self.inner.command_timeout) = d;
+    }
+
+    // ----- commands (spec §6, §7, §10) -----
+
+    async fn command(&self, keys: &DeviceKeys, scope: Scope, path: &str, method: &str, params: Value) -> Result<CommandResponse, CommandError> {
+        let (conn, id) = {
+            let mut cloud = self.inner.cloud();
+            let conn = cloud.route(keys).ok_or_else(|| CommandError::Offline(keys.to_string()))?;
+            (conn, cloud.command_id())
+        };
+        let t = topic(scope, keys, path);
+        let body = json!({"id": id, "version": "1.0", "method": method, "params": params});
+        let (tx, rx) = oneshot::channel();
+        let key = (format!("{t}_reply"), id);
+        lock(&self.inner.waiters).json.insert(key.clone(), tx);
+        if !self.inner.send(conn, ConnMsg::Publish(Outbound { topic: t, payload: Bytes::from(body.to_string()) })) {
+            lock(&self.inner.waiters).json.remove(&key);
+            return Err(CommandError::Congested);
+        }
+        let timeout = *lock(&self.inner.command_timeout);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(payload)) => parse_response(&payload),
+            _ => {
+                lock(&self.inner.waiters).json.remove(&key);
+                Err(CommandError::TimedOut(timeout))
+            }
+        }
+    }
+
+    /// Invokes service `service_id` of a device or sub-device and waits for its reply.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError`] when the device is offline or does not answer in time.
+    pub async fn invoke_service(&self, keys: &DeviceKeys, service_id: &str, params: Value) -> Result<CommandResponse, CommandError> {
+        self.command(keys, Scope::Sys, &format!("thing/service/{service_id}"), &format!("thing.service.{service_id}"), params).await
+    }
+
+    /// Sets measure points (`{pointId: value}`) on a device.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`].
+    pub async fn set_measurepoints(&self, keys: &DeviceKeys, points: Value) -> Result<CommandResponse, CommandError> {
+        self.command(keys, Scope::Sys, "thing/service/measurepoint/set", "thing.service.measurepoint.set", points).await
+    }
+
+    /// Reads measure points from a device.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`].
+    pub async fn get_measurepoints(&self, keys: &DeviceKeys, ids: &[&str]) -> Result<CommandResponse, CommandError> {
+        self.command(keys, Scope::Sys, "thing/service/measurepoint/get", "thing.service.measurepoint.get", json!(ids)).await
+    }
+
+    /// Pushes an OTA upgrade; for an offline device it is queued until its next CONNECT
+    /// (`Ok(None)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`] when the device is online.
+    pub async fn push_ota(&self, keys: &DeviceKeys, firmware: Firmware) -> Result<Option<CommandResponse>, CommandError> {
+        let (push, conn) = {
+            let mut cloud = self.inner.cloud();
+            match cloud.route(keys) {
+                None => {
+                    cloud.queue_ota(keys, firmware);
+                    return Ok(None);
+                }
+                Some(conn) => (cloud.ota_push(keys, firmware), conn),
+            }
+        };
+        let id = serde_json::from_slice::<Value>(&push.payload).ok().and_then(|v| v["id"].as_str().map(str::to_owned)).unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        let key = (format!("{}_reply", push.topic), id);
+        lock(&self.inner.waiters).json.insert(key.clone(), tx);
+        if !self.inner.send(conn, ConnMsg::Publish(push)) {
+            lock(&self.inner.waiters).json.remove(&key);
+            return Err(CommandError::Congested);
+        }
+        let timeout = *lock(&self.inner.command_timeout);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(payload)) => parse_response(&payload).map(Some),
+            _ => {
+                lock(&self.inner.waiters).json.remove(&key);
+                Err(CommandError::TimedOut(timeout))
+            }
+        }
+    }
+
+    async fn sub_devices(&self, gateway: &DeviceKeys, what: &str, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+        {
+            let mut cloud = self.inner.cloud();
+            for s in subs {
+                if let Some(d) = cloud.registry.devices.get_mut(s) {
+                    match what {
+                        "enable" => d.enabled = true,
+                        "disable" => d.enabled = false,
+                        _ => {}
+                    }
+                }
+            }
+            if what != "enable" {
+                cloud.log_out(subs);
+            }
+            if what == "delete" {
+                for s in subs {
+                    cloud.registry.devices.remove(s);
+                    for t in cloud.registry.topology.values_mut() {
+                        t.remove(s);
+                    }
+                }
+            }
+        }
+        let params = serde_json::to_value(subs).unwrap_or(Value::Null);
+        self.command(gateway, Scope::ExtSession, &format!("combine/{what}"), &format!("combine.{what}"), params).await
+    }
+
+    /// Enables sub-devices and tells their gateway.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`], for the gateway.
+    pub async fn enable_sub_devices(&self, gateway: &DeviceKeys, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+        self.sub_devices(gateway, "enable", subs).await
+    }
+
+    /// Disables sub-devices (logging them out) and tells their gateway.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`], for the gateway.
+    pub async fn disable_sub_devices(&self, gateway: &DeviceKeys, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+        self.sub_devices(gateway, "disable", subs).await
+    }
+
+    /// Deletes sub-devices (logging them out) and tells their gateway.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`], for the gateway.
+    pub async fn delete_sub_devices(&self, gateway: &DeviceKeys, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+        self.sub_devices(gateway, "delete", subs).await
+    }
+
+    /// Disables a directly connected device: its connection is closed and later CONNECTs
+    /// are refused. `enable_device` undoes it.
+    pub fn disable_device(&self, keys: &DeviceKeys) {
+        let conn = {
+            let mut cloud = self.inner.cloud();
+            if let Some(d) = cloud.registry.devices.get_mut(keys) {
+                d.enabled = false;
+            }
+            cloud.route(keys)
+        };
+        if let Some(c) = conn {
+            self.inner.send(c, ConnMsg::Close);
+        }
+    }
+
+    /// Enables a device again.
+    pub fn enable_device(&self, keys: &DeviceKeys) {
+        if let Some(d) = self.inner.cloud().registry.devices.get_mut(keys) {
+            d.enabled = true;
+        }
+    }
+
+    /// Sends raw bytes down (`thing/model/down_raw`) and waits for the bytes the device
+    /// answers on `down_raw_reply`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`].
+    pub async fn send_down_raw(&self, keys: &DeviceKeys, payload: Bytes) -> Result<Bytes, CommandError> {
+        let conn = self.inner.cloud().route(keys).ok_or_else(|| CommandError::Offline(keys.to_string()))?;
+        let t = topic(Scope::Sys, keys, "thing/model/down_raw");
+        let (tx, rx) = oneshot::channel();
+        let reply_topic = format!("{t}_reply");
+        lock(&self.inner.waiters).raw.entry(reply_topic.clone()).or_default().push_back(tx);
+        if !self.inner.send(conn, ConnMsg::Publish(Outbound { topic: t, payload })) {
+            return Err(CommandError::Congested);
+        }
+        let timeout = *lock(&self.inner.command_timeout);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            _ => {
+                if let Some(q) = lock(&self.inner.waiters).raw.get_mut(&reply_topic) {
+                    q.retain(|s| !s.is_closed());
+                }
+                Err(CommandError::TimedOut(timeout))
+            }
+        }
+    }
+
+    // ----- fault injection -----
+
+    /// Refuses the next `n` CONNECTs with `code` (whatever their credentials).
+    pub fn refuse_next_connects(&self, n: u32, code: ConnectReturnCode) {
+        let mut f = lock(&self.inner.faults);
+        f.refuse = n;
+        f.refuse_code = Some(code);
+    }
+
+    /// Closes a device's connection now. Returns whether it was connected.
+    pub fn cut(&self, keys: &DeviceKeys) -> bool {
+        let conn = self.inner.cloud().route(keys);
+        conn.is_some_and(|c| self.inner.send(c, ConnMsg::Close))
+    }
+
+    /// Closes a device's connection once it has sent `n` more packets... counted from its
+    /// CONNECT (the n-th packet is not answered).
+    pub fn cut_after(&self, keys: &DeviceKeys, n: u64) {
+        lock(&self.inner.faults).cut_after.insert(keys.clone(), n);
+    }
+
+    /// Delays every reply to an upstream request by `d` (`None`: no delay).
+    pub fn delay_replies(&self, d: Option<Duration>) {
+        lock(&self.inner.faults).delay = d;
+    }
+
+    /// Drops the next `n` replies to upstream requests.
+    pub fn drop_replies(&self, n: u32) {
+        lock(&self.inner.faults).drop_replies = n;
+    }
+
+    /// Sends a malformed packet (a reserved packet type) to a device.
+    pub fn send_malformed(&self, keys: &DeviceKeys) -> bool {
+        let conn = self.inner.cloud().route(keys);
+        conn.is_some_and(|c| self.inner.send(c, ConnMsg::Raw(Bytes::from_static(&[0xf0, 0x00]))))
+    }
+
+    /// Stops every listener and closes every connection, as a broker going down.
+    pub fn stop_listeners(&self) {
+        for l in lock(&self.inner.listeners).iter_mut() {
+            if let Some(t) = l.task.take() {
+                t.abort();
+            }
+        }
+        let conns: Vec<ConnId> = lock(&self.inner.conns).keys().copied().collect();
+        for c in conns {
+            self.inner.send(c, ConnMsg::Close);
+        }
+    }
+
+    /// Starts the listeners again on the same addresses.
+    ///
+    /// # Errors
+    ///
+    /// The bind error (the port was taken meanwhile).
+    pub async fn restart_listeners(&self) -> std::io::Result<()> {
+        let stopped: Vec<(usize, SocketAddr, Option<Arc<ServerConfig>>)> = lock(&self.inner.listeners)
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.task.is_none())
+            .map(|(i, l)| (i, l.addr, l.tls.clone()))
+            .collect();
+        for (i, addr, tls) in stopped {
+            let listener = TcpListener::bind(addr).await?;
+            let task = tokio::spawn(server::accept_loop(self.inner.clone(), listener, tls));
+            if let Some(l) = lock(&self.inner.listeners).get_mut(i) {
+                l.task = Some(task);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops serving: listeners stop and connections close.
+    pub fn shutdown(&self) {
+        self.stop_listeners();
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+fn parse_response(payload: &[u8]) -> Result<CommandResponse, CommandError> {
+    let v: Value = serde_json::from_slice(payload).map_err(|e| CommandError::BadReply(e.to_string()))?;
+    let code = v.get("code").and_then(Value::as_i64).ok_or_else(|| CommandError::BadReply("no code".into()))?;
+    Ok(CommandResponse {
+        code,
+        data: v.get("data").cloned().unwrap_or(Value::Null),
+        message: v.get("message").and_then(Value::as_str).map(str::to_owned),
+    })
+}

@@ -1,0 +1,376 @@
+//! The MQTT 3.1.1 server: TCP and TLS listeners, one task per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Decoder, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
+use enos_proto::tls::{rustls::ServerConfig, TlsLayer};
+use enos_proto::{DeviceKeys, PacketKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cloud::{ConnId, ConnectInfo, Outbound};
+use crate::connect::{parse_connect, ConnectError};
+use crate::{unix_ms, ConnMsg, Direction, Inner};
+
+/// Largest packet a device may send (remaining length): above the 512 KiB payload limit,
+/// so an oversize payload gets its 1008 reply rather than a closed connection.
+const MAX_PACKET: usize = 1 << 20;
+
+pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let inner = inner.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move { serve(inner, stream, peer, tls).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The byte pipe of one connection: plain, or through a TLS layer.
+enum Pipe {
+    Plain,
+    Tls(Box<TlsLayer>),
+}
+
+struct Conn {
+    id: ConnId,
+    inner: Arc<Inner>,
+    peer: SocketAddr,
+    pipe: Pipe,
+    decoder: Decoder,
+    pending_connect: BytesMut,
+    device: Option<DeviceKeys>,
+    out: BytesMut,
+    next_pkid: u16,
+    keep_alive: Option<Duration>,
+    last_in: Instant,
+    packets_in: u64,
+    close: bool,
+}
+
+async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: Option<Arc<ServerConfig>>) {
+    let _ = stream.set_nodelay(true);
+    let pipe = match tls {
+        Some(config) => match TlsLayer::server(config) {
+            Ok(t) => Pipe::Tls(Box::new(t)),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "tls setup failed");
+                return;
+            }
+        },
+        None => Pipe::Plain,
+    };
+    let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<ConnMsg>(1024);
+    inner.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+    let mut c = Conn {
+        id,
+        inner: inner.clone(),
+        peer,
+        pipe,
+        decoder: Decoder::new(MAX_PACKET),
+        pending_connect: BytesMut::new(),
+        device: None,
+        out: BytesMut::new(),
+        next_pkid: 1,
+        keep_alive: None,
+        last_in: Instant::now(),
+        packets_in: 0,
+        close: false,
+    };
+    let connect_deadline = Instant::now() + inner.connect_timeout;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut plain = Vec::new();
+    loop {
+        let deadline = match (c.device.is_some(), c.keep_alive) {
+            (false, _) => connect_deadline,
+            // MQTT: one and a half keep-alive periods without a packet end the session.
+            (true, Some(ka)) => c.last_in + ka + ka / 2,
+            (true, None) => Instant::now() + Duration::from_secs(24 * 3600),
+        };
+        tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    plain.clear();
+                    let Some(data) = (match &mut c.pipe {
+                        Pipe::Plain => Some(&buf[..n]),
+                        Pipe::Tls(t) => match t.read_ciphertext(&buf[..n], &mut plain) {
+                            Ok(()) => Some(&plain[..]),
+                            Err(e) => {
+                                tracing::info!(peer = %c.peer, error = %e, "tls session refused");
+                                c.close = true;
+                                None
+                            }
+                        },
+                    }) else {
+                        let _ = c.write(&mut stream).await;
+                        break;
+                    };
+                    let data = data.to_vec();
+                    c.input(&data);
+                }
+            },
+            m = rx.recv() => match m {
+                Some(ConnMsg::Publish(o)) => c.publish(&o, QoS::AtLeastOnce),
+                Some(ConnMsg::Raw(bytes)) => c.out.extend_from_slice(&bytes),
+                Some(ConnMsg::Close) | None => c.close = true,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::info!(peer = %c.peer, "no packet in time: closing");
+                break;
+            }
+        }
+        if c.write(&mut stream).await.is_err() || c.close {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+    inner.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    inner.cloud().disconnect(id);
+    if let Some(d) = &c.device {
+        tracing::info!(device = %d, "disconnected");
+    }
+}
+
+impl Conn {
+    async fn write(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        let mut cipher = Vec::new();
+        match &mut self.pipe {
+            Pipe::Plain => {
+                if self.out.is_empty() {
+                    return Ok(());
+                }
+                let bytes = self.out.split();
+                return stream.write_all(&bytes).await;
+            }
+            Pipe::Tls(t) => {
+                if !self.out.is_empty() {
+                    let bytes = self.out.split();
+                    t.write_plaintext(&bytes).map_err(std::io::Error::other)?;
+                }
+                t.take_ciphertext(&mut cipher);
+            }
+        }
+        if cipher.is_empty() {
+            Ok(())
+        } else {
+            stream.write_all(&cipher).await
+        }
+    }
+
+    fn tls_certificate(&self) -> bool {
+        matches!(&self.pipe, Pipe::Tls(t) if t.peer_certificates().is_some_and(|c| !c.is_empty()))
+    }
+
+    fn input(&mut self, data: &[u8]) {
+        self.last_in = Instant::now();
+        if self.device.is_none() {
+            self.pending_connect.extend_from_slice(data);
+            match parse_connect(&self.pending_connect, MAX_PACKET) {
+                Ok(None) => return,
+                Ok(Some((p, used))) => {
+                    let rest = self.pending_connect.split_off(used);
+                    self.pending_connect = BytesMut::new();
+                    self.on_connect(p);
+                    if self.device.is_none() {
+                        return;
+                    }
+                    self.decoder.feed(&rest);
+                }
+                Err(ConnectError::Protocol) => {
+                    self.connack(ConnectReturnCode::RefusedProtocolVersion);
+                    self.close = true;
+                    return;
+                }
+                Err(ConnectError::Malformed(why)) => {
+                    tracing::info!(peer = %self.peer, why, "malformed CONNECT");
+                    self.close = true;
+                    return;
+                }
+            }
+        } else {
+            self.decoder.feed(data);
+        }
+        while !self.close {
+            match self.decoder.next_packet() {
+                Ok(Some(p)) => self.on_packet(p),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(peer = %self.peer, error = %e, "bad packet: closing");
+                    self.close = true;
+                }
+            }
+        }
+    }
+
+    fn connack(&mut self, code: ConnectReturnCode) {
+        let _ = codec::encode_packet(&mut self.out, &Packet::ConnAck(ConnAck::new(code, false)));
+    }
+
+    fn on_connect(&mut self, p: crate::connect::ConnectPacket) {
+        let claimed = p.username.split_once('&').and_then(|(dk, pk)| DeviceKeys::new(pk, dk).ok());
+        if let Some(k) = &claimed {
+            self.inner.record(k, Direction::In, PacketKind::Connect, None, Bytes::new());
+        }
+        if let Some(code) = self.inner.take_refusal() {
+            tracing::info!(peer = %self.peer, code = code as u8, "connect refused by fault injection");
+            self.connack(code);
+            self.close = true;
+            return;
+        }
+        let info = ConnectInfo {
+            client_id: &p.client_id,
+            username: &p.username,
+            password: &p.password,
+            protocol_level: p.level,
+            certificate: self.tls_certificate(),
+        };
+        let result = self.inner.cloud().connect(self.id, info);
+        match result {
+            Ok(accepted) => {
+                if let Some(old) = accepted.takeover {
+                    self.inner.send(old, ConnMsg::Close);
+                }
+                tracing::info!(device = %accepted.device, peer = %self.peer, "connected");
+                self.device = Some(accepted.device);
+                self.keep_alive = (p.keep_alive > 0).then(|| Duration::from_secs(u64::from(p.keep_alive)));
+                self.connack(ConnectReturnCode::Success);
+                for o in accepted.push {
+                    self.publish(&o, QoS::AtLeastOnce);
+                }
+            }
+            Err(code) => {
+                tracing::info!(peer = %self.peer, user = %p.username, code = code as u8, "connect refused");
+                self.connack(code);
+                self.close = true;
+            }
+        }
+    }
+
+    fn publish(&mut self, o: &Outbound, qos: QoS) {
+        let pkid = if qos == QoS::AtLeastOnce {
+            let id = self.next_pkid;
+            self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
+            id
+        } else {
+            0
+        };
+        if let Some(d) = &self.device {
+            self.inner.record(d, Direction::Out, PacketKind::Publish, Some(&o.topic), o.payload.clone());
+        }
+        let _ = codec::encode_publish(&mut self.out, &o.topic, &o.payload, qos, pkid, false);
+    }
+
+    fn on_packet(&mut self, p: Packet) {
+        let Some(device) = self.device.clone() else { return };
+        self.packets_in += 1;
+        let (topic, payload) = match &p {
+            Packet::Publish(pb) => (Some(pb.topic.as_str()), pb.payload.clone()),
+            _ => (None, Bytes::new()),
+        };
+        self.inner.record(&device, Direction::In, codec::kind(&p), topic, payload);
+        if self.inner.cut_due(&device, self.packets_in) {
+            tracing::info!(device = %device, "cut by fault injection");
+            self.close = true;
+            return;
+        }
+        match p {
+            Packet::Publish(pb) => {
+                match pb.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => {
+                        let _ = codec::encode_packet(&mut self.out, &Packet::PubAck(PubAck::new(pb.pkid)));
+                    }
+                    QoS::ExactlyOnce => {
+                        self.close = true;
+                        return;
+                    }
+                }
+                let handled = self.inner.cloud().publish(self.id, &pb.topic, &pb.payload, unix_ms());
+                if let Some((topic, payload)) = handled.command_reply {
+                    self.inner.command_replied(&topic, payload);
+                }
+                for r in handled.replies {
+                    match self.inner.reply_fault() {
+                        crate::ReplyFault::None => self.publish(&r, QoS::AtLeastOnce),
+                        crate::ReplyFault::Drop => tracing::info!(topic = %r.topic, "reply dropped by fault injection"),
+                        crate::ReplyFault::Delay(d) => {
+                            let inner = self.inner.clone();
+                            let id = self.id;
+                            tokio::spawn(async move {
+                                tokio::time::sleep(d).await;
+                                inner.send(id, ConnMsg::Publish(r));
+                            });
+                        }
+                    }
+                }
+            }
+            Packet::Subscribe(s) => {
+                // Delivery follows ownership (spec §1.1), so a subscription never adds a
+                // second copy; only well-formed filters are granted.
+                let codes = s
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        if valid_filter(&f.path) {
+                            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+                        } else {
+                            SubscribeReasonCode::Failure
+                        }
+                    })
+                    .collect();
+                let _ = codec::encode_packet(&mut self.out, &Packet::SubAck(SubAck::new(s.pkid, codes)));
+            }
+            Packet::Unsubscribe(u) => {
+                let _ = codec::encode_packet(&mut self.out, &Packet::UnsubAck(codec::UnsubAck::new(u.pkid)));
+            }
+            Packet::PingReq => {
+                let _ = codec::encode_packet(&mut self.out, &Packet::PingResp);
+            }
+            Packet::PubAck(_) => {}
+            Packet::Disconnect => self.close = true,
+            other => {
+                tracing::info!(device = %device, kind = %codec::kind(&other), "unexpected packet: closing");
+                self.close = true;
+            }
+        }
+    }
+}
+
+/// MQTT filter rules: `#` only as the whole last level, `+` only as a whole level.
+fn valid_filter(f: &str) -> bool {
+    if f.is_empty() {
+        return false;
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    levels.iter().enumerate().all(|(i, l)| match *l {
+        "#" => i + 1 == levels.len(),
+        "+" => true,
+        l => !l.contains(['#', '+']),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn filters() {
+        for ok in ["/sys/pk/dk/#", "/sys/+/+/thing/service/+", "a", "#", "$share/g//sys/#"] {
+            assert!(super::valid_filter(ok), "{ok}");
+        }
+        for bad in ["", "a/#/b", "a+/b", "a/b#"] {
+            assert!(!super::valid_filter(bad), "{bad}");
+        }
+    }
+}

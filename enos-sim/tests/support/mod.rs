@@ -1,0 +1,338 @@
+//! A minimal device for the simulator's tests: the SDK's core driven over a tokio socket
+//! (plain or TLS), with requests awaited and commands collected.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use enos_proto::codec::{self, Decoder, Packet};
+use enos_proto::tls::rustls::ClientConfig;
+use enos_proto::tls::TlsLayer;
+use enos_proto::{
+    Client, CloseCause, Command, CommandReply, Config, Credentials, DeviceKeys, Event, Now, Operation, Output, Reply,
+    RequestError, RequestId, RequestOptions, SubmitError,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+type Job = Box<dyn FnOnce(&mut Client, Now) -> Result<RequestId, SubmitError> + Send>;
+
+enum Cmd {
+    Request(Job, oneshot::Sender<Result<Reply, RequestError>>),
+    Reply(CommandReply),
+    Close,
+}
+
+/// A device driven by the core.
+pub struct TestDevice {
+    tx: mpsc::UnboundedSender<Cmd>,
+    /// Every event but responses, in order.
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub keys: DeviceKeys,
+}
+
+pub fn keys(pk: &str, dk: &str) -> DeviceKeys {
+    DeviceKeys::new(pk, dk).unwrap()
+}
+
+pub fn config(pk: &str, dk: &str, secret: &str) -> Config {
+    let mut c = Config::new(keys(pk, dk), Credentials::DeviceSecret(secret.into()));
+    c.reconnect_jitter_percent = 0;
+    c.reconnect_period = Duration::from_millis(200);
+    c.max_reconnect_period = Duration::from_millis(400);
+    c
+}
+
+/// TLS for a test device: the CA to trust and the server name.
+#[derive(Clone)]
+pub struct Tls {
+    pub config: Arc<ClientConfig>,
+    pub name: String,
+}
+
+impl TestDevice {
+    /// Starts a device against `addr`; it dials at once.
+    pub fn start(addr: std::net::SocketAddr, config: Config, tls: Option<Tls>) -> TestDevice {
+        let keys = config.device.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (etx, erx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(addr, config, tls, rx, etx));
+        TestDevice { tx, events: erx, keys }
+    }
+
+    /// Starts a device and waits for its first `Connected` (or the refusal).
+    pub async fn connect(addr: std::net::SocketAddr, config: Config, tls: Option<Tls>) -> Result<TestDevice, Event> {
+        let mut d = TestDevice::start(addr, config, tls);
+        match d.next_event().await {
+            Event::Connected { .. } => Ok(d),
+            other => Err(other),
+        }
+    }
+
+    /// The next event (not a response), within 5 s.
+    pub async fn next_event(&mut self) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await.expect("no event in 5 s").expect("driver gone")
+    }
+
+    /// The next command, within 5 s (other events are skipped).
+    pub async fn next_command(&mut self) -> Command {
+        loop {
+            if let Event::Command(c) = self.next_event().await {
+                return *c;
+            }
+        }
+    }
+
+    /// Sends a request and waits for its end.
+    pub async fn request<O: Operation + Send + 'static>(&self, op: O, opts: RequestOptions) -> Result<Reply, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |c, now| c.request(now, op, opts));
+        self.tx.send(Cmd::Request(job, tx)).ok().expect("driver gone");
+        rx.await.expect("request dropped")
+    }
+
+    /// Sends a request and returns its typed data.
+    pub async fn call<O: Operation + Send + 'static>(&self, op: O) -> Result<O::Data, RequestError> {
+        let reply = self.request(op, RequestOptions::default()).await?;
+        O::parse_reply(&reply)
+    }
+
+    /// A request's raw JSON reply: (code, data, message).
+    pub async fn json<O: Operation + Send + 'static>(&self, op: O) -> (i32, serde_json::Value, Option<String>) {
+        match self.request(op, RequestOptions::default()).await {
+            Ok(Reply::Json(j)) => {
+                (j.code, j.data_json().map(|d| serde_json::from_str(d).unwrap()).unwrap_or_default(), j.message)
+            }
+            other => panic!("not a JSON reply: {other:?}"),
+        }
+    }
+
+    pub fn reply(&self, r: CommandReply) {
+        let _ = self.tx.send(Cmd::Reply(r));
+    }
+
+    pub fn close(&self) {
+        let _ = self.tx.send(Cmd::Close);
+    }
+}
+
+enum Link {
+    Plain(TcpStream),
+    Tls(TcpStream, Box<TlsLayer>),
+}
+
+async fn dial(addr: std::net::SocketAddr, tls: &Option<Tls>) -> std::io::Result<Link> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let Some(t) = tls else { return Ok(Link::Plain(s)) };
+    let mut layer = TlsLayer::client(t.config.clone(), &t.name).map_err(std::io::Error::other)?;
+    let mut buf = vec![0u8; 16384];
+    let mut plain = Vec::new();
+    while layer.is_handshaking() {
+        let mut out = Vec::new();
+        layer.take_ciphertext(&mut out);
+        s.write_all(&out).await?;
+        if !layer.is_handshaking() {
+            break;
+        }
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        layer.read_ciphertext(&buf[..n], &mut plain).map_err(std::io::Error::other)?;
+    }
+    let mut out = Vec::new();
+    layer.take_ciphertext(&mut out);
+    s.write_all(&out).await?;
+    Ok(Link::Tls(s, Box::new(layer)))
+}
+
+async fn drive(
+    addr: std::net::SocketAddr,
+    config: Config,
+    tls: Option<Tls>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut core = Client::new(config, Now::system()).unwrap();
+    let mut link: Option<Link> = None;
+    let mut waiting: HashMap<RequestId, oneshot::Sender<Result<Reply, RequestError>>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let wake = loop {
+            match core.poll_output() {
+                Output::Transmit(b) => {
+                    let r = match &mut link {
+                        Some(Link::Plain(s)) => s.write_all(&b).await,
+                        Some(Link::Tls(s, t)) => {
+                            let _ = t.write_plaintext(&b);
+                            let mut out = Vec::new();
+                            t.take_ciphertext(&mut out);
+                            s.write_all(&out).await
+                        }
+                        None => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        link = None;
+                        core.handle_closed(Now::system(), e.into());
+                    }
+                }
+                Output::OpenTransport => match dial(addr, &tls).await {
+                    Ok(l) => {
+                        link = Some(l);
+                        core.handle_connected(Now::system());
+                    }
+                    Err(e) => core.handle_closed(Now::system(), e.into()),
+                },
+                Output::CloseTransport => link = None,
+                Output::Event(Event::Response { id, result }) => {
+                    if let Some(tx) = waiting.remove(&id) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Output::Event(e) => {
+                    let _ = events.send(e);
+                }
+                Output::Wait(at) => break at,
+                _ => {}
+            }
+        };
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = async {
+                match &mut link {
+                    Some(Link::Plain(s)) => s.read(&mut buf).await.map(|n| (n, None)),
+                    Some(Link::Tls(s, _)) => s.read(&mut buf).await.map(|n| (n, Some(()))),
+                    None => std::future::pending().await,
+                }
+            } => match r {
+                Ok((0, _)) | Err(_) => {
+                    link = None;
+                    core.handle_closed(Now::system(), CloseCause::Eof);
+                }
+                Ok((n, None)) => core.handle_input(Now::system(), &buf[..n]),
+                Ok((n, Some(()))) => {
+                    let mut plain = Vec::new();
+                    let res = match &mut link {
+                        Some(Link::Tls(_, t)) => t.read_ciphertext(&buf[..n], &mut plain),
+                        _ => Ok(()),
+                    };
+                    match res {
+                        Ok(()) => core.handle_input(Now::system(), &plain),
+                        Err(e) => {
+                            link = None;
+                            core.handle_closed(Now::system(), CloseCause::Tls(e.to_string()));
+                        }
+                    }
+                }
+            },
+            _ = sleep => core.handle_timeout(Now::system()),
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Request(job, tx)) => match job(&mut core, Now::system()) {
+                    Ok(id) => { waiting.insert(id, tx); }
+                    Err(e) => panic!("request refused: {e}"),
+                },
+                Some(Cmd::Reply(r)) => { let _ = core.reply(Now::system(), r); }
+                Some(Cmd::Close) | None => {
+                    core.close(Now::system());
+                    loop {
+                        match core.poll_output() {
+                            Output::Transmit(b) => match &mut link {
+                                Some(Link::Plain(s)) => { let _ = s.write_all(&b).await; }
+                                Some(Link::Tls(s, t)) => {
+                                    let _ = t.write_plaintext(&b);
+                                    let mut out = Vec::new();
+                                    t.take_ciphertext(&mut out);
+                                    let _ = s.write_all(&out).await;
+                                }
+                                None => {}
+                            },
+                            Output::Wait(_) => return,
+                            _ => {}
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Raw MQTT over a socket, for what the core would never send.
+pub struct RawConn {
+    pub s: TcpStream,
+    dec: Decoder,
+}
+
+impl RawConn {
+    pub async fn open(addr: std::net::SocketAddr) -> RawConn {
+        RawConn { s: TcpStream::connect(addr).await.unwrap(), dec: Decoder::new(1 << 22) }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.unwrap();
+    }
+
+    pub async fn send_packet(&mut self, p: Packet) {
+        let mut b = BytesMut::new();
+        codec::encode_packet(&mut b, &p).unwrap();
+        self.send(&b).await;
+    }
+
+    /// The next packet, or `None` when the server closed the connection (within 5 s).
+    pub async fn next(&mut self) -> Option<Packet> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            if let Ok(Some(p)) = self.dec.next_packet() {
+                return Some(p);
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut buf)).await.expect("silent server").ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.dec.feed(&buf[..n]);
+        }
+    }
+
+    /// Sends a CONNECT with these fields and returns the CONNACK code.
+    pub async fn connect(&mut self, client_id: &str, user: &str, password: &str) -> Option<u8> {
+        let mut c = codec::Connect::new(client_id);
+        c.set_login(user, password);
+        self.send_packet(Packet::Connect(c)).await;
+        match self.next().await? {
+            Packet::ConnAck(a) => Some(a.code as u8),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: &[u8]) {
+        let mut b = BytesMut::new();
+        codec::encode_publish(&mut b, topic, payload, codec::QoS::AtMostOnce, 0, false).unwrap();
+        self.send(&b).await;
+    }
+
+    /// The next PUBLISH (skipping acknowledgements): topic and payload.
+    pub async fn next_publish(&mut self) -> Option<(String, Bytes)> {
+        loop {
+            match self.next().await? {
+                Packet::Publish(p) => return Some((p.topic, p.payload)),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// The signed CONNECT fields for a device at `ts`.
+pub fn signed(pk: &str, dk: &str, secret: &str, mode: u8, method: &str, ts: u64) -> (String, String, String) {
+    let keys = keys(pk, dk);
+    let m = enos_proto::SignMethod::from_label(method).unwrap();
+    let sign = enos_proto::sign::sign_device(m, dk, &keys, &ts.to_string(), &secret.into());
+    (format!("{dk}|securemode={mode},signmethod={method},timestamp={ts}|"), format!("{dk}&{pk}"), sign)
+}
