@@ -349,7 +349,8 @@ impl Cloud {
         if let Some(old) = takeover {
             self.disconnect(old);
         }
-        self.sessions.insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: BTreeSet::new() });
+        self.sessions
+            .insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: BTreeSet::new() });
         self.by_client_id.insert(c.client_id.to_owned(), conn);
         self.online.insert(keys.clone(), conn);
         Ok(Accepted { device: keys, takeover, push })
@@ -357,9 +358,11 @@ impl Cloud {
 
     /// A device seen on a shared broker (responder mode): a session without a CONNECT.
     pub(crate) fn attach(&mut self, conn: ConnId, keys: &DeviceKeys) {
-        self.sessions
-            .entry(conn)
-            .or_insert_with(|| Session { device: keys.clone(), client_id: String::new(), subs: BTreeSet::new() });
+        self.sessions.entry(conn).or_insert_with(|| Session {
+            device: keys.clone(),
+            client_id: String::new(),
+            subs: BTreeSet::new(),
+        });
         self.online.insert(keys.clone(), conn);
     }
 
@@ -403,7 +406,10 @@ impl Cloud {
         }
         let id = self.command_id();
         let body = json!({"id": id, "version": "1.0", "method": "ota.device.upgrade", "params": fw});
-        Outbound { topic: enos_proto::topic::topic(Scope::Sys, keys, "ota/device/upgrade"), payload: Bytes::from(body.to_string()) }
+        Outbound {
+            topic: enos_proto::topic::topic(Scope::Sys, keys, "ota/device/upgrade"),
+            payload: Bytes::from(body.to_string()),
+        }
     }
 
     /// Queues an OTA push for a device that is offline (sent at its next CONNECT).
@@ -421,7 +427,8 @@ impl Cloud {
         if let Some(path) = parts.path.strip_suffix("_reply") {
             if own {
                 if parts.scope == Scope::ExtSession && path == "thing/activate/info" {
-                    let ok = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v.get("code")?.as_i64()) == Some(200);
+                    let ok = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v.get("code")?.as_i64())
+                        == Some(200);
                     if ok {
                         if let Some(d) = self.registry.devices.get_mut(&keys) {
                             d.activated = true;
@@ -429,7 +436,8 @@ impl Cloud {
                     }
                 }
                 if path == "ota/device/upgrade" {
-                    let ok = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v.get("code")?.as_i64()) == Some(200);
+                    let ok = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v.get("code")?.as_i64())
+                        == Some(200);
                     if let Some(task) = self.registry.devices.get_mut(&keys).and_then(|d| d.ota.as_mut()) {
                         task.started |= ok;
                     }
@@ -483,7 +491,15 @@ impl Cloud {
         self.registry.devices.get_mut(keys)
     }
 
-    fn answer(&mut self, conn: ConnId, op: &Op, keys: &DeviceKeys, params: &Value, env: &Map<String, Value>, now_ms: u64) -> Answer {
+    fn answer(
+        &mut self,
+        conn: ConnId,
+        op: &Op,
+        keys: &DeviceKeys,
+        params: &Value,
+        env: &Map<String, Value>,
+        now_ms: u64,
+    ) -> Answer {
         let bad = || Answer::err(1220, "Payload format error");
         match op {
             Op::TagQuery | Op::AttributeQuery => {
@@ -498,7 +514,11 @@ impl Cloud {
                 let data: Map<String, Value> = if wanted.is_empty() {
                     all
                 } else {
-                    wanted.iter().filter_map(Value::as_str).filter_map(|k| all.get(k).map(|v| (k.to_owned(), v.clone()))).collect()
+                    wanted
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .filter_map(|k| all.get(k).map(|v| (k.to_owned(), v.clone())))
+                        .collect()
                 };
                 Answer::ok(Value::Object(data))
             }
@@ -537,7 +557,12 @@ impl Cloud {
                 let Some(attrs) = params.get("attributes").and_then(Value::as_object) else {
                     return Answer::err(1207, "Attribute update data format error");
                 };
-                let tsl = self.registry.products.get(keys.product_key()).map(|p| p.tsl.attributes.clone()).unwrap_or_default();
+                let tsl = self
+                    .registry
+                    .products
+                    .get(keys.product_key())
+                    .map(|p| p.tsl.attributes.clone())
+                    .unwrap_or_default();
                 for (k, v) in attrs {
                     if !tsl.get(k).is_some_and(|t| t.accepts(v)) {
                         return Answer::err(1204, format!("Model validate failed: attribute {k}"));
@@ -561,8 +586,11 @@ impl Cloud {
             }
             Op::BatchPost | Op::BatchResume => self.batch(conn, keys, params, env, now_ms, *op == Op::BatchResume),
             Op::Event(event) => {
-                let model = self.registry.products.get(keys.product_key()).and_then(|p| p.tsl.events.get(event)).cloned();
-                let Some(model) = model else { return Answer::err(1204, format!("Model validate failed: event {event}")) };
+                let model =
+                    self.registry.products.get(keys.product_key()).and_then(|p| p.tsl.events.get(event)).cloned();
+                let Some(model) = model else {
+                    return Answer::err(1204, format!("Model validate failed: event {event}"));
+                };
                 let Some(values) = params.get("events").and_then(Value::as_object) else { return bad() };
                 for (k, v) in values {
                     if !model.get(k).is_some_and(|t| t.accepts(v)) {
@@ -622,7 +650,11 @@ impl Cloud {
                     text_of(params.get("timestamp")),
                     params.get("subDevices").and_then(Value::as_array),
                 ) else {
-                    return Answer { code: 1220, data: json!({"loginedSubDevices": [], "failedSubDevices": []}), message: "Payload format error".into() };
+                    return Answer {
+                        code: 1220,
+                        data: json!({"loginedSubDevices": [], "failedSubDevices": []}),
+                        message: "Payload format error".into(),
+                    };
                 };
                 let method = params.get("signMethod").and_then(Value::as_str).unwrap_or("sha256").to_owned();
                 let mut ok = Vec::new();
@@ -635,7 +667,11 @@ impl Cloud {
                     match self.login(conn, keys, &sub, client_id, &ts, &method, sign, &mode) {
                         Ok(data) => ok.push(data),
                         Err((_, reason)) => {
-                            message.push_str(&format!("{}&{} has error: {reason};", sub.product_key(), sub.device_key()));
+                            message.push_str(&format!(
+                                "{}&{} has error: {reason};",
+                                sub.product_key(),
+                                sub.device_key()
+                            ));
                             failed.push(json!({"productKey": sub.product_key(), "deviceKey": sub.device_key()}));
                         }
                     }
@@ -677,7 +713,8 @@ impl Cloud {
                 Answer::ok(json!({}))
             }
             Op::OtaGetVersion => {
-                let fws = self.registry.products.get(keys.product_key()).map(|p| p.firmwares.clone()).unwrap_or_default();
+                let fws =
+                    self.registry.products.get(keys.product_key()).map(|p| p.firmwares.clone()).unwrap_or_default();
                 Answer::ok(serde_json::to_value(fws).unwrap_or(Value::Null))
             }
         }
@@ -699,7 +736,13 @@ impl Cloud {
         Ok(())
     }
 
-    fn store_points<'a>(&mut self, keys: &DeviceKeys, points: impl Iterator<Item = (&'a String, &'a Value)>, time: u64, resume: bool) {
+    fn store_points<'a>(
+        &mut self,
+        keys: &DeviceKeys,
+        points: impl Iterator<Item = (&'a String, &'a Value)>,
+        time: u64,
+        resume: bool,
+    ) {
         let Some(d) = self.device_mut(keys) else { return };
         for (k, v) in points {
             let stamped = Stamped { value: v.clone(), time };
@@ -710,7 +753,15 @@ impl Cloud {
         }
     }
 
-    fn batch(&mut self, conn: ConnId, topic_keys: &DeviceKeys, params: &Value, env: &Map<String, Value>, now_ms: u64, resume: bool) -> Answer {
+    fn batch(
+        &mut self,
+        conn: ConnId,
+        topic_keys: &DeviceKeys,
+        params: &Value,
+        env: &Map<String, Value>,
+        now_ms: u64,
+        resume: bool,
+    ) -> Answer {
         let Some(entries) = params.as_array() else { return Answer::err(1206, "Measurepoint post data format error") };
         let allow_offline = env.get("allowOfflineSubDevice").and_then(Value::as_bool).unwrap_or(false);
         let skip_invalid = env.get("skipInvalidMeasurepoints").and_then(Value::as_bool).unwrap_or(false);
@@ -765,7 +816,9 @@ impl Cloud {
         // Validate everything first: all or nothing.
         let mut plan = Vec::new();
         for e in list {
-            let Some(pk) = e.get("productKey").and_then(Value::as_str) else { return Answer::err(1220, "Payload format error") };
+            let Some(pk) = e.get("productKey").and_then(Value::as_str) else {
+                return Answer::err(1220, "Payload format error");
+            };
             if !self.registry.products.contains_key(pk) {
                 return Answer::err(602, format!("product {pk} does not exist"));
             }
@@ -808,7 +861,8 @@ impl Cloud {
             }
             let client_id = e.get("clientId").and_then(Value::as_str).unwrap_or_default();
             let ts = text_of(e.get("timestamp")).unwrap_or_default();
-            let method = e.get("signMethod").or_else(|| e.get("signmethod")).and_then(Value::as_str).unwrap_or("sha256");
+            let method =
+                e.get("signMethod").or_else(|| e.get("signmethod")).and_then(Value::as_str).unwrap_or("sha256");
             let sign = e.get("sign").and_then(Value::as_str).unwrap_or_default();
             let verified = d.secret.as_ref().is_some_and(|s| sign_ok(method, client_id, &sub, &ts, s, sign));
             if !verified {

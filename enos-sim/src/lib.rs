@@ -191,7 +191,14 @@ impl Inner {
         lock(&self.conns).get(&conn).is_some_and(|tx| tx.try_send(msg).is_ok())
     }
 
-    pub(crate) fn record(&self, device: &DeviceKeys, direction: Direction, kind: PacketKind, topic: Option<&str>, payload: Bytes) {
+    pub(crate) fn record(
+        &self,
+        device: &DeviceKeys,
+        direction: Direction,
+        kind: PacketKind,
+        topic: Option<&str>,
+        payload: Bytes,
+    ) {
         if self.record_limit == 0 {
             return;
         }
@@ -423,7 +430,14 @@ impl Sim {
 
     // ----- commands (spec §6, §7, §10) -----
 
-    async fn command(&self, keys: &DeviceKeys, scope: Scope, path: &str, method: &str, params: Value) -> Result<CommandResponse, CommandError> {
+    async fn command(
+        &self,
+        keys: &DeviceKeys,
+        scope: Scope,
+        path: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<CommandResponse, CommandError> {
         let (conn, id) = {
             let mut cloud = self.inner.cloud();
             let conn = cloud.route(keys).ok_or_else(|| CommandError::Offline(keys.to_string()))?;
@@ -453,8 +467,20 @@ impl Sim {
     /// # Errors
     ///
     /// [`CommandError`] when the device is offline or does not answer in time.
-    pub async fn invoke_service(&self, keys: &DeviceKeys, service_id: &str, params: Value) -> Result<CommandResponse, CommandError> {
-        self.command(keys, Scope::Sys, &format!("thing/service/{service_id}"), &format!("thing.service.{service_id}"), params).await
+    pub async fn invoke_service(
+        &self,
+        keys: &DeviceKeys,
+        service_id: &str,
+        params: Value,
+    ) -> Result<CommandResponse, CommandError> {
+        self.command(
+            keys,
+            Scope::Sys,
+            &format!("thing/service/{service_id}"),
+            &format!("thing.service.{service_id}"),
+            params,
+        )
+        .await
     }
 
     /// Sets measure points (`{pointId: value}`) on a device.
@@ -472,7 +498,8 @@ impl Sim {
     ///
     /// As [`Sim::invoke_service`].
     pub async fn get_measurepoints(&self, keys: &DeviceKeys, ids: &[&str]) -> Result<CommandResponse, CommandError> {
-        self.command(keys, Scope::Sys, "thing/service/measurepoint/get", "thing.service.measurepoint.get", json!(ids)).await
+        self.command(keys, Scope::Sys, "thing/service/measurepoint/get", "thing.service.measurepoint.get", json!(ids))
+            .await
     }
 
     /// Pushes an OTA upgrade; for an offline device it is queued until its next CONNECT
@@ -481,7 +508,11 @@ impl Sim {
     /// # Errors
     ///
     /// As [`Sim::invoke_service`] when the device is online.
-    pub async fn push_ota(&self, keys: &DeviceKeys, firmware: Firmware) -> Result<Option<CommandResponse>, CommandError> {
+    pub async fn push_ota(
+        &self,
+        keys: &DeviceKeys,
+        firmware: Firmware,
+    ) -> Result<Option<CommandResponse>, CommandError> {
         let (push, conn) = {
             let mut cloud = self.inner.cloud();
             match cloud.route(keys) {
@@ -492,7 +523,10 @@ impl Sim {
                 Some(conn) => (cloud.ota_push(keys, firmware), conn),
             }
         };
-        let id = serde_json::from_slice::<Value>(&push.payload).ok().and_then(|v| v["id"].as_str().map(str::to_owned)).unwrap_or_default();
+        let id = serde_json::from_slice::<Value>(&push.payload)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
+            .unwrap_or_default();
         let (tx, rx) = oneshot::channel();
         let key = (format!("{}_reply", push.topic), id);
         lock(&self.inner.waiters).json.insert(key.clone(), tx);
@@ -510,7 +544,12 @@ impl Sim {
         }
     }
 
-    async fn sub_devices(&self, gateway: &DeviceKeys, what: &str, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+    async fn sub_devices(
+        &self,
+        gateway: &DeviceKeys,
+        what: &str,
+        subs: &[DeviceKeys],
+    ) -> Result<CommandResponse, CommandError> {
         {
             let mut cloud = self.inner.cloud();
             for s in subs {
@@ -543,7 +582,11 @@ impl Sim {
     /// # Errors
     ///
     /// As [`Sim::invoke_service`], for the gateway.
-    pub async fn enable_sub_devices(&self, gateway: &DeviceKeys, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+    pub async fn enable_sub_devices(
+        &self,
+        gateway: &DeviceKeys,
+        subs: &[DeviceKeys],
+    ) -> Result<CommandResponse, CommandError> {
         self.sub_devices(gateway, "enable", subs).await
     }
 
@@ -552,7 +595,11 @@ impl Sim {
     /// # Errors
     ///
     /// As [`Sim::invoke_service`], for the gateway.
-    pub async fn disable_sub_devices(&self, gateway: &DeviceKeys, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+    pub async fn disable_sub_devices(
+        &self,
+        gateway: &DeviceKeys,
+        subs: &[DeviceKeys],
+    ) -> Result<CommandResponse, CommandError> {
         self.sub_devices(gateway, "disable", subs).await
     }
 
@@ -561,7 +608,11 @@ impl Sim {
     /// # Errors
     ///
     /// As [`Sim::invoke_service`], for the gateway.
-    pub async fn delete_sub_devices(&self, gateway: &DeviceKeys, subs: &[DeviceKeys]) -> Result<CommandResponse, CommandError> {
+    pub async fn delete_sub_devices(
+        &self,
+        gateway: &DeviceKeys,
+        subs: &[DeviceKeys],
+    ) -> Result<CommandResponse, CommandError> {
         self.sub_devices(gateway, "delete", subs).await
     }
 

@@ -334,8 +334,8 @@ impl Registry {
     ///
     /// [`RegistryError`] when the file cannot be read or does not describe a registry.
     pub fn from_file(path: &Path) -> Result<Self, RegistryError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| RegistryError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| RegistryError::Io { path: path.display().to_string(), source })?;
         Self::from_json(&text)
     }
 
@@ -362,7 +362,8 @@ impl Registry {
             });
         }
         for d in file.devices {
-            let keys = DeviceKeys::new(d.product_key, d.device_key).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+            let keys =
+                DeviceKeys::new(d.product_key, d.device_key).map_err(|e| RegistryError::Invalid(e.to_string()))?;
             let device = r.add_device(keys.clone(), d.device_secret.map(Secret::new))?;
             device.enabled = d.enabled;
             if let Some(a) = d.asset_id {
@@ -406,8 +407,11 @@ impl Registry {
             ]
             .map(|(k, t)| (k.to_owned(), t))
             .into(),
-            events: [("overheat".to_owned(), [("level", DataType::Int), ("msg", DataType::String)].map(|(k, t)| (k.to_owned(), t)).into())]
-                .into(),
+            events: [(
+                "overheat".to_owned(),
+                [("level", DataType::Int), ("msg", DataType::String)].map(|(k, t)| (k.to_owned(), t)).into(),
+            )]
+            .into(),
             services: [
                 ("reset".to_owned(), BTreeMap::new()),
                 ("restart".to_owned(), [("delay".to_owned(), DataType::Int)].into()),
@@ -435,7 +439,8 @@ impl Registry {
                 firmwares: vec![firmware.clone()],
             });
         }
-        let ok = |pk: &str, dk: &str| DeviceKeys::new(pk, dk).unwrap_or_else(|_| unreachable!("built-in keys are valid"));
+        let ok =
+            |pk: &str, dk: &str| DeviceKeys::new(pk, dk).unwrap_or_else(|_| unreachable!("built-in keys are valid"));
         for (pk, dk, secret) in [
             (DEVICE_PRODUCT, DEVICE, DEVICE_SECRET),
             (GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET),

@@ -59,7 +59,8 @@ async fn attributes_are_validated_against_the_model_atomically() {
     let e = d.call(AttributeUpdate::new(json!({"unknown": 1}))).await.unwrap_err();
     assert!(matches!(e, RequestError::Rejected { code: 1204, .. }));
     assert_eq!(sim.device(&own()).unwrap().attributes["name"], "inverter-1");
-    let (code, _, _) = d.json(RawJson::sys("thing/attribute/update", "thing.attribute.update", json!({"attributes": [1]}))).await;
+    let (code, _, _) =
+        d.json(RawJson::sys("thing/attribute/update", "thing.attribute.update", json!({"attributes": [1]}))).await;
     assert_eq!(code, 1207);
     d.call(AttributeDelete::new(["capacity"])).await.unwrap();
     assert_eq!(d.call(AttributeQuery::new(Vec::<String>::new())).await.unwrap().len(), 1);
@@ -69,7 +70,9 @@ async fn attributes_are_validated_against_the_model_atomically() {
 async fn measure_points_post_and_resume_are_recorded_with_their_times() {
     let sim = sim().await;
     let d = device(&sim).await;
-    d.call(MeasurepointPost::at(json!({"temp": 21.5, "voltage": {"value": 229.8, "quality": 9}}), 1_600_000_000_000)).await.unwrap();
+    d.call(MeasurepointPost::at(json!({"temp": 21.5, "voltage": {"value": 229.8, "quality": 9}}), 1_600_000_000_000))
+        .await
+        .unwrap();
     d.call(MeasurepointResume::at(json!({"temp": 19.0}), 1_500_000_000_000)).await.unwrap();
     let dev = sim.device(&own()).unwrap();
     assert_eq!(dev.measurepoints["temp"].value, 21.5, "resume does not change the last value");
@@ -81,9 +84,8 @@ async fn measure_points_post_and_resume_are_recorded_with_their_times() {
     assert!(matches!(e, RequestError::Rejected { code: 1204, .. }));
     let e = d.call(MeasurepointPost::new(json!({"nope": 1}))).await.unwrap_err();
     assert!(matches!(e, RequestError::Rejected { code: 1204, .. }));
-    let (code, _, _) = d
-        .json(RawJson::sys("thing/measurepoint/post", "thing.measurepoint.post", json!({"measurepoints": [1]})))
-        .await;
+    let (code, _, _) =
+        d.json(RawJson::sys("thing/measurepoint/post", "thing.measurepoint.post", json!({"measurepoints": [1]}))).await;
     assert_eq!(code, 1206);
 }
 
@@ -127,7 +129,10 @@ async fn register_topo_login_logout_as_a_gateway() {
     // Registering it again: 706; unknown product: 602; too many: 460.
     let e = g.call(SubDeviceRegister::new(vec![named])).await.unwrap_err();
     assert!(matches!(e, RequestError::Rejected { code: 706, .. }));
-    let e = g.call(SubDeviceRegister::new(vec![SubDeviceRegistration::new("nope", DeviceName::new("x"))])).await.unwrap_err();
+    let e = g
+        .call(SubDeviceRegister::new(vec![SubDeviceRegistration::new("nope", DeviceName::new("x"))]))
+        .await
+        .unwrap_err();
     assert!(matches!(e, RequestError::Rejected { code: 602, .. }));
     let many = vec![SubDeviceRegistration::new(SUB_PRODUCT, DeviceName::new("x")); 1001];
     let e = g.call(SubDeviceRegister::new(many)).await.unwrap_err();
@@ -163,10 +168,15 @@ async fn register_topo_login_logout_as_a_gateway() {
     assert_eq!(r.device_key, SUB_DEVICE_1);
     assert!(sim.is_online(&s1.keys));
     // On behalf of the logged-in sub-device.
-    g.request(MeasurepointPost::new(json!({"temp": 1.5})), RequestOptions::new().target(s1.keys.clone())).await.unwrap();
+    g.request(MeasurepointPost::new(json!({"temp": 1.5})), RequestOptions::new().target(s1.keys.clone()))
+        .await
+        .unwrap();
     assert_eq!(sim.device(&s1.keys).unwrap().measurepoints["temp"].value, 1.5);
     // On behalf of one not logged in: 1009.
-    let r = g.request(MeasurepointPost::new(json!({"temp": 1.5})), RequestOptions::new().target(s2.keys.clone())).await.unwrap();
+    let r = g
+        .request(MeasurepointPost::new(json!({"temp": 1.5})), RequestOptions::new().target(s2.keys.clone()))
+        .await
+        .unwrap();
     assert!(matches!(r, Reply::Json(j) if j.code == 1009));
     // Batch login with an unknown device: both lists come back.
     let r = g.call(SubDeviceBatchLogin::new(vec![s2.clone(), sub("ghost", "x")])).await.unwrap();
@@ -188,7 +198,10 @@ async fn batch_login_reports_each_failure_with_723() {
     let s1 = sub(SUB_DEVICE_1, SUB_DEVICE_1_SECRET);
     let s2 = sub(SUB_DEVICE_2, SUB_DEVICE_2_SECRET);
     g.call(TopoAdd::new(vec![s1.clone(), s2.clone()])).await.unwrap();
-    let r = g.request(SubDeviceBatchLogin::new(vec![s1, sub(SUB_DEVICE_2, "bad")]), RequestOptions::default()).await.unwrap();
+    let r = g
+        .request(SubDeviceBatchLogin::new(vec![s1, sub(SUB_DEVICE_2, "bad")]), RequestOptions::default())
+        .await
+        .unwrap();
     let Reply::Json(j) = &r else { panic!() };
     assert_eq!(j.code, 723);
     assert_eq!(j.message.as_deref(), Some("demo_sub_pk&demo_sub_2 has error: sign verify failed;"));
@@ -214,7 +227,10 @@ async fn batch_post_honours_allow_offline_and_skip_invalid() {
     let s1 = sub(SUB_DEVICE_1, SUB_DEVICE_1_SECRET);
     g.call(TopoAdd::new(vec![s1.clone()])).await.unwrap();
     let entries = || {
-        vec![BatchEntry::own(json!({"temp": 1.0}), Some(1)), BatchEntry::of(s1.keys.clone(), json!({"temp": 2.0}), Some(2))]
+        vec![
+            BatchEntry::own(json!({"temp": 1.0}), Some(1)),
+            BatchEntry::of(s1.keys.clone(), json!({"temp": 2.0}), Some(2)),
+        ]
     };
     // s1 is offline: 1212 for the whole request, unless allowed.
     let e = g.call(MeasurepointBatchPost::new(entries())).await.unwrap_err();
@@ -262,7 +278,8 @@ async fn envelope_errors_1220_1251_1260_1008() {
     c.max_payload_bytes = 1 << 20;
     drop(d);
     let d = TestDevice::connect(sim.tcp_addr().unwrap(), c, None).await.unwrap();
-    let (code, _, _) = d.json(RawJson::sys("thing/tag/update", "thing.tag.update", json!([{"tagKey": "k", "tagValue": big}]))).await;
+    let (code, _, _) =
+        d.json(RawJson::sys("thing/tag/update", "thing.tag.update", json!([{"tagKey": "k", "tagValue": big}]))).await;
     assert_eq!(code, 1008);
     // Raw bytes for what the SDK never sends.
     let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
@@ -277,7 +294,11 @@ async fn envelope_errors_1220_1251_1260_1008() {
     let (_, body) = raw.next_publish().await.unwrap();
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"], 1220);
     // Another device's topic: a known device gets 1009; unknown keys are dropped.
-    raw.publish(&format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/thing/tag/query"), br#"{"id":"5","method":"thing.tag.query","params":{"tags":[]}}"#).await;
+    raw.publish(
+        &format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/thing/tag/query"),
+        br#"{"id":"5","method":"thing.tag.query","params":{"tags":[]}}"#,
+    )
+    .await;
     let (topic, body) = raw.next_publish().await.unwrap();
     assert!(topic.contains(GATEWAY));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"], 1009);

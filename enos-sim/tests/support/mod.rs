@@ -74,7 +74,10 @@ impl TestDevice {
 
     /// The next event (not a response), within 5 s.
     pub async fn next_event(&mut self) -> Event {
-        tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await.expect("no event in 5 s").expect("driver gone")
+        tokio::time::timeout(Duration::from_secs(5), self.events.recv())
+            .await
+            .expect("no event in 5 s")
+            .expect("driver gone")
     }
 
     /// The next command, within 5 s (other events are skipped).
@@ -87,7 +90,11 @@ impl TestDevice {
     }
 
     /// Sends a request and waits for its end.
-    pub async fn request<O: Operation + Send + 'static>(&self, op: O, opts: RequestOptions) -> Result<Reply, RequestError> {
+    pub async fn request<O: Operation + Send + 'static>(
+        &self,
+        op: O,
+        opts: RequestOptions,
+    ) -> Result<Reply, RequestError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c, now| c.request(now, op, opts));
         self.tx.send(Cmd::Request(job, tx)).ok().expect("driver gone");
@@ -293,7 +300,10 @@ impl RawConn {
             if let Ok(Some(p)) = self.dec.next_packet() {
                 return Some(p);
             }
-            let n = tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut buf)).await.expect("silent server").ok()?;
+            let n = tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut buf))
+                .await
+                .expect("silent server")
+                .ok()?;
             if n == 0 {
                 return None;
             }

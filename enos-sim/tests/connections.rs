@@ -1,0 +1,446 @@
+//! Authentication (spec §2, §3), TLS, commands, subscriptions, faults and the record.
+
+mod support;
+
+use std::time::Duration;
+
+use enos_proto::codec::{ConnectReturnCode, Packet, QoS, Subscribe, SubscribeFilter};
+use enos_proto::ops::{Firmware, MeasurepointPost, SubDeviceLogin, TopoAdd};
+use enos_proto::tls::client_config;
+use enos_proto::{CommandKind, ConnectRefusal, Credentials, DisconnectCause, Event, SubDeviceInfo};
+use enos_sim::registry::defaults::*;
+use enos_sim::{pki, CommandError, Direction, Sim};
+use serde_json::json;
+use support::*;
+
+fn dev() -> enos_proto::DeviceKeys {
+    keys(DEVICE_PRODUCT, DEVICE)
+}
+
+#[tokio::test]
+async fn every_sign_method_is_accepted_in_any_case() {
+    let sim = Sim::builder().start().await.unwrap();
+    for method in ["sha256", "SHA256", "hmacsha256", "sha1", "hmacsha1", "md5", "HmacMD5"] {
+        let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+        let (id, user, pw) =
+            signed(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET, 2, &method.to_lowercase(), 1_600_000_000_000);
+        let id = id.replace(&format!("signmethod={}", method.to_lowercase()), &format!("signmethod={method}"));
+        // Lower-case hex, as the Python SDK sends it, is accepted too.
+        assert_eq!(raw.connect(&id, &user, &pw.to_lowercase()).await, Some(0), "{method}");
+    }
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_connack_code() {
+    let sim = Sim::builder().start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let (id, user, pw) = signed(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET, 2, "sha256", 5);
+    let cases: Vec<(&str, String, String, String, u8)> = vec![
+        ("wrong secret", id.clone(), user.clone(), signed(DEVICE_PRODUCT, DEVICE, "nope", 2, "sha256", 5).2, 5),
+        ("unknown device", id.replace(DEVICE, "ghost"), format!("ghost&{DEVICE_PRODUCT}"), pw.clone(), 5),
+        ("no securemode", format!("{DEVICE}|signmethod=sha256,timestamp=5|"), user.clone(), pw.clone(), 2),
+        (
+            "client id over 64",
+            format!("{}|securemode=2,signmethod=sha256,timestamp=5|", "x".repeat(65)),
+            user.clone(),
+            pw.clone(),
+            2,
+        ),
+        ("user name without &", id.clone(), DEVICE.to_owned(), pw.clone(), 4),
+        ("unknown sign method", id.replace("sha256", "sha512"), user.clone(), pw.clone(), 5),
+        (
+            "timestamp differs from the signed one",
+            id.replace("timestamp=5", "timestamp=6"),
+            user.clone(),
+            pw.clone(),
+            5,
+        ),
+        ("mode 3 on an activated device", id.replace("securemode=2", "securemode=3"), user.clone(), pw.clone(), 5),
+    ];
+    for (what, id, user, pw, code) in cases {
+        let mut raw = RawConn::open(addr).await;
+        assert_eq!(raw.connect(&id, &user, &pw).await, Some(code), "{what}");
+        assert!(raw.next().await.is_none(), "{what}: the connection is closed after a refusal");
+    }
+    // Protocol level 5: code 1. Level 3 (MQIsdp): accepted.
+    let mut raw = RawConn::open(addr).await;
+    raw.send(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0]).await;
+    assert!(matches!(raw.next().await, Some(Packet::ConnAck(a)) if a.code as u8 == 1));
+    let mut raw = RawConn::open(addr).await;
+    let mut body = vec![0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0xc2, 0, 60];
+    for s in [&id, &user, &pw] {
+        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        body.extend_from_slice(s.as_bytes());
+    }
+    let mut pkt = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let b = (len % 128) as u8;
+        len /= 128;
+        pkt.push(if len > 0 { b | 0x80 } else { b });
+        if len == 0 {
+            break;
+        }
+    }
+    pkt.extend_from_slice(&body);
+    raw.send(&pkt).await;
+    assert!(matches!(raw.next().await, Some(Packet::ConnAck(a)) if a.code as u8 == 0));
+    // A disabled device: 5, through the SDK as a typed refusal.
+    sim.disable_device(&dev());
+    let mut d = TestDevice::start(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None);
+    assert!(matches!(
+        d.next_event().await,
+        Event::Disconnected { cause: DisconnectCause::Refused(ConnectRefusal::NotAuthorized), .. }
+    ));
+    sim.enable_device(&dev());
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_connect_is_closed() {
+    let sim = Sim::builder().connect_timeout(Duration::from_millis(200)).start().await.unwrap();
+    let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+    assert!(raw.next().await.is_none());
+    // Nor may the first packet be anything else.
+    let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+    raw.send(&[0xc0, 0x00]).await;
+    assert!(raw.next().await.is_none());
+}
+
+#[tokio::test]
+async fn dynamic_activation_then_mode_2_and_no_second_activation() {
+    let sim = Sim::builder().start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let new = keys(DEVICE_PRODUCT, ACTIVATING_DEVICE);
+    let mut c = config(DEVICE_PRODUCT, ACTIVATING_DEVICE, "unused");
+    c.credentials = Credentials::ProductSecret(DEVICE_PRODUCT_SECRET.into());
+    let mut d = TestDevice::connect(addr, c.clone(), None).await.unwrap();
+    let secret = match d.next_event().await {
+        Event::Activated { device, device_secret, asset_id } => {
+            assert_eq!(device, new);
+            assert!(asset_id.is_some());
+            device_secret
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(secret.expose().len(), 20);
+    // The device replied: the cloud marks it activated.
+    for _ in 0..50 {
+        if sim.device(&new).unwrap().activated {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(sim.device(&new).unwrap().activated);
+    d.close();
+    // Mode 2 with the issued secret works; mode 3 again is refused.
+    TestDevice::connect(addr, config(DEVICE_PRODUCT, ACTIVATING_DEVICE, secret.expose()), None).await.unwrap();
+    let mut again = TestDevice::start(addr, c, None);
+    assert!(matches!(
+        again.next_event().await,
+        Event::Disconnected { cause: DisconnectCause::Refused(ConnectRefusal::NotAuthorized), .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_over() {
+    let sim = Sim::builder().start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let mut first = TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
+    let _second = TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
+    assert!(matches!(first.next_event().await, Event::Disconnected { .. }));
+}
+
+#[tokio::test]
+async fn commands_reach_the_device_and_its_sub_devices() {
+    let sim = Sim::builder().start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let mut d = TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
+    let s = sim.clone();
+    let invoke = tokio::spawn(async move { s.invoke_service(&dev(), "restart", json!({"delay": 5})).await });
+    let cmd = d.next_command().await;
+    assert!(
+        matches!(&cmd.kind, CommandKind::InvokeService { service_id, params } if service_id == "restart" && params["delay"] == 5)
+    );
+    d.reply(cmd.reply_to.ok(&json!({"result": "ok"})).unwrap());
+    let r = invoke.await.unwrap().unwrap();
+    assert_eq!((r.code, r.data.clone()), (200, json!({"result": "ok"})));
+
+    let s = sim.clone();
+    let set = tokio::spawn(async move { s.set_measurepoints(&dev(), json!({"temp_setpoint": 22.5})).await });
+    let cmd = d.next_command().await;
+    assert!(matches!(&cmd.kind, CommandKind::SetMeasurepoints { points } if points["temp_setpoint"] == 22.5));
+    d.reply(cmd.reply_to.ok_empty());
+    assert_eq!(set.await.unwrap().unwrap().code, 200);
+
+    let s = sim.clone();
+    let get = tokio::spawn(async move { s.get_measurepoints(&dev(), &["temp"]).await });
+    let cmd = d.next_command().await;
+    assert!(matches!(&cmd.kind, CommandKind::GetMeasurepoints { point_ids } if point_ids == &["temp"]));
+    d.reply(cmd.reply_to.ok(&json!({"temp": 21.5})).unwrap());
+    assert_eq!(get.await.unwrap().unwrap().data, json!({"temp": 21.5}));
+
+    // No handler: the device's 1101 reaches the caller.
+    let s = sim.clone();
+    let none = tokio::spawn(async move { s.invoke_service(&dev(), "unknownSvc", json!({})).await });
+    let cmd = d.next_command().await;
+    d.reply(cmd.reply_to.no_handler());
+    let r = none.await.unwrap().unwrap();
+    assert_eq!((r.code, r.message.as_deref()), (1101, Some("downstream command handler not registered")));
+
+    // Raw down.
+    let s = sim.clone();
+    let raw = tokio::spawn(async move { s.send_down_raw(&dev(), bytes::Bytes::from_static(b"\x03\x00")).await });
+    let cmd = d.next_command().await;
+    assert!(matches!(&cmd.kind, CommandKind::RawDown { payload } if &payload[..] == b"\x03\x00"));
+    d.reply(cmd.reply_to.raw(&b"\x04"[..]));
+    assert_eq!(&raw.await.unwrap().unwrap()[..], b"\x04");
+
+    // OTA push: the task starts when the device accepts it; progress is then allowed.
+    let s = sim.clone();
+    let fw = Firmware { version: "2.0.0".into(), file_size: 10, ..Default::default() };
+    let ota = tokio::spawn(async move { s.push_ota(&dev(), fw).await });
+    let cmd = d.next_command().await;
+    assert!(matches!(&cmd.kind, CommandKind::OtaUpgrade { firmware } if firmware.version == "2.0.0"));
+    d.reply(cmd.reply_to.ok_empty());
+    assert_eq!(ota.await.unwrap().unwrap().unwrap().code, 200);
+    d.call(enos_proto::ops::OtaProgress::new("100", "done")).await.unwrap();
+    assert!(sim.device(&dev()).unwrap().ota.unwrap().done);
+
+    // No reply in time, and an offline device.
+    sim.set_command_timeout(Duration::from_millis(200));
+    let s = sim.clone();
+    let late = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+    let _ignored = d.next_command().await;
+    assert_eq!(late.await.unwrap(), Err(CommandError::TimedOut(Duration::from_millis(200))));
+    let ghost = keys(DEVICE_PRODUCT, ACTIVATING_DEVICE);
+    assert!(matches!(sim.invoke_service(&ghost, "reset", json!({})).await, Err(CommandError::Offline(_))));
+    // OTA to an offline device is queued until it connects.
+    assert_eq!(sim.push_ota(&ghost, Firmware { version: "3".into(), ..Default::default() }).await, Ok(None));
+}
+
+#[tokio::test]
+async fn sub_device_commands_go_through_the_gateway() {
+    let sim = Sim::builder().start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let mut g = TestDevice::connect(addr, config(GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET), None).await.unwrap();
+    let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
+    g.call(TopoAdd::new(vec![s1.clone()])).await.unwrap();
+    g.call(SubDeviceLogin::new(s1.clone())).await.unwrap();
+    let s = sim.clone();
+    let k = s1.keys.clone();
+    let invoke = tokio::spawn(async move { s.invoke_service(&k, "restart", json!({"delay": 1})).await });
+    let cmd = g.next_command().await;
+    assert_eq!(cmd.device, s1.keys);
+    assert_eq!(cmd.reply_to.topic(), format!("/sys/{SUB_PRODUCT}/{SUB_DEVICE_1}/thing/service/restart_reply"));
+    g.reply(cmd.reply_to.ok_empty());
+    assert_eq!(invoke.await.unwrap().unwrap().code, 200);
+
+    for what in ["disable", "enable", "delete"] {
+        let s = sim.clone();
+        let gw = keys(GATEWAY_PRODUCT, GATEWAY);
+        let k = s1.keys.clone();
+        let call = tokio::spawn(async move {
+            match what {
+                "disable" => s.disable_sub_devices(&gw, &[k]).await,
+                "enable" => s.enable_sub_devices(&gw, &[k]).await,
+                _ => s.delete_sub_devices(&gw, &[k]).await,
+            }
+        });
+        let cmd = g.next_command().await;
+        match (&cmd.kind, what) {
+            (CommandKind::DisableSubDevices { devices }, "disable")
+            | (CommandKind::EnableSubDevices { devices }, "enable")
+            | (CommandKind::DeleteSubDevices { devices }, "delete") => assert_eq!(devices, &[s1.keys.clone()]),
+            (k, w) => panic!("{w}: {k:?}"),
+        }
+        g.reply(cmd.reply_to.ok_empty());
+        assert_eq!(call.await.unwrap().unwrap().code, 200);
+        if what == "disable" {
+            assert!(!sim.is_online(&s1.keys), "disabled sub-devices are logged out");
+            let e = g.call(SubDeviceLogin::new(s1.clone())).await.unwrap_err();
+            assert!(matches!(e, enos_proto::RequestError::Rejected { code: 770, .. }));
+        }
+    }
+    assert!(sim.device(&s1.keys).is_none(), "deleted");
+}
+
+#[tokio::test]
+async fn subscriptions_are_granted_and_never_duplicate_a_delivery() {
+    let sim = Sim::builder().start().await.unwrap();
+    let mut c = config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+    c.subscribe_command_topics = true;
+    let mut d = TestDevice::connect(sim.tcp_addr().unwrap(), c, None).await.unwrap();
+    let s = sim.clone();
+    let invoke = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+    let cmd = d.next_command().await;
+    d.reply(cmd.reply_to.ok_empty());
+    invoke.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let commands_in = sim
+        .record(&dev())
+        .iter()
+        .filter(|r| {
+            r.direction == Direction::Out && r.topic.as_deref().is_some_and(|t| t.ends_with("/thing/service/reset"))
+        })
+        .count();
+    assert_eq!(commands_in, 1);
+    // A malformed filter is refused in its SUBACK.
+    let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+    let (id, user, pw) = signed(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET, 2, "sha256", 9);
+    raw.connect(&id, &user, &pw).await;
+    let mut sub = Subscribe::empty_subscribe();
+    sub.pkid = 3;
+    sub.filters = vec![
+        SubscribeFilter::new("/sys/a/#/b".into(), QoS::AtLeastOnce),
+        SubscribeFilter::new("/sys/#".into(), QoS::AtLeastOnce),
+    ];
+    raw.send_packet(Packet::Subscribe(sub)).await;
+    let Some(Packet::SubAck(ack)) = raw.next().await else { panic!() };
+    assert_eq!(ack.return_codes.len(), 2);
+    assert_eq!(ack.return_codes[0], enos_proto::codec::SubscribeReasonCode::Failure);
+}
+
+#[tokio::test]
+async fn tls_with_and_without_client_certificates() {
+    let ca = pki::Ca::new("sim ca").unwrap();
+    let server = ca.server_cert().unwrap();
+    let device_ca = pki::Ca::new("device ca").unwrap();
+    let sim = Sim::builder()
+        .no_tcp()
+        .tls("127.0.0.1:0".parse().unwrap(), pki::server_tls(&server, Some(&device_ca)).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = sim.tls_addr().unwrap();
+    // A device certificate from the device CA: accepted, and it may stand in for the password.
+    let cert = device_ca.device_cert(DEVICE).unwrap();
+    let tls = Tls {
+        config: client_config(ca.pem.as_bytes(), Some(&cert.identity().unwrap())).unwrap(),
+        name: "localhost".into(),
+    };
+    let d = TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(tls.clone())).await.unwrap();
+    d.call(MeasurepointPost::new(json!({"temp": 1.0}))).await.unwrap();
+    let mut c = config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+    c.credentials = Credentials::Certificate { device_secret: None };
+    TestDevice::connect(addr, c, Some(tls)).await.unwrap();
+    // No certificate, a foreign one, an expired one: the handshake fails.
+    let foreign = pki::Ca::new("foreign").unwrap().device_cert(DEVICE).unwrap();
+    let expired = device_ca.expired_device_cert(DEVICE).unwrap();
+    for id in [None, Some(foreign.identity().unwrap()), Some(expired.identity().unwrap())] {
+        let tls = Tls { config: client_config(ca.pem.as_bytes(), id.as_ref()).unwrap(), name: "localhost".into() };
+        let mut d = TestDevice::start(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(tls));
+        assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+    }
+    // A client that does not trust the server's CA.
+    let other = pki::Ca::new("other").unwrap();
+    let tls = Tls {
+        config: client_config(other.pem.as_bytes(), Some(&cert.identity().unwrap())).unwrap(),
+        name: "localhost".into(),
+    };
+    let mut d = TestDevice::start(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(tls));
+    assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+}
+
+#[tokio::test]
+async fn faults_refuse_cut_delay_drop_malformed_restart() {
+    let sim = Sim::builder().start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    sim.refuse_next_connects(2, ConnectReturnCode::ServiceUnavailable);
+    let mut d = TestDevice::start(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None);
+    for _ in 0..2 {
+        assert!(matches!(
+            d.next_event().await,
+            Event::Disconnected { cause: DisconnectCause::Refused(ConnectRefusal::ServerUnavailable), .. }
+        ));
+    }
+    assert!(matches!(d.next_event().await, Event::Connected { .. }));
+    // Cut now: the device reconnects by itself.
+    assert!(sim.cut(&dev()));
+    assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+    assert!(matches!(d.next_event().await, Event::Connected { reconnect: true }));
+    // Dropped reply: the request times out; delayed reply: it arrives late.
+    sim.drop_replies(1);
+    let r = d
+        .request(
+            MeasurepointPost::new(json!({"temp": 1.0})),
+            enos_proto::RequestOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .await;
+    assert!(matches!(r, Err(enos_proto::RequestError::TimedOut(_))));
+    sim.delay_replies(Some(Duration::from_millis(150)));
+    let t = std::time::Instant::now();
+    d.call(MeasurepointPost::new(json!({"temp": 1.0}))).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    sim.delay_replies(None);
+    // Cut after N packets.
+    sim.cut_after(&dev(), 2);
+    let _ = d.call(MeasurepointPost::new(json!({"temp": 1.0}))).await;
+    assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+    assert!(matches!(d.next_event().await, Event::Connected { .. }));
+    // A malformed packet: the SDK ends the session with a typed decode error.
+    assert!(sim.send_malformed(&dev()));
+    assert!(matches!(d.next_event().await, Event::Disconnected { cause: DisconnectCause::Decode(_), .. }));
+    assert!(matches!(d.next_event().await, Event::Connected { .. }));
+    // The broker goes down and comes back on the same port.
+    sim.stop_listeners();
+    assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.restart_listeners().await.unwrap();
+    loop {
+        match d.next_event().await {
+            Event::Connected { reconnect: true } => break,
+            Event::Disconnected { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sim.tcp_addr(), Some(addr));
+}
+
+#[tokio::test]
+async fn every_packet_is_recorded_per_device() {
+    let sim = Sim::builder().start().await.unwrap();
+    let d = TestDevice::connect(sim.tcp_addr().unwrap(), config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None)
+        .await
+        .unwrap();
+    d.call(MeasurepointPost::new(json!({"temp": 1.0}))).await.unwrap();
+    let rec = sim.record(&dev());
+    let kinds: Vec<_> = rec.iter().map(|r| (r.direction, r.kind)).collect();
+    use enos_proto::PacketKind as K;
+    assert_eq!(kinds[0], (Direction::In, K::Connect));
+    assert!(kinds.contains(&(Direction::In, K::Subscribe)));
+    let post = rec.iter().find(|r| r.topic.as_deref().is_some_and(|t| t.ends_with("/measurepoint/post"))).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&post.payload).unwrap()["params"]["measurepoints"]["temp"],
+        1.0
+    );
+    assert!(rec
+        .iter()
+        .any(|r| r.direction == Direction::Out && r.topic.as_deref().is_some_and(|t| t.ends_with("post_reply"))));
+    sim.clear_record();
+    assert!(sim.record(&dev()).is_empty());
+}
+
+#[tokio::test]
+async fn many_devices_at_once() {
+    let sim = Sim::builder().record_limit(0).start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let n = 200;
+    sim.with_cloud(|c| {
+        for i in 0..n {
+            let k = keys(DEVICE_PRODUCT, &format!("load_{i}"));
+            c.registry.add_device(k, Some("s".into())).unwrap();
+        }
+    });
+    let mut devices = Vec::new();
+    for i in 0..n {
+        devices.push(TestDevice::connect(addr, config(DEVICE_PRODUCT, &format!("load_{i}"), "s"), None).await.unwrap());
+    }
+    assert_eq!(sim.connections(), n);
+    let mut calls = Vec::new();
+    for d in &devices {
+        calls.push(d.call(MeasurepointPost::new(json!({"temp": 1.0}))));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+}
