@@ -9,6 +9,13 @@ export CARGO_BUILD_JOBS="$JOBS"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages (mosquitto for the broker tests)"
+if ! command -v mosquitto >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y mosquitto
+fi
+
 step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -305,7 +305,8 @@ impl Cloud {
                     None => false,
                 };
                 // A verified client certificate may stand in for the password.
-                if !verified && !(c.certificate && c.password.is_empty()) {
+                let by_certificate = c.certificate && c.password.is_empty();
+                if !(verified || by_certificate) {
                     return Err(ConnectReturnCode::NotAuthorized);
                 }
                 false
@@ -381,11 +382,6 @@ impl Cloud {
                 }
             }
         }
-    }
-
-    /// The device of a connection.
-    pub(crate) fn device_of(&self, conn: ConnId) -> Option<&DeviceKeys> {
-        self.sessions.get(&conn).map(|s| &s.device)
     }
 
     /// Logs sub-devices out wherever they are logged in.

@@ -61,9 +61,10 @@ use tokio::task::JoinHandle;
 // pub mod admin;
 mod cloud;
 mod connect;
+pub mod mosquitto;
 pub mod pki;
 pub mod registry;
-// pub mod responder;
+pub mod responder;
 mod server;
 
 pub use cloud::{Cloud, ConnId, Outbound};

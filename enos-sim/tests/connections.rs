@@ -250,7 +250,9 @@ async fn sub_device_commands_go_through_the_gateway() {
         match (&cmd.kind, what) {
             (CommandKind::DisableSubDevices { devices }, "disable")
             | (CommandKind::EnableSubDevices { devices }, "enable")
-            | (CommandKind::DeleteSubDevices { devices }, "delete") => assert_eq!(devices, &[s1.keys.clone()]),
+            | (CommandKind::DeleteSubDevices { devices }, "delete") => {
+                assert_eq!(devices, std::slice::from_ref(&s1.keys))
+            }
             (k, w) => panic!("{w}: {k:?}"),
         }
         g.reply(cmd.reply_to.ok_empty());

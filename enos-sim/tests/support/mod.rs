@@ -97,7 +97,7 @@ impl TestDevice {
     ) -> Result<Reply, RequestError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c, now| c.request(now, op, opts));
-        self.tx.send(Cmd::Request(job, tx)).ok().expect("driver gone");
+        assert!(self.tx.send(Cmd::Request(job, tx)).is_ok(), "driver gone");
         rx.await.expect("request dropped")
     }
 
