@@ -58,7 +58,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-// pub mod admin;
+pub mod admin;
 mod cloud;
 mod connect;
 pub mod mosquitto;

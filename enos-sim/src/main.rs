@@ -1,0 +1,263 @@
+//! `enos-sim`: run the local EnOS cloud, or talk to a running one from another terminal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use enos_sim::registry::Registry;
+use enos_sim::responder::ResponderOptions;
+use enos_sim::{admin, pki, Sim};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "enos-sim", version, about = "A local EnOS IoT cloud for tests, examples and offline development")]
+struct Cli {
+    /// The admin API of a running simulator (for every subcommand but `serve`).
+    #[arg(long, global = true, env = "ENOS_SIM_ADMIN", default_value = "127.0.0.1:18080")]
+    admin: SocketAddr,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the cloud: MQTT on TCP (and TLS), the admin API, optionally a responder.
+    Serve {
+        /// Plain MQTT listener ("none" for no plain listener).
+        #[arg(long, default_value = "127.0.0.1:11883")]
+        tcp: String,
+        /// TLS listener address, e.g. 127.0.0.1:18883.
+        #[arg(long)]
+        tls: Option<SocketAddr>,
+        /// Server certificate (PEM) for TLS; without it a CA and certificate are made and
+        /// written to --tls-dir.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Server key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (PEM).
+        #[arg(long)]
+        client_ca: Option<PathBuf>,
+        /// Where generated TLS files go (ca.pem for devices to trust).
+        #[arg(long, default_value = "enos-sim-tls")]
+        tls_dir: PathBuf,
+        /// Registry file (JSON); the built-in registry when absent.
+        #[arg(long)]
+        registry: Option<PathBuf>,
+        /// Also answer through an external broker, e.g. 127.0.0.1:1883.
+        #[arg(long)]
+        responder: Option<SocketAddr>,
+        /// Shared-subscription group of the responder.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// List the devices.
+    Devices,
+    /// Show a device (pk/dk).
+    Device { device: String },
+    /// Show a device's last measure points.
+    Points { device: String },
+    /// Show a device's packet record.
+    Record { device: String },
+    /// Invoke a service on a device or sub-device.
+    Invoke {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        service: String,
+        /// Input parameters (JSON object).
+        #[arg(default_value = "{}")]
+        params: String,
+    },
+    /// Set measure points on a device.
+    SetPoints {
+        #[arg(long)]
+        device: String,
+        /// `{"point": value}`.
+        points: String,
+    },
+    /// Read measure points from a device.
+    GetPoints {
+        #[arg(long)]
+        device: String,
+        points: Vec<String>,
+    },
+    /// Push an OTA upgrade (JSON firmware: version, signMethod, sign, fileUrl, fileSize).
+    Ota {
+        #[arg(long)]
+        device: String,
+        firmware: String,
+    },
+    /// Send raw bytes down (hex) and print the device's raw reply.
+    Raw {
+        #[arg(long)]
+        device: String,
+        hex: String,
+    },
+    /// Enable, disable or delete a gateway's sub-devices.
+    SubDevices {
+        #[arg(long)]
+        gateway: String,
+        /// enable, disable or delete.
+        action: String,
+        /// Sub-devices as pk/dk.
+        devices: Vec<String>,
+    },
+    /// Cut a device's connection.
+    Cut { device: String },
+}
+
+fn split(device: &str) -> Result<(&str, &str), String> {
+    device.split_once('/').ok_or_else(|| format!("{device:?} is not pk/dk"))
+}
+
+fn parse(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve { tcp, tls, cert, key, client_ca, tls_dir, registry, responder, group } => {
+            serve(cli.admin, tcp, tls, cert, key, client_ca, tls_dir, registry, responder, group)
+        }
+        other => client(cli.admin, other),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("enos-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    admin_addr: SocketAddr,
+    tcp: String,
+    tls: Option<SocketAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    tls_dir: PathBuf,
+    registry: Option<PathBuf>,
+    responder: Option<SocketAddr>,
+    group: Option<String>,
+) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let registry = match registry {
+        Some(p) => Registry::from_file(&p).map_err(|e| e.to_string())?,
+        None => Registry::builtin(),
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut b = Sim::builder().registry(registry);
+        b = if tcp == "none" { b.no_tcp() } else { b.tcp(tcp.parse().map_err(|e| format!("--tcp: {e}"))?) };
+        if let Some(addr) = tls {
+            let client_ca = client_ca.map(std::fs::read).transpose().map_err(|e| format!("--client-ca: {e}"))?;
+            let identity = match (cert, key) {
+                (Some(c), Some(k)) => {
+                    let c = std::fs::read(c).map_err(|e| format!("--cert: {e}"))?;
+                    let k = std::fs::read(k).map_err(|e| format!("--key: {e}"))?;
+                    enos_proto::tls::Identity::from_pem(&c, &k).map_err(|e| e.to_string())?
+                }
+                _ => {
+                    let ca = pki::Ca::new("enos-sim local CA").map_err(|e| e.to_string())?;
+                    let server = ca.server_cert().map_err(|e| e.to_string())?;
+                    std::fs::create_dir_all(&tls_dir).map_err(|e| e.to_string())?;
+                    std::fs::write(tls_dir.join("ca.pem"), &ca.pem).map_err(|e| e.to_string())?;
+                    println!("TLS CA for devices to trust: {}", tls_dir.join("ca.pem").display());
+                    server.identity().map_err(|e| e.to_string())?
+                }
+            };
+            let config = enos_proto::tls::server_config(&identity, client_ca.as_deref()).map_err(|e| e.to_string())?;
+            b = b.tls(addr, config);
+        }
+        let sim = b.start().await.map_err(|e| e.to_string())?;
+        if let Some(a) = sim.tcp_addr() {
+            println!("MQTT (tcp) listening on tcp://{a}");
+        }
+        if let Some(a) = sim.tls_addr() {
+            println!("MQTT (tls) listening on ssl://{a}");
+        }
+        let admin = admin::serve(sim.clone(), admin_addr).await.map_err(|e| format!("admin API: {e}"))?;
+        println!("admin API listening on {admin}");
+        let _responder = match responder {
+            Some(broker) => {
+                let mut opts = ResponderOptions::new(broker);
+                opts.group = group;
+                let r = sim.responder(opts).await.map_err(|e| e.to_string())?;
+                println!("responder connected to {broker}");
+                Some(r)
+            }
+            None => None,
+        };
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        sim.shutdown();
+        Ok(())
+    })
+}
+
+fn client(admin_addr: SocketAddr, cmd: Cmd) -> Result<(), String> {
+    let (method, path, body) = match cmd {
+        Cmd::Serve { .. } => unreachable!("handled by serve"),
+        Cmd::Devices => ("GET", "/devices".to_owned(), None),
+        Cmd::Device { device } => {
+            let (pk, dk) = split(&device)?;
+            ("GET", format!("/devices/{pk}/{dk}"), None)
+        }
+        Cmd::Points { device } => {
+            let (pk, dk) = split(&device)?;
+            ("GET", format!("/devices/{pk}/{dk}/points"), None)
+        }
+        Cmd::Record { device } => {
+            let (pk, dk) = split(&device)?;
+            ("GET", format!("/devices/{pk}/{dk}/record"), None)
+        }
+        Cmd::Invoke { device, service, params } => {
+            let (pk, dk) = split(&device)?;
+            ("POST", format!("/devices/{pk}/{dk}/services/{service}"), Some(parse(&params)?))
+        }
+        Cmd::SetPoints { device, points } => {
+            let (pk, dk) = split(&device)?;
+            ("POST", format!("/devices/{pk}/{dk}/points/set"), Some(parse(&points)?))
+        }
+        Cmd::GetPoints { device, points } => {
+            let (pk, dk) = split(&device)?;
+            ("POST", format!("/devices/{pk}/{dk}/points/get"), Some(json!(points)))
+        }
+        Cmd::Ota { device, firmware } => {
+            let (pk, dk) = split(&device)?;
+            ("POST", format!("/devices/{pk}/{dk}/ota"), Some(parse(&firmware)?))
+        }
+        Cmd::Raw { device, hex } => {
+            let (pk, dk) = split(&device)?;
+            ("POST", format!("/devices/{pk}/{dk}/raw"), Some(json!(hex)))
+        }
+        Cmd::SubDevices { gateway, action, devices } => {
+            let (pk, dk) = split(&gateway)?;
+            let list = devices
+                .iter()
+                .map(|d| split(d).map(|(p, k)| json!({"productKey": p, "deviceKey": k})))
+                .collect::<Result<Vec<_>, _>>()?;
+            ("POST", format!("/gateways/{pk}/{dk}/sub-devices/{action}"), Some(Value::Array(list)))
+        }
+        Cmd::Cut { device } => {
+            let (pk, dk) = split(&device)?;
+            ("POST", format!("/devices/{pk}/{dk}/cut"), None)
+        }
+    };
+    let (status, value) = admin::call(admin_addr, method, &path, body.as_ref())
+        .map_err(|e| format!("cannot reach the simulator's admin API at {admin_addr}: {e}"))?;
+    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}

@@ -1,0 +1,104 @@
+//! The binary: `serve`, then the subcommands a person runs from another terminal.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use enos_proto::ops::MeasurepointPost;
+use enos_proto::CommandKind;
+use enos_sim::registry::defaults::*;
+use serde_json::{json, Value};
+use support::*;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `enos-sim serve` on ephemeral ports: (server, MQTT address, admin address).
+fn serve() -> (Server, std::net::SocketAddr, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enos-sim"))
+        .args(["serve", "--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut mqtt, mut admin) = (None, None);
+    while mqtt.is_none() || admin.is_none() {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(a) = line.strip_prefix("MQTT (tcp) listening on tcp://") {
+            mqtt = Some(a.parse().unwrap());
+        }
+        if let Some(a) = line.strip_prefix("admin API listening on ") {
+            admin = Some(a.to_owned());
+        }
+    }
+    (Server(child), mqtt.unwrap(), admin.unwrap())
+}
+
+/// Runs a subcommand: (success, parsed JSON output).
+fn run(admin: &str, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_enos-sim")).arg("--admin").arg(admin).args(args).output().unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_then_inspect_and_command_from_another_terminal() {
+    let (_server, mqtt, admin) = serve();
+    let mut d = TestDevice::connect(mqtt, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
+    d.call(MeasurepointPost::new(json!({"temp": 23.5}))).await.unwrap();
+    let dev = format!("{DEVICE_PRODUCT}/{DEVICE}");
+
+    let a = admin.clone();
+    let (ok, devices) = tokio::task::spawn_blocking(move || run(&a, &["devices"])).await.unwrap();
+    assert!(ok);
+    assert!(devices.as_array().unwrap().iter().any(|d| d["deviceKey"] == DEVICE && d["online"] == true));
+
+    let (a, dv) = (admin.clone(), dev.clone());
+    let (ok, points) = tokio::task::spawn_blocking(move || run(&a, &["points", &dv])).await.unwrap();
+    assert!(ok);
+    assert_eq!(points["temp"]["value"], 23.5);
+
+    // `invoke` waits for the device's reply.
+    let (a, dv) = (admin.clone(), dev.clone());
+    let invoke = tokio::task::spawn_blocking(move || {
+        run(&a, &["invoke", "--device", &dv, "--service", "reset", r#"{"hard":true}"#])
+    });
+    let cmd = d.next_command().await;
+    assert!(
+        matches!(&cmd.kind, CommandKind::InvokeService { service_id, params } if service_id == "reset" && params["hard"] == true)
+    );
+    d.reply(cmd.reply_to.ok(&json!({"done": 1})).unwrap());
+    let (ok, reply) = invoke.await.unwrap();
+    assert!(ok);
+    assert_eq!(reply, json!({"code": 200, "data": {"done": 1}, "message": null}));
+
+    let (a, dv) = (admin.clone(), dev.clone());
+    let set =
+        tokio::task::spawn_blocking(move || run(&a, &["set-points", "--device", &dv, r#"{"temp_setpoint": 20}"#]));
+    let cmd = d.next_command().await;
+    assert!(matches!(&cmd.kind, CommandKind::SetMeasurepoints { .. }));
+    d.reply(cmd.reply_to.ok_empty());
+    assert!(set.await.unwrap().0);
+
+    // An offline device, an unknown device, and a malformed argument fail clearly.
+    let a = admin.clone();
+    let other = format!("{DEVICE_PRODUCT}/{ACTIVATING_DEVICE}");
+    let (ok, e) =
+        tokio::task::spawn_blocking(move || run(&a, &["invoke", "--device", &other, "--service", "x"])).await.unwrap();
+    assert!(!ok);
+    assert!(e["error"].as_str().unwrap().contains("offline"));
+    let a = admin.clone();
+    let (ok, e) = tokio::task::spawn_blocking(move || run(&a, &["points", "nope/nope"])).await.unwrap();
+    assert!(!ok);
+    assert!(e["error"].as_str().unwrap().contains("no device"));
+    let a = admin.clone();
+    let (ok, _) = tokio::task::spawn_blocking(move || run(&a, &["points", "not-a-pair"])).await.unwrap();
+    assert!(!ok);
+}
