@@ -594,8 +594,9 @@ impl Cloud {
                     }
                 }
                 let time = params.get("time").and_then(Value::as_u64).unwrap_or(now_ms);
+                let limit = self.registry.history_limit;
                 if let Some(d) = self.device_mut(keys) {
-                    d.events.push((event.clone(), Value::Object(values.clone()), time));
+                    Device::keep(&mut d.events, (event.clone(), Value::Object(values.clone()), time), limit);
                 }
                 Answer::ok(json!({}))
             }
@@ -739,13 +740,14 @@ impl Cloud {
         time: u64,
         resume: bool,
     ) {
+        let limit = self.registry.history_limit;
         let Some(d) = self.device_mut(keys) else { return };
         for (k, v) in points {
             let stamped = Stamped { value: v.clone(), time };
             if !resume {
                 d.measurepoints.insert(k.clone(), stamped.clone());
             }
-            d.history.push((if resume { "resume" } else { "post" }.into(), k.clone(), stamped));
+            Device::keep(&mut d.history, (if resume { "resume" } else { "post" }.into(), k.clone(), stamped), limit);
         }
     }
 

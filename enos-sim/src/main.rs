@@ -46,6 +46,12 @@ enum Cmd {
         /// Registry file (JSON); the built-in registry when absent.
         #[arg(long)]
         registry: Option<PathBuf>,
+        /// Add N load devices `demo_pk/load_0..` with secret `load_secret`.
+        #[arg(long, default_value_t = 0)]
+        fleet: usize,
+        /// Packets kept per device in the record (0: none).
+        #[arg(long, default_value_t = 1000)]
+        record: usize,
         /// Also answer through an external broker, e.g. 127.0.0.1:1883.
         #[arg(long)]
         responder: Option<SocketAddr>,
@@ -120,8 +126,8 @@ fn parse(text: &str) -> Result<Value, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve { tcp, tls, cert, key, client_ca, tls_dir, registry, responder, group } => {
-            serve(cli.admin, tcp, tls, cert, key, client_ca, tls_dir, registry, responder, group)
+        Cmd::Serve { tcp, tls, cert, key, client_ca, tls_dir, registry, fleet, record, responder, group } => {
+            serve(cli.admin, tcp, tls, (cert, key, client_ca, tls_dir), (registry, fleet, record), responder, group)
         }
         other => client(cli.admin, other),
     };
@@ -134,29 +140,28 @@ fn main() -> ExitCode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+type TlsFiles = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, PathBuf);
+
 fn serve(
     admin_addr: SocketAddr,
     tcp: String,
     tls: Option<SocketAddr>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    client_ca: Option<PathBuf>,
-    tls_dir: PathBuf,
-    registry: Option<PathBuf>,
+    (cert, key, client_ca, tls_dir): TlsFiles,
+    (registry, fleet, record): (Option<PathBuf>, usize, usize),
     responder: Option<SocketAddr>,
     group: Option<String>,
 ) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let registry = match registry {
+    let mut registry = match registry {
         Some(p) => Registry::from_file(&p).map_err(|e| e.to_string())?,
         None => Registry::builtin(),
     };
+    registry.add_fleet(fleet);
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let mut b = Sim::builder().registry(registry);
+        let mut b = Sim::builder().registry(registry).record_limit(record);
         b = if tcp == "none" { b.no_tcp() } else { b.tcp(tcp.parse().map_err(|e| format!("--tcp: {e}"))?) };
         if let Some(addr) = tls {
             let client_ca = client_ca.map(std::fs::read).transpose().map_err(|e| format!("--client-ca: {e}"))?;

@@ -1,7 +1,7 @@
 //! The simulated cloud's registry: products (with their thing model) and devices, loaded
 //! from a JSON file or built in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 
 use enos_proto::ops::Firmware;
@@ -162,10 +162,11 @@ pub struct Device {
     pub attributes: BTreeMap<String, Value>,
     /// The last value of each measure point.
     pub measurepoints: BTreeMap<String, Stamped>,
-    /// Every measure point post and resume, in order: (`post` or `resume`, point, value).
-    pub history: Vec<(String, String, Stamped)>,
-    /// Events posted: (event id, params, time).
-    pub events: Vec<(String, Value, u64)>,
+    /// Measure point posts and resumes, oldest first: (`post` or `resume`, point, value).
+    /// The oldest are dropped past [`Registry::history_limit`].
+    pub history: VecDeque<(String, String, Stamped)>,
+    /// Events posted, oldest first: (event id, params, time); bounded the same way.
+    pub events: VecDeque<(String, Value, u64)>,
     /// The firmware version last reported.
     pub firmware_version: Option<String>,
     /// The current OTA task.
@@ -173,6 +174,16 @@ pub struct Device {
 }
 
 impl Device {
+    /// Appends to a bounded history, dropping the oldest entry past `limit`.
+    pub(crate) fn keep<T>(q: &mut VecDeque<T>, item: T, limit: usize) {
+        if q.len() >= limit {
+            q.pop_front();
+        }
+        if limit > 0 {
+            q.push_back(item);
+        }
+    }
+
     fn new(keys: DeviceKeys, secret: Option<Secret>, asset_id: String) -> Self {
         Device {
             keys,
@@ -184,8 +195,8 @@ impl Device {
             tags: BTreeMap::new(),
             attributes: BTreeMap::new(),
             measurepoints: BTreeMap::new(),
-            history: Vec::new(),
-            events: Vec::new(),
+            history: VecDeque::new(),
+            events: VecDeque::new(),
             firmware_version: None,
             ota: None,
         }
@@ -203,6 +214,8 @@ pub struct Registry {
     pub topology: BTreeMap<DeviceKeys, BTreeSet<DeviceKeys>>,
     /// Whether a device may run dynamic activation again once activated (default no).
     pub allow_reactivation: bool,
+    /// Measure point values and events kept per device (default 10,000 each).
+    pub history_limit: usize,
     rng: u64,
 }
 
@@ -275,7 +288,7 @@ const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
-        Registry { rng: 0x2545_f491_4f6c_dd1d, ..Default::default() }
+        Registry { rng: 0x2545_f491_4f6c_dd1d, history_limit: 10_000, ..Default::default() }
     }
 
     /// Random alphanumeric text (asset ids, secrets, device keys).
@@ -455,6 +468,18 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Adds `n` devices of the built-in device product, `load_0` .. `load_{n-1}`, all with
+    /// the secret [`defaults::FLEET_SECRET`]: a fleet for load runs.
+    pub fn add_fleet(&mut self, n: usize) {
+        for i in 0..n {
+            if let Ok(keys) = DeviceKeys::new(defaults::DEVICE_PRODUCT, format!("load_{i}")) {
+                let _ = self.add_device(keys, Some(Secret::new(defaults::FLEET_SECRET)));
+            }
+        }
+    }
+}
+
 /// The keys and secrets of the built-in registry, for examples and tests. They protect
 /// nothing: the built-in cloud runs on loopback for offline work.
 pub mod defaults {
@@ -488,6 +513,8 @@ pub mod defaults {
     pub const SUB_DEVICE_2: &str = "demo_sub_2";
     /// Its secret.
     pub const SUB_DEVICE_2_SECRET: &str = "demo_sub_2_secret";
+    /// The secret of every device of a load fleet (`Registry::add_fleet`).
+    pub const FLEET_SECRET: &str = "load_secret";
 }
 
 #[cfg(test)]

@@ -244,7 +244,7 @@ async fn batch_post_honours_allow_offline_and_skip_invalid() {
     assert!(matches!(e, RequestError::Rejected { code: 1204, .. }));
     g.call(MeasurepointBatchResume::new(bad()).skip_invalid_measurepoints(true)).await.unwrap();
     let gw = sim.device(&keys(GATEWAY_PRODUCT, GATEWAY)).unwrap();
-    assert_eq!(gw.history.last().unwrap().0, "resume");
+    assert_eq!(gw.history.back().unwrap().0, "resume");
     assert!(!gw.history.iter().any(|(_, k, _)| k == "nope"));
     let (code, _, _) = g
         .json(RawJson::sys("thing/measurepoint/post/batch", "thing.measurepoint.post.batch", json!({"not": "a list"})))
@@ -340,4 +340,21 @@ impl enos_proto::Operation for RawJson {
     fn parse_reply(_: &Reply) -> Result<(), RequestError> {
         Ok(())
     }
+}
+
+#[tokio::test]
+async fn history_is_bounded_per_device() {
+    let mut r = enos_sim::Registry::builtin();
+    r.history_limit = 3;
+    let sim = Sim::builder().registry(r).start().await.unwrap();
+    let d = device(&sim).await;
+    for i in 0..5u64 {
+        d.call(MeasurepointPost::at(json!({"temp": i as f64}), 1_000 + i)).await.unwrap();
+        d.call(EventPost::new("overheat", json!({"level": i}))).await.unwrap();
+    }
+    let dev = sim.device(&own()).unwrap();
+    let times: Vec<u64> = dev.history.iter().map(|(_, _, s)| s.time).collect();
+    assert_eq!(times, [1_002, 1_003, 1_004]);
+    assert_eq!(dev.events.len(), 3);
+    assert_eq!(dev.measurepoints["temp"].value, 4.0);
 }
