@@ -214,7 +214,7 @@ pub struct Registry {
     pub topology: BTreeMap<DeviceKeys, BTreeSet<DeviceKeys>>,
     /// Whether a device may run dynamic activation again once activated (default no).
     pub allow_reactivation: bool,
-    /// Measure point values and events kept per device (default 10,000 each).
+    /// Measure point values and events kept per device (default 1,000 each).
     pub history_limit: usize,
     rng: u64,
 }
@@ -288,7 +288,7 @@ const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
-        Registry { rng: 0x2545_f491_4f6c_dd1d, history_limit: 10_000, ..Default::default() }
+        Registry { rng: 0x2545_f491_4f6c_dd1d, history_limit: 1_000, ..Default::default() }
     }
 
     /// Random alphanumeric text (asset ids, secrets, device keys).

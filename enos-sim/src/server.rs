@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Decoder, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
 use enos_proto::tls::{rustls::ServerConfig, TlsLayer};
 use enos_proto::{DeviceKeys, PacketKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -16,6 +16,10 @@ use tokio::time::Instant;
 use crate::cloud::{ConnId, ConnectInfo, Outbound};
 use crate::connect::{parse_connect, ConnectError};
 use crate::{unix_ms, ConnMsg, Direction, Inner};
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
 
 /// Largest packet a device may send (remaining length): above the 512 KiB payload limit,
 /// so an oversize payload gets its 1008 reply rather than a closed connection.
@@ -90,8 +94,6 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
         close: false,
     };
     let connect_deadline = Instant::now() + inner.connect_timeout;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut plain = Vec::new();
     loop {
         let deadline = match (c.device.is_some(), c.keep_alive) {
             (false, _) => connect_deadline,
@@ -100,26 +102,26 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
             (true, None) => Instant::now() + Duration::from_secs(24 * 3600),
         };
         tokio::select! {
-            r = stream.read(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    plain.clear();
-                    let Some(data) = (match &mut c.pipe {
-                        Pipe::Plain => Some(&buf[..n]),
-                        Pipe::Tls(t) => match t.read_ciphertext(&buf[..n], &mut plain) {
-                            Ok(()) => Some(&plain[..]),
-                            Err(e) => {
-                                tracing::info!(peer = %c.peer, error = %e, "tls session refused");
-                                c.close = true;
-                                None
-                            }
-                        },
-                    }) else {
-                        let _ = c.write(&mut stream).await;
-                        break;
-                    };
-                    let data = data.to_vec();
-                    c.input(&data);
+            r = stream.readable() => {
+                if r.is_err() {
+                    break;
+                }
+                // One read buffer per worker thread, not per connection: an idle
+                // connection holds no buffer at all.
+                let eof = READ_BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    match stream.try_read(&mut b) {
+                        Ok(0) => true,
+                        Ok(n) => {
+                            c.receive(&b[..n]);
+                            false
+                        }
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    }
+                });
+                if eof {
+                    let _ = c.write(&mut stream).await;
+                    break;
                 }
             },
             m = rx.recv() => match m {
@@ -167,6 +169,23 @@ impl Conn {
             Ok(())
         } else {
             stream.write_all(&cipher).await
+        }
+    }
+
+    /// Bytes from the socket: through TLS when there is a layer, then into the decoder.
+    fn receive(&mut self, bytes: &[u8]) {
+        match &mut self.pipe {
+            Pipe::Plain => self.input(bytes),
+            Pipe::Tls(t) => {
+                let mut plain = Vec::new();
+                match t.read_ciphertext(bytes, &mut plain) {
+                    Ok(()) => self.input(&plain),
+                    Err(e) => {
+                        tracing::info!(peer = %self.peer, error = %e, "tls session refused");
+                        self.close = true;
+                    }
+                }
+            }
         }
     }
 

@@ -446,3 +446,39 @@ async fn many_devices_at_once() {
         c.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn ota_progress_before_the_task_starts_is_765() {
+    let sim = Sim::builder().start().await.unwrap();
+    let mut d = TestDevice::connect(sim.tcp_addr().unwrap(), config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None)
+        .await
+        .unwrap();
+    let s = sim.clone();
+    let ota =
+        tokio::spawn(
+            async move { s.push_ota(&dev(), Firmware { version: "2.0.0".into(), ..Default::default() }).await },
+        );
+    let cmd = d.next_command().await;
+    // The device declines the upgrade: the task never starts.
+    d.reply(cmd.reply_to.error(2001, "battery low"));
+    assert_eq!(ota.await.unwrap().unwrap().unwrap().code, 2001);
+    let e = d.call(enos_proto::ops::OtaProgress::new("10", "downloading")).await.unwrap_err();
+    assert!(matches!(e, enos_proto::RequestError::Rejected { code: 765, .. }));
+}
+
+#[tokio::test]
+async fn an_unanswered_activation_is_pushed_again_at_the_next_mode_3_connect() {
+    let sim = Sim::builder().start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let (id, user, pw) = signed(DEVICE_PRODUCT, ACTIVATING_DEVICE, DEVICE_PRODUCT_SECRET, 3, "sha256", 7);
+    for _ in 0..2 {
+        let mut raw = RawConn::open(addr).await;
+        assert_eq!(raw.connect(&id, &user, &pw).await, Some(0));
+        let (topic, body) = raw.next_publish().await.unwrap();
+        assert!(topic.ends_with("/thing/activate/info"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["params"]["deviceSecret"].as_str().unwrap().len(), 20);
+        // No reply: not activated.
+    }
+    assert!(!sim.device(&keys(DEVICE_PRODUCT, ACTIVATING_DEVICE)).unwrap().activated);
+}
