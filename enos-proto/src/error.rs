@@ -302,6 +302,12 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
 impl ConfigError {
     pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
         ConfigError { field, reason: reason.into() }

@@ -103,6 +103,8 @@ pub mod envelope;
 mod error;
 mod event;
 pub mod ops;
+#[cfg(feature = "tls")]
+pub mod options;
 mod pending;
 mod secret;
 pub mod sign;

@@ -111,21 +111,24 @@ pub fn sign_device(method: SignMethod, client_id: &str, keys: &DeviceKeys, times
     )
 }
 
-/// The secure mode of a CONNECT or sub-device login (spec §2.3).
+/// How a device authenticates (spec §2.3): the seed's `SECURE_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SecureMode {
-    /// Mode 2: signed with the device secret.
+    /// Mode 2 (`VIA_DEVICE_SECRET`): signed with the device secret.
     DeviceSecret,
-    /// Mode 3: dynamic activation, signed with the product secret.
+    /// Mode 3 (`VIA_PRODUCT_SECRET`): dynamic activation, signed with the product secret.
     ProductSecret,
+    /// X.509 (`VIA_CERT`): a client certificate on TLS; the CONNECT carries the mode-2
+    /// fields when the device secret is known.
+    Certificate,
 }
 
 impl SecureMode {
-    /// The number EnOS uses (2 or 3).
+    /// The number EnOS uses on the wire (2, or 3 for dynamic activation).
     pub fn number(self) -> u8 {
         match self {
-            SecureMode::DeviceSecret => 2,
+            SecureMode::DeviceSecret | SecureMode::Certificate => 2,
             SecureMode::ProductSecret => 3,
         }
     }

@@ -289,9 +289,10 @@ struct LoginWire<'a> {
 }
 
 fn mode_text(d: &SubDeviceInfo) -> &'static str {
-    match d.mode {
-        crate::sign::SecureMode::DeviceSecret => "2",
-        crate::sign::SecureMode::ProductSecret => "3",
+    if d.mode.number() == 3 {
+        "3"
+    } else {
+        "2"
     }
 }
 
