@@ -203,7 +203,10 @@ impl TlsLayer {
     pub fn client(config: Arc<ClientConfig>, server_name: &str) -> Result<Self, TlsError> {
         let name =
             ServerName::try_from(server_name.to_owned()).map_err(|_| TlsError::ServerName(server_name.into()))?;
-        let conn = rustls::ClientConnection::new(config, name).map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| TlsError::Config(e.to_string()))?;
+        // The caller drains ciphertext after every write: no limit is needed, and a
+        // limit would refuse a large payload.
+        conn.set_buffer_limit(None);
         Ok(TlsLayer { conn: conn.into() })
     }
 
@@ -213,7 +216,8 @@ impl TlsLayer {
     ///
     /// [`TlsError::Config`].
     pub fn server(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
-        let conn = rustls::ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut conn = rustls::ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
+        conn.set_buffer_limit(None);
         Ok(TlsLayer { conn: conn.into() })
     }
 

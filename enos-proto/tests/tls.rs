@@ -184,3 +184,20 @@ fn mutual_tls_with_pkcs12_identity_and_passphrase() {
     assert!(matches!(e, TlsError::Pkcs12(_)));
     assert!(!e.to_string().contains("wrong"));
 }
+
+#[test]
+fn large_writes_are_not_refused() {
+    let ca = ca("x");
+    let (cert, key) = leaf(&ca, &["localhost"], false);
+    let server = server_config(&Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(), None).unwrap();
+    let mut c = TlsLayer::client(client_config(ca.pem.as_bytes(), None).unwrap(), "localhost").unwrap();
+    let mut s = TlsLayer::server(server).unwrap();
+    handshake(&mut c, &mut s).unwrap();
+    let big = vec![7u8; 300 * 1024];
+    c.write_plaintext(&big).unwrap();
+    let mut wire = Vec::new();
+    c.take_ciphertext(&mut wire);
+    let mut got = Vec::new();
+    s.read_ciphertext(&wire, &mut got).unwrap();
+    assert_eq!(got.len(), big.len());
+}

@@ -32,6 +32,7 @@ pub struct MosquittoTls {
 pub struct Mosquitto {
     child: Child,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     dir: PathBuf,
 }
 
@@ -40,8 +41,8 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl Mosquitto {
-    /// Starts mosquitto on a free port of 127.0.0.1 (anonymous clients allowed), with a
-    /// TLS listener instead when `tls` is given.
+    /// Starts mosquitto on a free port of 127.0.0.1 (anonymous clients allowed), and,
+    /// when `tls` is given, a TLS listener on a second free port.
     ///
     /// # Errors
     ///
@@ -50,16 +51,21 @@ impl Mosquitto {
         let dir = std::env::temp_dir().join(format!("enos-mosquitto-{}-{}", std::process::id(), free_port()?));
         std::fs::create_dir_all(&dir)?;
         let port = free_port()?;
-        let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nset_tcp_nodelay true\n");
+        let mut conf = format!(
+            "allow_anonymous true\npersistence false\nmax_queued_messages 100000\nset_tcp_nodelay true\nlistener {port} 127.0.0.1\n"
+        );
+        let mut tls_addr = None;
         if let Some(t) = &tls {
             for (name, text) in [("ca.pem", &t.ca_pem), ("cert.pem", &t.cert_pem), ("key.pem", &t.key_pem)] {
                 std::fs::write(dir.join(name), text)?;
             }
+            let tls_port = free_port()?;
             conf.push_str(&format!(
-                "cafile {0}/ca.pem\ncertfile {0}/cert.pem\nkeyfile {0}/key.pem\nrequire_certificate {1}\n",
+                "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/cert.pem\nkeyfile {0}/key.pem\nrequire_certificate {1}\n",
                 dir.display(),
                 t.require_certificate
             ));
+            tls_addr = Some(SocketAddr::from(([127, 0, 0, 1], tls_port)));
         }
         let conf_path = dir.join("mosquitto.conf");
         std::fs::File::create(&conf_path)?.write_all(conf.as_bytes())?;
@@ -85,20 +91,30 @@ impl Mosquitto {
                 )
             })?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let broker = Mosquitto { child, addr, dir };
+        let broker = Mosquitto { child, addr, tls_addr, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "mosquitto did not listen within 10 s"));
+        for a in [Some(addr), tls_addr].into_iter().flatten() {
+            while TcpStream::connect(a).is_err() {
+                if Instant::now() > deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "mosquitto did not listen within 10 s",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(broker)
     }
 
-    /// Its address.
+    /// The plain listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS listener's address, when started with TLS.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 }
 
