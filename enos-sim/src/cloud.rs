@@ -23,14 +23,23 @@ pub const MAX_PAYLOAD: usize = 512 * 1024;
 pub const MAX_SUB_DEVICES_ONLINE: usize = 200;
 /// Devices per register request (spec §9).
 pub const MAX_REGISTER: usize = 1000;
+/// Tags per device (a simulator bound: the spec sets none).
+pub const MAX_TAGS: usize = 1000;
 
-/// A message the cloud publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message the cloud publishes. Its `Debug` shows the payload's size only (an
+/// activation push or a login reply carries a device secret).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Outbound {
     /// Its topic.
     pub topic: String,
     /// Its payload.
     pub payload: Bytes,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound").field("topic", &self.topic).field("payload_bytes", &self.payload.len()).finish()
+    }
 }
 
 /// What handling one inbound publish produced.
@@ -48,7 +57,6 @@ pub(crate) struct ConnectInfo<'a> {
     pub(crate) client_id: &'a str,
     pub(crate) username: &'a str,
     pub(crate) password: &'a str,
-    pub(crate) protocol_level: u8,
     /// A client certificate verified by the TLS layer.
     pub(crate) certificate: bool,
 }
@@ -57,8 +65,8 @@ pub(crate) struct ConnectInfo<'a> {
 #[derive(Debug)]
 pub(crate) struct Accepted {
     pub(crate) device: DeviceKeys,
-    /// A connection with the same client id that this one takes over.
-    pub(crate) takeover: Option<ConnId>,
+    /// Connections this one takes over (same client id, or the same device).
+    pub(crate) takeover: Vec<ConnId>,
     /// Messages to push at once (the activation push, a queued OTA upgrade).
     pub(crate) push: Vec<Outbound>,
 }
@@ -83,6 +91,8 @@ pub struct Cloud {
     pub raw_reply: Option<Bytes>,
     next_command: u64,
     pending_ota: HashMap<DeviceKeys, Firmware>,
+    /// Commands to push on the connection being answered (a queued OTA at login).
+    pushes: Vec<Outbound>,
 }
 
 /// The upstream operations of spec §5.
@@ -234,6 +244,7 @@ impl Cloud {
             raw_reply: None,
             next_command: 1,
             pending_ota: HashMap::new(),
+            pushes: Vec::new(),
         }
     }
 
@@ -247,15 +258,6 @@ impl Cloud {
         self.route(keys).is_some()
     }
 
-    /// The sub-devices logged in through `gateway`'s connection.
-    pub fn logged_in(&self, gateway: &DeviceKeys) -> Vec<DeviceKeys> {
-        self.online
-            .get(gateway)
-            .and_then(|c| self.sessions.get(c))
-            .map(|s| s.subs.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// A fresh command id.
     pub(crate) fn command_id(&mut self) -> String {
         let id = self.next_command;
@@ -265,9 +267,6 @@ impl Cloud {
 
     /// Authenticates a CONNECT (spec §2, §3, §10): the device, or the CONNACK refusal.
     pub(crate) fn connect(&mut self, conn: ConnId, c: ConnectInfo<'_>) -> Result<Accepted, ConnectReturnCode> {
-        if c.protocol_level != 4 && c.protocol_level != 3 {
-            return Err(ConnectReturnCode::RefusedProtocolVersion);
-        }
         // CID|securemode=M,signmethod=SM,timestamp=TS|
         let parsed = (|| {
             let (cid, rest) = c.client_id.split_once('|')?;
@@ -290,9 +289,12 @@ impl Cloud {
         if cid.is_empty() || cid.chars().count() > 64 {
             return Err(ConnectReturnCode::BadClientId);
         }
-        let Some((dk, pk)) = c.username.split_once('&') else { return Err(ConnectReturnCode::BadUserNamePassword) };
+        let Some((dk, pk)) = c.username.split_once('&').filter(|(_, pk)| !pk.contains('&')) else {
+            return Err(ConnectReturnCode::BadUserNamePassword);
+        };
         let keys = DeviceKeys::new(pk, dk).map_err(|_| ConnectReturnCode::NotAuthorized)?;
-        let product = self.registry.products.get(pk).ok_or(ConnectReturnCode::NotAuthorized)?.clone();
+        let product = self.registry.products.get(pk).ok_or(ConnectReturnCode::NotAuthorized)?;
+        let (dynamic_activation, product_secret) = (product.dynamic_activation, product.secret.clone());
         let allow_reactivation = self.registry.allow_reactivation;
         let device = self.registry.devices.get(&keys).ok_or(ConnectReturnCode::NotAuthorized)?;
         if !device.enabled {
@@ -312,9 +314,9 @@ impl Cloud {
                 false
             }
             "3" => {
-                if !product.dynamic_activation
+                if !dynamic_activation
                     || (device.activated && !allow_reactivation)
-                    || !sign_ok(method, cid, &keys, ts, &product.secret, c.password)
+                    || !sign_ok(method, cid, &keys, ts, &product_secret, c.password)
                 {
                     return Err(ConnectReturnCode::NotAuthorized);
                 }
@@ -346,9 +348,13 @@ impl Cloud {
         if let Some(fw) = self.pending_ota.remove(&keys) {
             push.push(self.ota_push(&keys, fw));
         }
-        let takeover = self.by_client_id.get(c.client_id).copied().or_else(|| self.online.get(&keys).copied());
-        if let Some(old) = takeover {
-            self.disconnect(old);
+        let mut takeover: Vec<ConnId> = [self.by_client_id.get(c.client_id).copied(), self.online.get(&keys).copied()]
+            .into_iter()
+            .flatten()
+            .collect();
+        takeover.dedup();
+        for old in &takeover {
+            self.disconnect(*old);
         }
         self.sessions
             .insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: BTreeSet::new() });
@@ -384,15 +390,29 @@ impl Cloud {
         }
     }
 
-    /// Logs sub-devices out wherever they are logged in.
+    /// Logs sub-devices out wherever they are logged in (the cloud's own decision:
+    /// disable, delete).
     pub(crate) fn log_out(&mut self, subs: &[DeviceKeys]) {
         for sub in subs {
-            if let Some(conn) = self.sub_online.remove(sub) {
-                if let Some(s) = self.sessions.get_mut(&conn) {
-                    s.subs.remove(sub);
-                }
+            if let Some(conn) = self.sub_online.get(sub).copied() {
+                self.log_out_from(conn, sub);
             }
         }
+    }
+
+    /// Logs a sub-device out of connection `conn`, and only of it (a gateway's request).
+    fn log_out_from(&mut self, conn: ConnId, sub: &DeviceKeys) {
+        if self.sub_online.get(sub) == Some(&conn) {
+            self.sub_online.remove(sub);
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.subs.remove(sub);
+        }
+    }
+
+    /// The connection of a directly connected device (not of a logged-in sub-device).
+    pub(crate) fn direct(&self, keys: &DeviceKeys) -> Option<ConnId> {
+        self.online.get(keys).copied()
     }
 
     /// The OTA upgrade command for `keys`, recording the task.
@@ -451,13 +471,18 @@ impl Cloud {
             }
             return out;
         }
-        if op == Op::RawUp {
-            let body = self.raw_reply.clone().unwrap_or_else(|| payload.clone());
-            out.replies.push(Outbound { topic: format!("{topic}_reply"), payload: body });
-            return out;
-        }
         if payload.is_empty() {
             out.replies.push(reply(topic, "", &Answer::err(1251, "Payload is empty")));
+            return out;
+        }
+        if op == Op::RawUp {
+            // Raw payloads are never JSON (spec §7): only the size applies.
+            if payload.len() > MAX_PAYLOAD {
+                out.replies.push(reply(topic, "", &Answer::err(1008, "Msg size is too large, discard the message")));
+            } else {
+                let body = self.raw_reply.clone().unwrap_or_else(|| payload.clone());
+                out.replies.push(Outbound { topic: format!("{topic}_reply"), payload: body });
+            }
             return out;
         }
         let Ok(body) = serde_json::from_slice::<Value>(payload) else {
@@ -480,6 +505,7 @@ impl Cloud {
         let params = obj.get("params").cloned().unwrap_or(Value::Null);
         let answer = self.answer(conn, &op, &keys, &params, obj, now_ms);
         out.replies.push(reply(topic, &id, &answer));
+        out.replies.append(&mut self.pushes);
         out
     }
 
@@ -530,9 +556,12 @@ impl Cloud {
                     };
                     tags.push((k.to_owned(), v));
                 }
-                if let Some(d) = self.device_mut(keys) {
-                    d.tags.extend(tags);
+                let Some(d) = self.device_mut(keys) else { return bad() };
+                let new = tags.iter().filter(|(k, _)| !d.tags.contains_key(k)).count();
+                if d.tags.len() + new > MAX_TAGS {
+                    return Answer::err(460, format!("at most {MAX_TAGS} tags per device"));
                 }
+                d.tags.extend(tags);
                 Answer::ok(json!({}))
             }
             Op::TagDelete | Op::AttributeDelete => {
@@ -600,7 +629,7 @@ impl Cloud {
                 }
                 Answer::ok(json!({}))
             }
-            Op::RawUp => Answer::ok(json!({})),
+            Op::RawUp => Answer::err(1260, "raw payload on a JSON path"),
             Op::Register => self.register(keys, params),
             Op::TopoGet => {
                 if !self.registry.is_gateway(keys) {
@@ -621,12 +650,13 @@ impl Cloud {
             Op::TopoDelete => {
                 let Some(list) = params.as_array() else { return bad() };
                 let subs: Vec<DeviceKeys> = list.iter().filter_map(keys_of).collect();
+                let mut removed = Vec::new();
                 if let Some(t) = self.registry.topology.get_mut(keys) {
-                    for s in &subs {
-                        t.remove(s);
-                    }
+                    removed = subs.into_iter().filter(|s| t.remove(s)).collect();
                 }
-                self.log_out(&subs);
+                for s in &removed {
+                    self.log_out_from(conn, s);
+                }
                 Answer::ok(json!({}))
             }
             Op::Login => {
@@ -678,7 +708,7 @@ impl Cloud {
             }
             Op::Logout => {
                 let Some(sub) = keys_of(params) else { return bad() };
-                self.log_out(std::slice::from_ref(&sub));
+                self.log_out_from(conn, &sub);
                 Answer::ok(json!({"productKey": sub.product_key(), "deviceKey": sub.device_key()}))
             }
             Op::TslGet => match self.registry.products.get(keys.product_key()) {
@@ -899,7 +929,8 @@ impl Cloud {
         match mode {
             "3" => {
                 let product = self.registry.products.get(sub.product_key()).ok_or_else(fail)?;
-                if !product.dynamic_activation || !sign_ok(method, client_id, sub, ts, &product.secret, sign) {
+                let again = device.activated && !self.registry.allow_reactivation;
+                if again || !product.dynamic_activation || !sign_ok(method, client_id, sub, ts, &product.secret, sign) {
                     return Err(fail());
                 }
                 issued = Some(match &device.secret {
@@ -926,6 +957,10 @@ impl Cloud {
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.subs.insert(sub.clone());
+        }
+        if let Some(fw) = self.pending_ota.remove(sub) {
+            let push = self.ota_push(sub, fw);
+            self.pushes.push(push);
         }
         let d = self.registry.devices.get_mut(sub).ok_or_else(fail)?;
         let mut data = json!({"assetId": d.asset_id, "productKey": sub.product_key(), "deviceKey": sub.device_key()});

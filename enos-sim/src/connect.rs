@@ -5,7 +5,6 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConnectPacket {
     pub(crate) level: u8,
-    pub(crate) clean_session: bool,
     pub(crate) keep_alive: u16,
     pub(crate) client_id: String,
     pub(crate) username: String,
@@ -99,10 +98,7 @@ pub(crate) fn parse_connect(buf: &[u8], max_bytes: usize) -> Result<Option<(Conn
     if !r.b.is_empty() {
         return Err(ConnectError::Malformed("trailing bytes in CONNECT"));
     }
-    Ok(Some((
-        ConnectPacket { level, clean_session: flags & 0x02 != 0, keep_alive, client_id, username, password },
-        header + len,
-    )))
+    Ok(Some((ConnectPacket { level, keep_alive, client_id, username, password }, header + len)))
 }
 
 #[cfg(test)]
@@ -123,7 +119,6 @@ mod tests {
         let (p, n) = parse_connect(&b, 1 << 16).unwrap().unwrap();
         assert_eq!(n, b.len());
         assert_eq!((p.level, p.username.as_str(), p.password.as_str()), (4, "dev&pk", "PW"));
-        assert!(p.clean_session);
     }
 
     #[test]

@@ -77,8 +77,13 @@ pub(crate) enum ConnMsg {
     Publish(Outbound),
     /// Write these bytes as they are (fault injection).
     Raw(Bytes),
-    /// Close the connection.
-    Close,
+}
+
+/// A connection as the rest of the simulator reaches it: its message queue, and a close
+/// signal that a full queue cannot hold back.
+pub(crate) struct ConnHandle {
+    pub(crate) tx: mpsc::Sender<ConnMsg>,
+    pub(crate) close: Arc<tokio::sync::Notify>,
 }
 
 /// The direction of a recorded packet.
@@ -163,7 +168,7 @@ struct Listener {
 
 pub(crate) struct Inner {
     cloud: Mutex<Cloud>,
-    pub(crate) conns: Mutex<HashMap<ConnId, mpsc::Sender<ConnMsg>>>,
+    pub(crate) conns: Mutex<HashMap<ConnId, ConnHandle>>,
     waiters: Mutex<Waiters>,
     faults: Mutex<Faults>,
     record: Mutex<HashMap<DeviceKeys, VecDeque<Recorded>>>,
@@ -174,7 +179,10 @@ pub(crate) struct Inner {
     listeners: Mutex<Vec<Listener>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The most payload bytes one record entry keeps.
+pub const RECORD_PAYLOAD_BYTES: usize = 4096;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -189,7 +197,12 @@ impl Inner {
     }
 
     pub(crate) fn send(&self, conn: ConnId, msg: ConnMsg) -> bool {
-        lock(&self.conns).get(&conn).is_some_and(|tx| tx.try_send(msg).is_ok())
+        lock(&self.conns).get(&conn).is_some_and(|h| h.tx.try_send(msg).is_ok())
+    }
+
+    /// Asks a connection to close. Returns whether it exists.
+    pub(crate) fn close(&self, conn: ConnId) -> bool {
+        lock(&self.conns).get(&conn).map(|h| h.close.notify_one()).is_some()
     }
 
     pub(crate) fn record(
@@ -203,6 +216,12 @@ impl Inner {
         if self.record_limit == 0 {
             return;
         }
+        // A large payload is kept truncated, as a copy that holds no packet buffer alive.
+        let payload = if payload.len() > RECORD_PAYLOAD_BYTES {
+            Bytes::copy_from_slice(&payload[..RECORD_PAYLOAD_BYTES])
+        } else {
+            payload
+        };
         let mut r = lock(&self.record);
         let q = r.entry(device.clone()).or_default();
         if q.len() >= self.record_limit {
@@ -242,8 +261,14 @@ impl Inner {
     pub(crate) fn command_replied(&self, topic: &str, payload: Bytes) {
         let mut w = lock(&self.waiters);
         if topic.ends_with("/thing/model/down_raw_reply") {
-            if let Some(tx) = w.raw.get_mut(topic).and_then(VecDeque::pop_front) {
-                let _ = tx.send(payload);
+            // The oldest caller still waiting takes it.
+            if let Some(q) = w.raw.get_mut(topic) {
+                while let Some(tx) = q.pop_front() {
+                    if !tx.is_closed() {
+                        let _ = tx.send(payload);
+                        break;
+                    }
+                }
             }
             return;
         }
@@ -446,20 +471,29 @@ impl Sim {
         };
         let t = topic(scope, keys, path);
         let body = json!({"id": id, "version": "1.0", "method": method, "params": params});
+        self.send_and_wait(conn, Outbound { topic: t, payload: Bytes::from(body.to_string()) }, id).await
+    }
+
+    /// Publishes a command and waits for the reply with its id; the waiter is removed
+    /// however the wait ends (reply, timeout, or the caller giving up).
+    async fn send_and_wait(&self, conn: ConnId, o: Outbound, id: String) -> Result<CommandResponse, CommandError> {
+        struct Guard<'a>(&'a Inner, (String, String));
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.waiters).json.remove(&self.1);
+            }
+        }
         let (tx, rx) = oneshot::channel();
-        let key = (format!("{t}_reply"), id);
+        let key = (format!("{}_reply", o.topic), id);
         lock(&self.inner.waiters).json.insert(key.clone(), tx);
-        if !self.inner.send(conn, ConnMsg::Publish(Outbound { topic: t, payload: Bytes::from(body.to_string()) })) {
-            lock(&self.inner.waiters).json.remove(&key);
+        let _guard = Guard(&self.inner, key);
+        if !self.inner.send(conn, ConnMsg::Publish(o)) {
             return Err(CommandError::Congested);
         }
         let timeout = *lock(&self.inner.command_timeout);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(payload)) => parse_response(&payload),
-            _ => {
-                lock(&self.inner.waiters).json.remove(&key);
-                Err(CommandError::TimedOut(timeout))
-            }
+            _ => Err(CommandError::TimedOut(timeout)),
         }
     }
 
@@ -528,21 +562,7 @@ impl Sim {
             .ok()
             .and_then(|v| v["id"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        let (tx, rx) = oneshot::channel();
-        let key = (format!("{}_reply", push.topic), id);
-        lock(&self.inner.waiters).json.insert(key.clone(), tx);
-        if !self.inner.send(conn, ConnMsg::Publish(push)) {
-            lock(&self.inner.waiters).json.remove(&key);
-            return Err(CommandError::Congested);
-        }
-        let timeout = *lock(&self.inner.command_timeout);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(payload)) => parse_response(&payload).map(Some),
-            _ => {
-                lock(&self.inner.waiters).json.remove(&key);
-                Err(CommandError::TimedOut(timeout))
-            }
-        }
+        self.send_and_wait(conn, push, id).await.map(Some)
     }
 
     async fn sub_devices(
@@ -551,6 +571,16 @@ impl Sim {
         what: &str,
         subs: &[DeviceKeys],
     ) -> Result<CommandResponse, CommandError> {
+        // Only the gateway's own sub-devices, and only while it is connected.
+        let subs: Vec<DeviceKeys> = {
+            let cloud = self.inner.cloud();
+            if cloud.direct(gateway).is_none() {
+                return Err(CommandError::Offline(gateway.to_string()));
+            }
+            let topo = cloud.registry.topology.get(gateway);
+            subs.iter().filter(|s| topo.is_some_and(|t| t.contains(s))).cloned().collect()
+        };
+        let subs = &subs[..];
         {
             let mut cloud = self.inner.cloud();
             for s in subs {
@@ -625,10 +655,12 @@ impl Sim {
             if let Some(d) = cloud.registry.devices.get_mut(keys) {
                 d.enabled = false;
             }
-            cloud.route(keys)
+            // A sub-device is logged out; its gateway stays connected.
+            cloud.log_out(std::slice::from_ref(keys));
+            cloud.direct(keys)
         };
         if let Some(c) = conn {
-            self.inner.send(c, ConnMsg::Close);
+            self.inner.close(c);
         }
     }
 
@@ -652,6 +684,10 @@ impl Sim {
         let reply_topic = format!("{t}_reply");
         lock(&self.inner.waiters).raw.entry(reply_topic.clone()).or_default().push_back(tx);
         if !self.inner.send(conn, ConnMsg::Publish(Outbound { topic: t, payload })) {
+            // The waiter just pushed is the newest: it goes, and no reply is lost to it.
+            if let Some(q) = lock(&self.inner.waiters).raw.get_mut(&reply_topic) {
+                q.pop_back();
+            }
             return Err(CommandError::Congested);
         }
         let timeout = *lock(&self.inner.command_timeout);
@@ -675,10 +711,11 @@ impl Sim {
         f.refuse_code = Some(code);
     }
 
-    /// Closes a device's connection now. Returns whether it was connected.
+    /// Closes a directly connected device's connection now. Returns whether it was
+    /// connected.
     pub fn cut(&self, keys: &DeviceKeys) -> bool {
-        let conn = self.inner.cloud().route(keys);
-        conn.is_some_and(|c| self.inner.send(c, ConnMsg::Close))
+        let conn = self.inner.cloud().direct(keys);
+        conn.is_some_and(|c| self.inner.close(c))
     }
 
     /// Closes a device's connection once it has sent `n` more packets... counted from its
@@ -699,7 +736,7 @@ impl Sim {
 
     /// Sends a malformed packet (a reserved packet type) to a device.
     pub fn send_malformed(&self, keys: &DeviceKeys) -> bool {
-        let conn = self.inner.cloud().route(keys);
+        let conn = self.inner.cloud().direct(keys);
         conn.is_some_and(|c| self.inner.send(c, ConnMsg::Raw(Bytes::from_static(&[0xf0, 0x00]))))
     }
 
@@ -712,7 +749,7 @@ impl Sim {
         }
         let conns: Vec<ConnId> = lock(&self.inner.conns).keys().copied().collect();
         for c in conns {
-            self.inner.send(c, ConnMsg::Close);
+            self.inner.close(c);
         }
     }
 

@@ -204,7 +204,7 @@ impl Device {
 }
 
 /// Products, devices and the gateways' topologies.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Registry {
     /// Products by key.
     pub products: BTreeMap<String, Product>,
@@ -217,6 +217,16 @@ pub struct Registry {
     /// Measure point values and events kept per device (default 1,000 each).
     pub history_limit: usize,
     rng: u64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("products", &self.products.len())
+            .field("devices", &self.devices.len())
+            .field("gateways", &self.topology.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a registry could not be built.
@@ -286,9 +296,12 @@ struct File {
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry. Generated secrets and asset ids differ from run to run (see
+    /// [`Registry::seed`] for reproducible ones).
     pub fn new() -> Self {
-        Registry { rng: 0x2545_f491_4f6c_dd1d, history_limit: 1_000, ..Default::default() }
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Registry { rng: seed | 1, history_limit: 1_000, ..Default::default() }
     }
 
     /// Random alphanumeric text (asset ids, secrets, device keys).

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cloud::ConnId;
-use crate::{lock, unix_ms, ConnMsg, Inner, Sim};
+use crate::{lock, unix_ms, ConnHandle, ConnMsg, Inner, Sim};
 
 /// The request topics of every upstream operation (spec §5).
 const REQUEST_FILTERS: &[&str] = &[
@@ -187,7 +187,7 @@ impl Sim {
 async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
     let (tx, mut rx) = mpsc::channel::<ConnMsg>(4096);
     // One session per device seen, all delivered through this one connection.
-    let mut sessions: HashMap<DeviceKeys, ConnId> = HashMap::new();
+    let mut sessions = Sessions { inner: inner.clone(), by_device: HashMap::new() };
     let mut buf = vec![0u8; 65536];
     let mut out = BytesMut::new();
     let mut pkid: u16 = 1;
@@ -210,9 +210,14 @@ async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
                                 }
                                 let Some(parts) = parse_topic(&p.topic) else { continue };
                                 let Ok(keys) = DeviceKeys::new(parts.product_key, parts.device_key) else { continue };
-                                let conn = *sessions.entry(keys.clone()).or_insert_with(|| {
+                                // Only registered devices get a session: topics of unknown keys
+                                // cannot grow the tables.
+                                if !inner.cloud().registry.devices.contains_key(&keys) {
+                                    continue;
+                                }
+                                let conn = *sessions.by_device.entry(keys.clone()).or_insert_with(|| {
                                     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    lock(&inner.conns).insert(id, tx.clone());
+                                    lock(&inner.conns).insert(id, ConnHandle { tx: tx.clone(), close: Arc::new(tokio::sync::Notify::new()) });
                                     id
                                 });
                                 let handled = {
@@ -240,7 +245,7 @@ async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
             m = rx.recv() => match m {
                 Some(ConnMsg::Publish(o)) => publish(&mut out, &o.topic, &o.payload),
                 // Faults that close or corrupt a device's own connection have no meaning here.
-                Some(ConnMsg::Raw(_) | ConnMsg::Close) | None => {}
+                Some(ConnMsg::Raw(_)) | None => {}
             },
             _ = ping.tick() => {
                 let _ = codec::encode_packet(&mut out, &Packet::PingReq);
@@ -250,14 +255,26 @@ async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
             break;
         }
     }
-    let mut conns = lock(&inner.conns);
-    for id in sessions.values() {
-        conns.remove(id);
-    }
-    drop(conns);
-    let mut cloud = inner.cloud();
-    for id in sessions.values() {
-        cloud.disconnect(*id);
-    }
     tracing::info!("responder disconnected from the broker");
+}
+
+/// The devices a responder serves; they go offline when it stops, however it stops
+/// (the broker gone, a bad packet, or the task aborted by dropping the `Responder`).
+struct Sessions {
+    inner: Arc<Inner>,
+    by_device: HashMap<DeviceKeys, ConnId>,
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        let mut conns = lock(&self.inner.conns);
+        for id in self.by_device.values() {
+            conns.remove(id);
+        }
+        drop(conns);
+        let mut cloud = self.inner.cloud();
+        for id in self.by_device.values() {
+            cloud.disconnect(*id);
+        }
+    }
 }

@@ -15,11 +15,16 @@ use tokio::time::Instant;
 
 use crate::cloud::{ConnId, ConnectInfo, Outbound};
 use crate::connect::{parse_connect, ConnectError};
-use crate::{unix_ms, ConnMsg, Direction, Inner};
+use crate::{unix_ms, ConnHandle, ConnMsg, Direction, Inner};
 
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
 }
+
+/// How long one write may take before the peer is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Output bytes after which a connection stops decoding its input until they are written.
+const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
 /// Largest packet a device may send (remaining length): above the 512 KiB payload limit,
 /// so an oversize payload gets its 1008 reply rather than a closed connection.
@@ -61,6 +66,8 @@ struct Conn {
     last_in: Instant,
     packets_in: u64,
     close: bool,
+    /// Decoding stopped because the output grew large; it resumes once written.
+    backlog: bool,
 }
 
 async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: Option<Arc<ServerConfig>>) {
@@ -77,7 +84,8 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
     };
     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<ConnMsg>(1024);
-    inner.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+    let close = Arc::new(tokio::sync::Notify::new());
+    crate::lock(&inner.conns).insert(id, ConnHandle { tx, close: close.clone() });
     let mut c = Conn {
         id,
         inner: inner.clone(),
@@ -92,6 +100,7 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
         last_in: Instant::now(),
         packets_in: 0,
         close: false,
+        backlog: false,
     };
     let connect_deadline = Instant::now() + inner.connect_timeout;
     loop {
@@ -127,19 +136,33 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
             m = rx.recv() => match m {
                 Some(ConnMsg::Publish(o)) => c.publish(&o, QoS::AtLeastOnce),
                 Some(ConnMsg::Raw(bytes)) => c.out.extend_from_slice(&bytes),
-                Some(ConnMsg::Close) | None => c.close = true,
+                None => c.close = true,
             },
+            _ = close.notified() => c.close = true,
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::info!(peer = %c.peer, "no packet in time: closing");
                 break;
             }
         }
-        if c.write(&mut stream).await.is_err() || c.close {
+        // A peer that stops reading cannot hold the task forever.
+        let written = tokio::time::timeout(WRITE_TIMEOUT, c.write(&mut stream)).await;
+        if !matches!(written, Ok(Ok(()))) || c.close {
+            break;
+        }
+        // Input left undecoded while the output was large: go on now that it is out.
+        while c.backlog && !c.close {
+            c.input(&[]);
+            let written = tokio::time::timeout(WRITE_TIMEOUT, c.write(&mut stream)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                c.close = true;
+            }
+        }
+        if c.close {
             break;
         }
     }
     let _ = stream.shutdown().await;
-    inner.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    crate::lock(&inner.conns).remove(&id);
     inner.cloud().disconnect(id);
     if let Some(d) = &c.device {
         tracing::info!(device = %d, "disconnected");
@@ -222,7 +245,12 @@ impl Conn {
         } else {
             self.decoder.feed(data);
         }
+        self.backlog = false;
         while !self.close {
+            if self.out.len() > MAX_PENDING_OUTPUT {
+                self.backlog = true;
+                break;
+            }
             match self.decoder.next_packet() {
                 Ok(Some(p)) => self.on_packet(p),
                 Ok(None) => break,
@@ -239,10 +267,6 @@ impl Conn {
     }
 
     fn on_connect(&mut self, p: crate::connect::ConnectPacket) {
-        let claimed = p.username.split_once('&').and_then(|(dk, pk)| DeviceKeys::new(pk, dk).ok());
-        if let Some(k) = &claimed {
-            self.inner.record(k, Direction::In, PacketKind::Connect, None, Bytes::new());
-        }
         if let Some(code) = self.inner.take_refusal() {
             tracing::info!(peer = %self.peer, code = code as u8, "connect refused by fault injection");
             self.connack(code);
@@ -253,15 +277,16 @@ impl Conn {
             client_id: &p.client_id,
             username: &p.username,
             password: &p.password,
-            protocol_level: p.level,
             certificate: self.tls_certificate(),
         };
         let result = self.inner.cloud().connect(self.id, info);
         match result {
             Ok(accepted) => {
-                if let Some(old) = accepted.takeover {
-                    self.inner.send(old, ConnMsg::Close);
+                for old in &accepted.takeover {
+                    self.inner.close(*old);
                 }
+                // Only an accepted device gets a record: refused CONNECTs cannot grow it.
+                self.inner.record(&accepted.device, Direction::In, PacketKind::Connect, None, Bytes::new());
                 tracing::info!(device = %accepted.device, peer = %self.peer, "connected");
                 self.device = Some(accepted.device);
                 self.keep_alive = (p.keep_alive > 0).then(|| Duration::from_secs(u64::from(p.keep_alive)));

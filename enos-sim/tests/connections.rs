@@ -482,3 +482,27 @@ async fn an_unanswered_activation_is_pushed_again_at_the_next_mode_3_connect() {
     }
     assert!(!sim.device(&keys(DEVICE_PRODUCT, ACTIVATING_DEVICE)).unwrap().activated);
 }
+
+#[tokio::test]
+async fn refused_connects_leave_no_record_and_large_payloads_pass_tls() {
+    let ca = pki::Ca::new("ca").unwrap();
+    let server = ca.server_cert().unwrap();
+    let sim = Sim::builder()
+        .tls("127.0.0.1:0".parse().unwrap(), pki::server_tls(&server, None).unwrap())
+        .start()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+        let _ = raw
+            .connect(&format!("x{i}|securemode=2,signmethod=sha256,timestamp=1|"), &format!("x{i}&nope"), "pw")
+            .await;
+    }
+    assert!(sim.record(&keys("nope", "x1")).is_empty());
+    let tls = Tls { config: client_config(ca.pem.as_bytes(), None).unwrap(), name: "localhost".into() };
+    let d = TestDevice::connect(sim.tls_addr().unwrap(), config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(tls))
+        .await
+        .unwrap();
+    let big = bytes::Bytes::from(vec![9u8; 200 * 1024]);
+    assert_eq!(d.call(enos_proto::ops::RawUp::new(big.clone())).await.unwrap(), big);
+}

@@ -358,3 +358,38 @@ async fn history_is_bounded_per_device() {
     assert_eq!(dev.events.len(), 3);
     assert_eq!(dev.measurepoints["temp"].value, 4.0);
 }
+
+#[tokio::test]
+async fn a_gateway_cannot_log_out_another_gateways_sub_device() {
+    let mut r = enos_sim::Registry::builtin();
+    r.add_device(keys(GATEWAY_PRODUCT, "gw2"), Some("gw2_secret".into())).unwrap();
+    let sim = Sim::builder().registry(r).start().await.unwrap();
+    let g1 = gateway(&sim).await;
+    let g2 =
+        TestDevice::connect(sim.tcp_addr().unwrap(), config(GATEWAY_PRODUCT, "gw2", "gw2_secret"), None).await.unwrap();
+    let s1 = sub(SUB_DEVICE_1, SUB_DEVICE_1_SECRET);
+    g2.call(TopoAdd::new(vec![s1.clone()])).await.unwrap();
+    g2.call(SubDeviceLogin::new(s1.clone())).await.unwrap();
+    g1.call(SubDeviceLogout::new(s1.keys.clone())).await.unwrap();
+    g1.call(TopoDelete::new(vec![s1.keys.clone()])).await.unwrap();
+    assert!(sim.is_online(&s1.keys), "still logged in through gw2");
+    // Disabling the sub-device logs it out; its gateway stays connected.
+    sim.disable_device(&s1.keys);
+    assert!(!sim.is_online(&s1.keys));
+    assert!(sim.is_online(&keys(GATEWAY_PRODUCT, "gw2")));
+    assert!(!sim.cut(&s1.keys), "a sub-device has no connection of its own to cut");
+}
+
+#[tokio::test]
+async fn raw_up_is_checked_for_empty_payloads_and_tags_are_bounded() {
+    let sim = sim().await;
+    let d = device(&sim).await;
+    let r = d.request(RawUp::new(bytes::Bytes::new()), RequestOptions::default()).await.unwrap();
+    assert_eq!(
+        r,
+        Reply::Raw(bytes::Bytes::from_static(br#"{"code":1251,"data":{},"id":"","message":"Payload is empty"}"#))
+    );
+    let many: Vec<(String, String)> = (0..1001).map(|i| (format!("t{i}"), "v".to_owned())).collect();
+    let e = d.call(TagUpdate::new(many)).await.unwrap_err();
+    assert!(matches!(e, RequestError::Rejected { code: 460, .. }));
+}
