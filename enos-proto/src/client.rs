@@ -1015,6 +1015,7 @@ impl Client {
                 }
                 self.events.push_back(Event::Activated { device, device_secret: secret, asset_id });
             }
+            Some(Inbound::Echo) => {}
             Some(Inbound::Bad { reason, reply }) => {
                 if let Some(r) = reply {
                     self.reply_now(r);

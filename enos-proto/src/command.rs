@@ -194,6 +194,8 @@ pub(crate) enum Inbound {
     Activation { reply_to: ReplyTo, device_secret: Option<String>, asset_id: Option<String> },
     /// A command that cannot be handed over; `reply` answers it when it has an id.
     Bad { reason: String, reply: Option<CommandReply> },
+    /// The device's own reply to a command, echoed back by a plain broker: dropped.
+    Echo,
 }
 
 fn reply_topic(topic: &str) -> String {
@@ -206,6 +208,10 @@ fn reply_topic(topic: &str) -> String {
 /// Classifies a message on a device topic of `device`; `None` when the topic is not a
 /// command topic (a reply, or something unknown).
 pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys, payload: Bytes) -> Option<Inbound> {
+    if let Some(base) = parts.path.strip_suffix("_reply") {
+        let command = TopicParts { path: base, ..*parts };
+        return is_command_path(&command).then_some(Inbound::Echo);
+    }
     enum K {
         Service(String),
         Set,
@@ -234,8 +240,7 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
         (Scope::ExtSession, "thing/activate/info") => K::Activate,
         (Scope::Sys, path) => {
             let id = path.strip_prefix("thing/service/")?;
-            // `_reply` topics are replies (our own, echoed by a plain broker).
-            if id.is_empty() || id.contains('/') || id.ends_with("_reply") {
+            if id.is_empty() || id.contains('/') {
                 return None;
             }
             K::Service(id.to_owned())
@@ -289,6 +294,21 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
         Ok(kind) => Inbound::Command(Command { kind, device: device.clone(), id, reply_to }),
         Err(e) => bad_params(&reply_to, &e),
     })
+}
+
+/// Whether a topic path is one the cloud sends commands on.
+fn is_command_path(parts: &TopicParts<'_>) -> bool {
+    match (parts.scope, parts.path) {
+        (Scope::Sys, p) => {
+            matches!(
+                p,
+                "thing/model/down_raw" | "ota/device/upgrade" | "thing/enable" | "thing/disable" | "thing/delete"
+            ) || p.strip_prefix("thing/service/").is_some_and(|rest| !rest.is_empty())
+        }
+        (Scope::ExtSession, p) => {
+            matches!(p, "combine/enable" | "combine/disable" | "combine/delete" | "thing/activate/info")
+        }
+    }
 }
 
 /// Parameters of the wrong shape: the handler cannot run, so the core answers with the

@@ -796,6 +796,7 @@ fn command_subscriptions_for_plain_brokers_and_own_replies_echoed_back_are_dropp
     );
     p.drive();
     assert_eq!(p.count_events(|e| matches!(e, Event::Command(_))), 1);
+    assert_eq!(p.count_events(|e| matches!(e, Event::Message { .. })), 0, "the echo is not a message either");
 }
 
 #[test]
