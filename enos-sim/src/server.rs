@@ -324,6 +324,7 @@ impl Conn {
             Packet::Publish(pb) => (Some(pb.topic.as_str()), pb.payload.clone()),
             _ => (None, Bytes::new()),
         };
+        tracing::trace!(device = %device, kind = %codec::kind(&p), topic = topic.unwrap_or(""), bytes = payload.len(), "packet in");
         self.inner.record(&device, Direction::In, codec::kind(&p), topic, payload);
         if self.inner.cut_due(&device, self.packets_in) {
             tracing::info!(device = %device, "cut by fault injection");
