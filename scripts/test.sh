@@ -39,21 +39,7 @@ step "benches build"
 cargo bench --workspace --no-run
 
 step "fuzz targets: build, then ${FUZZ_SECONDS}s each"
-(
-    cd fuzz
-    cargo fuzz build --sanitizer none
-    for target in $(cargo fuzz list); do
-        mkdir -p "corpus/$target"
-        log="$(mktemp)"
-        if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" -- \
-            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1; then
-            tail -60 "$log"
-            echo "fuzz target $target failed"
-            exit 1
-        fi
-        echo "$target: $(grep -E '^Done' "$log")"
-    done
-)
+bash scripts/fuzz.sh "$FUZZ_SECONDS"
 
 echo
 echo "all checks passed"

@@ -44,31 +44,37 @@ impl std::fmt::Debug for Outbound {
 
 /// What handling one inbound publish produced.
 #[derive(Debug, Default)]
-pub(crate) struct Handled {
-    /// Replies for the publishing connection.
-    pub(crate) replies: Vec<Outbound>,
+#[non_exhaustive]
+pub struct Handled {
+    /// Replies (and pushes) for the publishing connection.
+    pub replies: Vec<Outbound>,
     /// A device's reply to a command: (reply topic, payload).
-    pub(crate) command_reply: Option<(String, Bytes)>,
+    pub command_reply: Option<(String, Bytes)>,
 }
 
 /// The fields of a CONNECT that authentication looks at.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnectInfo<'a> {
-    pub(crate) client_id: &'a str,
-    pub(crate) username: &'a str,
-    pub(crate) password: &'a str,
+pub struct ConnectInfo<'a> {
+    /// The MQTT client id.
+    pub client_id: &'a str,
+    /// The user name (`deviceKey&productKey`).
+    pub username: &'a str,
+    /// The password (the signature).
+    pub password: &'a str,
     /// A client certificate verified by the TLS layer.
-    pub(crate) certificate: bool,
+    pub certificate: bool,
 }
 
 /// An accepted CONNECT.
 #[derive(Debug)]
-pub(crate) struct Accepted {
-    pub(crate) device: DeviceKeys,
+#[non_exhaustive]
+pub struct Accepted {
+    /// The device.
+    pub device: DeviceKeys,
     /// Connections this one takes over (same client id, or the same device).
-    pub(crate) takeover: Vec<ConnId>,
+    pub takeover: Vec<ConnId>,
     /// Messages to push at once (the activation push, a queued OTA upgrade).
-    pub(crate) push: Vec<Outbound>,
+    pub push: Vec<Outbound>,
 }
 
 #[derive(Debug)]
@@ -265,8 +271,13 @@ impl Cloud {
         id.to_string()
     }
 
-    /// Authenticates a CONNECT (spec §2, §3, §10): the device, or the CONNACK refusal.
-    pub(crate) fn connect(&mut self, conn: ConnId, c: ConnectInfo<'_>) -> Result<Accepted, ConnectReturnCode> {
+    /// Authenticates a CONNECT (spec §2, §3, §10) for connection `conn`: the device, or
+    /// the CONNACK refusal.
+    ///
+    /// # Errors
+    ///
+    /// The CONNACK return code of the refusal.
+    pub fn connect(&mut self, conn: ConnId, c: ConnectInfo<'_>) -> Result<Accepted, ConnectReturnCode> {
         // CID|securemode=M,signmethod=SM,timestamp=TS|
         let parsed = (|| {
             let (cid, rest) = c.client_id.split_once('|')?;
@@ -374,7 +385,7 @@ impl Cloud {
     }
 
     /// The connection is gone: its device and sub-devices go offline.
-    pub(crate) fn disconnect(&mut self, conn: ConnId) {
+    pub fn disconnect(&mut self, conn: ConnId) {
         if let Some(s) = self.sessions.remove(&conn) {
             if self.by_client_id.get(&s.client_id) == Some(&conn) {
                 self.by_client_id.remove(&s.client_id);
@@ -433,8 +444,8 @@ impl Cloud {
         self.pending_ota.insert(keys.clone(), fw);
     }
 
-    /// Handles one PUBLISH from connection `conn` (spec §10).
-    pub(crate) fn publish(&mut self, conn: ConnId, topic: &str, payload: &Bytes, now_ms: u64) -> Handled {
+    /// Handles one PUBLISH from connection `conn` (spec §10): the replies to send back.
+    pub fn publish(&mut self, conn: ConnId, topic: &str, payload: &Bytes, now_ms: u64) -> Handled {
         let mut out = Handled::default();
         let Some(session) = self.sessions.get(&conn) else { return out };
         let Some(parts) = parse_topic(topic) else { return out };

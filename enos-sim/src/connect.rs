@@ -1,19 +1,34 @@
 //! The simulator's own CONNECT parser: MQTT 3.1.1 (level 4) and 3.1 (level 3, `MQIsdp`),
 //! with every field checked, since the shared decoder is lenient and knows only level 4.
 
-/// The CONNECT fields the simulator uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConnectPacket {
-    pub(crate) level: u8,
-    pub(crate) keep_alive: u16,
-    pub(crate) client_id: String,
-    pub(crate) username: String,
-    pub(crate) password: String,
+/// The CONNECT fields the simulator uses. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectPacket {
+    /// The protocol level (4, or 3 for MQTT 3.1).
+    pub level: u8,
+    /// Keep-alive in seconds.
+    pub keep_alive: u16,
+    /// The client id.
+    pub client_id: String,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for ConnectPacket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectPacket")
+            .field("level", &self.level)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the first packet is not an acceptable CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ConnectError {
+pub enum ConnectError {
     /// The first packet is not a CONNECT, or does not parse: close without CONNACK.
     Malformed(&'static str),
     /// A protocol name or level the server does not speak: CONNACK 1.
@@ -49,7 +64,11 @@ impl<'a> Reader<'a> {
 
 /// Parses a CONNECT at the start of `buf`: `Ok(None)` until it is complete, then the
 /// packet and the bytes it took.
-pub(crate) fn parse_connect(buf: &[u8], max_bytes: usize) -> Result<Option<(ConnectPacket, usize)>, ConnectError> {
+///
+/// # Errors
+///
+/// [`ConnectError`] for a first packet that is not an acceptable CONNECT.
+pub fn parse_connect(buf: &[u8], max_bytes: usize) -> Result<Option<(ConnectPacket, usize)>, ConnectError> {
     let Some(&first) = buf.first() else { return Ok(None) };
     if first != 0x10 {
         return Err(ConnectError::Malformed("the first packet is not a CONNECT"));

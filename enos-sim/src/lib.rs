@@ -60,14 +60,19 @@ use tokio::task::JoinHandle;
 
 pub mod admin;
 mod cloud;
-mod connect;
+pub mod connect;
 pub mod mosquitto;
 pub mod pki;
 pub mod registry;
 pub mod responder;
 mod server;
 
-pub use cloud::{Cloud, ConnId, Outbound};
+pub use cloud::{Accepted, Cloud, ConnId, ConnectInfo, Handled, Outbound};
+
+/// The bounds the cloud keeps (spec §9 and the simulator's own).
+pub mod cloud_limits {
+    pub use crate::cloud::{MAX_PAYLOAD, MAX_REGISTER, MAX_SUB_DEVICES_ONLINE, MAX_TAGS};
+}
 pub use registry::Registry;
 
 /// What a connection task is asked to do.
