@@ -69,18 +69,27 @@ impl Handlers {
     }
 }
 
-/// Runs each command's handler on its own task, or answers "no handler" (1101).
+/// Handlers that may run at once; the next command waits for one of them to finish.
+pub const MAX_CONCURRENT_HANDLERS: usize = 64;
+
+/// Runs each command's handler on its own task (at most [`MAX_CONCURRENT_HANDLERS`] at
+/// once), or answers "no handler" (1101).
 pub(crate) async fn dispatch(
     mut rx: mpsc::Receiver<Command>,
     handlers: Arc<RwLock<Handlers>>,
     app: mpsc::Sender<AppMsg>,
 ) {
+    let running = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDLERS));
     while let Some(c) = rx.recv().await {
         let handler = handlers.read().unwrap_or_else(|e| e.into_inner()).find(&c);
         let responder = Responder { reply_to: Some(c.reply_to.clone()), app: app.clone() };
         match handler {
             Some(h) => {
-                tokio::spawn(h(c, responder));
+                let Ok(permit) = running.clone().acquire_owned().await else { return };
+                tokio::spawn(async move {
+                    h(c, responder).await;
+                    drop(permit);
+                });
             }
             // Raw down without a handler gets nothing (spec §7); JSON commands get 1101.
             None if c.reply_to.is_raw() => responder.dismiss(),

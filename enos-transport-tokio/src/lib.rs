@@ -39,8 +39,10 @@
 //!
 //! * Requests wait in the core's bounded queue while disconnected (typed
 //!   `SubmitError::QueueFull` past it); every request ends with its reply or a typed error.
-//! * Commands go to a queue of 1,024 for the handlers; each handler runs on its own task.
-//!   When the queue is full the driver stops reading the socket until there is room.
+//! * Commands go to a queue of 1,024 for the handlers; each handler runs on its own task,
+//!   at most [`MAX_CONCURRENT_HANDLERS`] at once. When the queue is full the driver stops
+//!   reading the socket until there is room: a flood of commands slows the link down, it
+//!   does not grow memory.
 //! * Events ([`DeviceClient::events`]) go to each subscriber's queue of 1,024; a
 //!   subscriber that falls behind misses events (counted in [`Events::missed`]), never
 //!   responses or commands.
@@ -70,7 +72,7 @@ use tokio::sync::{mpsc, oneshot};
 mod commands;
 mod driver;
 
-pub use commands::Responder;
+pub use commands::{Responder, MAX_CONCURRENT_HANDLERS};
 pub use enos_proto as proto;
 pub use enos_proto::ops::{
     BatchEntry, BatchLoginResult, Firmware, LoginResult, RegisteredDevice, TopoEntry, TslTemplate,

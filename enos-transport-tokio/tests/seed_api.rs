@@ -225,3 +225,38 @@ async fn commands_reach_handlers_and_the_cloud_gets_the_replies() {
         assert!(format!("{kind:?}").contains(SUB_DEVICE_1));
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_commands_faster_than_the_handler_is_bounded_and_answered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let sim = Sim::builder().start().await.unwrap();
+    let c = device(&sim).await;
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n2, m2) = (now.clone(), max.clone());
+    c.device_command().on_invoke_service("slow", None, move |_c, res| {
+        let (now, max) = (n2.clone(), m2.clone());
+        async move {
+            let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(running, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            res.ok(json!({}));
+        }
+    });
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let calls: Vec<_> = (0..300)
+        .map(|_| {
+            let (s, d) = (sim.clone(), dev.clone());
+            tokio::spawn(async move { s.invoke_service(&d, "slow", json!({})).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().code, 200);
+    }
+    let peak = max.load(Ordering::SeqCst);
+    assert!(peak <= enos_transport_tokio::MAX_CONCURRENT_HANDLERS, "{peak} handlers at once");
+    assert!(peak > 1, "handlers do run side by side");
+    // Requests still flow.
+    c.device_data().post_measurepoint(json!({"temp": 1.0}), o()).await.unwrap();
+}

@@ -42,6 +42,8 @@ pub struct FakeCloud {
     pub chunk: usize,
     /// Refuse these reply topics' SUBSCRIBEs.
     pub refuse_subscriptions: Vec<String>,
+    /// Answer nothing at all.
+    pub silent: bool,
 }
 
 impl FakeCloud {
@@ -59,6 +61,7 @@ impl FakeCloud {
             held: Vec::new(),
             chunk: usize::MAX,
             refuse_subscriptions: Vec::new(),
+            silent: false,
         }
     }
 
@@ -100,6 +103,9 @@ impl FakeCloud {
     }
 
     fn on_packet(&mut self, p: &Packet) {
+        if self.silent {
+            return;
+        }
         match p {
             Packet::Connect(_) => self.send(Packet::ConnAck(ConnAck::new(self.connack, false))),
             Packet::Subscribe(s) if self.auto_suback => {

@@ -1,0 +1,221 @@
+//! Hostile input, one case per test: each ends in a typed error or the documented policy,
+//! never a panic, a wedge or a lost request.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use enos_proto::codec::{self, Packet, QoS};
+use enos_proto::ops::{MeasurepointPost, TagQuery};
+use enos_proto::{
+    ClientError, DecodeError, DisconnectCause, Event, Operation, PacketKind, ProtocolError, RequestError,
+    RequestOptions,
+};
+use serde_json::json;
+use support::*;
+
+const POST: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/post";
+
+fn post() -> MeasurepointPost<serde_json::Value> {
+    MeasurepointPost::new(json!({"temp": 1.0}))
+}
+
+fn disconnected_by(p: &Pair) -> Vec<DisconnectCause> {
+    p.events
+        .iter()
+        .filter_map(|e| if let Event::Disconnected { cause, .. } = e { Some(cause.clone()) } else { None })
+        .collect()
+}
+
+#[test]
+fn oversized_packet_length_ends_the_session_with_packet_too_large() {
+    let mut p = Pair::connected(config());
+    // PUBLISH announcing 2 MiB: refused from the header alone, before any body arrives.
+    p.cloud.outbox.extend_from_slice(&[0x30, 0x80, 0x80, 0x80, 0x01]);
+    p.drive();
+    assert_eq!(
+        disconnected_by(&p),
+        [DisconnectCause::Decode(DecodeError::PacketTooLarge { size: 2_097_152, max: 1_048_576 })]
+    );
+}
+
+#[test]
+fn truncated_packet_then_eof_loses_no_request() {
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    let held = p.cloud.held.remove(0);
+    let mut reply = BytesMut::new();
+    let body = format!(r#"{{"id":"{}","code":200,"data":{{}}}}"#, envelope_id(&held));
+    codec::encode_publish(&mut reply, &format!("{POST}_reply"), body.as_bytes(), QoS::AtMostOnce, 0, false).unwrap();
+    // Half the reply, then the peer is gone.
+    p.client.handle_input(p.now, &reply[..reply.len() / 2]);
+    p.cut();
+    assert!(p.responses(id).is_empty(), "not completed by half a packet");
+    p.advance(Duration::from_secs(30));
+    assert_eq!(p.response(id), Err(RequestError::TimedOut(Duration::from_secs(30))));
+}
+
+#[test]
+fn invalid_utf8_topic_is_a_decode_error() {
+    let mut p = Pair::connected(config());
+    p.cloud.outbox.extend_from_slice(&[0x30, 0x05, 0x00, 0x02, 0xff, 0xfe, b'x']);
+    p.drive();
+    assert_eq!(disconnected_by(&p), [DisconnectCause::Decode(DecodeError::InvalidUtf8)]);
+}
+
+#[test]
+fn a_connect_sent_to_the_client_is_a_protocol_error() {
+    let mut p = Pair::connected(config());
+    p.cloud.send(Packet::Connect(codec::Connect::new("evil")));
+    p.drive();
+    assert_eq!(disconnected_by(&p), [DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(PacketKind::Connect))]);
+}
+
+#[test]
+fn a_second_connack_is_a_protocol_error() {
+    let mut p = Pair::connected(config());
+    p.cloud.send(Packet::ConnAck(codec::ConnAck::new(codec::ConnectReturnCode::Success, false)));
+    p.drive();
+    assert_eq!(disconnected_by(&p), [DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(PacketKind::ConnAck))]);
+    // And the client comes back by itself.
+    p.advance(Duration::from_secs(3));
+    assert!(p.client.is_connected());
+}
+
+#[test]
+fn a_qos2_publish_is_a_protocol_error() {
+    let mut p = Pair::connected(config());
+    p.cloud.outbox.extend_from_slice(&[0x34, 0x05, 0x00, 0x01, b't', 0x00, 0x01]);
+    p.drive();
+    assert_eq!(disconnected_by(&p), [DisconnectCause::Protocol(ProtocolError::QoS2Publish)]);
+}
+
+#[test]
+fn puback_for_an_unknown_packet_id_is_reported_and_ignored() {
+    let mut p = Pair::connected(config());
+    p.cloud.send(Packet::PubAck(codec::PubAck::new(4242)));
+    p.drive();
+    assert!(p.client.is_connected());
+    assert_eq!(p.count_events(|e| matches!(e, Event::Error(ClientError::UnknownPacketId(4242)))), 1);
+}
+
+#[test]
+fn a_reply_with_an_unknown_id_is_reported_and_dropped() {
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    p.cloud.reply(POST, "999", 200, "{}");
+    p.drive();
+    assert!(p.responses(id).is_empty());
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::UnmatchedReply { id, .. }) if id == "999")));
+}
+
+#[test]
+fn a_reply_that_is_not_json_is_reported_and_the_request_times_out() {
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    p.cloud.publish(&format!("{POST}_reply"), b"\x00\x01 not json", QoS::AtMostOnce);
+    p.drive();
+    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::BadReply { .. }))));
+    p.advance(Duration::from_secs(30));
+    assert_eq!(p.response(id), Err(RequestError::TimedOut(Duration::from_secs(30))));
+}
+
+#[test]
+fn json_of_the_wrong_shape_is_a_typed_error() {
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, TagQuery::new(["a"]), RequestOptions::default()).unwrap();
+    let other = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    let tag_topic = "/sys/pk1234ab/dev_001/thing/tag/query";
+    let held: Vec<_> = std::mem::take(&mut p.cloud.held);
+    let tag_req = held.iter().find(|h| h.topic == tag_topic).unwrap();
+    // Tag values must be strings: an array is the wrong shape for the typed data.
+    p.cloud.reply(tag_topic, &envelope_id(tag_req), 200, "[1,2,3]");
+    // An envelope without a code is not a reply.
+    p.cloud.publish(&format!("{POST}_reply"), br#"{"id":"2","data":{}}"#, QoS::AtMostOnce);
+    p.drive();
+    let Ok(reply) = p.response(id) else { panic!() };
+    assert!(matches!(TagQuery::parse_reply(&reply), Err(RequestError::BadReply(_))));
+    assert!(p.responses(other).is_empty());
+    assert!(p
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Error(ClientError::BadReply { reason, .. }) if reason.contains("no code"))));
+}
+
+#[test]
+fn a_command_for_another_device_is_only_a_message() {
+    let mut p = Pair::connected(config());
+    p.cloud.publish("/sys/otherPK/other_dev/thing/service/reset", br#"{"id":"1","params":{}}"#, QoS::AtLeastOnce);
+    p.drive();
+    assert_eq!(p.count_events(|e| matches!(e, Event::Command(_))), 0);
+    assert_eq!(p.count_events(|e| matches!(e, Event::Message { .. })), 1);
+    assert!(p.cloud.publishes().iter().all(|x| !x.topic.contains("other_dev")), "no reply for someone else");
+}
+
+#[test]
+fn a_flood_of_commands_in_one_read_is_handed_over_in_order() {
+    // The core keeps no command queue of its own: every command of an input becomes an
+    // event at once, and a driver bounds what it holds by reading no more until its
+    // handlers catch up.
+    let mut p = Pair::connected(config());
+    let mut flood = BytesMut::new();
+    for i in 0..10_000 {
+        let body = format!(r#"{{"id":"{i}","version":"1.0","params":{{}},"method":"thing.service.go"}}"#);
+        codec::encode_publish(
+            &mut flood,
+            "/sys/pk1234ab/dev_001/thing/service/go",
+            body.as_bytes(),
+            QoS::AtLeastOnce,
+            (i % 60_000 + 1) as u16,
+            false,
+        )
+        .unwrap();
+    }
+    p.client.handle_input(p.now, &flood);
+    p.drive();
+    let ids: Vec<String> =
+        p.events.iter().filter_map(|e| if let Event::Command(c) = e { Some(c.id.clone()) } else { None }).collect();
+    assert_eq!(ids.len(), 10_000);
+    assert_eq!(ids[9_999], "9999");
+    assert_eq!(p.cloud.count(|x| matches!(x, Packet::PubAck(_))), 10_000, "each QoS 1 command acknowledged");
+}
+
+#[test]
+fn a_peer_that_never_answers_is_given_up_on_time() {
+    let mut p = Pair::new(config());
+    p.cloud.silent = true;
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    // No CONNACK ever: the connect timeout ends the attempt at 30 s, and the request,
+    // queued, ends at its own 30 s timeout.
+    p.advance(Duration::from_secs(30));
+    assert!(disconnected_by(&p).iter().any(|c| matches!(c, DisconnectCause::ConnectTimeout(_))));
+    assert_eq!(p.response(id), Err(RequestError::TimedOut(Duration::from_secs(30))));
+}
+
+#[test]
+fn a_peer_that_trickles_one_byte_per_second_cannot_hold_a_request() {
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    let held = p.cloud.held.remove(0);
+    let mut reply = BytesMut::new();
+    let body = format!(r#"{{"id":"{}","code":200,"data":{{"pad":"{}"}}}}"#, envelope_id(&held), "x".repeat(100));
+    codec::encode_publish(&mut reply, &format!("{POST}_reply"), body.as_bytes(), QoS::AtMostOnce, 0, false).unwrap();
+    for b in reply.iter().take(40) {
+        p.client.handle_input(p.now, std::slice::from_ref(b));
+        p.advance(Duration::from_secs(1));
+    }
+    // Bytes keep coming, but the request's deadline does not move.
+    assert_eq!(p.response(id), Err(RequestError::TimedOut(Duration::from_secs(30))));
+}
