@@ -144,15 +144,15 @@ pub struct Client {
     rng: u64,
 
     next_pkid: u16,
-    inflight: HashMap<u16, InFlight>,
+    inflight: HashMap<u16, InFlight, BuildHasherDefault<IdHasher>>,
     inflight_seq: u64,
-    subscribing: HashMap<u16, SubPurpose>,
+    subscribing: HashMap<u16, SubPurpose, BuildHasherDefault<IdHasher>>,
     to_subscribe: Vec<Arc<str>>,
 
     pending: Pending,
     next_envelope: u32,
     by_envelope: HashMap<u32, RequestId, BuildHasherDefault<IdHasher>>,
-    topics: HashMap<Arc<str>, TopicState>,
+    topics: HashMap<Arc<str>, TopicState, BuildHasherDefault<IdHasher>>,
     ready: VecDeque<Outgoing>,
     /// Live publishes waiting (in `ready` or a topic's `waiting`), and their bytes.
     queued: usize,
@@ -166,6 +166,7 @@ pub struct Client {
     relogin_out: Option<Outgoing>,
 
     scratch: String,
+    method: String,
     body: Vec<u8>,
 }
 
@@ -208,14 +209,14 @@ impl Client {
             failures: 0,
             rng: config.jitter_seed | 1,
             next_pkid: 1,
-            inflight: HashMap::new(),
+            inflight: HashMap::default(),
             inflight_seq: 0,
-            subscribing: HashMap::new(),
+            subscribing: HashMap::default(),
             to_subscribe: Vec::new(),
             pending: Pending::default(),
             next_envelope: 1,
             by_envelope: HashMap::default(),
-            topics: HashMap::new(),
+            topics: HashMap::default(),
             ready: VecDeque::new(),
             queued: 0,
             queued_bytes: 0,
@@ -224,6 +225,7 @@ impl Client {
             relogin: None,
             relogin_out: None,
             scratch: String::new(),
+            method: String::new(),
             body: Vec::new(),
             config,
         };
@@ -466,7 +468,7 @@ impl Client {
             None => {
                 let ctx = EncodeContext { unix_ms, own: &self.config.device };
                 self.body.clear();
-                ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut self.body)?;
+                ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut self.body, &mut self.method)?;
                 Bytes::copy_from_slice(&self.body)
             }
         };
@@ -957,7 +959,7 @@ impl Client {
                 Ok(reply) => {
                     let found = envelope::envelope_id(&reply.id)
                         .and_then(|e| self.by_envelope.get(&e).copied())
-                        .filter(|id| self.pending.get(*id).is_some_and(|r| r.reply_topic == key));
+                        .filter(|id| self.pending.get(*id).is_some_and(|r| Arc::ptr_eq(&r.reply_topic, &key)));
                     match found {
                         Some(id) => self.finish(id, Ok(Reply::Json(reply))),
                         None => self.unmatched(

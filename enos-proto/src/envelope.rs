@@ -5,7 +5,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{EncodeError, RequestError};
@@ -13,18 +13,17 @@ use crate::error::{EncodeError, RequestError};
 /// The `version` the SDK sends, as the Node.js SDK does.
 pub const VERSION: &str = "1.0";
 
-/// Writes `{"id":..,"version":"1.0","params":..,"method":..[,extras]}` into `out`.
-pub(crate) fn write_request<P: Serialize + ?Sized>(
+/// Writes `{"id":"N","version":"1.0","params":..,"method":..[,extras]}` into `out`, the
+/// params written in place by `params`.
+pub(crate) fn write_request(
     out: &mut Vec<u8>,
-    id: &str,
+    id: u32,
     method: &str,
-    params: &P,
     extras: &[(&str, bool)],
+    params: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
-    out.extend_from_slice(b"{\"id\":");
-    json_str(out, id)?;
-    out.extend_from_slice(b",\"version\":\"1.0\",\"params\":");
-    serde_json::to_writer(&mut *out, params).map_err(|e| EncodeError::Json(e.to_string()))?;
+    let _ = write!(out, "{{\"id\":\"{id}\",\"version\":\"1.0\",\"params\":");
+    params(out)?;
     out.extend_from_slice(b",\"method\":");
     json_str(out, method)?;
     for (k, v) in extras {
@@ -334,7 +333,10 @@ mod tests {
     #[test]
     fn request_matches_node_order() {
         let mut out = Vec::new();
-        write_request(&mut out, "7", "thing.x", &serde_json::json!({"a":1}), &[("flag", false)]).unwrap();
+        write_request(&mut out, 7, "thing.x", &[("flag", false)], |o| {
+            serde_json::to_writer(o, &serde_json::json!({"a":1})).map_err(|e| EncodeError::Json(e.to_string()))
+        })
+        .unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"7","version":"1.0","params":{"a":1},"method":"thing.x","flag":false}"#

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use crate::event::RequestId;
 use crate::ops::Effect;
 
-/// A hasher for sequential integer keys (request ids, envelope ids): one multiply.
+/// A fast hasher for the core's own keys (request and envelope ids, packet ids, topics
+/// the core built itself): a multiply per 8 bytes. Not for keys an attacker chooses in
+/// bulk; the core's tables hold only what it created.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -18,9 +20,18 @@ impl Hasher for IdHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
+        for b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
     }
     fn write_u32(&mut self, n: u32) {
         self.write_u64(u64::from(n));

@@ -67,7 +67,7 @@ pub trait Operation {
     /// Appends the JSON `method`.
     fn write_method(&self, out: &mut String);
 
-    /// Appends the JSON `params`.
+    /// Appends the JSON `params`: valid JSON text (it goes into the envelope as it is).
     ///
     /// # Errors
     ///
@@ -145,7 +145,7 @@ pub fn encode<O: Operation + ?Sized>(
     crate::topic::write_topic(&mut topic, op.scope(), keys, "");
     op.write_path(&mut topic);
     let mut payload = Vec::new();
-    encode_payload(op, id, ctx, &mut payload)?;
+    encode_payload(op, id, ctx, &mut payload, &mut String::new())?;
     Ok(Encoded { topic, payload: op.raw_payload().cloned().unwrap_or_else(|| Bytes::from(payload)) })
 }
 
@@ -155,17 +155,14 @@ pub(crate) fn encode_payload<O: Operation + ?Sized>(
     id: u32,
     ctx: &EncodeContext<'_>,
     out: &mut Vec<u8>,
+    method: &mut String,
 ) -> Result<(), EncodeError> {
     if op.raw_payload().is_some() {
         return Ok(());
     }
-    let mut method = String::new();
-    op.write_method(&mut method);
-    let mut params = Vec::new();
-    op.write_params(ctx, &mut params)?;
-    let params = String::from_utf8(params).map_err(|e| EncodeError::Json(e.to_string()))?;
-    let params = serde_json::value::RawValue::from_string(params).map_err(|e| EncodeError::Json(e.to_string()))?;
-    crate::envelope::write_request(out, &id.to_string(), &method, &params, op.extras())
+    method.clear();
+    op.write_method(method);
+    crate::envelope::write_request(out, id, method, op.extras(), |out| op.write_params(ctx, out))
 }
 
 /// `data` of a successful reply, ignored (`{}`).
