@@ -87,17 +87,22 @@ fn sign_benches(c: &mut Criterion) {
 fn cycle_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("core");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("request cycle, typed points", |b| cycle(b, |c, now| {
-        c.request(now, MeasurepointPost::new(TypicalPoints::new()), RequestOptions::default()).unwrap()
-    }));
+    g.bench_function("request cycle, typed points", |b| {
+        cycle(b, |c, now| {
+            c.request(now, MeasurepointPost::new(TypicalPoints::new()), RequestOptions::default()).unwrap()
+        })
+    });
     let points = typical_points();
-    g.bench_function("request cycle, serde_json::Value points", |b| cycle(b, |c, now| {
-        c.request(now, MeasurepointPost::new(&points), RequestOptions::default()).unwrap()
-    }));
+    g.bench_function("request cycle, serde_json::Value points", |b| {
+        cycle(b, |c, now| c.request(now, MeasurepointPost::new(&points), RequestOptions::default()).unwrap())
+    });
     g.finish();
 }
 
-fn cycle(b: &mut criterion::Bencher<'_>, mut submit: impl FnMut(&mut enos_proto::Client, Now) -> enos_proto::RequestId) {
+fn cycle(
+    b: &mut criterion::Bencher<'_>,
+    mut submit: impl FnMut(&mut enos_proto::Client, Now) -> enos_proto::RequestId,
+) {
     let mut client = connected_client();
     let now = Now::system();
     let reply_topic = format!("{TOPIC}_reply");
@@ -105,9 +110,14 @@ fn cycle(b: &mut criterion::Bencher<'_>, mut submit: impl FnMut(&mut enos_proto:
     // loop has envelope id k + 2 and packet id k + 3 (wrapping past 65,535 to 1).
     client.request(now, MeasurepointPost::new(typical_points()), RequestOptions::default()).unwrap();
     let mut cloud = BytesMut::new();
-    codec::encode_packet(&mut cloud, &Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]))).unwrap();
+    codec::encode_packet(
+        &mut cloud,
+        &Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])),
+    )
+    .unwrap();
     codec::encode_packet(&mut cloud, &Packet::PubAck(PubAck::new(2))).unwrap();
-    codec::encode_publish(&mut cloud, &reply_topic, br#"{"id":"1","code":200,"data":{}}"#, QoS::AtMostOnce, 0, false).unwrap();
+    codec::encode_publish(&mut cloud, &reply_topic, br#"{"id":"1","code":200,"data":{}}"#, QoS::AtMostOnce, 0, false)
+        .unwrap();
     client.handle_input(now, &cloud.split());
     enos_benches::drain(&mut client);
     let k = std::cell::Cell::new(0u64);

@@ -19,7 +19,8 @@ pub type ConnId = u64;
 
 /// Largest payload the cloud accepts (spec §9).
 pub const MAX_PAYLOAD: usize = 512 * 1024;
-/// Sub-devices online at once per gateway (spec §9).
+/// Sub-devices online at once per gateway (spec §9): the default of
+/// `Registry::max_sub_devices_online`.
 pub const MAX_SUB_DEVICES_ONLINE: usize = 200;
 /// Devices per register request (spec §9).
 pub const MAX_REGISTER: usize = 1000;
@@ -956,8 +957,9 @@ impl Cloud {
             }
         }
         let already = self.sessions.get(&conn).is_some_and(|s| s.subs.contains(sub));
-        if !already && self.sessions.get(&conn).is_some_and(|s| s.subs.len() >= MAX_SUB_DEVICES_ONLINE) {
-            return Err((1212, format!("at most {MAX_SUB_DEVICES_ONLINE} sub-devices online per gateway")));
+        let max = self.registry.max_sub_devices_online;
+        if !already && self.sessions.get(&conn).is_some_and(|s| s.subs.len() >= max) {
+            return Err((1212, format!("at most {max} sub-devices online per gateway")));
         }
         if let Some(old) = self.sub_online.insert(sub.clone(), conn) {
             if old != conn {

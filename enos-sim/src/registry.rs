@@ -216,6 +216,8 @@ pub struct Registry {
     pub allow_reactivation: bool,
     /// Measure point values and events kept per device (default 1,000 each).
     pub history_limit: usize,
+    /// Sub-devices online at once per gateway (spec §9: 200).
+    pub max_sub_devices_online: usize,
     rng: u64,
 }
 
@@ -301,7 +303,12 @@ impl Registry {
     pub fn new() -> Self {
         use std::hash::{BuildHasher, Hasher};
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        Registry { rng: seed | 1, history_limit: 1_000, ..Default::default() }
+        Registry {
+            rng: seed | 1,
+            history_limit: 1_000,
+            max_sub_devices_online: crate::cloud::MAX_SUB_DEVICES_ONLINE,
+            ..Default::default()
+        }
     }
 
     /// Random alphanumeric text (asset ids, secrets, device keys).

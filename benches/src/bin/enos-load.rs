@@ -1,0 +1,440 @@
+//! `enos-load`: load a broker with devices (or a gateway's sub-devices) posting measure
+//! points through the SDK's tokio driver, and print throughput, reply latency
+//! percentiles, CPU per request, connect rate, errors and memory.
+//!
+//! Without `--broker` it runs the built-in local cloud in the same process, on threads of
+//! its own (named `sim`), so the CPU of the devices (threads `load`) and of the cloud are
+//! measured apart.
+//!
+//!     cargo run --release -p enos-benches --bin enos-load -- --devices 1 --sequential --seconds 10
+//!     cargo run --release -p enos-benches --bin enos-load -- --devices 1 --window 1000
+//!     cargo run --release -p enos-benches --bin enos-load -- --devices 1000 --rate 1
+//!     cargo run --release -p enos-benches --bin enos-load -- --devices 10000 --idle --broker tcp://127.0.0.1:11883
+//!     cargo run --release -p enos-benches --bin enos-load -- --gateway-subs 10000 --batch 100 --window 16
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use enos_benches::TypicalPoints;
+use enos_proto::ops::{BatchEntry, MeasurepointBatchPost, MeasurepointPost};
+use enos_sim::registry::defaults::*;
+use enos_sim::{Registry, Sim};
+use enos_transport_tokio::{ClientOptions, DeviceClient, DeviceKeys, GatewayClient, RequestOptions, SubDeviceInfo};
+use hdrhistogram::Histogram;
+
+#[derive(Parser, Clone)]
+#[command(name = "enos-load", about = "Load a broker with EnOS devices and measure")]
+struct Args {
+    /// Broker URL; the built-in local cloud in-process when absent. An external
+    /// `enos-sim serve --fleet N` has the devices this tool uses (demo_pk/load_i).
+    #[arg(long)]
+    broker: Option<String>,
+    /// Number of devices.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// One gateway with this many logged-in sub-devices, posting batches (instead of
+    /// `--devices`).
+    #[arg(long, default_value_t = 0)]
+    gateway_subs: usize,
+    /// Sub-device entries per batch in gateway mode.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Requests kept in flight per device (pipelining).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// One request at a time per device (the same as --window 1).
+    #[arg(long)]
+    sequential: bool,
+    /// Requests per second per device, instead of as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Connect and stay idle (memory figures), no requests.
+    #[arg(long)]
+    idle: bool,
+    /// Seconds of load after every device is connected.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Stop after this many requests in all (instead of --seconds).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Worker threads of the load.
+    #[arg(long, default_value_t = 1)]
+    load_threads: usize,
+    /// Worker threads of the in-process cloud.
+    #[arg(long, default_value_t = 1)]
+    sim_threads: usize,
+    /// Devices connecting at once.
+    #[arg(long, default_value_t = 256)]
+    connect_parallelism: usize,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Instead of the SDK: a plain MQTT client (the codec over a socket, no session
+    /// logic) doing the same sequential request and reply, for comparison.
+    #[arg(long)]
+    plain_mqtt: bool,
+}
+
+/// The plain MQTT client of `--plain-mqtt`: CONNECT, SUBSCRIBE the reply topic, then
+/// publish a measure point post and wait for its reply, in a loop.
+async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dyn std::error::Error>> {
+    use bytes::BytesMut;
+    use enos_proto::codec::{self, Decoder, Packet, QoS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("tcp://").ok_or("plain MQTT needs tcp://")?;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let keys = DeviceKeys::new(DEVICE_PRODUCT, "load_0")?;
+    let f = enos_proto::sign::connect_fields(
+        &keys,
+        "load_0",
+        enos_proto::SecureMode::DeviceSecret,
+        enos_proto::SignMethod::Sha256,
+        1,
+        &FLEET_SECRET.into(),
+    );
+    let mut c = codec::Connect::new(f.client_id);
+    c.set_login(f.username, f.password.expose().to_owned());
+    let topic = format!("/sys/{DEVICE_PRODUCT}/load_0/thing/measurepoint/post");
+    let mut out = BytesMut::new();
+    codec::encode_packet(&mut out, &Packet::Connect(c))?;
+    codec::encode_subscribe(&mut out, 1, [format!("{topic}_reply").as_str()], QoS::AtLeastOnce)?;
+    s.write_all(&out.split()).await?;
+    let mut dec = Decoder::new(1 << 20);
+    let mut buf = vec![0u8; 16 * 1024];
+    let points = serde_json::to_string(&TypicalPoints::new())?;
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut id: u64 = 0;
+    let wait_for = |dec: &mut Decoder, want_suback: bool| -> Option<bool> {
+        while let Ok(Some(p)) = dec.next_packet() {
+            match p {
+                Packet::SubAck(_) if want_suback => return Some(true),
+                Packet::Publish(_) if !want_suback => return Some(true),
+                _ => {}
+            }
+        }
+        None
+    };
+    loop {
+        if wait_for(&mut dec, true).is_some() {
+            break;
+        }
+        let n = s.read(&mut buf).await?;
+        dec.feed(&buf[..n]);
+    }
+    while Instant::now() < end {
+        id += 1;
+        let body = format!(
+            r#"{{"id":"{id}","version":"1.0","params":{{"measurepoints":{points},"time":1}},"method":"thing.measurepoint.post"}}"#
+        );
+        codec::encode_publish(&mut out, &topic, body.as_bytes(), QoS::AtLeastOnce, (id % 60_000 + 1) as u16, false)?;
+        let started = Instant::now();
+        s.write_all(&out.split()).await?;
+        loop {
+            if wait_for(&mut dec, false).is_some() {
+                break;
+            }
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                return Err("the broker closed the connection".into());
+            }
+            dec.feed(&buf[..n]);
+        }
+        stats.record(started, Ok(()));
+    }
+    Ok(())
+}
+
+/// CPU ticks (1/100 s) used by this process's threads whose name starts with `prefix`.
+fn thread_cpu_ticks(prefix: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| {
+            let open = s.find('(')?;
+            let close = s.rfind(')')?;
+            let name = &s[open + 1..close];
+            if !name.starts_with(prefix) {
+                return None;
+            }
+            let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct Stats {
+    done: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+    stop: AtomicBool,
+}
+
+impl Stats {
+    fn record(&self, started: Instant, ok: Result<(), enos_transport_tokio::Error>) {
+        match ok {
+            Ok(()) => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                let us = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                if let Ok(mut h) = self.hist.lock() {
+                    let _ = h.record(us.max(1));
+                }
+            }
+            Err(enos_transport_tokio::Error::Request(enos_transport_tokio::RequestError::TimedOut(_))) => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn options(url: &str, pk: &str, dk: &str, secret: &str, timeout: u64) -> ClientOptions {
+    let mut o = ClientOptions::new(url, pk, dk);
+    o.device_secret = Some(secret.into());
+    o.request_timeout = timeout;
+    o
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = Args::parse();
+    if args.sequential {
+        args.window = 1;
+    }
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.load_threads)
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    let sim_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.sim_threads)
+        .thread_name("sim")
+        .enable_all()
+        .build()?;
+    let (url, sim) = match &args.broker {
+        Some(u) => (u.clone(), None),
+        None => {
+            let mut registry = Registry::builtin();
+            registry.add_fleet(args.devices);
+            registry.max_sub_devices_online = args.gateway_subs.max(200);
+            let gw = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY)?;
+            for i in 0..args.gateway_subs {
+                let k = DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}"))?;
+                registry.add_device(k.clone(), Some(FLEET_SECRET.into()))?;
+                registry.add_topology(&gw, k);
+            }
+            registry.history_limit = 16;
+            let sim = sim_rt.block_on(Sim::builder().registry(registry).record_limit(0).start())?;
+            (sim.tcp_url().ok_or("no listener")?, Some(sim))
+        }
+    };
+    let rss_start = status_kib("VmRSS:");
+    let stats = Arc::new(Stats {
+        done: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        timeouts: AtomicU64::new(0),
+        hist: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
+        stop: AtomicBool::new(false),
+    });
+    let in_process = sim.is_some();
+    load_rt.block_on(async move {
+        if args.plain_mqtt {
+            let cpu0 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+            let t1 = Instant::now();
+            plain_mqtt(&url, args.seconds, &stats).await?;
+            let (done, secs) = (stats.done.load(Ordering::Relaxed), t1.elapsed().as_secs_f64());
+            let cpu1 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+            let h = stats.hist.lock().map_err(|_| "histogram lock")?;
+            let per = |ticks: u64| ticks as f64 * 10_000.0 / done.max(1) as f64;
+            println!(
+                "plain MQTT client, sequential: {done} requests in {secs:.1} s: {:.0} requests/s",
+                done as f64 / secs
+            );
+            println!(
+                "reply latency µs: p50 {}  p90 {}  p99 {}  max {}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.9),
+                h.value_at_quantile(0.99),
+                h.max()
+            );
+            println!(
+                "CPU per request: client {:.2} µs, local cloud {:.2} µs",
+                per(cpu1.0 - cpu0.0),
+                per(cpu1.1 - cpu0.1)
+            );
+            return Ok(());
+        }
+        // Connect.
+        let t0 = Instant::now();
+        let mut clients: Vec<DeviceClient> = Vec::new();
+        let mut gateway: Option<(GatewayClient, Vec<DeviceKeys>)> = None;
+        if args.gateway_subs > 0 {
+            let g = GatewayClient::new(options(&url, GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET, args.timeout))?;
+            g.connect().await?;
+            let subs: Vec<SubDeviceInfo> = (0..args.gateway_subs)
+                .map(|i| {
+                    SubDeviceInfo::new(
+                        DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}")).expect("valid keys"),
+                        FLEET_SECRET,
+                    )
+                })
+                .collect();
+            for chunk in subs.chunks(1000) {
+                let r = g.sub_device_management().batch_login_sub_device(chunk.to_vec(), RequestOptions::new()).await?;
+                if !r.data.failed.is_empty() {
+                    return Err(format!("{} sub-devices refused", r.data.failed.len()).into());
+                }
+            }
+            let keys = subs.into_iter().map(|s| s.keys).collect();
+            gateway = Some((g, keys));
+        } else {
+            let sem = Arc::new(tokio::sync::Semaphore::new(args.connect_parallelism));
+            let mut tasks = Vec::new();
+            for i in 0..args.devices {
+                let (url, sem, timeout) = (url.clone(), sem.clone(), args.timeout);
+                tasks.push(tokio::spawn(async move {
+                    let _permit = sem.acquire().await.ok()?;
+                    let c =
+                        DeviceClient::new(options(&url, DEVICE_PRODUCT, &format!("load_{i}"), FLEET_SECRET, timeout))
+                            .ok()?;
+                    c.connect().await.ok()?;
+                    Some(c)
+                }));
+            }
+            for t in tasks {
+                if let Some(c) = t.await? {
+                    clients.push(c);
+                }
+            }
+        }
+        let connect_secs = t0.elapsed().as_secs_f64();
+        let connected = if gateway.is_some() { args.gateway_subs } else { clients.len() };
+        println!(
+            "connected {connected} {} in {connect_secs:.2} s: {:.0} per second{}",
+            if gateway.is_some() { "sub-devices (one gateway)" } else { "devices" },
+            connected as f64 / connect_secs,
+            if gateway.is_none() && clients.len() < args.devices {
+                format!(" ({} failed)", args.devices - clients.len())
+            } else {
+                String::new()
+            }
+        );
+        let rss = status_kib("VmRSS:");
+        println!(
+            "resident memory: {} KiB at start, {} KiB connected: {:.1} KiB per {}{}",
+            rss_start,
+            rss,
+            rss.saturating_sub(rss_start) as f64 / connected.max(1) as f64,
+            if gateway.is_some() { "sub-device" } else { "device" },
+            if in_process { " (this process also runs the cloud)" } else { "" }
+        );
+        if args.idle {
+            return Ok(());
+        }
+
+        // Load.
+        let cpu0 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+        let t1 = Instant::now();
+        let mut workers = Vec::new();
+        let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+        if let Some((g, keys)) = &gateway {
+            let keys = Arc::new(keys.clone());
+            for w in 0..args.window {
+                let (g, keys, stats, batch) = (g.clone(), keys.clone(), stats.clone(), args.batch);
+                workers.push(tokio::spawn(async move {
+                    let mut next = w * batch;
+                    while !stats.stop.load(Ordering::Relaxed) {
+                        let entries: Vec<BatchEntry<TypicalPoints>> = (0..batch)
+                            .map(|j| BatchEntry::of(keys[(next + j) % keys.len()].clone(), TypicalPoints::new(), None))
+                            .collect();
+                        next += batch * 7;
+                        let started = Instant::now();
+                        let r = g.request(MeasurepointBatchPost::new(entries), RequestOptions::new()).await.map(drop);
+                        stats.record(started, r);
+                    }
+                }));
+            }
+        } else {
+            for c in &clients {
+                for _ in 0..args.window {
+                    let (c, stats) = (c.clone(), stats.clone());
+                    workers.push(tokio::spawn(async move {
+                        let mut tick = interval.map(tokio::time::interval);
+                        while !stats.stop.load(Ordering::Relaxed) {
+                            if let Some(t) = tick.as_mut() {
+                                t.tick().await;
+                            }
+                            let started = Instant::now();
+                            let r = c
+                                .request(MeasurepointPost::new(TypicalPoints::new()), RequestOptions::new())
+                                .await
+                                .map(drop);
+                            stats.record(started, r);
+                        }
+                    }));
+                }
+            }
+        }
+        let end = t1 + Duration::from_secs(args.seconds);
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let d = stats.done.load(Ordering::Relaxed);
+            eprintln!(
+                "  {:>5.1} s  {:>9} req/s  errors {}  timeouts {}",
+                t1.elapsed().as_secs_f64(),
+                d - last,
+                stats.errors.load(Ordering::Relaxed),
+                stats.timeouts.load(Ordering::Relaxed)
+            );
+            last = d;
+            let done = args.count.is_some_and(|n| d >= n);
+            if done || (args.count.is_none() && Instant::now() >= end) {
+                break;
+            }
+        }
+        let secs = t1.elapsed().as_secs_f64();
+        let done = stats.done.load(Ordering::Relaxed);
+        let cpu1 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+        stats.stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.abort();
+        }
+        let h = stats.hist.lock().map_err(|_| "histogram lock")?;
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / done.max(1) as f64;
+        let unit = if gateway.is_some() { format!(" (batches of {} entries)", args.batch) } else { String::new() };
+        println!(
+            "{done} requests{unit} in {secs:.1} s: {:.0} requests/s; errors {}, timeouts {}",
+            done as f64 / secs,
+            stats.errors.load(Ordering::Relaxed),
+            stats.timeouts.load(Ordering::Relaxed)
+        );
+        println!(
+            "reply latency µs: p50 {}  p90 {}  p99 {}  max {}",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.max()
+        );
+        println!(
+            "CPU per request: devices (SDK) {:.2} µs{}",
+            per(cpu1.0 - cpu0.0),
+            if in_process { format!(", local cloud {:.2} µs", per(cpu1.1 - cpu0.1)) } else { String::new() }
+        );
+        println!("peak resident memory: {} KiB", status_kib("VmHWM:"));
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    drop(sim);
+    Ok(())
+}
