@@ -75,12 +75,13 @@ pub const MAX_CONCURRENT_HANDLERS: usize = 64;
 /// Runs each command's handler on its own task (at most [`MAX_CONCURRENT_HANDLERS`] at
 /// once), or answers "no handler" (1101).
 pub(crate) async fn dispatch(
-    mut rx: mpsc::Receiver<Command>,
+    mut rx: mpsc::Receiver<Box<Command>>,
     handlers: Arc<RwLock<Handlers>>,
     app: mpsc::Sender<AppMsg>,
 ) {
     let running = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDLERS));
     while let Some(c) = rx.recv().await {
+        let c = *c;
         let handler = handlers.read().unwrap_or_else(|e| e.into_inner()).find(&c);
         let responder = Responder { reply_to: Some(c.reply_to.clone()), app: app.clone() };
         match handler {

@@ -34,6 +34,10 @@ struct Link {
 
 type Dialing = Pin<Box<dyn Future<Output = std::io::Result<Link>> + Send>>;
 
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
+
 /// TCP (with TCP_NODELAY), then the TLS handshake when configured.
 async fn dial(t: Transport) -> std::io::Result<Link> {
     let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
@@ -88,7 +92,7 @@ pub(crate) async fn drive(
     transport: Transport,
     mut app: mpsc::Receiver<AppMsg>,
     shared: Arc<Shared>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Box<Command>>,
 ) {
     // The link, in three parts so that reading and writing proceed side by side.
     let mut rd: Option<OwnedReadHalf> = None;
@@ -97,7 +101,6 @@ pub(crate) async fn drive(
     let mut dialing: Option<Dialing> = None;
     let mut waiting: HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>> = HashMap::new();
     let mut wq: VecDeque<Bytes> = VecDeque::new();
-    let mut buf = vec![0u8; 16 * 1024];
     let mut closing: Option<oneshot::Sender<()>> = None;
     loop {
         // 1. Drain the core.
@@ -138,7 +141,7 @@ pub(crate) async fn drive(
                 Output::Event(Event::Command(c)) => {
                     // Handlers run on their own tasks; a full queue holds the loop (and so
                     // the socket) until the dispatcher catches up.
-                    let _ = commands.send(*c).await;
+                    let _ = commands.send(c).await;
                 }
                 Output::Event(e) => shared.event(ClientEvent::from_core(e)),
                 Output::Wait(at) => break at,
@@ -164,29 +167,39 @@ pub(crate) async fn drive(
         let mut lost: Option<CloseCause> = None;
         tokio::select! {
             r = async {
-                match &mut rd {
-                    Some(r) => r.read(&mut buf).await,
+                match &rd {
+                    Some(r) => r.readable().await,
                     None => std::future::pending().await,
                 }
             } => match r {
-                Ok(0) => lost = Some(CloseCause::Eof),
                 Err(e) => lost = Some(e.into()),
-                Ok(n) => match &mut tls {
-                    Some(t) => {
-                        let mut plain = Vec::new();
-                        let r = t.read_ciphertext(&buf[..n], &mut plain);
-                        let mut out = Vec::new();
-                        t.take_ciphertext(&mut out);
-                        if !out.is_empty() {
-                            wq.push_back(Bytes::from(out));
-                        }
-                        match r {
-                            Ok(()) => core.handle_input(Now::system(), &plain),
-                            Err(e) => lost = Some(CloseCause::Tls(e.to_string())),
-                        }
+                // One read buffer per worker thread, not per connection: an idle device
+                // holds no read buffer at all.
+                Ok(()) => READ_BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let Some(r) = &rd else { return };
+                    match r.try_read(&mut b) {
+                        Ok(0) => lost = Some(CloseCause::Eof),
+                        Ok(n) => match &mut tls {
+                            Some(t) => {
+                                let mut plain = Vec::new();
+                                let res = t.read_ciphertext(&b[..n], &mut plain);
+                                let mut out = Vec::new();
+                                t.take_ciphertext(&mut out);
+                                if !out.is_empty() {
+                                    wq.push_back(Bytes::from(out));
+                                }
+                                match res {
+                                    Ok(()) => core.handle_input(Now::system(), &plain),
+                                    Err(e) => lost = Some(CloseCause::Tls(e.to_string())),
+                                }
+                            }
+                            None => core.handle_input(Now::system(), &b[..n]),
+                        },
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => lost = Some(e.into()),
                     }
-                    None => core.handle_input(Now::system(), &buf[..n]),
-                },
+                }),
             },
             r = async {
                 match (&mut wr, wq.front()) {

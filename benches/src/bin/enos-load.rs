@@ -71,6 +71,13 @@ struct Args {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Only measure the core: create this many connected sessions in memory (no sockets)
+    /// and print `size_of` of a session and the heap each one holds.
+    #[arg(long)]
+    core_sessions: Option<usize>,
+    /// CA (PEM) that signed the broker's certificate, for `ssl://`.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
     /// Instead of the SDK: a plain MQTT client (the codec over a socket, no session
     /// logic) doing the same sequential request and reply, for comparison.
     #[arg(long)]
@@ -200,10 +207,13 @@ impl Stats {
     }
 }
 
+static CA: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+
 fn options(url: &str, pk: &str, dk: &str, secret: &str, timeout: u64) -> ClientOptions {
     let mut o = ClientOptions::new(url, pk, dk);
     o.device_secret = Some(secret.into());
     o.request_timeout = timeout;
+    o.ca = CA.get().cloned().flatten();
     o
 }
 
@@ -211,6 +221,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = Args::parse();
     if args.sequential {
         args.window = 1;
+    }
+    let _ = CA.set(args.ca.as_ref().map(std::fs::read).transpose()?);
+    if let Some(n) = args.core_sessions {
+        let before = status_kib("VmRSS:");
+        let sessions: Vec<enos_proto::Client> = (0..n).map(|_| enos_benches::connected_client()).collect();
+        let after = status_kib("VmRSS:");
+        println!(
+            "core session: size_of::<Client>() = {} bytes; {n} connected idle sessions hold {:.2} KiB each (resident memory, heap included)",
+            std::mem::size_of::<enos_proto::Client>(),
+            after.saturating_sub(before) as f64 / n as f64
+        );
+        drop(sessions);
+        return Ok(());
     }
     let load_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.load_threads)
