@@ -172,6 +172,16 @@ fn thread_cpu_ticks(prefix: &str) -> u64 {
         .sum()
 }
 
+fn print_latency(h: &Histogram<u64>) {
+    println!(
+        "reply latency µs: p50 {}  p90 {}  p99 {}  max {}",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.max()
+    );
+}
+
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -284,13 +294,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "plain MQTT client, sequential: {done} requests in {secs:.1} s: {:.0} requests/s",
                 done as f64 / secs
             );
-            println!(
-                "reply latency µs: p50 {}  p90 {}  p99 {}  max {}",
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.9),
-                h.value_at_quantile(0.99),
-                h.max()
-            );
+            print_latency(&h);
             println!(
                 "CPU per request: client {:.2} µs, local cloud {:.2} µs",
                 per(cpu1.0 - cpu0.0),
@@ -443,13 +447,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             stats.errors.load(Ordering::Relaxed),
             stats.timeouts.load(Ordering::Relaxed)
         );
-        println!(
-            "reply latency µs: p50 {}  p90 {}  p99 {}  max {}",
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.9),
-            h.value_at_quantile(0.99),
-            h.max()
-        );
+        print_latency(&h);
         println!(
             "CPU per request: devices (SDK) {:.2} µs{}",
             per(cpu1.0 - cpu0.0),
