@@ -11,8 +11,6 @@ use enos_proto::{Command, CommandKind, CommandReply, DeviceKeys, ReplyTo};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::driver::AppMsg;
-
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(Command, Responder) -> BoxFuture + Send + Sync>;
 
@@ -29,6 +27,8 @@ pub(crate) enum Kind {
     OtaUpgrade,
     Device,
     RawDown,
+    /// A kind no handler can be registered for: answered 1101.
+    Other,
 }
 
 fn kind_of(c: &CommandKind) -> Kind {
@@ -41,7 +41,10 @@ fn kind_of(c: &CommandKind) -> Kind {
         CommandKind::DeleteSubDevices { .. } => Kind::DeleteSubDevices,
         CommandKind::OtaUpgrade { .. } => Kind::OtaUpgrade,
         CommandKind::RawDown { .. } => Kind::RawDown,
-        _ => Kind::Device,
+        CommandKind::EnableDevice { .. } | CommandKind::DisableDevice { .. } | CommandKind::DeleteDevice { .. } => {
+            Kind::Device
+        }
+        _ => Kind::Other,
     }
 }
 
@@ -60,41 +63,42 @@ impl Handlers {
     /// service.
     fn find(&self, c: &Command) -> Option<Handler> {
         let kind = kind_of(&c.kind);
-        let mut keys = vec![(kind.clone(), Some(c.device.clone())), (kind.clone(), None)];
-        if matches!(kind, Kind::Service(_)) {
-            keys.push((Kind::Service(None), Some(c.device.clone())));
-            keys.push((Kind::Service(None), None));
-        }
-        keys.iter().find_map(|k| self.map.get(k).cloned())
+        let any_service = matches!(kind, Kind::Service(_)).then_some(Kind::Service(None));
+        let device = Some(c.device.clone());
+        [(Some(kind.clone()), device.clone()), (Some(kind), None), (any_service.clone(), device), (any_service, None)]
+            .into_iter()
+            .filter_map(|(k, d)| Some((k?, d)))
+            .find_map(|k| self.map.get(&k).cloned())
     }
 }
 
-/// Handlers that may run at once; the next command waits for one of them to finish.
+/// Handlers that may run at once: the reply channel's capacity, each running handler
+/// holding one reserved slot for its answer. The next command waits for a slot; behind
+/// it, the command queue (1,024) fills, and past that the driver answers 1102 at once.
 pub const MAX_CONCURRENT_HANDLERS: usize = 64;
 
-/// Runs each command's handler on its own task (at most [`MAX_CONCURRENT_HANDLERS`] at
-/// once), or answers "no handler" (1101).
+/// Runs each command's handler on its own task, or answers "no handler" (1101).
 pub(crate) async fn dispatch(
     mut rx: mpsc::Receiver<Box<Command>>,
     handlers: Arc<RwLock<Handlers>>,
-    app: mpsc::Sender<AppMsg>,
+    replies: mpsc::Sender<CommandReply>,
 ) {
-    let running = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDLERS));
     while let Some(c) = rx.recv().await {
         let c = *c;
+        // A reserved slot: the handler's answer can never be dropped for lack of room.
+        let Ok(slot) = replies.clone().reserve_owned().await else { return };
         let handler = handlers.read().unwrap_or_else(|e| e.into_inner()).find(&c);
-        let responder = Responder { reply_to: Some(c.reply_to.clone()), app: app.clone() };
+        let responder = Responder { reply_to: Some(c.reply_to.clone()), slot: Some(slot) };
         match handler {
             Some(h) => {
-                let Ok(permit) = running.clone().acquire_owned().await else { return };
-                tokio::spawn(async move {
-                    h(c, responder).await;
-                    drop(permit);
-                });
+                tokio::spawn(h(c, responder));
             }
             // Raw down without a handler gets nothing (spec §7); JSON commands get 1101.
             None if c.reply_to.is_raw() => responder.dismiss(),
-            None => responder.reply(c.reply_to.no_handler()),
+            None => {
+                let r = c.reply_to.no_handler();
+                responder.answer(r);
+            }
         }
     }
 }
@@ -103,7 +107,7 @@ pub(crate) async fn dispatch(
 /// returned early or panicked), it answers code 1102, "command handler execution failed".
 pub struct Responder {
     reply_to: Option<ReplyTo>,
-    app: mpsc::Sender<AppMsg>,
+    slot: Option<mpsc::OwnedPermit<CommandReply>>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -113,9 +117,11 @@ impl std::fmt::Debug for Responder {
 }
 
 impl Responder {
-    fn reply(mut self, r: CommandReply) {
+    fn answer(mut self, r: CommandReply) {
         self.reply_to = None;
-        let _ = self.app.try_send(AppMsg::Reply(r));
+        if let Some(slot) = self.slot.take() {
+            slot.send(r);
+        }
     }
 
     fn dismiss(mut self) {
@@ -128,7 +134,7 @@ impl Responder {
     pub fn send<T: Serialize>(mut self, code: i32, data: T) {
         if let Some(to) = self.reply_to.take() {
             let r = to.with_code(code, &data, "").unwrap_or_else(|e| to.handler_failed(&e.to_string()));
-            let _ = self.app.try_send(AppMsg::Reply(r));
+            self.answer(r);
         }
     }
 
@@ -140,23 +146,23 @@ impl Responder {
     /// Answers `code` with `data` `{}` and `message`.
     pub fn error(mut self, code: i32, message: &str) {
         if let Some(to) = self.reply_to.take() {
-            let _ = self.app.try_send(AppMsg::Reply(to.error(code, message)));
+            self.answer(to.error(code, message));
         }
     }
 
     /// Answers a raw down command with bytes.
     pub fn raw(mut self, payload: impl Into<Bytes>) {
         if let Some(to) = self.reply_to.take() {
-            let _ = self.app.try_send(AppMsg::Reply(to.raw(payload)));
+            self.answer(to.raw(payload));
         }
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if let Some(to) = self.reply_to.take() {
+        if let (Some(to), Some(slot)) = (self.reply_to.take(), self.slot.take()) {
             if !to.is_raw() {
-                let _ = self.app.try_send(AppMsg::Reply(to.handler_failed("the handler did not answer")));
+                slot.send(to.handler_failed("the handler did not answer"));
             }
         }
     }

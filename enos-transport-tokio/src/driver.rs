@@ -1,10 +1,12 @@
 //! The loop: bytes between the socket and the core, the core's deadline, the
-//! application's messages. No protocol decision is taken here.
+//! application's messages. No protocol decision is taken here, and the loop never waits
+//! on application code.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use enos_proto::options::Transport;
@@ -13,18 +15,28 @@ use enos_proto::{Client, CloseCause, Command, CommandReply, Event, Now, Output, 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::{ClientEvent, Error, Shared};
+use crate::{Error, Shared};
 
 /// A request: how to submit it to the core, and where its end goes.
 pub(crate) type Job = Box<dyn FnOnce(&mut Client, Now) -> Result<RequestId, SubmitError> + Send>;
 
-pub(crate) enum AppMsg {
-    Request(Job, oneshot::Sender<Result<Reply, Error>>),
-    Reply(CommandReply),
-    Close(oneshot::Sender<()>),
+pub(crate) struct AppMsg(pub(crate) Job, pub(crate) oneshot::Sender<Result<Reply, Error>>);
+
+/// The channels between the driver and the rest of the client.
+pub(crate) struct Wiring {
+    pub(crate) app: mpsc::Receiver<AppMsg>,
+    pub(crate) replies: mpsc::Receiver<CommandReply>,
+    pub(crate) commands: mpsc::Sender<Box<Command>>,
+    pub(crate) close: Arc<Notify>,
 }
+
+/// Bytes queued for the socket past which the driver takes no new request or reply:
+/// a peer that stops reading slows the application down instead of growing memory.
+const WRITE_QUEUE_HIGH: usize = 256 * 1024;
+/// How long the last bytes (a DISCONNECT) may take after `close()`.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 struct Link {
     rd: OwnedReadHalf,
@@ -32,44 +44,46 @@ struct Link {
     tls: Option<Box<TlsLayer>>,
 }
 
-type Dialing = Pin<Box<dyn Future<Output = std::io::Result<Link>> + Send>>;
+enum DialError {
+    Io(std::io::Error),
+    Tls(String),
+}
+
+type Dialing = Pin<Box<dyn Future<Output = Result<Link, DialError>> + Send>>;
 
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
 }
 
 /// TCP (with TCP_NODELAY), then the TLS handshake when configured.
-async fn dial(t: Transport) -> std::io::Result<Link> {
-    let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
-    s.set_nodelay(true)?;
+async fn dial(t: Transport) -> Result<Link, DialError> {
+    let mut s = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(DialError::Io)?;
+    s.set_nodelay(true).map_err(DialError::Io)?;
     let tls = match &t.tls {
         None => None,
         Some(target) => {
-            let mut layer =
-                TlsLayer::client(target.config.clone(), &target.server_name).map_err(std::io::Error::other)?;
+            let mut layer = TlsLayer::client(target.config.clone(), &target.server_name)
+                .map_err(|e| DialError::Tls(e.to_string()))?;
             let mut buf = vec![0u8; 16 * 1024];
             let mut plain = Vec::new();
             loop {
                 let mut out = Vec::new();
                 layer.take_ciphertext(&mut out);
                 if !out.is_empty() {
-                    s.write_all(&out).await?;
+                    s.write_all(&out).await.map_err(DialError::Io)?;
                 }
                 if !layer.is_handshaking() {
                     break;
                 }
-                let n = s.read(&mut buf).await?;
+                let n = s.read(&mut buf).await.map_err(DialError::Io)?;
                 if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "tls handshake: connection closed",
-                    ));
+                    return Err(DialError::Tls("connection closed during the handshake".into()));
                 }
                 if let Err(e) = layer.read_ciphertext(&buf[..n], &mut plain) {
                     let mut alert = Vec::new();
                     layer.take_ciphertext(&mut alert);
                     let _ = s.write_all(&alert).await;
-                    return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e));
+                    return Err(DialError::Tls(e.to_string()));
                 }
             }
             Some(Box::new(layer))
@@ -79,71 +93,110 @@ async fn dial(t: Transport) -> std::io::Result<Link> {
     Ok(Link { rd, wr, tls })
 }
 
-fn close_cause(e: std::io::Error) -> CloseCause {
-    if e.kind() == std::io::ErrorKind::PermissionDenied {
-        CloseCause::Tls(e.to_string())
-    } else {
-        e.into()
+/// The write queue and its size.
+#[derive(Default)]
+struct WriteQueue {
+    q: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl WriteQueue {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.bytes += b.len();
+            self.q.push_back(b);
+        }
+    }
+    fn clear(&mut self) {
+        self.q.clear();
+        self.bytes = 0;
+    }
+    fn advance(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_sub(n);
+        if let Some(front) = self.q.front_mut() {
+            if n >= front.len() {
+                self.q.pop_front();
+            } else {
+                let _ = front.split_to(n);
+            }
+        }
     }
 }
 
-pub(crate) async fn drive(
-    mut core: Client,
-    transport: Transport,
-    mut app: mpsc::Receiver<AppMsg>,
-    shared: Arc<Shared>,
-    commands: mpsc::Sender<Box<Command>>,
-) {
+pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, shared: Arc<Shared>) {
+    let Wiring { mut app, mut replies, commands, close } = w;
     // The link, in three parts so that reading and writing proceed side by side.
     let mut rd: Option<OwnedReadHalf> = None;
     let mut wr: Option<OwnedWriteHalf> = None;
     let mut tls: Option<Box<TlsLayer>> = None;
     let mut dialing: Option<Dialing> = None;
     let mut waiting: HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>> = HashMap::new();
-    let mut wq: VecDeque<Bytes> = VecDeque::new();
-    let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut wq = WriteQueue::default();
     loop {
         // 1. Drain the core.
         let wake = loop {
             match core.poll_output() {
                 Output::Transmit(bytes) => match (&wr, &mut tls) {
                     (Some(_), Some(t)) => {
-                        if t.write_plaintext(&bytes).is_ok() {
-                            let mut out = Vec::new();
-                            t.take_ciphertext(&mut out);
-                            wq.push_back(Bytes::from(out));
+                        let mut out = Vec::new();
+                        match t.write_plaintext(&bytes) {
+                            Ok(()) => {
+                                t.take_ciphertext(&mut out);
+                                wq.push(Bytes::from(out));
+                            }
+                            Err(e) => {
+                                (rd, wr, tls) = (None, None, None);
+                                wq.clear();
+                                core.handle_closed(Now::system(), CloseCause::Tls(e.to_string()));
+                            }
                         }
                     }
-                    (Some(_), None) => wq.push_back(bytes),
+                    (Some(_), None) => wq.push(bytes),
                     (None, _) => {}
                 },
                 Output::OpenTransport => dialing = Some(Box::pin(dial(transport.clone()))),
                 Output::CloseTransport => {
-                    // Best effort: what is queued (a DISCONNECT) goes out first.
                     if let Some(mut w) = wr.take() {
-                        for b in wq.drain(..) {
-                            if w.write_all(&b).await.is_err() {
-                                break;
+                        // After close() the last bytes (a DISCONNECT) go out, briefly; after a
+                        // loss nothing more is written to that peer.
+                        if core.is_closed() {
+                            if let Some(t) = &mut tls {
+                                t.send_close_notify();
+                                let mut out = Vec::new();
+                                t.take_ciphertext(&mut out);
+                                wq.push(Bytes::from(out));
                             }
+                            let flush = async {
+                                for b in wq.q.drain(..) {
+                                    w.write_all(&b).await?;
+                                }
+                                w.shutdown().await
+                            };
+                            let _ = tokio::time::timeout(CLOSE_FLUSH, flush).await;
                         }
-                        let _ = w.shutdown().await;
                     }
-                    rd = None;
-                    tls = None;
+                    (rd, tls) = (None, None);
                     wq.clear();
                     dialing = None;
                 }
                 Output::Event(Event::Response { id, result }) => {
                     if let Some(tx) = waiting.remove(&id) {
-                        let _ = tx.send(result.map_err(Error::Request));
+                        let _ = tx.send(result.map_err(Error::from));
                     }
                 }
                 Output::Event(Event::Command(c)) => {
-                    // Handlers run on their own tasks; a full queue holds the loop (and so
-                    // the socket) until the dispatcher catches up.
-                    let _ = commands.send(c).await;
+                    // Never wait on the handlers here: past the queue's bound a command is
+                    // answered at once (1102) and the session goes on.
+                    if let Err(mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c)) =
+                        commands.try_send(c)
+                    {
+                        if !c.reply_to.is_raw() {
+                            let _ = core.reply(Now::system(), c.reply_to.handler_failed("command queue full"));
+                        }
+                        tracing::warn!(topic = c.reply_to.topic(), "command queue full: answered 1102");
+                    }
                 }
-                Output::Event(e) => shared.event(ClientEvent::from_core(e)),
+                Output::Event(e) => shared.event(e),
                 Output::Wait(at) => break at,
                 _ => {}
             }
@@ -152,9 +205,7 @@ pub(crate) async fn drive(
             for (_, tx) in waiting.drain() {
                 let _ = tx.send(Err(Error::Closed));
             }
-            if let Some(tx) = closing.take() {
-                let _ = tx.send(());
-            }
+            shared.end();
             return;
         }
         let sleep = async {
@@ -163,6 +214,7 @@ pub(crate) async fn drive(
                 None => std::future::pending().await,
             }
         };
+        let room = wq.bytes < WRITE_QUEUE_HIGH;
         // 2. Wait for exactly one thing.
         let mut lost: Option<CloseCause> = None;
         tokio::select! {
@@ -186,9 +238,7 @@ pub(crate) async fn drive(
                                 let res = t.read_ciphertext(&b[..n], &mut plain);
                                 let mut out = Vec::new();
                                 t.take_ciphertext(&mut out);
-                                if !out.is_empty() {
-                                    wq.push_back(Bytes::from(out));
-                                }
+                                wq.push(Bytes::from(out));
                                 match res {
                                     Ok(()) => core.handle_input(Now::system(), &plain),
                                     Err(e) => lost = Some(CloseCause::Tls(e.to_string())),
@@ -202,20 +252,12 @@ pub(crate) async fn drive(
                 }),
             },
             r = async {
-                match (&mut wr, wq.front()) {
+                match (&mut wr, wq.q.front()) {
                     (Some(w), Some(b)) => w.write(b).await,
                     _ => std::future::pending().await,
                 }
             } => match r {
-                Ok(n) => {
-                    if let Some(front) = wq.front_mut() {
-                        if n >= front.len() {
-                            wq.pop_front();
-                        } else {
-                            let _ = front.split_to(n);
-                        }
-                    }
-                }
+                Ok(n) => wq.advance(n),
                 Err(e) => lost = Some(e.into()),
             },
             r = async {
@@ -227,40 +269,39 @@ pub(crate) async fn drive(
                 dialing = None;
                 match r {
                     Ok(l) => {
-                        rd = Some(l.rd);
-                        wr = Some(l.wr);
-                        tls = l.tls;
+                        (rd, wr, tls) = (Some(l.rd), Some(l.wr), l.tls);
                         core.handle_connected(Now::system());
                     }
-                    Err(e) => core.handle_closed(Now::system(), close_cause(e)),
+                    Err(DialError::Io(e)) => core.handle_closed(Now::system(), e.into()),
+                    Err(DialError::Tls(m)) => core.handle_closed(Now::system(), CloseCause::Tls(m)),
                 }
             },
             _ = sleep => core.handle_timeout(Now::system()),
-            m = app.recv() => match m {
-                Some(AppMsg::Request(job, tx)) => match job(&mut core, Now::system()) {
+            m = app.recv(), if room => match m {
+                Some(AppMsg(job, tx)) => match job(&mut core, Now::system()) {
                     Ok(id) => {
                         waiting.insert(id, tx);
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Error::Submit(e)));
+                        let _ = tx.send(Err(Error::from(e)));
                     }
                 },
-                Some(AppMsg::Reply(r)) => {
-                    if let Err(e) = core.reply(Now::system(), r) {
-                        tracing::warn!(error = %e, "command reply not sent");
-                    }
-                }
-                Some(AppMsg::Close(tx)) => {
-                    closing = Some(tx);
-                    core.close(Now::system());
-                }
+                // Every handle is gone: the client ends.
                 None => core.close(Now::system()),
             },
+            Some(r) = replies.recv(), if room => {
+                if let Err(e) = core.reply(Now::system(), r) {
+                    tracing::warn!(error = %e, "command reply not sent");
+                }
+            },
+            _ = close.notified() => core.close(Now::system()),
         }
         if let Some(cause) = lost {
-            rd = None;
-            wr = None;
-            tls = None;
+            // A TLS alert for the peer goes out if the socket takes it at once.
+            if let (Some(w), CloseCause::Tls(_), Some(b)) = (&wr, &cause, wq.q.back()) {
+                let _ = w.try_write(b);
+            }
+            (rd, wr, tls) = (None, None, None);
             wq.clear();
             core.handle_closed(Now::system(), cause);
         }

@@ -95,10 +95,10 @@ pub enum Error {
     Options(#[from] ConfigError),
     /// The core refused the request at once (queue full, invalid target, ...).
     #[error(transparent)]
-    Submit(#[from] SubmitError),
+    Submit(SubmitError),
     /// The request ended without a successful reply.
     #[error(transparent)]
-    Request(#[from] RequestError),
+    Request(RequestError),
     /// The first connection failed (refused, unreachable, TLS): `connect()` gives up.
     #[error("connection failed: {0}")]
     Connect(DisconnectCause),
@@ -111,6 +111,24 @@ pub enum Error {
     /// The client is closed (or was never connected).
     #[error("client closed")]
     Closed,
+}
+
+impl From<SubmitError> for Error {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Closed => Error::Closed,
+            e => Error::Submit(e),
+        }
+    }
+}
+
+impl From<RequestError> for Error {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Closed => Error::Closed,
+            e => Error::Request(e),
+        }
+    }
 }
 
 /// The seed's response: `{id, code, data, message}` with `data` typed.
@@ -159,7 +177,7 @@ pub enum ClientEvent {
 }
 
 impl ClientEvent {
-    fn from_core(e: Event) -> Option<Self> {
+    pub(crate) fn from_core(e: Event) -> Option<Self> {
         Some(match e {
             Event::Connected { reconnect } => ClientEvent::Connect { reconnect },
             Event::Disconnected { cause, .. } => ClientEvent::Close { cause },
@@ -203,26 +221,30 @@ impl futures_core::Stream for Events {
 }
 
 type Subscriber = (mpsc::Sender<ClientEvent>, Arc<AtomicU64>);
-
-/// State the driver and the handles share.
-pub(crate) struct Shared {
-    connected: AtomicBool,
-    reconnected: AtomicBool,
-    subscribers: Mutex<Vec<Subscriber>>,
-    /// The first outcome of `connect()`.
-    first: Mutex<Option<oneshot::Sender<Result<(), DisconnectCause>>>>,
-    /// The activation `connect()` waits for in secure mode 3.
-    activation: Mutex<Option<oneshot::Sender<Secret>>>,
-    own: DeviceKeys,
-}
+type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What one session (one `connect()` to its `close()`) shares between its driver and the
+/// handles.
+pub(crate) struct Shared {
+    connected: AtomicBool,
+    reconnected: AtomicBool,
+    subscribers: Subscribers,
+    /// The first outcome of `connect()`.
+    first: Mutex<Option<oneshot::Sender<Result<(), DisconnectCause>>>>,
+    /// The activation `connect()` waits for in secure mode 3.
+    activation: Mutex<Option<oneshot::Sender<Secret>>>,
+    /// The device secret issued by activation, kept for the next `connect()`.
+    activated: Arc<Mutex<Option<Secret>>>,
+    own: DeviceKeys,
+}
+
 impl Shared {
-    fn event(&self, e: Option<ClientEvent>) {
-        let Some(e) = e else { return };
+    fn event(&self, e: Event) {
+        let Some(e) = ClientEvent::from_core(e) else { return };
         match &e {
             ClientEvent::Connect { reconnect } => {
                 self.connected.store(true, Ordering::Relaxed);
@@ -240,6 +262,7 @@ impl Shared {
                 }
             }
             ClientEvent::Activated { device, device_secret } if *device == self.own => {
+                *lock(&self.activated) = Some(device_secret.clone());
                 if let Some(tx) = lock(&self.activation).take() {
                     let _ = tx.send(device_secret.clone());
                 }
@@ -256,32 +279,35 @@ impl Shared {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
     }
+
+    /// The session is over: event streams end.
+    fn end(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+        lock(&self.subscribers).clear();
+    }
 }
 
 struct Running {
     app: mpsc::Sender<AppMsg>,
+    close: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 struct Inner {
     config: Config,
     transport: Transport,
-    shared: Arc<Shared>,
     handlers: Arc<RwLock<Handlers>>,
+    subscribers: Subscribers,
+    activated: Arc<Mutex<Option<Secret>>>,
     running: Mutex<Option<Running>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The last handle is gone: end the driver (its dispatcher keeps a sender alive).
-        if let Some(r) = lock(&self.running).take() {
-            let (tx, _) = oneshot::channel();
-            let _ = r.app.try_send(AppMsg::Close(tx));
-        }
-    }
+    /// The last session's state, for `connected()` and `reconnected()`.
+    last: Mutex<Option<Arc<Shared>>>,
 }
 
 /// A device's connection to EnOS: the seed's `DeviceClient`. Cloning gives another
-/// handle to the same connection.
+/// handle to the same connection; when the last handle is dropped the connection closes.
+/// A handler that keeps a handle keeps the connection alive until [`close`](Self::close).
 #[derive(Clone)]
 pub struct DeviceClient {
     inner: Arc<Inner>,
@@ -310,103 +336,135 @@ impl DeviceClient {
     /// A client from a core configuration and a transport, for settings beyond the
     /// seed's options (queue bounds, jitter, ...).
     pub fn from_parts(config: Config, transport: Transport) -> Self {
-        let shared = Arc::new(Shared {
-            connected: AtomicBool::new(false),
-            reconnected: AtomicBool::new(false),
-            subscribers: Mutex::new(Vec::new()),
-            first: Mutex::new(None),
-            activation: Mutex::new(None),
-            own: config.device.clone(),
-        });
         DeviceClient {
             inner: Arc::new(Inner {
                 config,
                 transport,
-                shared,
                 handlers: Arc::new(RwLock::new(Handlers::default())),
+                subscribers: Arc::new(Mutex::new(Vec::new())),
+                activated: Arc::new(Mutex::new(None)),
                 running: Mutex::new(None),
+                last: Mutex::new(None),
             }),
         }
     }
 
     /// Connects, and resolves once the session is up: with the device secret (in secure
-    /// mode 3, the one the cloud issued, once activation completes). After that the
-    /// client reconnects by itself every `reconnect_period` until [`close`](Self::close).
+    /// mode 3, the one the cloud issued, once activation completes; later connects use
+    /// it in mode 2). After that the client reconnects by itself every
+    /// `reconnect_period` until [`close`](Self::close).
     ///
     /// # Errors
     ///
     /// [`Error::Connect`] when the first attempt fails (refused credentials, unreachable
-    /// broker, TLS), [`Error::ConnectTimeout`], [`Error::AlreadyStarted`].
+    /// broker, TLS), [`Error::ConnectTimeout`], [`Error::AlreadyStarted`],
+    /// [`Error::Closed`] when `close()` interrupts it.
     pub async fn connect(&self) -> Result<Option<Secret>, Error> {
         let (first_tx, first_rx) = oneshot::channel();
         let (act_tx, act_rx) = oneshot::channel();
-        {
+        let mut config = self.inner.config.clone();
+        if let Some(s) = lock(&self.inner.activated).clone() {
+            config.credentials = Credentials::DeviceSecret(s);
+        }
+        let credentials = config.credentials.clone();
+        let me = {
             let mut running = lock(&self.inner.running);
             if running.is_some() {
                 return Err(Error::AlreadyStarted);
             }
-            *lock(&self.inner.shared.first) = Some(first_tx);
-            *lock(&self.inner.shared.activation) = Some(act_tx);
-            let core = Client::new(self.inner.config.clone(), Now::system())?;
+            let shared = Arc::new(Shared {
+                connected: AtomicBool::new(false),
+                reconnected: AtomicBool::new(false),
+                subscribers: self.inner.subscribers.clone(),
+                first: Mutex::new(Some(first_tx)),
+                activation: Mutex::new(Some(act_tx)),
+                activated: self.inner.activated.clone(),
+                own: config.device.clone(),
+            });
+            let core = Client::new(config, Now::system())?;
             let (app_tx, app_rx) = mpsc::channel(1024);
             let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-            tokio::spawn(driver::drive(core, self.inner.transport.clone(), app_rx, self.inner.shared.clone(), cmd_tx));
-            tokio::spawn(commands::dispatch(cmd_rx, self.inner.handlers.clone(), app_tx.clone()));
-            *running = Some(Running { app: app_tx });
-        }
-        let timeout = self.inner.config.connect_timeout;
-        let outcome = tokio::time::timeout(timeout, first_rx).await;
-        let fail = |e: Error| async move {
-            let _ = self.close().await;
-            *lock(&self.inner.running) = None;
-            Err(e)
+            let (reply_tx, reply_rx) = mpsc::channel(MAX_CONCURRENT_HANDLERS);
+            let close = Arc::new(tokio::sync::Notify::new());
+            let wiring = driver::Wiring { app: app_rx, replies: reply_rx, commands: cmd_tx, close: close.clone() };
+            let task = tokio::spawn(driver::drive(core, self.inner.transport.clone(), wiring, shared.clone()));
+            tokio::spawn(commands::dispatch(cmd_rx, self.inner.handlers.clone(), reply_tx));
+            *lock(&self.inner.last) = Some(shared.clone());
+            *running = Some(Running { app: app_tx, close, task, shared: shared.clone() });
+            shared
         };
-        match outcome {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(cause))) => return fail(Error::Connect(cause)).await,
-            Ok(Err(_)) => return fail(Error::Closed).await,
-            Err(_) => return fail(Error::ConnectTimeout(timeout)).await,
-        }
-        match &self.inner.config.credentials {
-            Credentials::ProductSecret(_) => match tokio::time::timeout(timeout, act_rx).await {
-                Ok(Ok(secret)) => Ok(Some(secret)),
-                _ => fail(Error::ConnectTimeout(timeout)).await,
+        // One deadline for the connection and the activation.
+        let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
+        let timeout = self.inner.config.connect_timeout;
+        let outcome = match tokio::time::timeout_at(deadline, first_rx).await {
+            Ok(Ok(Ok(()))) => match credentials {
+                Credentials::ProductSecret(_) => match tokio::time::timeout_at(deadline, act_rx).await {
+                    Ok(Ok(secret)) => Ok(Some(secret)),
+                    Ok(Err(_)) => Err(Error::Closed),
+                    Err(_) => Err(Error::ConnectTimeout(timeout)),
+                },
+                Credentials::DeviceSecret(s) => Ok(Some(s)),
+                Credentials::Certificate { device_secret } => Ok(device_secret),
+                _ => Ok(None),
             },
-            Credentials::DeviceSecret(s) => Ok(Some(s.clone())),
-            Credentials::Certificate { device_secret } => Ok(device_secret.clone()),
-            _ => Ok(None),
+            Ok(Ok(Err(DisconnectCause::Closed))) | Ok(Err(_)) => Err(Error::Closed),
+            Ok(Ok(Err(cause))) => Err(Error::Connect(cause)),
+            Err(_) => Err(Error::ConnectTimeout(timeout)),
+        };
+        if outcome.is_err() {
+            // Only this session is torn down, not one a later connect() started.
+            let mine = {
+                let mut running = lock(&self.inner.running);
+                match running.as_ref() {
+                    Some(r) if Arc::ptr_eq(&r.shared, &me) => running.take(),
+                    _ => None,
+                }
+            };
+            if let Some(r) = mine {
+                Self::stop(r).await;
+            }
+        }
+        outcome
+    }
+
+    async fn stop(r: Running) {
+        r.close.notify_one();
+        let mut task = r.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+            task.abort();
         }
     }
 
-    /// Closes the connection: outstanding requests end with [`RequestError::Closed`].
+    /// Closes the connection: outstanding requests end with [`Error::Closed`], a
+    /// DISCONNECT goes out, event streams end. Closing a closed client does nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] when the client was not connected.
+    /// None today; the `Result` leaves room.
     pub async fn close(&self) -> Result<(), Error> {
-        let app = lock(&self.inner.running).take().map(|r| r.app).ok_or(Error::Closed)?;
-        let (tx, rx) = oneshot::channel();
-        if app.send(AppMsg::Close(tx)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        let running = lock(&self.inner.running).take();
+        if let Some(r) = running {
+            Self::stop(r).await;
         }
         Ok(())
     }
 
     /// Whether the session is up: the seed's `connected`.
     pub fn connected(&self) -> bool {
-        self.inner.shared.connected.load(Ordering::Relaxed)
+        lock(&self.inner.last).as_ref().is_some_and(|s| s.connected.load(Ordering::Relaxed))
     }
 
     /// Whether the session has come back after a loss: the seed's `reconnected`.
     pub fn reconnected(&self) -> bool {
-        self.inner.shared.reconnected.load(Ordering::Relaxed)
+        lock(&self.inner.last).as_ref().is_some_and(|s| s.reconnected.load(Ordering::Relaxed))
     }
 
-    /// A new subscription to the client's events; several may exist at once.
+    /// A new subscription to the client's events; several may exist at once. Streams end
+    /// when the client is closed.
     pub fn events(&self) -> Events {
         let (tx, rx) = mpsc::channel(1024);
         let missed = Arc::new(AtomicU64::new(0));
-        lock(&self.inner.shared.subscribers).push((tx, missed.clone()));
+        lock(&self.inner.subscribers).push((tx, missed.clone()));
         Events { rx, missed }
     }
 
@@ -416,7 +474,7 @@ impl DeviceClient {
     ///
     /// [`Error::Submit`] when refused at once, [`Error::Request`] when it ends without a
     /// successful reply (timeout, the cloud's error code, a reply of the wrong shape),
-    /// [`Error::Closed`].
+    /// [`Error::Closed`] when the client is closed, whenever that happens.
     pub async fn request<O: Operation + Send + 'static>(
         &self,
         op: O,
@@ -425,7 +483,7 @@ impl DeviceClient {
         let app = lock(&self.inner.running).as_ref().map(|r| r.app.clone()).ok_or(Error::Closed)?;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |core: &mut Client, now| core.request(now, op, opts));
-        app.send(AppMsg::Request(job, tx)).await.map_err(|_| Error::Closed)?;
+        app.send(AppMsg(job, tx)).await.map_err(|_| Error::Closed)?;
         let reply = rx.await.map_err(|_| Error::Closed)??;
         let data = O::parse_reply(&reply)?;
         Ok(match reply {

@@ -250,3 +250,52 @@ async fn against_mosquitto_plain_tls_and_client_certificates() {
         Err(Error::Connect(DisconnectCause::Transport(_)))
     ));
 }
+
+#[tokio::test]
+async fn lifecycle_close_is_idempotent_reconnect_after_close_and_drop_closes() {
+    let sim = Sim::builder().start().await.unwrap();
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let c = DeviceClient::new(opts(sim.tcp_url().unwrap(), DEVICE_SECRET)).unwrap();
+    c.close().await.unwrap();
+    c.connect().await.unwrap();
+    let mut ev = c.events();
+    c.close().await.unwrap();
+    c.close().await.unwrap();
+    assert!(!c.connected());
+    assert_eq!(
+        c.device_data().post_measurepoint(json!({"temp": 1.0}), RequestOptions::new()).await,
+        Err(Error::Closed)
+    );
+    // The events stream ends with the session.
+    let mut last = None;
+    while let Some(e) = ev.recv().await {
+        last = Some(e);
+    }
+    assert!(matches!(last, Some(ClientEvent::Close { cause: DisconnectCause::Closed })));
+    // A new session after close.
+    c.connect().await.unwrap();
+    assert!(c.connected() && !c.reconnected());
+    c.device_data().post_measurepoint(json!({"temp": 2.0}), RequestOptions::new()).await.unwrap();
+    // Dropping every handle closes the connection.
+    drop(c);
+    for _ in 0..100 {
+        if !sim.is_online(&dev) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!sim.is_online(&dev));
+}
+
+#[tokio::test]
+async fn after_activation_a_new_connect_uses_the_issued_secret() {
+    let sim = Sim::builder().start().await.unwrap();
+    let mut o = ClientOptions::new(sim.tcp_url().unwrap(), DEVICE_PRODUCT, ACTIVATING_DEVICE);
+    o.secure_mode = SecureMode::ProductSecret;
+    o.product_secret = Some(DEVICE_PRODUCT_SECRET.into());
+    let c = DeviceClient::new(o).unwrap();
+    let issued = c.connect().await.unwrap().unwrap();
+    c.close().await.unwrap();
+    // The cloud refuses a second activation; the client connects in mode 2 instead.
+    assert_eq!(c.connect().await.unwrap().unwrap().expose(), issued.expose());
+}
