@@ -167,7 +167,7 @@ pub struct Client {
 
     scratch: String,
     method: String,
-    body: Vec<u8>,
+    body_hint: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -226,7 +226,7 @@ impl Client {
             relogin_out: None,
             scratch: String::new(),
             method: String::new(),
-            body: Vec::new(),
+            body_hint: 256,
             config,
         };
         c.open_transport();
@@ -467,9 +467,12 @@ impl Client {
             Some(bytes) => bytes.clone(),
             None => {
                 let ctx = EncodeContext { unix_ms, own: &self.config.device };
-                self.body.clear();
-                ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut self.body, &mut self.method)?;
-                Bytes::copy_from_slice(&self.body)
+                // Written straight into the payload's own buffer, sized from the last one:
+                // no copy afterwards.
+                let mut body = Vec::with_capacity(self.body_hint);
+                ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut body, &mut self.method)?;
+                self.body_hint = body.len().next_power_of_two().min(64 * 1024);
+                Bytes::from(body)
             }
         };
         if payload.len() > self.config.max_payload_bytes {
