@@ -36,6 +36,14 @@ pub(crate) fn write_request(
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
+    // Methods and ids are plain text: quoted as they are, serde only when escapes are due.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
     serde_json::to_writer(out, s).map_err(|e| EncodeError::Json(e.to_string()))
 }
 
@@ -247,6 +255,9 @@ fn is_object(payload: &[u8]) -> Result<(), String> {
 ///
 /// A description when the payload is not a JSON object with an integer `code`.
 pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
+    if let Some(r) = fast_reply(payload) {
+        return Ok(r);
+    }
     is_object(payload)?;
     let wire: ReplyWire<'_> =
         serde_json::from_slice(payload).map_err(|e| format!("reply is not a JSON envelope: {e}"))?;
@@ -255,6 +266,82 @@ pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
     let (id, _) = id_of(wire.id)?;
     let data = wire.data.filter(|d| d.get() != "null").map(|d| normalize_data(d.to_owned()));
     Ok(JsonReply { id, code, message: wire.message, data })
+}
+
+/// The most common reply, compact and plain: `{"id":"N","code":C,"data":{}}`, in any key
+/// order, with an optional `message` and no escapes or spaces. Read without serde;
+/// anything else (`None`) goes the general way, which gives the same result.
+fn fast_reply(p: &[u8]) -> Option<JsonReply> {
+    struct Scan<'a>(&'a [u8], usize);
+    impl<'a> Scan<'a> {
+        fn byte(&mut self) -> Option<u8> {
+            let b = *self.0.get(self.1)?;
+            self.1 += 1;
+            Some(b)
+        }
+        fn eat(&mut self, b: u8) -> Option<()> {
+            (self.byte()? == b).then_some(())
+        }
+        /// A string without escapes or control characters.
+        fn plain(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.1;
+            loop {
+                match self.byte()? {
+                    b'"' => break,
+                    b'\\' | 0..=0x1f => return None,
+                    _ => {}
+                }
+            }
+            std::str::from_utf8(self.0.get(start..self.1 - 1)?).ok()
+        }
+        /// An integer's text (`-` then digits, no leading zero).
+        fn integer(&mut self) -> Option<&'a str> {
+            let start = self.1;
+            if self.0.get(self.1) == Some(&b'-') {
+                self.1 += 1;
+            }
+            let digits = self.1;
+            while self.0.get(self.1).is_some_and(u8::is_ascii_digit) {
+                self.1 += 1;
+            }
+            let n = self.1 - digits;
+            if n == 0 || n > 18 || (n > 1 && self.0.get(digits) == Some(&b'0')) {
+                return None;
+            }
+            std::str::from_utf8(self.0.get(start..self.1)?).ok()
+        }
+    }
+    let mut s = Scan(p, 0);
+    s.eat(b'{')?;
+    let (mut id, mut code, mut data, mut message) = (None, None, false, None);
+    loop {
+        let key = s.plain()?;
+        s.eat(b':')?;
+        match key {
+            "id" if id.is_none() => {
+                id = Some(if s.0.get(s.1) == Some(&b'"') { s.plain()? } else { s.integer()? });
+            }
+            "code" if code.is_none() => code = Some(s.integer()?.parse::<i32>().ok()?),
+            "data" if !data => {
+                s.eat(b'{')?;
+                s.eat(b'}')?;
+                data = true;
+            }
+            "message" if message.is_none() => message = Some(s.plain()?),
+            _ => return None,
+        }
+        match s.byte()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    if s.1 != p.len() {
+        return None;
+    }
+    let data = if data { Some(RawValue::from_string("{}".to_owned()).ok()?) } else { None };
+    Some(JsonReply { id: id.unwrap_or_default().to_owned(), code: code?, message: message.map(str::to_owned), data })
 }
 
 /// A downstream command's envelope `{id, version, method, params}`.
@@ -308,6 +395,37 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_reads_replies_as_serde_does() {
+        let cases: &[&[u8]] = &[
+            br#"{"id":"7","code":200,"data":{}}"#,
+            br#"{"code":1204,"message":"Model validate failed","id":"9","data":{}}"#,
+            br#"{"id":12,"code":-1,"data":{}}"#,
+            br#"{"id":"7","code":200}"#,
+            br#"{"id":"7","code":200,"data":{"a":1}}"#,
+            br#"{"id":"7","code":200,"data":{},"extra":1}"#,
+            br#"{"id":"a"b","code":200,"data":{}}"#,
+            br#"{"id":"7","code":007,"data":{}}"#,
+            br#"{"id":"7","code":200,"data":{}} "#,
+            br#"{"id":"7","id":"8","code":200,"data":{}}"#,
+            br#"{"id":"7","code":99999999999,"data":{}}"#,
+        ];
+        for c in cases {
+            let general = {
+                let wire: Result<ReplyWire<'_>, _> = serde_json::from_slice(c);
+                wire.ok().and_then(|w| {
+                    let code = i32::try_from(w.code?).ok()?;
+                    Some((id_of(w.id).ok()?.0, code, w.message, w.data.map(|d| d.get().to_owned())))
+                })
+            };
+            if let Some(fast) = fast_reply(c) {
+                let fast = (fast.id.clone(), fast.code, fast.message.clone(), fast.data_json().map(str::to_owned));
+                assert_eq!(Some(fast), general, "{}", String::from_utf8_lossy(c));
+            }
+        }
+        assert!(fast_reply(br#"{"id":"7","code":200,"data":{}}"#).is_some(), "the common reply takes the fast path");
+    }
+
+    #[test]
     fn numeric_ids_are_accepted() {
         let r = parse_reply(br#"{"id":42,"code":1204,"message":"Model validate failed"}"#).unwrap();
         assert_eq!((r.id.as_str(), r.code), ("42", 1204));
@@ -327,6 +445,15 @@ mod tests {
         assert_eq!(envelope_id("7"), Some(7));
         for not_ours in ["", "007", "+7", "-7", "7a", "99999999999"] {
             assert_eq!(envelope_id(not_ours), None, "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_only_when_needed() {
+        for s in ["thing.tag.query", "a\"b", "back\\slash", "tab\there", "é"] {
+            let mut fast = Vec::new();
+            json_str(&mut fast, s).unwrap();
+            assert_eq!(fast, serde_json::to_vec(s).unwrap(), "{s}");
         }
     }
 
