@@ -805,8 +805,6 @@ impl Cloud {
         let Some(entries) = params.as_array() else { return Answer::err(1206, "Measurepoint post data format error") };
         let allow_offline = env.get("allowOfflineSubDevice").and_then(Value::as_bool).unwrap_or(false);
         let skip_invalid = env.get("skipInvalidMeasurepoints").and_then(Value::as_bool).unwrap_or(false);
-        let logged_in = self.sessions.get(&conn).map(|s| s.subs.clone()).unwrap_or_default();
-        let topo = self.registry.topology.get(topic_keys).cloned().unwrap_or_default();
         let mut accepted: Vec<(DeviceKeys, Map<String, Value>, u64)> = Vec::new();
         for e in entries {
             let Some(points) = e.get("measurepoints").and_then(Value::as_object) else {
@@ -820,7 +818,9 @@ impl Cloud {
                 },
             };
             if device != *topic_keys {
-                let permitted = topo.contains(&device) && (logged_in.contains(&device) || allow_offline);
+                let in_topology = self.registry.topology.get(topic_keys).is_some_and(|t| t.contains(&device));
+                let logged_in = self.sessions.get(&conn).is_some_and(|s| s.subs.contains(&device));
+                let permitted = in_topology && (logged_in || allow_offline);
                 if !permitted {
                     return Answer::err(1212, "No sub-device permission");
                 }
