@@ -5,12 +5,12 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use enos_benches::{connected_client, typical_points, TypicalPoints};
-use enos_proto::codec::{self, Decoder, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
+use enos_proto::codec::{self, Decoder, QoS};
 use enos_proto::ops::{self, EncodeContext, MeasurepointPost};
 use enos_proto::sign::{connect_fields, sign_device, SecureMode, SignMethod};
 use enos_proto::{DeviceKeys, Event, Now, Output, RequestOptions, Secret};
 
-const TOPIC: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/post";
+use enos_benches::POST_TOPIC as TOPIC;
 
 fn post_payload() -> bytes::Bytes {
     let keys = DeviceKeys::new("pk1234ab", "dev_001").unwrap();
@@ -105,34 +105,14 @@ fn cycle(
     b: &mut criterion::Bencher<'_>,
     mut submit: impl FnMut(&mut enos_proto::Client, Now) -> enos_proto::RequestId,
 ) {
-    let mut client = connected_client();
+    let mut client = enos_benches::primed_client();
     let now = Now::system();
-    let reply_topic = format!("{TOPIC}_reply");
-    // A first request, fully answered, subscribes the reply topic: then request k of the
-    // loop has envelope id k + 2 and packet id k + 3 (wrapping past 65,535 to 1).
-    client.request(now, MeasurepointPost::new(typical_points()), RequestOptions::default()).unwrap();
-    let mut cloud = BytesMut::new();
-    codec::encode_packet(
-        &mut cloud,
-        &Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])),
-    )
-    .unwrap();
-    codec::encode_packet(&mut cloud, &Packet::PubAck(PubAck::new(2))).unwrap();
-    codec::encode_publish(&mut cloud, &reply_topic, br#"{"id":"1","code":200,"data":{}}"#, QoS::AtMostOnce, 0, false)
-        .unwrap();
-    client.handle_input(now, &cloud.split());
-    enos_benches::drain(&mut client);
     let k = std::cell::Cell::new(0u64);
     // The cloud's answer is built outside the measured routine.
     let answer = || {
         let n = k.get();
         k.set(n + 1);
-        let pkid = ((n + 2) % 65_535 + 1) as u16;
-        let mut b = BytesMut::with_capacity(96);
-        codec::encode_packet(&mut b, &Packet::PubAck(PubAck::new(pkid))).unwrap();
-        let body = format!(r#"{{"id":"{}","code":200,"data":{{}}}}"#, n + 2);
-        codec::encode_publish(&mut b, &reply_topic, body.as_bytes(), QoS::AtMostOnce, 0, false).unwrap();
-        b.freeze()
+        enos_benches::cycle_answer(n)
     };
     b.iter_batched(
         answer,

@@ -8,8 +8,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use bytes::BytesMut;
-use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Packet};
+use bytes::{Bytes, BytesMut};
+use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
 use enos_proto::{Client, Config, Credentials, DeviceKeys, Now, Output};
 
 /// A typical device's measure points as a typed struct (what the SDK recommends).
@@ -82,6 +82,51 @@ pub fn connected_client() -> Client {
     c.handle_input(now, &b);
     drain(&mut c);
     c
+}
+
+/// The measure point post topic of the fixture device.
+pub const POST_TOPIC: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/post";
+
+/// A [`connected_client`] whose first measure point post was answered, so its reply topic
+/// is subscribed. Request `k` (counting from 0) of a loop after it has envelope id `k + 2`
+/// and packet id `k + 3` (wrapping past 65,535 to 1); [`cycle_answer`]`(k)` answers it.
+pub fn primed_client() -> Client {
+    let mut client = connected_client();
+    let now = Now::system();
+    client
+        .request(
+            now,
+            enos_proto::ops::MeasurepointPost::new(TypicalPoints::new()),
+            enos_proto::RequestOptions::default(),
+        )
+        .expect("a post is accepted");
+    let mut cloud = BytesMut::new();
+    codec::encode_packet(
+        &mut cloud,
+        &Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])),
+    )
+    .expect("SUBACK encodes");
+    codec::encode_packet(&mut cloud, &Packet::PubAck(PubAck::new(2))).expect("PUBACK encodes");
+    codec::encode_publish(&mut cloud, &reply_topic(), br#"{"id":"1","code":200,"data":{}}"#, QoS::AtMostOnce, 0, false)
+        .expect("reply encodes");
+    client.handle_input(now, &cloud);
+    drain(&mut client);
+    client
+}
+
+/// The cloud's bytes answering request `k` after [`primed_client`]: its PUBACK and a
+/// successful reply.
+pub fn cycle_answer(k: u64) -> Bytes {
+    let pkid = ((k + 2) % 65_535 + 1) as u16;
+    let mut b = BytesMut::with_capacity(96);
+    codec::encode_packet(&mut b, &Packet::PubAck(PubAck::new(pkid))).expect("PUBACK encodes");
+    let body = format!(r#"{{"id":"{}","code":200,"data":{{}}}}"#, k + 2);
+    codec::encode_publish(&mut b, &reply_topic(), body.as_bytes(), QoS::AtMostOnce, 0, false).expect("reply encodes");
+    b.freeze()
+}
+
+fn reply_topic() -> String {
+    format!("{POST_TOPIC}_reply")
 }
 
 /// Drains a client's outputs; returns the bytes it transmitted.
