@@ -51,6 +51,39 @@ enum DialError {
 
 type Dialing = Pin<Box<dyn Future<Output = Result<Link, DialError>> + Send>>;
 
+/// Lets the tasks already woken run once, then goes on: the task wakes itself and is
+/// scheduled behind them. (Unlike `tokio::task::yield_now`, which also polls the reactor
+/// once, a system call, before coming back.)
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// Buffers handed to one vectored write at most.
+const MAX_SLICES: usize = 64;
+
+/// Reads what the socket has, once it said it is readable. Through `poll_read`, so that a
+/// short read tells the reactor the socket is drained (no second read ending in
+/// `WouldBlock` for every packet); `WouldBlock` if there was nothing after all.
+fn read_ready(r: &mut OwnedReadHalf, buf: &mut [u8]) -> std::io::Result<usize> {
+    use tokio::io::AsyncRead;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut rb = tokio::io::ReadBuf::new(buf);
+    match Pin::new(r).poll_read(&mut cx, &mut rb) {
+        std::task::Poll::Ready(Ok(())) => Ok(rb.filled().len()),
+        std::task::Poll::Ready(Err(e)) => Err(e),
+        std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+    }
+}
+
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
 }
@@ -111,13 +144,17 @@ impl WriteQueue {
         self.q.clear();
         self.bytes = 0;
     }
-    fn advance(&mut self, n: usize) {
+    /// `n` bytes were written, from the front.
+    fn advance(&mut self, mut n: usize) {
         self.bytes = self.bytes.saturating_sub(n);
-        if let Some(front) = self.q.front_mut() {
+        while n > 0 {
+            let Some(front) = self.q.front_mut() else { break };
             if n >= front.len() {
+                n -= front.len();
                 self.q.pop_front();
             } else {
                 let _ = front.split_to(n);
+                n = 0;
             }
         }
     }
@@ -132,6 +169,8 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
     let mut dialing: Option<Dialing> = None;
     let mut waiting: HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>> = HashMap::new();
     let mut wq = WriteQueue::default();
+    // A reply or a command was just handed to the application (see step 1b).
+    let mut handed_over = false;
     loop {
         // 1. Drain the core.
         let wake = loop {
@@ -181,15 +220,15 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                 }
                 Output::Event(Event::Response { id, result }) => {
                     if let Some(tx) = waiting.remove(&id) {
-                        let _ = tx.send(result.map_err(Error::from));
+                        handed_over |= tx.send(result.map_err(Error::from)).is_ok();
                     }
                 }
                 Output::Event(Event::Command(c)) => {
                     // Never wait on the handlers here: past the queue's bound a command is
                     // answered at once (1102) and the session goes on.
-                    if let Err(mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c)) =
-                        commands.try_send(c)
-                    {
+                    let sent = commands.try_send(c);
+                    handed_over |= sent.is_ok();
+                    if let Err(mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c)) = sent {
                         if !c.reply_to.is_raw() {
                             let _ = core.reply(Now::system(), c.reply_to.handler_failed("command queue full"));
                         }
@@ -207,6 +246,33 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
             }
             shared.end();
             return;
+        }
+        // 1b. What the application does with a reply or a command it was just given (the
+        // next request, the command's answer) usually follows at once: give it that chance
+        // before writing, so that it leaves in the same segment as what is queued (the
+        // reply's PUBACK), and the peer is woken once instead of twice.
+        if std::mem::take(&mut handed_over) && !wq.q.is_empty() {
+            YieldOnce(false).await;
+            let mut took = false;
+            while wq.bytes < WRITE_QUEUE_HIGH {
+                match app.try_recv() {
+                    Ok(m) => submit(&mut core, &mut waiting, m),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        core.close(Now::system());
+                        break;
+                    }
+                }
+                took = true;
+            }
+            while wq.bytes < WRITE_QUEUE_HIGH {
+                let Ok(r) = replies.try_recv() else { break };
+                send_reply(&mut core, r);
+                took = true;
+            }
+            if took {
+                continue;
+            }
         }
         let sleep = async {
             match wake {
@@ -229,8 +295,8 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                 // holds no read buffer at all.
                 Ok(()) => READ_BUF.with(|b| {
                     let mut b = b.borrow_mut();
-                    let Some(r) = &rd else { return };
-                    match r.try_read(&mut b) {
+                    let Some(r) = &mut rd else { return };
+                    match read_ready(r, &mut b) {
                         Ok(0) => lost = Some(CloseCause::Eof),
                         Ok(n) => match &mut tls {
                             Some(t) => {
@@ -252,8 +318,13 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                 }),
             },
             r = async {
-                match (&mut wr, wq.q.front()) {
-                    (Some(w), Some(b)) => w.write(b).await,
+                match (&mut wr, wq.q.is_empty()) {
+                    // Everything queued in one system call.
+                    (Some(w), false) => {
+                        let slices: Vec<std::io::IoSlice<'_>> =
+                            wq.q.iter().take(MAX_SLICES).map(|b| std::io::IoSlice::new(b)).collect();
+                        w.write_vectored(&slices).await
+                    }
                     _ => std::future::pending().await,
                 }
             } => match r {
@@ -278,22 +349,11 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
             },
             _ = sleep => core.handle_timeout(Now::system()),
             m = app.recv(), if room => match m {
-                Some(AppMsg(job, tx)) => match job(&mut core, Now::system()) {
-                    Ok(id) => {
-                        waiting.insert(id, tx);
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::from(e)));
-                    }
-                },
+                Some(m) => submit(&mut core, &mut waiting, m),
                 // Every handle is gone: the client ends.
                 None => core.close(Now::system()),
             },
-            Some(r) = replies.recv(), if room => {
-                if let Err(e) = core.reply(Now::system(), r) {
-                    tracing::warn!(error = %e, "command reply not sent");
-                }
-            },
+            Some(r) = replies.recv(), if room => send_reply(&mut core, r),
             _ = close.notified() => core.close(Now::system()),
         }
         if let Some(cause) = lost {
@@ -305,5 +365,49 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
             wq.clear();
             core.handle_closed(Now::system(), cause);
         }
+    }
+}
+
+/// A request from the application into the core; its end goes to `waiting`.
+fn submit(core: &mut Client, waiting: &mut HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>>, m: AppMsg) {
+    let AppMsg(job, tx) = m;
+    match job(core, Now::system()) {
+        Ok(id) => {
+            waiting.insert(id, tx);
+        }
+        Err(e) => {
+            let _ = tx.send(Err(Error::from(e)));
+        }
+    }
+}
+
+/// A handler's answer to a command, into the core.
+fn send_reply(core: &mut Client, r: CommandReply) {
+    if let Err(e) = core.reply(Now::system(), r) {
+        tracing::warn!(error = %e, "command reply not sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_queue_advances_across_buffers() {
+        let mut wq = WriteQueue::default();
+        wq.push(Bytes::from_static(b"abcd"));
+        wq.push(Bytes::new());
+        wq.push(Bytes::from_static(b"efg"));
+        wq.push(Bytes::from_static(b"hij"));
+        assert_eq!((wq.q.len(), wq.bytes), (3, 10));
+        // A vectored write that took the first buffer and part of the second.
+        wq.advance(5);
+        assert_eq!(wq.bytes, 5);
+        assert_eq!(wq.q.iter().map(|b| &b[..]).collect::<Vec<_>>(), [&b"fg"[..], b"hij"]);
+        wq.advance(2);
+        assert_eq!(wq.q.iter().map(|b| &b[..]).collect::<Vec<_>>(), [&b"hij"[..]]);
+        wq.advance(3);
+        assert!(wq.q.is_empty());
+        assert_eq!(wq.bytes, 0);
     }
 }

@@ -3,7 +3,7 @@
 //! percentiles, CPU per request, connect rate, errors and memory.
 //!
 //! Without `--broker` it runs the built-in local cloud in the same process, on threads of
-//! its own (named `sim`), so the CPU of the devices (threads `load`) and of the cloud are
+//! its own (named `sim`), so the CPU of the devices (the rest of the process) and of the cloud are
 //! measured apart.
 //!
 //!     cargo run --release -p enos-benches --bin enos-load -- --devices 1 --sequential --seconds 10
@@ -85,7 +85,9 @@ struct Args {
 }
 
 /// The plain MQTT client of `--plain-mqtt`: CONNECT, SUBSCRIBE the reply topic, then
-/// publish a measure point post and wait for its reply, in a loop.
+/// publish a measure point post (the points serialized each time, as their values change)
+/// and wait for its reply, in a loop. The reply's PUBACK leaves with the next post, in
+/// one write.
 async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dyn std::error::Error>> {
     use bytes::BytesMut;
     use enos_proto::codec::{self, Decoder, Packet, QoS};
@@ -111,14 +113,14 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
     s.write_all(&out.split()).await?;
     let mut dec = Decoder::new(1 << 20);
     let mut buf = vec![0u8; 16 * 1024];
-    let points = serde_json::to_string(&TypicalPoints::new())?;
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut id: u64 = 0;
-    let wait_for = |dec: &mut Decoder, want_suback: bool| -> Option<bool> {
+    // The packet id of a reply to acknowledge.
+    let wait_for = |dec: &mut Decoder, want_suback: bool| -> Option<u16> {
         while let Ok(Some(p)) = dec.next_packet() {
             match p {
-                Packet::SubAck(_) if want_suback => return Some(true),
-                Packet::Publish(_) if !want_suback => return Some(true),
+                Packet::SubAck(_) if want_suback => return Some(0),
+                Packet::Publish(p) if !want_suback => return Some(p.pkid),
                 _ => {}
             }
         }
@@ -133,6 +135,7 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
     }
     while Instant::now() < end {
         id += 1;
+        let points = serde_json::to_string(&TypicalPoints::new())?;
         let body = format!(
             r#"{{"id":"{id}","version":"1.0","params":{{"measurepoints":{points},"time":1}},"method":"thing.measurepoint.post"}}"#
         );
@@ -140,7 +143,10 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
         let started = Instant::now();
         s.write_all(&out.split()).await?;
         loop {
-            if wait_for(&mut dec, false).is_some() {
+            if let Some(pkid) = wait_for(&mut dec, false) {
+                if pkid != 0 {
+                    codec::encode_packet(&mut out, &Packet::PubAck(codec::PubAck::new(pkid)))?;
+                }
                 break;
             }
             let n = s.read(&mut buf).await?;
@@ -152,6 +158,19 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
         stats.record(started, Ok(()));
     }
     Ok(())
+}
+
+/// CPU ticks (1/100 s) used by the devices: the whole process but the in-process cloud's
+/// threads.
+fn device_cpu_ticks() -> u64 {
+    let all = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    all.saturating_sub(thread_cpu_ticks("sim"))
 }
 
 /// CPU ticks (1/100 s) used by this process's threads whose name starts with `prefix`.
@@ -283,11 +302,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let in_process = sim.is_some();
     load_rt.block_on(async move {
         if args.plain_mqtt {
-            let cpu0 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+            let cpu0 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
             let t1 = Instant::now();
-            plain_mqtt(&url, args.seconds, &stats).await?;
+            // On a worker of the load runtime, as the SDK's tasks are.
+            let (url, seconds, s) = (url.clone(), args.seconds, stats.clone());
+            tokio::spawn(async move { plain_mqtt(&url, seconds, &s).await.map_err(|e| e.to_string()) }).await??;
             let (done, secs) = (stats.done.load(Ordering::Relaxed), t1.elapsed().as_secs_f64());
-            let cpu1 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+            let cpu1 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
             let h = stats.hist.lock().map_err(|_| "histogram lock")?;
             let per = |ticks: u64| ticks as f64 * 10_000.0 / done.max(1) as f64;
             println!(
@@ -371,7 +392,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
 
         // Load.
-        let cpu0 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+        let cpu0 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
         let t1 = Instant::now();
         let mut workers = Vec::new();
         let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
@@ -433,7 +454,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let secs = t1.elapsed().as_secs_f64();
         let done = stats.done.load(Ordering::Relaxed);
-        let cpu1 = (thread_cpu_ticks("load"), thread_cpu_ticks("sim"));
+        let cpu1 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
         stats.stop.store(true, Ordering::Relaxed);
         for w in workers {
             w.abort();
