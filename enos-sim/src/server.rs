@@ -103,13 +103,21 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
         backlog: false,
     };
     let connect_deadline = Instant::now() + inner.connect_timeout;
+    // One timer for the connection's life, moved only when the deadline comes earlier
+    // than it is set for or when it fires: not re-armed for every packet.
+    let timer = tokio::time::sleep_until(connect_deadline);
+    tokio::pin!(timer);
     loop {
         let deadline = match (c.device.is_some(), c.keep_alive) {
-            (false, _) => connect_deadline,
+            (false, _) => Some(connect_deadline),
             // MQTT: one and a half keep-alive periods without a packet end the session.
-            (true, Some(ka)) => c.last_in + ka + ka / 2,
-            (true, None) => Instant::now() + Duration::from_secs(24 * 3600),
+            (true, Some(ka)) => Some(c.last_in + ka + ka / 2),
+            (true, None) => None,
         };
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        if deadline.unwrap_or(far) < timer.deadline() {
+            timer.as_mut().reset(deadline.unwrap_or(far));
+        }
         tokio::select! {
             r = stream.readable() => {
                 if r.is_err() {
@@ -119,7 +127,7 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
                 // connection holds no buffer at all.
                 let eof = READ_BUF.with(|b| {
                     let mut b = b.borrow_mut();
-                    match stream.try_read(&mut b) {
+                    match read_ready(&mut stream, &mut b) {
                         Ok(0) => true,
                         Ok(n) => {
                             c.receive(&b[..n]);
@@ -139,21 +147,24 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
                 None => c.close = true,
             },
             _ = close.notified() => c.close = true,
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::info!(peer = %c.peer, "no packet in time: closing");
-                break;
+            () = &mut timer => {
+                let now = Instant::now();
+                match deadline {
+                    Some(d) if d <= now => {
+                        tracing::info!(peer = %c.peer, "no packet in time: closing");
+                        break;
+                    }
+                    d => timer.as_mut().reset(d.unwrap_or(far)),
+                }
             }
         }
-        // A peer that stops reading cannot hold the task forever.
-        let written = tokio::time::timeout(WRITE_TIMEOUT, c.write(&mut stream)).await;
-        if !matches!(written, Ok(Ok(()))) || c.close {
+        if c.write(&mut stream).await.is_err() || c.close {
             break;
         }
         // Input left undecoded while the output was large: go on now that it is out.
         while c.backlog && !c.close {
             c.input(&[]);
-            let written = tokio::time::timeout(WRITE_TIMEOUT, c.write(&mut stream)).await;
-            if !matches!(written, Ok(Ok(()))) {
+            if c.write(&mut stream).await.is_err() {
                 c.close = true;
             }
         }
@@ -169,6 +180,41 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
     }
 }
 
+/// Reads what the socket has, once it said it is readable. Through `poll_read`, so that a
+/// short read tells the reactor the socket is drained (no second read ending in
+/// `WouldBlock` for every packet); `WouldBlock` if there was nothing after all.
+fn read_ready(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use tokio::io::AsyncRead;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut rb = tokio::io::ReadBuf::new(buf);
+    match std::pin::Pin::new(stream).poll_read(&mut cx, &mut rb) {
+        std::task::Poll::Ready(Ok(())) => Ok(rb.filled().len()),
+        std::task::Poll::Ready(Err(e)) => Err(e),
+        std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// Writes all of `bytes`: at once when the socket takes them (the usual case, no timer),
+/// else waiting at most [`WRITE_TIMEOUT`], so that a peer that stops reading cannot hold
+/// the task forever.
+async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match stream.try_write(&bytes[done..]) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if done == bytes.len() {
+        return Ok(());
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes[done..])).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
 impl Conn {
     async fn write(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
         let mut cipher = Vec::new();
@@ -178,7 +224,7 @@ impl Conn {
                     return Ok(());
                 }
                 let bytes = self.out.split();
-                return stream.write_all(&bytes).await;
+                return write_all(stream, &bytes).await;
             }
             Pipe::Tls(t) => {
                 if !self.out.is_empty() {
@@ -191,7 +237,7 @@ impl Conn {
         if cipher.is_empty() {
             Ok(())
         } else {
-            stream.write_all(&cipher).await
+            write_all(stream, &cipher).await
         }
     }
 

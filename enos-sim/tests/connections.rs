@@ -107,6 +107,28 @@ async fn a_client_that_never_sends_connect_is_closed() {
 }
 
 #[tokio::test]
+async fn a_client_silent_for_one_and_a_half_keep_alives_is_closed() {
+    let sim = Sim::builder().start().await.unwrap();
+    let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+    let (id, user, pw) = signed(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET, 2, "sha256", 5);
+    let mut c = enos_proto::codec::Connect::new(id);
+    c.keep_alive = 1;
+    c.set_login(user, pw);
+    raw.send_packet(Packet::Connect(c)).await;
+    assert!(matches!(raw.next().await, Some(Packet::ConnAck(_))));
+    // Packets within the period keep the session, each moving the deadline on.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        raw.send_packet(Packet::PingReq).await;
+        assert!(matches!(raw.next().await, Some(Packet::PingResp)));
+    }
+    let silent = std::time::Instant::now();
+    assert!(raw.next().await.is_none());
+    let waited = silent.elapsed();
+    assert!(waited >= Duration::from_millis(1400), "closed after {waited:?}");
+}
+
+#[tokio::test]
 async fn dynamic_activation_then_mode_2_and_no_second_activation() {
     let sim = Sim::builder().start().await.unwrap();
     let addr = sim.tcp_addr().unwrap();

@@ -67,6 +67,10 @@ impl Future for YieldOnce {
     }
 }
 
+/// Requests (and command answers) taken at most after letting the application run, before
+/// the core's output is written.
+const TAKE_AFTER_YIELD: usize = 64;
+
 /// Buffers handed to one vectored write at most.
 const MAX_SLICES: usize = 64;
 
@@ -171,6 +175,13 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
     let mut wq = WriteQueue::default();
     // A reply or a command was just handed to the application (see step 1b).
     let mut handed_over = false;
+    // One timer for the client's life, moved only when the core's deadline comes earlier
+    // than it is armed for (a new request's timeout is later than the one before: no timer
+    // work per request). Firing early is harmless: the core acts only on what is due, and
+    // its next deadline re-arms the timer.
+    let timer = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(timer);
+    let mut armed: Option<std::time::Instant> = None;
     loop {
         // 1. Drain the core.
         let wake = loop {
@@ -254,32 +265,34 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
         if std::mem::take(&mut handed_over) && !wq.q.is_empty() {
             YieldOnce(false).await;
             let mut took = false;
-            while wq.bytes < WRITE_QUEUE_HIGH {
-                match app.try_recv() {
-                    Ok(m) => submit(&mut core, &mut waiting, m),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        core.close(Now::system());
-                        break;
+            if wq.bytes < WRITE_QUEUE_HIGH {
+                for _ in 0..TAKE_AFTER_YIELD {
+                    match app.try_recv() {
+                        Ok(m) => submit(&mut core, &mut waiting, m),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            core.close(Now::system());
+                            break;
+                        }
                     }
+                    took = true;
                 }
-                took = true;
-            }
-            while wq.bytes < WRITE_QUEUE_HIGH {
-                let Ok(r) = replies.try_recv() else { break };
-                send_reply(&mut core, r);
-                took = true;
+                for _ in 0..TAKE_AFTER_YIELD {
+                    let Ok(r) = replies.try_recv() else { break };
+                    send_reply(&mut core, r);
+                    took = true;
+                }
             }
             if took {
                 continue;
             }
         }
-        let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
+        if let Some(at) = wake {
+            if armed.is_none_or(|a| at < a) {
+                timer.as_mut().reset(at.into());
+                armed = Some(at);
             }
-        };
+        }
         let room = wq.bytes < WRITE_QUEUE_HIGH;
         // 2. Wait for exactly one thing.
         let mut lost: Option<CloseCause> = None;
@@ -347,7 +360,10 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                     Err(DialError::Tls(m)) => core.handle_closed(Now::system(), CloseCause::Tls(m)),
                 }
             },
-            _ = sleep => core.handle_timeout(Now::system()),
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                core.handle_timeout(Now::system());
+            },
             m = app.recv(), if room => match m {
                 Some(m) => submit(&mut core, &mut waiting, m),
                 // Every handle is gone: the client ends.

@@ -11,7 +11,8 @@ use enos_sim::responder::ResponderOptions;
 use enos_sim::{pki, Sim};
 use enos_transport_tokio::proto::{CloseCause, ConnectRefusal};
 use enos_transport_tokio::{
-    ClientEvent, ClientOptions, DeviceClient, DeviceKeys, DisconnectCause, Error, RequestOptions, SecureMode,
+    ClientEvent, ClientOptions, DeviceClient, DeviceKeys, DisconnectCause, Error, RequestError, RequestOptions,
+    SecureMode,
 };
 use serde_json::json;
 
@@ -298,4 +299,32 @@ async fn after_activation_a_new_connect_uses_the_issued_secret() {
     c.close().await.unwrap();
     // The cloud refuses a second activation; the client connects in mode 2 instead.
     assert_eq!(c.connect().await.unwrap().unwrap().expose(), issued.expose());
+}
+
+#[tokio::test]
+async fn requests_time_out_each_at_its_own_deadline() {
+    let sim = Sim::builder().start().await.unwrap();
+    let c = DeviceClient::new(opts(sim.tcp_url().unwrap(), DEVICE_SECRET)).unwrap();
+    c.connect().await.unwrap();
+    sim.drop_replies(2);
+    let started = tokio::time::Instant::now();
+    // A long request first, then a shorter one: the shorter deadline is the earlier one.
+    let data = c.device_data();
+    let long = data.post_measurepoint(json!({"temp": 1.0}), RequestOptions::new().timeout(Duration::from_secs(3)));
+    let short = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = c
+            .device_data()
+            .post_measurepoint(json!({"temp": 2.0}), RequestOptions::new().timeout(Duration::from_millis(300)))
+            .await;
+        (r, started.elapsed())
+    };
+    let (long, (short, short_at)) = tokio::join!(long, short);
+    let long_at = started.elapsed();
+    assert!(matches!(short, Err(Error::Request(RequestError::TimedOut(_)))), "{short:?}");
+    assert!(matches!(long, Err(Error::Request(RequestError::TimedOut(_)))), "{long:?}");
+    assert!(short_at >= Duration::from_millis(400) && short_at < Duration::from_millis(2500), "{short_at:?}");
+    assert!(long_at >= Duration::from_secs(3), "{long_at:?}");
+    // The session goes on.
+    c.device_data().post_measurepoint(json!({"temp": 3.0}), RequestOptions::new()).await.unwrap();
 }
