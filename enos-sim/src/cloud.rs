@@ -13,6 +13,9 @@ use serde_json::{json, Map, Value};
 
 use crate::registry::{Device, OtaTask, Registry, Stamped};
 
+/// A measure point of a request: its name and value, borrowed from the request.
+type Point<'a> = (&'a String, &'a Value);
+
 /// Identifies one device connection (or, in responder mode, one device seen on the
 /// broker).
 pub type ConnId = u64;
@@ -514,7 +517,10 @@ impl Cloud {
             out.replies.push(reply(topic, &id, &Answer::err(1008, "Msg size is too large, discard the message")));
             return out;
         }
-        let params = obj.get("params").cloned().unwrap_or(Value::Null);
+        // The parameters are taken out of the body, not copied: a batch can be large.
+        let mut body = body;
+        let Some(obj) = body.as_object_mut() else { return out };
+        let params = obj.remove("params").unwrap_or(Value::Null);
         let answer = self.answer(conn, &op, &keys, &params, obj, now_ms);
         out.replies.push(reply(topic, &id, &answer));
         out.replies.append(&mut self.pushes);
@@ -761,18 +767,24 @@ impl Cloud {
 
     /// `Err(point)` for the first point the model does not accept.
     fn check_points(&self, keys: &DeviceKeys, points: &Map<String, Value>) -> Result<(), String> {
-        let model = self.registry.products.get(keys.product_key()).map(|p| &p.tsl.measurepoints);
-        for (k, v) in points {
-            // A value with a quality is {"value": v, "quality": q}.
-            let inner = match v {
-                Value::Object(o) if o.contains_key("value") => &o["value"],
-                v => v,
-            };
-            if !model.and_then(|m| m.get(k)).is_some_and(|t| t.accepts(inner)) {
-                return Err(k.clone());
-            }
+        match points.iter().find(|(k, v)| !self.accepts_point(keys, k, v)) {
+            Some((k, _)) => Err(k.clone()),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Whether the model of `keys`'s product accepts this measure point value.
+    fn accepts_point(&self, keys: &DeviceKeys, point: &str, value: &Value) -> bool {
+        // A value with a quality is {"value": v, "quality": q}.
+        let inner = match value {
+            Value::Object(o) if o.contains_key("value") => &o["value"],
+            v => v,
+        };
+        self.registry
+            .products
+            .get(keys.product_key())
+            .and_then(|p| p.tsl.measurepoints.get(point))
+            .is_some_and(|t| t.accepts(inner))
     }
 
     fn store_points<'a>(
@@ -787,17 +799,23 @@ impl Cloud {
         for (k, v) in points {
             let stamped = Stamped { value: v.clone(), time };
             if !resume {
-                d.measurepoints.insert(k.clone(), stamped.clone());
+                // The point's name is copied only the first time it is seen.
+                match d.measurepoints.get_mut(k) {
+                    Some(last) => last.clone_from(&stamped),
+                    None => {
+                        d.measurepoints.insert(k.clone(), stamped.clone());
+                    }
+                }
             }
-            Device::keep(&mut d.history, (if resume { "resume" } else { "post" }.into(), k.clone(), stamped), limit);
+            d.remember(resume, k, stamped, limit);
         }
     }
 
-    fn batch(
+    fn batch<'p>(
         &mut self,
         conn: ConnId,
         topic_keys: &DeviceKeys,
-        params: &Value,
+        params: &'p Value,
         env: &Map<String, Value>,
         now_ms: u64,
         resume: bool,
@@ -805,7 +823,8 @@ impl Cloud {
         let Some(entries) = params.as_array() else { return Answer::err(1206, "Measurepoint post data format error") };
         let allow_offline = env.get("allowOfflineSubDevice").and_then(Value::as_bool).unwrap_or(false);
         let skip_invalid = env.get("skipInvalidMeasurepoints").and_then(Value::as_bool).unwrap_or(false);
-        let mut accepted: Vec<(DeviceKeys, Map<String, Value>, u64)> = Vec::new();
+        // Everything is checked before anything is stored; the points are borrowed until then.
+        let mut accepted: Vec<(DeviceKeys, Vec<Point<'p>>, u64)> = Vec::with_capacity(entries.len());
         for e in entries {
             let Some(points) = e.get("measurepoints").and_then(Value::as_object) else {
                 return Answer::err(1206, "Measurepoint post data format error");
@@ -826,21 +845,18 @@ impl Cloud {
                 }
             }
             let time = e.get("time").and_then(Value::as_u64).unwrap_or(now_ms);
-            let mut keep = Map::new();
+            let mut keep = Vec::with_capacity(points.len());
             for (k, v) in points {
-                let one: Map<String, Value> = [(k.clone(), v.clone())].into_iter().collect();
-                match self.check_points(&device, &one) {
-                    Ok(()) => {
-                        keep.insert(k.clone(), v.clone());
-                    }
-                    Err(_) if skip_invalid => {}
-                    Err(k) => return Answer::err(1204, format!("Model validate failed: measurepoint {k}")),
+                if self.accepts_point(&device, k, v) {
+                    keep.push((k, v));
+                } else if !skip_invalid {
+                    return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
                 }
             }
             accepted.push((device, keep, time));
         }
         for (device, points, time) in accepted {
-            self.store_points(&device, points.iter(), time, resume);
+            self.store_points(&device, points.into_iter(), time, resume);
         }
         Answer::ok(json!({}))
     }

@@ -164,7 +164,7 @@ pub struct Device {
     pub measurepoints: BTreeMap<String, Stamped>,
     /// Measure point posts and resumes, oldest first: (`post` or `resume`, point, value).
     /// The oldest are dropped past [`Registry::history_limit`].
-    pub history: VecDeque<(String, String, Stamped)>,
+    pub history: VecDeque<(&'static str, String, Stamped)>,
     /// Events posted, oldest first: (event id, params, time); bounded the same way.
     pub events: VecDeque<(String, Value, u64)>,
     /// The firmware version last reported.
@@ -182,6 +182,30 @@ impl Device {
         if limit > 0 {
             q.push_back(item);
         }
+    }
+
+    /// Records a measure point post (`resume` false) or resume in the bounded history; past
+    /// `limit` the oldest entry is dropped and its allocation reused.
+    pub(crate) fn remember(&mut self, resume: bool, point: &str, value: Stamped, limit: usize) {
+        if limit == 0 {
+            self.history.clear();
+            return;
+        }
+        let kind = if resume { "resume" } else { "post" };
+        let mut entry = if self.history.len() >= limit { self.history.pop_front() } else { None };
+        while self.history.len() >= limit {
+            self.history.pop_front();
+        }
+        match &mut entry {
+            Some((k, name, v)) => {
+                *k = kind;
+                name.clear();
+                name.push_str(point);
+                *v = value;
+            }
+            None => entry = Some((kind, point.to_owned(), value)),
+        }
+        self.history.extend(entry);
     }
 
     fn new(keys: DeviceKeys, secret: Option<Secret>, asset_id: String) -> Self {
