@@ -95,6 +95,10 @@ fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
+/// Capacity of the request body buffer past which it is not kept for the next request
+/// (one large payload does not hold memory for the session's life).
+const BODY_KEEP: usize = 16 * 1024;
+
 /// One device's or gateway's EnOS session: MQTT, signing, requests, commands, timers.
 ///
 /// `Client` is a pure state machine: no sockets, no clocks, no threads. A driver feeds it
@@ -167,7 +171,8 @@ pub struct Client {
 
     scratch: String,
     method: String,
-    body_hint: usize,
+    /// The JSON body of the request being encoded, kept between requests.
+    body: Vec<u8>,
 }
 
 impl std::fmt::Debug for Client {
@@ -226,7 +231,7 @@ impl Client {
             relogin_out: None,
             scratch: String::new(),
             method: String::new(),
-            body_hint: 256,
+            body: Vec::new(),
             config,
         };
         c.open_transport();
@@ -467,12 +472,15 @@ impl Client {
             Some(bytes) => bytes.clone(),
             None => {
                 let ctx = EncodeContext { unix_ms, own: &self.config.device };
-                // Written straight into the payload's own buffer, sized from the last one:
-                // no copy afterwards.
-                let mut body = Vec::with_capacity(self.body_hint);
-                ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut body, &mut self.method)?;
-                self.body_hint = body.len().next_power_of_two().min(64 * 1024);
-                Bytes::from(body)
+                // Written into a buffer kept for the next request, then copied into one
+                // allocation of the exact size (cheaper than a fresh buffer per request).
+                self.body.clear();
+                let payload = ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut self.body, &mut self.method)
+                    .map(|()| Bytes::copy_from_slice(&self.body));
+                if self.body.capacity() > BODY_KEEP {
+                    self.body = Vec::new();
+                }
+                payload?
             }
         };
         if payload.len() > self.config.max_payload_bytes {

@@ -22,7 +22,9 @@ pub(crate) fn write_request(
     extras: &[(&str, bool)],
     params: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
-    let _ = write!(out, "{{\"id\":\"{id}\",\"version\":\"1.0\",\"params\":");
+    out.extend_from_slice(b"{\"id\":\"");
+    write_decimal(out, id);
+    out.extend_from_slice(b"\",\"version\":\"1.0\",\"params\":");
     params(out)?;
     out.extend_from_slice(b",\"method\":");
     json_str(out, method)?;
@@ -35,9 +37,43 @@ pub(crate) fn write_request(
     Ok(())
 }
 
+/// `n` in decimal, without the formatting machinery.
+fn write_decimal(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Whether `s` needs no escape in a JSON string: no control character, quote or backslash.
+/// Eight bytes at a time; a rare false "no" only sends the text the general way.
+fn plain_json(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let w = u64::from_le_bytes(w);
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+        if control || zero_byte(w ^ (ONES * u64::from(b'"'))) || zero_byte(w ^ (ONES * u64::from(b'\\'))) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
     // Methods and ids are plain text: quoted as they are, serde only when escapes are due.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if plain_json(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -74,7 +110,25 @@ pub struct JsonReply {
     pub code: i32,
     /// The reply's `message`, if it had one.
     pub message: Option<String>,
-    data: Option<Box<RawValue>>,
+    data: Data,
+}
+
+/// A reply's `data`: the common empty object is held without an allocation.
+#[derive(Clone)]
+enum Data {
+    Absent,
+    EmptyObject,
+    Json(Box<RawValue>),
+}
+
+impl Data {
+    fn from_raw(raw: Option<Box<RawValue>>) -> Data {
+        match raw {
+            None => Data::Absent,
+            Some(r) if r.get() == "{}" => Data::EmptyObject,
+            Some(r) => Data::Json(r),
+        }
+    }
 }
 
 impl std::fmt::Debug for JsonReply {
@@ -124,7 +178,11 @@ impl JsonReply {
     /// The `data` as JSON text (`None` when absent). A string that holds a JSON object or
     /// array has been replaced by that object or array, as the Node.js SDK does.
     pub fn data_json(&self) -> Option<&str> {
-        self.data.as_deref().map(RawValue::get)
+        match &self.data {
+            Data::Absent => None,
+            Data::EmptyObject => Some("{}"),
+            Data::Json(r) => Some(r.get()),
+        }
     }
 
     /// The `data` deserialized into `T`; an absent `data` reads as `null`.
@@ -158,7 +216,12 @@ impl JsonReply {
         message: Option<&str>,
     ) -> Result<Self, serde_json::Error> {
         let data = data.map(|d| RawValue::from_string(d.to_owned())).transpose()?;
-        Ok(JsonReply { id: id.into(), code, message: message.map(str::to_owned), data: data.map(normalize_data) })
+        Ok(JsonReply {
+            id: id.into(),
+            code,
+            message: message.map(str::to_owned),
+            data: Data::from_raw(data.map(normalize_data)),
+        })
     }
 }
 
@@ -265,7 +328,7 @@ pub(crate) fn parse_reply(payload: &[u8]) -> Result<JsonReply, String> {
     let code = i32::try_from(code).map_err(|_| format!("reply code {code} out of range"))?;
     let (id, _) = id_of(wire.id)?;
     let data = wire.data.filter(|d| d.get() != "null").map(|d| normalize_data(d.to_owned()));
-    Ok(JsonReply { id, code, message: wire.message, data })
+    Ok(JsonReply { id, code, message: wire.message, data: Data::from_raw(data) })
 }
 
 /// The most common reply, compact and plain: `{"id":"N","code":C,"data":{}}`, in any key
@@ -282,21 +345,27 @@ fn fast_reply(p: &[u8]) -> Option<JsonReply> {
         fn eat(&mut self, b: u8) -> Option<()> {
             (self.byte()? == b).then_some(())
         }
+        /// A string's bytes, without escapes or control characters.
+        fn plain_bytes(&mut self) -> Option<&'a [u8]> {
+            self.eat(b'"')?;
+            let rest = self.0.get(self.1..)?;
+            let end = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            if rest[end] != b'"' {
+                return None;
+            }
+            self.1 += end + 1;
+            rest.get(..end)
+        }
         /// A string without escapes or control characters.
         fn plain(&mut self) -> Option<&'a str> {
-            self.eat(b'"')?;
-            let start = self.1;
-            loop {
-                match self.byte()? {
-                    b'"' => break,
-                    b'\\' | 0..=0x1f => return None,
-                    _ => {}
-                }
-            }
-            std::str::from_utf8(self.0.get(start..self.1 - 1)?).ok()
+            std::str::from_utf8(self.plain_bytes()?).ok()
         }
         /// An integer's text (`-` then digits, no leading zero).
         fn integer(&mut self) -> Option<&'a str> {
+            std::str::from_utf8(self.integer_bytes()?).ok()
+        }
+        /// An integer's bytes (`-` then digits, no leading zero).
+        fn integer_bytes(&mut self) -> Option<&'a [u8]> {
             let start = self.1;
             if self.0.get(self.1) == Some(&b'-') {
                 self.1 += 1;
@@ -309,26 +378,29 @@ fn fast_reply(p: &[u8]) -> Option<JsonReply> {
             if n == 0 || n > 18 || (n > 1 && self.0.get(digits) == Some(&b'0')) {
                 return None;
             }
-            std::str::from_utf8(self.0.get(start..self.1)?).ok()
+            let text = self.0.get(start..self.1)?;
+            // `-0` is a float to serde: left to the general path.
+            (text != b"-0").then_some(text)
         }
     }
     let mut s = Scan(p, 0);
     s.eat(b'{')?;
     let (mut id, mut code, mut data, mut message) = (None, None, false, None);
     loop {
-        let key = s.plain()?;
+        // Keys compared as bytes: only the values kept need to be checked as UTF-8.
+        let key = s.plain_bytes()?;
         s.eat(b':')?;
         match key {
-            "id" if id.is_none() => {
+            b"id" if id.is_none() => {
                 id = Some(if s.0.get(s.1) == Some(&b'"') { s.plain()? } else { s.integer()? });
             }
-            "code" if code.is_none() => code = Some(s.integer()?.parse::<i32>().ok()?),
-            "data" if !data => {
+            b"code" if code.is_none() => code = Some(small_int(s.integer_bytes()?)?),
+            b"data" if !data => {
                 s.eat(b'{')?;
                 s.eat(b'}')?;
                 data = true;
             }
-            "message" if message.is_none() => message = Some(s.plain()?),
+            b"message" if message.is_none() => message = Some(s.plain()?),
             _ => return None,
         }
         match s.byte()? {
@@ -340,8 +412,19 @@ fn fast_reply(p: &[u8]) -> Option<JsonReply> {
     if s.1 != p.len() {
         return None;
     }
-    let data = if data { Some(RawValue::from_string("{}".to_owned()).ok()?) } else { None };
+    let data = if data { Data::EmptyObject } else { Data::Absent };
     Some(JsonReply { id: id.unwrap_or_default().to_owned(), code: code?, message: message.map(str::to_owned), data })
+}
+
+/// The value of an integer's text as read by `fast_reply` (at most 18 digits), if it fits
+/// an `i32`.
+fn small_int(text: &[u8]) -> Option<i32> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let magnitude = digits.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    i32::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 /// A downstream command's envelope `{id, version, method, params}`.
@@ -395,6 +478,28 @@ mod tests {
     }
 
     #[test]
+    fn plain_json_text_is_told_apart_from_text_to_escape() {
+        for s in ["", "thing.measurepoint.post", "thing.event.overheat_alarm.post", "é, ü and 中文 as they are"] {
+            assert!(plain_json(s.as_bytes()), "{s}");
+        }
+        // Every byte that needs an escape, at every position of an 8-byte word and after.
+        for bad in (0u8..0x20).chain([b'"', b'\\']) {
+            for at in 0..20 {
+                let mut s = vec![b'a'; 20];
+                s[at] = bad;
+                assert!(!plain_json(&s), "{bad:#x} at {at}");
+            }
+        }
+        // What the check lets through is exactly what serde writes unescaped.
+        for b in 0u8..0x80 {
+            let s = [b'x', b, b'y', b'z', b'x', b'x', b'x', b'x', b'x'];
+            let text = std::str::from_utf8(&s).unwrap();
+            let quoted = serde_json::to_string(text).unwrap();
+            assert_eq!(plain_json(&s), quoted.len() == s.len() + 2, "{b:#x}");
+        }
+    }
+
+    #[test]
     fn the_fast_path_reads_replies_as_serde_does() {
         let cases: &[&[u8]] = &[
             br#"{"id":"7","code":200,"data":{}}"#,
@@ -408,6 +513,14 @@ mod tests {
             br#"{"id":"7","code":200,"data":{}} "#,
             br#"{"id":"7","id":"8","code":200,"data":{}}"#,
             br#"{"id":"7","code":99999999999,"data":{}}"#,
+            br#"{"id":"7","code":-0,"data":{}}"#,
+            br#"{"id":"7","code":2147483647,"data":{}}"#,
+            br#"{"id":"7","code":2147483648,"data":{}}"#,
+            br#"{"id":"7","code":-2147483648,"data":{}}"#,
+            br#"{"id":"7","code":-2147483649,"data":{}}"#,
+            br#"{"id":"7","code":999999999999999999,"data":{}}"#,
+            "{\"id\":\"é7\",\"code\":200,\"data\":{}}".as_bytes(),
+            b"{\"id\":\"\xff\",\"code\":200,\"data\":{}}",
         ];
         for c in cases {
             let general = {

@@ -189,7 +189,36 @@ pub(crate) fn json_reply<T: serde::de::DeserializeOwned + Default>(reply: &Reply
 }
 
 pub(crate) fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), EncodeError> {
-    serde_json::to_writer(out, value).map_err(|e| EncodeError::Json(e.to_string()))
+    serde_json::to_writer(JsonOut(out), value).map_err(|e| EncodeError::Json(e.to_string()))
+}
+
+/// The JSON writer's output. serde_json writes punctuation one or two bytes at a time;
+/// those are pushed here rather than copied with a call to `memcpy` each.
+struct JsonOut<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for JsonOut<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if buf.len() <= 2 {
+            for &b in buf {
+                self.0.push(b);
+            }
+        } else {
+            self.0.extend_from_slice(buf);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// TSL identifiers (measure points, events, services) are `[A-Za-z0-9_]+`.
