@@ -98,6 +98,8 @@ fn later(now: Instant, d: Duration) -> Instant {
 /// Capacity of the request body buffer past which it is not kept for the next request
 /// (one large payload does not hold memory for the session's life).
 const BODY_KEEP: usize = 16 * 1024;
+/// Size of the buffers request payloads are split off (larger payloads get their own).
+const PAYLOAD_CHUNK: usize = 1024;
 
 /// One device's or gateway's EnOS session: MQTT, signing, requests, commands, timers.
 ///
@@ -173,6 +175,10 @@ pub struct Client {
     method: String,
     /// The JSON body of the request being encoded, kept between requests.
     body: Vec<u8>,
+    /// Where request payloads live until their PUBACK: each is split off this buffer, so
+    /// that once the payloads before it are dropped the same memory serves the next ones
+    /// (no allocation per request; a few per buffer when many are in flight).
+    payloads: BytesMut,
 }
 
 impl std::fmt::Debug for Client {
@@ -232,6 +238,7 @@ impl Client {
             scratch: String::new(),
             method: String::new(),
             body: Vec::new(),
+            payloads: BytesMut::new(),
             config,
         };
         c.open_transport();
@@ -438,6 +445,21 @@ impl Client {
         Ok(id)
     }
 
+    /// The encoded body as the payload to keep until its PUBACK.
+    fn payload_bytes(&mut self) -> Bytes {
+        let len = self.body.len();
+        if len > PAYLOAD_CHUNK {
+            return Bytes::copy_from_slice(&self.body);
+        }
+        if self.payloads.capacity() < len {
+            // Takes back the whole buffer once every payload split off it is gone;
+            // otherwise a new one.
+            self.payloads.reserve(PAYLOAD_CHUNK);
+        }
+        self.payloads.extend_from_slice(&self.body);
+        self.payloads.split().freeze()
+    }
+
     /// Encodes and registers a request. Internal requests (the re-login) skip the
     /// queue's limits and are kept aside in `relogin_out`.
     fn submit<O: Operation + ?Sized>(
@@ -472,11 +494,11 @@ impl Client {
             Some(bytes) => bytes.clone(),
             None => {
                 let ctx = EncodeContext { unix_ms, own: &self.config.device };
-                // Written into a buffer kept for the next request, then copied into one
-                // allocation of the exact size (cheaper than a fresh buffer per request).
+                // Written into a buffer kept for the next request, then copied into the
+                // payload buffer (see `payloads`).
                 self.body.clear();
                 let payload = ops::encode_payload(op, envelope.unwrap_or(0), &ctx, &mut self.body, &mut self.method)
-                    .map(|()| Bytes::copy_from_slice(&self.body));
+                    .map(|()| self.payload_bytes());
                 if self.body.capacity() > BODY_KEEP {
                     self.body = Vec::new();
                 }
