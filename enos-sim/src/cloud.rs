@@ -1,7 +1,8 @@
 //! The cloud's logic (spec §10), independent of how messages arrive: sessions, CONNECT
 //! authentication, and the answer to every upstream operation, with state.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use enos_proto::codec::ConnectReturnCode;
@@ -9,6 +10,8 @@ use enos_proto::ops::Firmware;
 use enos_proto::sign::{sign_device, SignMethod};
 use enos_proto::topic::{parse_topic, Scope};
 use enos_proto::{DeviceKeys, Secret};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::registry::{Device, OtaTask, Registry, Stamped};
@@ -103,6 +106,9 @@ pub struct Cloud {
     pending_ota: HashMap<DeviceKeys, Firmware>,
     /// Commands to push on the connection being answered (a queued OTA at login).
     pushes: Vec<Outbound>,
+    /// Whether valid measure point posts take the fast path (off in the test that checks
+    /// it against the general one).
+    fast_paths: bool,
 }
 
 /// The upstream operations of spec §5.
@@ -214,12 +220,25 @@ impl Answer {
     }
 }
 
+/// The reply `{"id":..,"code":..,"data":..[,"message":..]}` on `<topic>_reply`, written
+/// straight out (no JSON tree built for it).
 fn reply(topic: &str, id: &str, a: &Answer) -> Outbound {
-    let mut body = json!({"id": id, "code": a.code, "data": a.data});
+    use std::io::Write;
+    let mut body = Vec::with_capacity(48 + id.len() + a.message.len());
+    body.extend_from_slice(b"{\"id\":");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, id);
+    let _ = write!(body, ",\"code\":{},\"data\":", a.code);
+    let _ = serde_json::to_writer(&mut body, &a.data);
     if !a.message.is_empty() {
-        body["message"] = Value::String(a.message.clone());
+        body.extend_from_slice(b",\"message\":");
+        let _ = serde_json::to_writer(&mut body, &a.message);
     }
-    Outbound { topic: format!("{topic}_reply"), payload: Bytes::from(body.to_string()) }
+    body.push(b'}');
+    let mut reply_topic = String::with_capacity(topic.len() + 6);
+    reply_topic.push_str(topic);
+    reply_topic.push_str("_reply");
+    Outbound { topic: reply_topic, payload: Bytes::from(body) }
 }
 
 fn keys_of(v: &Value) -> Option<DeviceKeys> {
@@ -255,6 +274,7 @@ impl Cloud {
             next_command: 1,
             pending_ota: HashMap::new(),
             pushes: Vec::new(),
+            fast_paths: true,
         }
     }
 
@@ -500,6 +520,13 @@ impl Cloud {
             }
             return out;
         }
+        if self.fast_paths && matches!(op, Op::Post | Op::Resume) && payload.len() <= MAX_PAYLOAD {
+            let method = op.method();
+            if let Some(id) = self.fast_post(&keys, &method, payload, now_ms, op == Op::Resume) {
+                out.replies.push(reply(topic, &id, &Answer::ok(json!({}))));
+                return out;
+            }
+        }
         let Ok(body) = serde_json::from_slice::<Value>(payload) else {
             out.replies.push(reply(topic, "", &Answer::err(1220, "Payload format error")));
             return out;
@@ -525,6 +552,59 @@ impl Cloud {
         out.replies.push(reply(topic, &id, &answer));
         out.replies.append(&mut self.pushes);
         out
+    }
+
+    /// The most common request, a valid measure point post or resume, read without a JSON
+    /// tree of its envelope and stored: its reply id. `None` sends the request the general
+    /// way (which gives every error its code and stores the same when it is valid).
+    fn fast_post(
+        &mut self,
+        keys: &DeviceKeys,
+        method: &str,
+        payload: &[u8],
+        now_ms: u64,
+        resume: bool,
+    ) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            id: Option<&'a RawValue>,
+            #[serde(borrow)]
+            method: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            params: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow)]
+            measurepoints: Option<BTreeMap<Cow<'a, str>, Value>>,
+            time: Option<Value>,
+        }
+        // Objects only: serde would also read a struct from an array.
+        let object = |text: &[u8]| text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !object(payload) {
+            return None;
+        }
+        let envelope: Envelope<'_> = serde_json::from_slice(payload).ok()?;
+        if envelope.method.as_deref() != Some(method) {
+            return None;
+        }
+        let params = envelope.params?;
+        if !object(params.get().as_bytes()) {
+            return None;
+        }
+        let params: Params<'_> = serde_json::from_str(params.get()).ok()?;
+        let points = params.measurepoints?;
+        if !points.iter().all(|(k, v)| self.accepts_point(keys, k, v)) {
+            return None;
+        }
+        let id = match envelope.id {
+            None => String::new(),
+            Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
+        };
+        let time = params.time.as_ref().and_then(Value::as_u64).unwrap_or(now_ms);
+        self.store_points(keys, points.iter().map(|(k, v)| (k.as_ref(), v)), time, resume);
+        Some(id)
     }
 
     fn device_mut(&mut self, keys: &DeviceKeys) -> Option<&mut Device> {
@@ -624,7 +704,7 @@ impl Cloud {
                 if let Err(k) = self.check_points(keys, points) {
                     return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
                 }
-                self.store_points(keys, points.iter(), time, *op == Op::Resume);
+                self.store_points(keys, points.iter().map(|(k, v)| (k.as_str(), v)), time, *op == Op::Resume);
                 Answer::ok(json!({}))
             }
             Op::BatchPost | Op::BatchResume => self.batch(conn, keys, params, env, now_ms, *op == Op::BatchResume),
@@ -790,7 +870,7 @@ impl Cloud {
     fn store_points<'a>(
         &mut self,
         keys: &DeviceKeys,
-        points: impl Iterator<Item = (&'a String, &'a Value)>,
+        points: impl Iterator<Item = (&'a str, &'a Value)>,
         time: u64,
         resume: bool,
     ) {
@@ -803,7 +883,7 @@ impl Cloud {
                 match d.measurepoints.get_mut(k) {
                     Some(last) => last.clone_from(&stamped),
                     None => {
-                        d.measurepoints.insert(k.clone(), stamped.clone());
+                        d.measurepoints.insert(k.to_owned(), stamped.clone());
                     }
                 }
             }
@@ -856,7 +936,7 @@ impl Cloud {
             accepted.push((device, keep, time));
         }
         for (device, points, time) in accepted {
-            self.store_points(&device, points.into_iter(), time, resume);
+            self.store_points(&device, points.into_iter().map(|(k, v)| (k.as_str(), v)), time, resume);
         }
         Answer::ok(json!({}))
     }
@@ -1003,9 +1083,90 @@ impl Cloud {
 }
 
 fn id_of(v: &Value) -> String {
-    match v.get("id") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+    v.get("id").map(id_text).unwrap_or_default()
+}
+
+/// An envelope id as the reply echoes it: a string as it is, a number as its text.
+fn id_text(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::defaults::*;
+
+    fn connected(fast_paths: bool) -> Cloud {
+        let mut c = Cloud::new(Registry::builtin());
+        c.fast_paths = fast_paths;
+        let keys = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
+        let f = enos_proto::sign::connect_fields(
+            &keys,
+            "c1",
+            enos_proto::SecureMode::DeviceSecret,
+            SignMethod::Sha256,
+            5,
+            &DEVICE_SECRET.into(),
+        );
+        let info = ConnectInfo {
+            client_id: &f.client_id,
+            username: &f.username,
+            password: f.password.expose(),
+            certificate: false,
+        };
+        c.connect(1, info).unwrap();
+        c
+    }
+
+    #[test]
+    fn the_fast_post_path_answers_and_stores_as_the_general_one() {
+        let keys = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
+        let post = format!("/sys/{DEVICE_PRODUCT}/{DEVICE}/thing/measurepoint/post");
+        let resume = format!("/sys/{DEVICE_PRODUCT}/{DEVICE}/thing/measurepoint/resume");
+        let m = "thing.measurepoint.post";
+        let cases: Vec<(&str, String)> = vec![
+            (&post, format!(r#"{{"id":"1","version":"1.0","params":{{"measurepoints":{{"temp":1.5,"status":2}},"time":77}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":12,"params":{{"measurepoints":{{"voltage":{{"value":2.5,"quality":9}}}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"params":{{"measurepoints":{{"temp":1}},"time":"77"}},"method":"{m}"}}"#)),
+            (&post, format!(" \n{{\"id\":\"a\\\"b\",\"params\":{{\"measurepoints\":{{\"te\\u006dp\":3.5}}}},\"method\":\"{m}\"}}")),
+            (&post, format!(r#"{{"id":"2","params":{{"measurepoints":{{"temp":1,"temp":2}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"3","id":"4","params":{{"measurepoints":{{"temp":1}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"5","params":{{"measurepoints":{{"nope":1}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"6","params":{{"measurepoints":{{"temp":"hot"}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"7","params":{{"measurepoints":[1]}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"8","params":[{{"temp":1}},1],"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"9","params":null,"method":"{m}"}}"#)),
+            (&post, format!(r#"["10",{{"measurepoints":{{"temp":1}}}},"{m}"]"#)),
+            (&post, r#"{"id":"11","params":{"measurepoints":{"temp":1}},"method":"thing.event.x.post"}"#.to_owned()),
+            (&post, r#"{"id":"12","params":{"measurepoints":{"temp":1}}}"#.to_owned()),
+            (&post, format!(r#"{{"id":"13","params":{{"measurepoints":{{"temp":1}},"extra":true}},"method":"{m}","x":1}}"#)),
+            (&post, format!(r#"{{"id":"14","params":{{"measurepoints":{{}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":1.5e2,"params":{{"measurepoints":{{"temp":1}}}},"method":"{m}"}}"#)),
+            (&post, "not json".to_owned()),
+            (&resume, r#"{"id":"15","params":{"measurepoints":{"temp":4.5},"time":9},"method":"thing.measurepoint.resume"}"#.to_owned()),
+        ];
+        let mut took_fast = 0;
+        for (topic, body) in &cases {
+            let mut fast = connected(true);
+            let mut general = connected(false);
+            let payload = Bytes::from(body.clone());
+            let a = fast.publish(1, topic, &payload, 1_000);
+            let b = general.publish(1, topic, &payload, 1_000);
+            let replies =
+                |h: &Handled| h.replies.iter().map(|o| (o.topic.clone(), o.payload.clone())).collect::<Vec<_>>();
+            assert_eq!(replies(&a), replies(&b), "{body}");
+            let (da, db) = (&fast.registry.devices[&keys], &general.registry.devices[&keys]);
+            assert_eq!(da.measurepoints, db.measurepoints, "{body}");
+            assert_eq!(da.history, db.history, "{body}");
+            let method = if topic.ends_with("resume") { "thing.measurepoint.resume" } else { m };
+            took_fast += usize::from(connected(true).fast_post(&keys, method, body.as_bytes(), 1_000, false).is_some());
+        }
+        // The nine valid ones went the fast way (a duplicate envelope field goes the general
+        // way, which accepts it too).
+        assert_eq!(took_fast, 9);
     }
 }

@@ -387,7 +387,7 @@ async fn raw_up_is_checked_for_empty_payloads_and_tags_are_bounded() {
     let r = d.request(RawUp::new(bytes::Bytes::new()), RequestOptions::default()).await.unwrap();
     assert_eq!(
         r,
-        Reply::Raw(bytes::Bytes::from_static(br#"{"code":1251,"data":{},"id":"","message":"Payload is empty"}"#))
+        Reply::Raw(bytes::Bytes::from_static(br#"{"id":"","code":1251,"data":{},"message":"Payload is empty"}"#))
     );
     let many: Vec<(String, String)> = (0..1001).map(|i| (format!("t{i}"), "v".to_owned())).collect();
     let e = d.call(TagUpdate::new(many)).await.unwrap_err();
