@@ -181,5 +181,35 @@ fn command_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec_benches, sign_benches, cycle_bench, command_bench);
+/// The local cloud's side (no sockets): a device's measure point post answered, and a
+/// gateway's batch of 100 sub-devices' posts answered; the cloud checks every point
+/// against the model and stores it with a bounded history.
+fn sim_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sim");
+    g.throughput(Throughput::Elements(1));
+    let mut f = enos_benches::CloudFixture::new(10_000);
+    let posts: Vec<bytes::Bytes> = (0..1024).map(|i| f.post(i + 1)).collect();
+    let mut i = 0;
+    g.bench_function("measure point post answered", |b| {
+        b.iter(|| {
+            i = (i + 1) % posts.len();
+            let h = f.cloud.publish(1, &f.post_topic, &posts[i], 1_600_000_000_000);
+            assert_eq!(h.replies.len(), 1);
+            black_box(h)
+        })
+    });
+    let batches: Vec<bytes::Bytes> = (0..100).map(|i| f.batch(i as u32 + 1, i * 100, 100)).collect();
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("batch of 100 sub-device posts answered", |b| {
+        b.iter(|| {
+            i = (i + 1) % batches.len();
+            let h = f.cloud.publish(2, &f.batch_topic, &batches[i], 1_600_000_000_000);
+            assert_eq!(h.replies.len(), 1);
+            black_box(h)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec_benches, sign_benches, cycle_bench, command_bench, sim_bench);
 criterion_main!(benches);

@@ -140,3 +140,88 @@ pub fn drain(c: &mut Client) -> usize {
         }
     }
 }
+
+/// The local cloud's side of the load: a [`enos_sim::Cloud`] with one device connected (its
+/// measure point post topic) and one gateway connected with `subs` sub-devices in its
+/// topology (its batch post topic), as connection 1 and 2.
+pub struct CloudFixture {
+    /// The cloud.
+    pub cloud: enos_sim::Cloud,
+    /// The device's measure point post topic (connection 1).
+    pub post_topic: String,
+    /// The gateway's batch post topic (connection 2).
+    pub batch_topic: String,
+    /// The sub-devices.
+    pub subs: Vec<DeviceKeys>,
+}
+
+impl CloudFixture {
+    /// A cloud with the device and the gateway connected, history bounded to 16 entries
+    /// per device as in the load tool.
+    pub fn new(subs: usize) -> CloudFixture {
+        use enos_sim::registry::defaults::*;
+        let mut registry = enos_sim::Registry::builtin();
+        registry.history_limit = 16;
+        let gateway = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).expect("valid keys");
+        let subs: Vec<DeviceKeys> =
+            (0..subs).map(|i| DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}")).expect("valid keys")).collect();
+        for k in &subs {
+            registry.add_device(k.clone(), Some(FLEET_SECRET.into())).expect("a new device");
+            registry.add_topology(&gateway, k.clone());
+        }
+        let mut cloud = enos_sim::Cloud::new(registry);
+        for (conn, (pk, dk, secret)) in
+            [(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), (GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET)]
+                .into_iter()
+                .enumerate()
+        {
+            let keys = DeviceKeys::new(pk, dk).expect("valid keys");
+            let f = enos_proto::sign::connect_fields(
+                &keys,
+                &format!("c{conn}"),
+                enos_proto::SecureMode::DeviceSecret,
+                enos_proto::SignMethod::Sha256,
+                5,
+                &secret.into(),
+            );
+            let info = enos_sim::ConnectInfo {
+                client_id: &f.client_id,
+                username: &f.username,
+                password: f.password.expose(),
+                certificate: false,
+            };
+            cloud.connect(conn as u64 + 1, info).expect("the fixture's devices connect");
+        }
+        CloudFixture {
+            cloud,
+            post_topic: format!("/sys/{DEVICE_PRODUCT}/{DEVICE}/thing/measurepoint/post"),
+            batch_topic: format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/thing/measurepoint/post/batch"),
+            subs,
+        }
+    }
+
+    /// The device's measure point post with envelope id `id`, as the SDK sends it.
+    pub fn post(&self, id: u32) -> Bytes {
+        let keys = DeviceKeys::new(enos_sim::registry::defaults::DEVICE_PRODUCT, enos_sim::registry::defaults::DEVICE)
+            .expect("valid keys");
+        let ctx = enos_proto::ops::EncodeContext { unix_ms: 1_600_000_000_000, own: &keys };
+        enos_proto::ops::encode(&enos_proto::ops::MeasurepointPost::new(TypicalPoints::new()), &keys, id, &ctx)
+            .expect("a post encodes")
+            .payload
+    }
+
+    /// A batch post of `n` sub-devices' points starting at sub-device `from`, allowed for
+    /// sub-devices in the topology that are not logged in.
+    pub fn batch(&self, id: u32, from: usize, n: usize) -> Bytes {
+        use enos_proto::ops::{BatchEntry, MeasurepointBatchPost};
+        let gateway =
+            DeviceKeys::new(enos_sim::registry::defaults::GATEWAY_PRODUCT, enos_sim::registry::defaults::GATEWAY)
+                .expect("valid keys");
+        let entries = (0..n)
+            .map(|j| BatchEntry::of(self.subs[(from + j) % self.subs.len()].clone(), TypicalPoints::new(), None))
+            .collect();
+        let op = MeasurepointBatchPost::new(entries).allow_offline_sub_device(true);
+        let ctx = enos_proto::ops::EncodeContext { unix_ms: 1_600_000_000_000, own: &gateway };
+        enos_proto::ops::encode(&op, &gateway, id, &ctx).expect("a batch encodes").payload
+    }
+}

@@ -1,7 +1,6 @@
 //! The cloud's logic (spec §10), independent of how messages arrive: sessions, CONNECT
 //! authentication, and the answer to every upstream operation, with state.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::registry::{Device, OtaTask, Registry, Stamped};
+use crate::registry::{DataType, Device, OtaTask, Registry, Stamped};
 
 /// A measure point of a request: its name and value, borrowed from the request.
 type Point<'a> = (&'a String, &'a Value);
@@ -569,33 +568,22 @@ impl Cloud {
         struct Envelope<'a> {
             #[serde(borrow)]
             id: Option<&'a RawValue>,
+            // Text with escapes does not borrow: an error, and so the general way.
+            method: Option<&'a str>,
             #[serde(borrow)]
-            method: Option<Cow<'a, str>>,
-            #[serde(borrow)]
-            params: Option<&'a RawValue>,
+            params: Option<PostParams<'a>>,
         }
-        #[derive(Deserialize)]
-        struct Params<'a> {
-            #[serde(borrow)]
-            measurepoints: Option<BTreeMap<Cow<'a, str>, Value>>,
-            time: Option<Value>,
-        }
-        // Objects only: serde would also read a struct from an array.
-        let object = |text: &[u8]| text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if !object(payload) {
+        if !starts_object(payload) {
             return None;
         }
         let envelope: Envelope<'_> = serde_json::from_slice(payload).ok()?;
-        if envelope.method.as_deref() != Some(method) {
+        if envelope.method != Some(method) {
             return None;
         }
         let params = envelope.params?;
-        if !object(params.get().as_bytes()) {
-            return None;
-        }
-        let params: Params<'_> = serde_json::from_str(params.get()).ok()?;
         let points = params.measurepoints?;
-        if !points.iter().all(|(k, v)| self.accepts_point(keys, k, v)) {
+        let model = self.point_model(keys);
+        if !points.iter().all(|(k, v)| accepts_point(model, k, v)) {
             return None;
         }
         let id = match envelope.id {
@@ -603,7 +591,7 @@ impl Cloud {
             Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
         };
         let time = params.time.as_ref().and_then(Value::as_u64).unwrap_or(now_ms);
-        self.store_points(keys, points.iter().map(|(k, v)| (k.as_ref(), v)), time, resume);
+        self.store_points(keys, points.iter().map(|(k, v)| (*k, v)), time, resume);
         Some(id)
     }
 
@@ -847,24 +835,16 @@ impl Cloud {
 
     /// `Err(point)` for the first point the model does not accept.
     fn check_points(&self, keys: &DeviceKeys, points: &Map<String, Value>) -> Result<(), String> {
-        match points.iter().find(|(k, v)| !self.accepts_point(keys, k, v)) {
+        let model = self.point_model(keys);
+        match points.iter().find(|(k, v)| !accepts_point(model, k, v)) {
             Some((k, _)) => Err(k.clone()),
             None => Ok(()),
         }
     }
 
-    /// Whether the model of `keys`'s product accepts this measure point value.
-    fn accepts_point(&self, keys: &DeviceKeys, point: &str, value: &Value) -> bool {
-        // A value with a quality is {"value": v, "quality": q}.
-        let inner = match value {
-            Value::Object(o) if o.contains_key("value") => &o["value"],
-            v => v,
-        };
-        self.registry
-            .products
-            .get(keys.product_key())
-            .and_then(|p| p.tsl.measurepoints.get(point))
-            .is_some_and(|t| t.accepts(inner))
+    /// The measure points of the model of `keys`'s product.
+    fn point_model(&self, keys: &DeviceKeys) -> Option<&BTreeMap<String, DataType>> {
+        self.registry.products.get(keys.product_key()).map(|p| &p.tsl.measurepoints)
     }
 
     fn store_points<'a>(
@@ -925,9 +905,10 @@ impl Cloud {
                 }
             }
             let time = e.get("time").and_then(Value::as_u64).unwrap_or(now_ms);
+            let model = self.point_model(&device);
             let mut keep = Vec::with_capacity(points.len());
             for (k, v) in points {
-                if self.accepts_point(&device, k, v) {
+                if accepts_point(model, k, v) {
                     keep.push((k, v));
                 } else if !skip_invalid {
                     return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
@@ -1086,6 +1067,57 @@ fn id_of(v: &Value) -> String {
     v.get("id").map(id_text).unwrap_or_default()
 }
 
+/// Whether JSON text is an object (serde would also read a struct from an array).
+fn starts_object(text: &[u8]) -> bool {
+    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The `params` of a measure point post as [`Cloud::fast_post`] reads them: an object
+/// only (a derived reader would take an array too), each field at most once, point names
+/// borrowed (a name with escapes is an error there, and so goes the general way).
+struct PostParams<'a> {
+    measurepoints: Option<BTreeMap<&'a str, Value>>,
+    time: Option<Value>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PostParams<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = PostParams<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<PostParams<'a>, A::Error> {
+                use serde::de::Error;
+                let (mut points, mut time) = (None, None);
+                while let Some(key) = m.next_key::<&'de str>()? {
+                    match key {
+                        "measurepoints" if points.is_none() => points = Some(m.next_value()?),
+                        "time" if time.is_none() => time = Some(m.next_value()?),
+                        "measurepoints" | "time" => return Err(A::Error::custom("a field twice")),
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(PostParams { measurepoints: points.flatten(), time: time.flatten() })
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
+
+/// Whether a measure point model accepts this value.
+fn accepts_point(model: Option<&BTreeMap<String, DataType>>, point: &str, value: &Value) -> bool {
+    // A value with a quality is {"value": v, "quality": q}.
+    let inner = match value {
+        Value::Object(o) if o.contains_key("value") => &o["value"],
+        v => v,
+    };
+    model.and_then(|m| m.get(point)).is_some_and(|t| t.accepts(inner))
+}
+
 /// An envelope id as the reply echoes it: a string as it is, a number as its text.
 fn id_text(id: &Value) -> String {
     match id {
@@ -1165,8 +1197,8 @@ mod tests {
             let method = if topic.ends_with("resume") { "thing.measurepoint.resume" } else { m };
             took_fast += usize::from(connected(true).fast_post(&keys, method, body.as_bytes(), 1_000, false).is_some());
         }
-        // The nine valid ones went the fast way (a duplicate envelope field goes the general
-        // way, which accepts it too).
-        assert_eq!(took_fast, 9);
+        // Eight of the valid ones went the fast way (a duplicate envelope field and a name
+        // with escapes go the general way, which accepts them too).
+        assert_eq!(took_fast, 8);
     }
 }
