@@ -15,8 +15,13 @@ use serde_json::{json, Map, Value};
 
 use crate::registry::{DataType, Device, OtaTask, Registry, Stamped};
 
-/// A measure point of a request: its name and value, borrowed from the request.
-type Point<'a> = (&'a String, &'a Value);
+/// One entry of a batch post as the cloud reads it.
+enum BatchEntry<'p> {
+    /// Not an entry the cloud can read (1206).
+    Malformed,
+    /// Points for a device: the sub-device's keys, or `None` for the gateway itself.
+    Entry { keys: Option<DeviceKeys>, points: Vec<(&'p str, &'p Value)>, time: Option<u64> },
+}
 
 /// Identifies one device connection (or, in responder mode, one device seen on the
 /// broker).
@@ -519,10 +524,18 @@ impl Cloud {
             }
             return out;
         }
-        if self.fast_paths && matches!(op, Op::Post | Op::Resume) && payload.len() <= MAX_PAYLOAD {
-            let method = op.method();
-            if let Some(id) = self.fast_post(&keys, &method, payload, now_ms, op == Op::Resume) {
-                out.replies.push(reply(topic, &id, &Answer::ok(json!({}))));
+        if self.fast_paths && payload.len() <= MAX_PAYLOAD {
+            let fast = match op {
+                Op::Post | Op::Resume => self
+                    .fast_post(&keys, &op.method(), payload, now_ms, op == Op::Resume)
+                    .map(|id| (id, Answer::ok(json!({})))),
+                Op::BatchPost | Op::BatchResume => {
+                    self.fast_batch(conn, &keys, &op.method(), payload, now_ms, op == Op::BatchResume)
+                }
+                _ => None,
+            };
+            if let Some((id, answer)) = fast {
+                out.replies.push(reply(topic, &id, &answer));
                 return out;
             }
         }
@@ -593,6 +606,55 @@ impl Cloud {
         let time = params.time.as_ref().and_then(Value::as_u64).unwrap_or(now_ms);
         self.store_points(keys, points.iter().map(|(k, v)| (*k, v)), time, resume);
         Some(id)
+    }
+
+    /// A batch post read without a JSON tree (point names borrowed), then checked and
+    /// stored as the general way does: the reply id and the answer. `None` when it cannot
+    /// be read so; the general way then reads it and gives its error.
+    fn fast_batch(
+        &mut self,
+        conn: ConnId,
+        keys: &DeviceKeys,
+        method: &str,
+        payload: &[u8],
+        now_ms: u64,
+        resume: bool,
+    ) -> Option<(String, Answer)> {
+        #[derive(Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            id: Option<&'a RawValue>,
+            method: Option<&'a str>,
+            #[serde(borrow)]
+            params: Option<Vec<FastEntry<'a>>>,
+            #[serde(rename = "allowOfflineSubDevice")]
+            allow_offline: Option<Value>,
+            #[serde(rename = "skipInvalidMeasurepoints")]
+            skip_invalid: Option<Value>,
+        }
+        if !starts_object(payload) {
+            return None;
+        }
+        let envelope: Envelope<'_> = serde_json::from_slice(payload).ok()?;
+        if envelope.method != Some(method) {
+            return None;
+        }
+        let id = match envelope.id {
+            None => String::new(),
+            Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
+        };
+        let flag = |v: &Option<Value>| v.as_ref().and_then(Value::as_bool).unwrap_or(false);
+        let flags = (flag(&envelope.allow_offline), flag(&envelope.skip_invalid));
+        let params = envelope.params?;
+        let entries = params
+            .iter()
+            .map(|e| BatchEntry::Entry {
+                keys: e.keys.clone(),
+                points: e.points.iter().map(|(k, v)| (*k, v)).collect(),
+                time: e.time.as_ref().and_then(Value::as_u64),
+            })
+            .collect();
+        Some((id, self.batch_entries(conn, keys, entries, flags, now_ms, resume)))
     }
 
     fn device_mut(&mut self, keys: &DeviceKeys) -> Option<&mut Device> {
@@ -871,31 +933,56 @@ impl Cloud {
         }
     }
 
-    fn batch<'p>(
+    /// A batch post read from its JSON tree.
+    fn batch(
         &mut self,
         conn: ConnId,
         topic_keys: &DeviceKeys,
-        params: &'p Value,
+        params: &Value,
         env: &Map<String, Value>,
         now_ms: u64,
         resume: bool,
     ) -> Answer {
-        let Some(entries) = params.as_array() else { return Answer::err(1206, "Measurepoint post data format error") };
-        let allow_offline = env.get("allowOfflineSubDevice").and_then(Value::as_bool).unwrap_or(false);
-        let skip_invalid = env.get("skipInvalidMeasurepoints").and_then(Value::as_bool).unwrap_or(false);
-        // Everything is checked before anything is stored; the points are borrowed until then.
-        let mut accepted: Vec<(DeviceKeys, Vec<Point<'p>>, u64)> = Vec::with_capacity(entries.len());
+        let Some(list) = params.as_array() else { return Answer::err(1206, "Measurepoint post data format error") };
+        let entries = list
+            .iter()
+            .map(|e| {
+                let Some(points) = e.get("measurepoints").and_then(Value::as_object) else {
+                    return BatchEntry::Malformed;
+                };
+                let keys = match (e.get("productKey"), e.get("deviceKey")) {
+                    (None, None) => None,
+                    _ => match keys_of(e) {
+                        Some(k) => Some(k),
+                        None => return BatchEntry::Malformed,
+                    },
+                };
+                let points = points.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                BatchEntry::Entry { keys, points, time: e.get("time").and_then(Value::as_u64) }
+            })
+            .collect();
+        let flag = |name: &str| env.get(name).and_then(Value::as_bool).unwrap_or(false);
+        let flags = (flag("allowOfflineSubDevice"), flag("skipInvalidMeasurepoints"));
+        self.batch_entries(conn, topic_keys, entries, flags, now_ms, resume)
+    }
+
+    /// A batch post's entries, however they were read: everything is checked, in order,
+    /// before anything is stored. `flags`: allow offline sub-devices, skip invalid points.
+    fn batch_entries(
+        &mut self,
+        conn: ConnId,
+        topic_keys: &DeviceKeys,
+        entries: Vec<BatchEntry<'_>>,
+        (allow_offline, skip_invalid): (bool, bool),
+        now_ms: u64,
+        resume: bool,
+    ) -> Answer {
+        let mut accepted = Vec::with_capacity(entries.len());
         for e in entries {
-            let Some(points) = e.get("measurepoints").and_then(Value::as_object) else {
+            let BatchEntry::Entry { keys, points, time } = e else {
                 return Answer::err(1206, "Measurepoint post data format error");
             };
-            let device = match (e.get("productKey"), e.get("deviceKey")) {
-                (None, None) => topic_keys.clone(),
-                _ => match keys_of(e) {
-                    Some(k) => k,
-                    None => return Answer::err(1206, "Measurepoint post data format error"),
-                },
-            };
+            let device = keys.unwrap_or_else(|| topic_keys.clone());
             if device != *topic_keys {
                 let in_topology = self.registry.topology.get(topic_keys).is_some_and(|t| t.contains(&device));
                 let logged_in = self.sessions.get(&conn).is_some_and(|s| s.subs.contains(&device));
@@ -904,7 +991,6 @@ impl Cloud {
                     return Answer::err(1212, "No sub-device permission");
                 }
             }
-            let time = e.get("time").and_then(Value::as_u64).unwrap_or(now_ms);
             let model = self.point_model(&device);
             let mut keep = Vec::with_capacity(points.len());
             for (k, v) in points {
@@ -914,10 +1000,10 @@ impl Cloud {
                     return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
                 }
             }
-            accepted.push((device, keep, time));
+            accepted.push((device, keep, time.unwrap_or(now_ms)));
         }
         for (device, points, time) in accepted {
-            self.store_points(&device, points.into_iter().map(|(k, v)| (k.as_str(), v)), time, resume);
+            self.store_points(&device, points.into_iter(), time, resume);
         }
         Answer::ok(json!({}))
     }
@@ -1108,6 +1194,52 @@ impl<'de: 'a, 'a> Deserialize<'de> for PostParams<'a> {
     }
 }
 
+/// An entry of a batch post as [`Cloud::fast_batch`] reads it: an object only, each field
+/// at most once, `productKey` and `deviceKey` both or neither (valid keys), point names
+/// borrowed. Anything else is an error there, and so goes the general way.
+struct FastEntry<'a> {
+    keys: Option<DeviceKeys>,
+    points: BTreeMap<&'a str, Value>,
+    time: Option<Value>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FastEntry<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = FastEntry<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FastEntry<'a>, A::Error> {
+                use serde::de::Error;
+                let twice = || A::Error::custom("a field twice");
+                let (mut pk, mut dk, mut points, mut time) = (None, None, None, None);
+                while let Some(key) = m.next_key::<&'de str>()? {
+                    match key {
+                        "productKey" if pk.is_none() => pk = Some(m.next_value::<&'de str>()?),
+                        "deviceKey" if dk.is_none() => dk = Some(m.next_value::<&'de str>()?),
+                        "measurepoints" if points.is_none() => points = Some(m.next_value()?),
+                        "time" if time.is_none() => time = Some(m.next_value::<Value>()?),
+                        "productKey" | "deviceKey" | "measurepoints" | "time" => return Err(twice()),
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let keys = match (pk, dk) {
+                    (None, None) => None,
+                    (Some(pk), Some(dk)) => Some(DeviceKeys::new(pk, dk).map_err(A::Error::custom)?),
+                    _ => return Err(A::Error::custom("one key of two")),
+                };
+                let points = points.ok_or_else(|| A::Error::custom("no measurepoints"))?;
+                Ok(FastEntry { keys, points, time })
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
+
 /// Whether a measure point model accepts this value.
 fn accepts_point(model: Option<&BTreeMap<String, DataType>>, point: &str, value: &Value) -> bool {
     // A value with a quality is {"value": v, "quality": q}.
@@ -1132,26 +1264,108 @@ mod tests {
     use super::*;
     use crate::registry::defaults::*;
 
+    fn sub(i: usize) -> DeviceKeys {
+        DeviceKeys::new(SUB_PRODUCT, format!("s{i}")).unwrap()
+    }
+
+    /// The device connected as connection 1, the gateway as 2 with sub-devices s0..s2 in
+    /// its topology (s3 exists outside it).
     fn connected(fast_paths: bool) -> Cloud {
-        let mut c = Cloud::new(Registry::builtin());
+        let mut registry = Registry::builtin();
+        let gateway = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).unwrap();
+        for i in 0..4 {
+            registry.add_device(sub(i), Some(FLEET_SECRET.into())).unwrap();
+            if i < 3 {
+                registry.add_topology(&gateway, sub(i));
+            }
+        }
+        let mut c = Cloud::new(registry);
         c.fast_paths = fast_paths;
-        let keys = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
-        let f = enos_proto::sign::connect_fields(
-            &keys,
-            "c1",
-            enos_proto::SecureMode::DeviceSecret,
-            SignMethod::Sha256,
-            5,
-            &DEVICE_SECRET.into(),
-        );
-        let info = ConnectInfo {
-            client_id: &f.client_id,
-            username: &f.username,
-            password: f.password.expose(),
-            certificate: false,
-        };
-        c.connect(1, info).unwrap();
+        for (conn, pk, dk, secret) in
+            [(1, DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), (2, GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET)]
+        {
+            let keys = DeviceKeys::new(pk, dk).unwrap();
+            let f = enos_proto::sign::connect_fields(
+                &keys,
+                &format!("c{conn}"),
+                enos_proto::SecureMode::DeviceSecret,
+                SignMethod::Sha256,
+                5,
+                &secret.into(),
+            );
+            let info = ConnectInfo {
+                client_id: &f.client_id,
+                username: &f.username,
+                password: f.password.expose(),
+                certificate: false,
+            };
+            c.connect(conn, info).unwrap();
+        }
         c
+    }
+
+    /// Runs `body` on `topic` through a cloud with the fast paths and one without:
+    /// the same replies, and the same last values and history for every device.
+    fn same_both_ways(conn: ConnId, topic: &str, body: &str) {
+        let mut fast = connected(true);
+        let mut general = connected(false);
+        let payload = Bytes::from(body.to_owned());
+        let a = fast.publish(conn, topic, &payload, 1_000);
+        let b = general.publish(conn, topic, &payload, 1_000);
+        let replies = |h: &Handled| h.replies.iter().map(|o| (o.topic.clone(), o.payload.clone())).collect::<Vec<_>>();
+        assert_eq!(replies(&a), replies(&b), "{body}");
+        for (k, da) in &fast.registry.devices {
+            let db = &general.registry.devices[k];
+            assert_eq!(da.measurepoints, db.measurepoints, "{k}: {body}");
+            assert_eq!(da.history, db.history, "{k}: {body}");
+        }
+    }
+
+    #[test]
+    fn the_fast_batch_path_answers_and_stores_as_the_general_one() {
+        let topic = format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/thing/measurepoint/post/batch");
+        let resume_topic = format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/thing/measurepoint/resume/batch");
+        let m = "thing.measurepoint.post.batch";
+        let e = |i: usize, points: &str| {
+            format!(r#"{{"productKey":"{SUB_PRODUCT}","deviceKey":"s{i}","measurepoints":{points}}}"#)
+        };
+        let batch = |entries: &[String], flags: &str| {
+            format!(r#"{{"id":"7","version":"1.0","params":[{}],"method":"{m}"{flags}}}"#, entries.join(","))
+        };
+        let allow = r#","allowOfflineSubDevice":true"#;
+        let ok = r#"{"temp":1.5,"status":2}"#;
+        let bad = r#"{"temp":1.5,"nope":2}"#;
+        let one = |entry: String| batch(&[entry], allow);
+        let mut cases = vec![
+            batch(&[e(0, ok), e(1, ok)], allow),
+            batch(&[e(0, ok), e(1, ok)], ""),
+            batch(&[e(0, ok), e(3, ok)], allow),
+            batch(&[e(0, ok), e(1, bad)], allow),
+            batch(&[e(0, ok), e(1, bad)], &format!(r#"{allow},"skipInvalidMeasurepoints":true"#)),
+            batch(&[e(0, bad), e(1, "[1]")], allow),
+            batch(&[e(0, ok), e(1, "[1]")], allow),
+            one(format!(r#"{{"productKey":"{SUB_PRODUCT}","measurepoints":{ok}}}"#)),
+            batch(&[format!(r#"{{"measurepoints":{ok},"time":5}}"#)], ""),
+            one(format!(r#"{{"productKey":"{SUB_PRODUCT}","deviceKey":null,"measurepoints":{ok}}}"#)),
+            one(format!(r#"{{"productKey":"x","productKey":"{SUB_PRODUCT}","deviceKey":"s0","measurepoints":{ok}}}"#)),
+            one(format!(r#"{{"productKey":"{SUB_PRODUCT}","deviceKey":"s0","measurepoints":{ok},"time":9,"x":[1]}}"#)),
+            batch(&[e(2, ok)], r#","allowOfflineSubDevice":"true""#),
+            batch(&[], ""),
+            format!(r#"{{"id":"8","params":{{"a":1}},"method":"{m}"}}"#),
+            format!(r#"{{"id":"9","params":null,"method":"{m}"}}"#),
+            format!(r#"{{"id":"10","params":[{}],"method":"thing.measurepoint.post"}}"#, e(0, ok)),
+        ];
+        cases.push(cases[0].replace("\"7\"", "\"\\u0037\""));
+        for body in &cases {
+            same_both_ways(2, &topic, body);
+        }
+        let resume = batch(&[e(0, ok), e(1, ok)], allow).replace("post.batch", "resume.batch");
+        same_both_ways(2, &resume_topic, &resume);
+        // The first case went the fast way.
+        let mut c = connected(true);
+        let gw = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).unwrap();
+        let (id, answer) = c.fast_batch(2, &gw, m, cases[0].as_bytes(), 1_000, false).unwrap();
+        assert_eq!((id.as_str(), answer.code), ("7", 200));
     }
 
     #[test]
@@ -1183,17 +1397,7 @@ mod tests {
         ];
         let mut took_fast = 0;
         for (topic, body) in &cases {
-            let mut fast = connected(true);
-            let mut general = connected(false);
-            let payload = Bytes::from(body.clone());
-            let a = fast.publish(1, topic, &payload, 1_000);
-            let b = general.publish(1, topic, &payload, 1_000);
-            let replies =
-                |h: &Handled| h.replies.iter().map(|o| (o.topic.clone(), o.payload.clone())).collect::<Vec<_>>();
-            assert_eq!(replies(&a), replies(&b), "{body}");
-            let (da, db) = (&fast.registry.devices[&keys], &general.registry.devices[&keys]);
-            assert_eq!(da.measurepoints, db.measurepoints, "{body}");
-            assert_eq!(da.history, db.history, "{body}");
+            same_both_ways(1, topic, body);
             let method = if topic.ends_with("resume") { "thing.measurepoint.resume" } else { m };
             took_fast += usize::from(connected(true).fast_post(&keys, method, body.as_bytes(), 1_000, false).is_some());
         }
