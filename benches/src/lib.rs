@@ -156,12 +156,12 @@ pub struct CloudFixture {
 }
 
 impl CloudFixture {
-    /// A cloud with the device and the gateway connected, history bounded to 16 entries
-    /// per device as in the load tool.
+    /// A cloud with the device and the gateway connected, keeping no history (the last
+    /// value of every point only), as the load tool runs it.
     pub fn new(subs: usize) -> CloudFixture {
         use enos_sim::registry::defaults::*;
         let mut registry = enos_sim::Registry::builtin();
-        registry.history_limit = 16;
+        registry.history_limit = 0;
         let gateway = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).expect("valid keys");
         let subs: Vec<DeviceKeys> =
             (0..subs).map(|i| DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}")).expect("valid keys")).collect();

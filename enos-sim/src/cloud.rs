@@ -604,7 +604,7 @@ impl Cloud {
             Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
         };
         let time = params.time.as_ref().and_then(Value::as_u64).unwrap_or(now_ms);
-        self.store_points(keys, points.iter().map(|(k, v)| (*k, v)), time, resume);
+        self.store_points(keys, points.iter(), time, resume);
         Some(id)
     }
 
@@ -650,7 +650,7 @@ impl Cloud {
             .iter()
             .map(|e| BatchEntry::Entry {
                 keys: e.keys.clone(),
-                points: e.points.iter().map(|(k, v)| (*k, v)).collect(),
+                points: e.points.iter().collect(),
                 time: e.time.as_ref().and_then(Value::as_u64),
             })
             .collect();
@@ -1153,6 +1153,45 @@ fn id_of(v: &Value) -> String {
     v.get("id").map(id_text).unwrap_or_default()
 }
 
+/// Measure points read from a JSON object with their names borrowed, in name order, the
+/// last of a repeated name kept: what a JSON tree's map holds, without a map.
+struct PointsIn<'a>(Vec<(&'a str, Value)>);
+
+impl<'a> PointsIn<'a> {
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &Value)> + '_ {
+        self.0.iter().map(|(k, v)| (*k, v))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PointsIn<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Entries<'a> {
+            type Value = PointsIn<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<PointsIn<'a>, A::Error> {
+                let mut points: Vec<(&'a str, Value)> = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, v)) = m.next_entry::<&'de str, Value>()? {
+                    points.push((k, v));
+                }
+                // Stable: of a repeated name, the last comes last, and is the one kept.
+                points.sort_by(|a, b| a.0.cmp(b.0));
+                let mut kept: Vec<(&'a str, Value)> = Vec::with_capacity(points.len());
+                for p in points {
+                    match kept.last_mut() {
+                        Some(last) if last.0 == p.0 => *last = p,
+                        _ => kept.push(p),
+                    }
+                }
+                Ok(PointsIn(kept))
+            }
+        }
+        d.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
 /// Whether JSON text is an object (serde would also read a struct from an array).
 fn starts_object(text: &[u8]) -> bool {
     text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
@@ -1162,7 +1201,7 @@ fn starts_object(text: &[u8]) -> bool {
 /// only (a derived reader would take an array too), each field at most once, point names
 /// borrowed (a name with escapes is an error there, and so goes the general way).
 struct PostParams<'a> {
-    measurepoints: Option<BTreeMap<&'a str, Value>>,
+    measurepoints: Option<PointsIn<'a>>,
     time: Option<Value>,
 }
 
@@ -1199,7 +1238,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for PostParams<'a> {
 /// borrowed. Anything else is an error there, and so goes the general way.
 struct FastEntry<'a> {
     keys: Option<DeviceKeys>,
-    points: BTreeMap<&'a str, Value>,
+    points: PointsIn<'a>,
     time: Option<Value>,
 }
 

@@ -65,6 +65,10 @@ struct Args {
     /// Worker threads of the in-process cloud.
     #[arg(long, default_value_t = 1)]
     sim_threads: usize,
+    /// Measure point posts the in-process cloud keeps per device as history (it checks and
+    /// stores the last value of every point either way; the load reads no history).
+    #[arg(long, default_value_t = 0)]
+    history: usize,
     /// Devices connecting at once.
     #[arg(long, default_value_t = 256)]
     connect_parallelism: usize,
@@ -286,7 +290,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 registry.add_device(k.clone(), Some(FLEET_SECRET.into()))?;
                 registry.add_topology(&gw, k);
             }
-            registry.history_limit = 16;
+            registry.history_limit = args.history;
             let sim = sim_rt.block_on(Sim::builder().registry(registry).record_limit(0).start())?;
             (sim.tcp_url().ok_or("no listener")?, Some(sim))
         }
