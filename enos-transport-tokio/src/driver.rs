@@ -266,12 +266,14 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
             YieldOnce(false).await;
             let mut took = false;
             if wq.bytes < WRITE_QUEUE_HIGH {
+                // One reading of the clock for what was taken at this moment.
+                let now = Now::system();
                 for _ in 0..TAKE_AFTER_YIELD {
                     match app.try_recv() {
-                        Ok(m) => submit(&mut core, &mut waiting, m),
+                        Ok(m) => submit(&mut core, &mut waiting, m, now),
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => {
-                            core.close(Now::system());
+                            core.close(now);
                             break;
                         }
                     }
@@ -279,7 +281,7 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                 }
                 for _ in 0..TAKE_AFTER_YIELD {
                     let Ok(r) = replies.try_recv() else { break };
-                    send_reply(&mut core, r);
+                    send_reply(&mut core, r, now);
                     took = true;
                 }
             }
@@ -365,11 +367,11 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                 core.handle_timeout(Now::system());
             },
             m = app.recv(), if room => match m {
-                Some(m) => submit(&mut core, &mut waiting, m),
+                Some(m) => submit(&mut core, &mut waiting, m, Now::system()),
                 // Every handle is gone: the client ends.
                 None => core.close(Now::system()),
             },
-            Some(r) = replies.recv(), if room => send_reply(&mut core, r),
+            Some(r) = replies.recv(), if room => send_reply(&mut core, r, Now::system()),
             _ = close.notified() => core.close(Now::system()),
         }
         if let Some(cause) = lost {
@@ -385,9 +387,14 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
 }
 
 /// A request from the application into the core; its end goes to `waiting`.
-fn submit(core: &mut Client, waiting: &mut HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>>, m: AppMsg) {
+fn submit(
+    core: &mut Client,
+    waiting: &mut HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>>,
+    m: AppMsg,
+    now: Now,
+) {
     let AppMsg(job, tx) = m;
-    match job(core, Now::system()) {
+    match job(core, now) {
         Ok(id) => {
             waiting.insert(id, tx);
         }
@@ -398,8 +405,8 @@ fn submit(core: &mut Client, waiting: &mut HashMap<RequestId, oneshot::Sender<Re
 }
 
 /// A handler's answer to a command, into the core.
-fn send_reply(core: &mut Client, r: CommandReply) {
-    if let Err(e) = core.reply(Now::system(), r) {
+fn send_reply(core: &mut Client, r: CommandReply, now: Now) {
+    if let Err(e) = core.reply(now, r) {
         tracing::warn!(error = %e, "command reply not sent");
     }
 }
