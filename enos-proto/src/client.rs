@@ -80,8 +80,6 @@ struct TopicState {
     raw_fifo: VecDeque<RequestId>,
     /// Requests waiting for the subscription, in order.
     waiting: VecDeque<Outgoing>,
-    /// Requests sent and awaiting a reply here.
-    awaiting: usize,
 }
 
 #[derive(Debug)]
@@ -511,7 +509,7 @@ impl Client {
         if !internal {
             self.check_queue_room(payload.len())?;
         }
-        let (request_topic, reply_topic) = self.intern_topic();
+        let (request_topic, reply_topic, subscribed) = self.intern_topic();
         let wants_reply = opts.need_reply;
         let id = self.pending.next_id();
         let timeout = opts.timeout.unwrap_or(self.config.request_timeout);
@@ -556,6 +554,9 @@ impl Client {
                 self.want_subscription(&t);
             }
             self.relogin_out = Some(out);
+        } else if subscribed {
+            // Its reply topic is subscribed (just looked up): ready at once.
+            self.ready.push_back(out);
         } else {
             self.route(out);
         }
@@ -573,10 +574,10 @@ impl Client {
     }
 
     /// The request and reply topic for the topic in `scratch`, interned.
-    fn intern_topic(&mut self) -> (Arc<str>, Arc<str>) {
+    fn intern_topic(&mut self) -> (Arc<str>, Arc<str>, bool) {
         self.scratch.push_str("_reply");
         if let Some((k, t)) = self.topics.get_key_value(self.scratch.as_str()) {
-            return (t.request_topic.clone(), k.clone());
+            return (t.request_topic.clone(), k.clone(), t.sub == SubState::Subscribed);
         }
         let reply: Arc<str> = Arc::from(self.scratch.as_str());
         let request: Arc<str> = Arc::from(&self.scratch[..self.scratch.len() - 6]);
@@ -587,10 +588,9 @@ impl Client {
                 sub: SubState::None,
                 raw_fifo: VecDeque::new(),
                 waiting: VecDeque::new(),
-                awaiting: 0,
             },
         );
-        (request, reply)
+        (request, reply, false)
     }
 
     fn next_envelope_id(&mut self) -> u32 {
@@ -860,10 +860,11 @@ impl Client {
         // awaited are subscribed again.
         let used = self.pending.reply_topics();
         self.topics.retain(|k, _| used.contains(k));
+        let sent = self.pending.awaited_topics();
         let awaited: Vec<Arc<str>> = self
             .topics
             .iter()
-            .filter(|(_, t)| t.awaiting > 0 || !t.raw_fifo.is_empty())
+            .filter(|(k, t)| sent.contains(*k) || !t.raw_fifo.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
         for t in awaited {
@@ -913,10 +914,6 @@ impl Client {
         let Some(req) = self.pending.get_mut(id) else { return };
         if req.wants_reply {
             req.stage = Stage::Sent;
-            let topic = req.reply_topic.clone();
-            if let Some(t) = self.topics.get_mut(&topic) {
-                t.awaiting += 1;
-            }
         } else {
             self.finish(id, Ok(Reply::Delivered));
         }
@@ -1085,16 +1082,16 @@ impl Client {
     fn finish(&mut self, id: RequestId, result: Result<Reply, RequestError>) {
         let Some(req) = self.pending.remove(id) else { return };
         if let Some(e) = req.envelope {
-            if self.by_envelope.get(&e) == Some(&id) {
-                self.by_envelope.remove(&e);
+            // Removed in one lookup; put back in the rare case it was another request's.
+            if let Some(other) = self.by_envelope.remove(&e) {
+                if other != id {
+                    self.by_envelope.insert(e, other);
+                }
             }
         }
-        if let Some(t) = self.topics.get_mut(&req.reply_topic) {
-            if req.raw {
+        if req.raw {
+            if let Some(t) = self.topics.get_mut(&req.reply_topic) {
                 t.raw_fifo.retain(|r| *r != id);
-            }
-            if req.stage == Stage::Sent && req.wants_reply {
-                t.awaiting = t.awaiting.saturating_sub(1);
             }
         }
         match req.stage {
@@ -1244,7 +1241,6 @@ impl Client {
                 sub: SubState::None,
                 raw_fifo: VecDeque::new(),
                 waiting: VecDeque::new(),
-                awaiting: 0,
             });
             if t.sub != SubState::Subscribed {
                 t.waiting.push_back(out);
@@ -1341,9 +1337,8 @@ impl Client {
         self.sent();
         let Some(id) = out.req else { return };
         let Some(req) = self.pending.get_mut(id) else { return };
-        let topic = req.reply_topic.clone();
         if req.raw && req.wants_reply {
-            if let Some(t) = self.topics.get_mut(&topic) {
+            if let Some(t) = self.topics.get_mut(&req.reply_topic) {
                 t.raw_fifo.push_back(id);
             }
         }
@@ -1353,9 +1348,6 @@ impl Client {
             self.inflight.insert(pkid, InFlight { seq: self.inflight_seq, out });
         } else if req.wants_reply {
             req.stage = Stage::Sent;
-            if let Some(t) = self.topics.get_mut(&topic) {
-                t.awaiting += 1;
-            }
         } else {
             self.finish(id, Ok(Reply::Delivered));
         }

@@ -117,6 +117,11 @@ impl Pending {
         self.reqs.values().map(|r| r.reply_topic.clone()).collect()
     }
 
+    /// The reply topics of the requests sent and awaiting their reply.
+    pub(crate) fn awaited_topics(&self) -> std::collections::HashSet<Arc<str>> {
+        self.reqs.values().filter(|r| r.stage == Stage::Sent && r.wants_reply).map(|r| r.reply_topic.clone()).collect()
+    }
+
     /// Every live id, oldest first.
     pub(crate) fn ids(&self) -> Vec<RequestId> {
         let mut v: Vec<RequestId> = self.reqs.keys().copied().collect();
