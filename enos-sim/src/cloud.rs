@@ -1,6 +1,7 @@
 //! The cloud's logic (spec §10), independent of how messages arrive: sessions, CONNECT
 //! authentication, and the answer to every upstream operation, with state.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
@@ -20,7 +21,7 @@ enum BatchEntry<'p> {
     /// Not an entry the cloud can read (1206).
     Malformed,
     /// Points for a device: the sub-device's keys, or `None` for the gateway itself.
-    Entry { keys: Option<DeviceKeys>, points: Vec<(&'p str, &'p Value)>, time: Option<u64> },
+    Entry { keys: Option<DeviceKeys>, points: Vec<(&'p str, Cow<'p, Value>)>, time: Option<u64> },
 }
 
 /// Identifies one device connection (or, in responder mode, one device seen on the
@@ -604,7 +605,7 @@ impl Cloud {
             Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
         };
         let time = params.time.as_ref().and_then(Value::as_u64).unwrap_or(now_ms);
-        self.store_points(keys, points.iter(), time, resume);
+        self.store_points(keys, points.0.into_iter().map(|(k, v)| (k, Cow::Owned(v))), time, resume);
         Some(id)
     }
 
@@ -647,11 +648,11 @@ impl Cloud {
         let flags = (flag(&envelope.allow_offline), flag(&envelope.skip_invalid));
         let params = envelope.params?;
         let entries = params
-            .iter()
+            .into_iter()
             .map(|e| BatchEntry::Entry {
-                keys: e.keys.clone(),
-                points: e.points.iter().collect(),
+                points: e.points.0.into_iter().map(|(k, v)| (k, Cow::Owned(v))).collect(),
                 time: e.time.as_ref().and_then(Value::as_u64),
+                keys: e.keys,
             })
             .collect();
         Some((id, self.batch_entries(conn, keys, entries, flags, now_ms, resume)))
@@ -754,7 +755,8 @@ impl Cloud {
                 if let Err(k) = self.check_points(keys, points) {
                     return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
                 }
-                self.store_points(keys, points.iter().map(|(k, v)| (k.as_str(), v)), time, *op == Op::Resume);
+                let points = points.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v)));
+                self.store_points(keys, points, time, *op == Op::Resume);
                 Answer::ok(json!({}))
             }
             Op::BatchPost | Op::BatchResume => self.batch(conn, keys, params, env, now_ms, *op == Op::BatchResume),
@@ -909,27 +911,39 @@ impl Cloud {
         self.registry.products.get(keys.product_key()).map(|p| &p.tsl.measurepoints)
     }
 
+    /// Stores points as a post's last values (not a resume's) and in the history; a value
+    /// the request owns is moved, not copied, where one place takes it.
     fn store_points<'a>(
         &mut self,
         keys: &DeviceKeys,
-        points: impl Iterator<Item = (&'a str, &'a Value)>,
+        points: impl Iterator<Item = (&'a str, Cow<'a, Value>)>,
         time: u64,
         resume: bool,
     ) {
         let limit = self.registry.history_limit;
         let Some(d) = self.device_mut(keys) else { return };
+        if limit == 0 {
+            d.history.clear();
+        }
         for (k, v) in points {
-            let stamped = Stamped { value: v.clone(), time };
-            if !resume {
+            let (last, history) = match (resume, limit > 0) {
+                (false, true) => (Some(v.clone().into_owned()), Some(v.into_owned())),
+                (false, false) => (Some(v.into_owned()), None),
+                (true, true) => (None, Some(v.into_owned())),
+                (true, false) => (None, None),
+            };
+            if let Some(value) = last {
                 // The point's name is copied only the first time it is seen.
                 match d.measurepoints.get_mut(k) {
-                    Some(last) => last.clone_from(&stamped),
+                    Some(last) => *last = Stamped { value, time },
                     None => {
-                        d.measurepoints.insert(k.to_owned(), stamped.clone());
+                        d.measurepoints.insert(k.to_owned(), Stamped { value, time });
                     }
                 }
             }
-            d.remember(resume, k, stamped, limit);
+            if let Some(value) = history {
+                d.remember(resume, k, Stamped { value, time }, limit);
+            }
         }
     }
 
@@ -957,7 +971,7 @@ impl Cloud {
                         None => return BatchEntry::Malformed,
                     },
                 };
-                let points = points.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                let points = points.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v))).collect();
                 BatchEntry::Entry { keys, points, time: e.get("time").and_then(Value::as_u64) }
             })
             .collect();
@@ -994,7 +1008,7 @@ impl Cloud {
             let model = self.point_model(&device);
             let mut keep = Vec::with_capacity(points.len());
             for (k, v) in points {
-                if accepts_point(model, k, v) {
+                if accepts_point(model, k, &v) {
                     keep.push((k, v));
                 } else if !skip_invalid {
                     return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
@@ -1309,8 +1323,9 @@ mod tests {
 
     /// The device connected as connection 1, the gateway as 2 with sub-devices s0..s2 in
     /// its topology (s3 exists outside it).
-    fn connected(fast_paths: bool) -> Cloud {
+    fn connected(fast_paths: bool, history_limit: usize) -> Cloud {
         let mut registry = Registry::builtin();
+        registry.history_limit = history_limit;
         let gateway = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).unwrap();
         for i in 0..4 {
             registry.add_device(sub(i), Some(FLEET_SECRET.into())).unwrap();
@@ -1343,20 +1358,25 @@ mod tests {
         c
     }
 
-    /// Runs `body` on `topic` through a cloud with the fast paths and one without:
-    /// the same replies, and the same last values and history for every device.
+    /// Runs `body` on `topic` through a cloud with the fast paths and one without, with
+    /// and without a history: the same replies, and the same last values and history for
+    /// every device.
     fn same_both_ways(conn: ConnId, topic: &str, body: &str) {
-        let mut fast = connected(true);
-        let mut general = connected(false);
-        let payload = Bytes::from(body.to_owned());
-        let a = fast.publish(conn, topic, &payload, 1_000);
-        let b = general.publish(conn, topic, &payload, 1_000);
-        let replies = |h: &Handled| h.replies.iter().map(|o| (o.topic.clone(), o.payload.clone())).collect::<Vec<_>>();
-        assert_eq!(replies(&a), replies(&b), "{body}");
-        for (k, da) in &fast.registry.devices {
-            let db = &general.registry.devices[k];
-            assert_eq!(da.measurepoints, db.measurepoints, "{k}: {body}");
-            assert_eq!(da.history, db.history, "{k}: {body}");
+        for history in [1_000, 0] {
+            let mut fast = connected(true, history);
+            let mut general = connected(false, history);
+            let payload = Bytes::from(body.to_owned());
+            let a = fast.publish(conn, topic, &payload, 1_000);
+            let b = general.publish(conn, topic, &payload, 1_000);
+            let replies =
+                |h: &Handled| h.replies.iter().map(|o| (o.topic.clone(), o.payload.clone())).collect::<Vec<_>>();
+            assert_eq!(replies(&a), replies(&b), "{body}");
+            for (k, da) in &fast.registry.devices {
+                let db = &general.registry.devices[k];
+                assert_eq!(da.measurepoints, db.measurepoints, "{k}: {body}");
+                assert_eq!(da.history, db.history, "{k}: {body}");
+                assert!(history > 0 || da.history.is_empty());
+            }
         }
     }
 
@@ -1401,7 +1421,7 @@ mod tests {
         let resume = batch(&[e(0, ok), e(1, ok)], allow).replace("post.batch", "resume.batch");
         same_both_ways(2, &resume_topic, &resume);
         // The first case went the fast way.
-        let mut c = connected(true);
+        let mut c = connected(true, 1_000);
         let gw = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).unwrap();
         let (id, answer) = c.fast_batch(2, &gw, m, cases[0].as_bytes(), 1_000, false).unwrap();
         assert_eq!((id.as_str(), answer.code), ("7", 200));
@@ -1438,7 +1458,8 @@ mod tests {
         for (topic, body) in &cases {
             same_both_ways(1, topic, body);
             let method = if topic.ends_with("resume") { "thing.measurepoint.resume" } else { m };
-            took_fast += usize::from(connected(true).fast_post(&keys, method, body.as_bytes(), 1_000, false).is_some());
+            took_fast +=
+                usize::from(connected(true, 1_000).fast_post(&keys, method, body.as_bytes(), 1_000, false).is_some());
         }
         // Eight of the valid ones went the fast way (a duplicate envelope field and a name
         // with escapes go the general way, which accepts them too).
