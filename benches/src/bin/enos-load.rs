@@ -478,6 +478,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             per(cpu1.0 - cpu0.0),
             if in_process { format!(", local cloud {:.2} µs", per(cpu1.1 - cpu0.1)) } else { String::new() }
         );
+        // Which side set the pace: a side near a whole core of its threads is the limit.
+        let busy = |ticks: u64, threads: usize| ticks as f64 / (secs * 100.0 * threads.max(1) as f64) * 100.0;
+        let (dev_busy, sim_busy) = (busy(cpu1.0 - cpu0.0, args.load_threads), busy(cpu1.1 - cpu0.1, args.sim_threads));
+        if in_process {
+            println!(
+                "CPU use: devices {dev_busy:.0} % of their {} thread(s), local cloud {sim_busy:.0} % of its {}{}",
+                args.load_threads,
+                args.sim_threads,
+                if sim_busy >= 90.0 { " (the local cloud set the pace)" } else { "" }
+            );
+        } else {
+            println!("CPU use: devices {dev_busy:.0} % of their {} thread(s)", args.load_threads);
+        }
         println!("peak resident memory: {} KiB", status_kib("VmHWM:"));
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;
