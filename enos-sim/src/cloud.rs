@@ -585,7 +585,7 @@ impl Cloud {
             // Text with escapes does not borrow: an error, and so the general way.
             method: Option<&'a str>,
             #[serde(borrow)]
-            params: Option<PostParams<'a>>,
+            params: Option<FastEntry<'a>>,
         }
         if !starts_object(payload) {
             return None;
@@ -595,7 +595,7 @@ impl Cloud {
             return None;
         }
         let params = envelope.params?;
-        let points = params.measurepoints?;
+        let points = params.points;
         let model = self.point_model(keys);
         if !points.iter().all(|(k, v)| accepts_point(model, k, v)) {
             return None;
@@ -1211,45 +1211,12 @@ fn starts_object(text: &[u8]) -> bool {
     text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// The `params` of a measure point post as [`Cloud::fast_post`] reads them: an object
-/// only (a derived reader would take an array too), each field at most once, point names
-/// borrowed (a name with escapes is an error there, and so goes the general way).
-struct PostParams<'a> {
-    measurepoints: Option<PointsIn<'a>>,
-    time: Option<Value>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for PostParams<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
-            type Value = PostParams<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<PostParams<'a>, A::Error> {
-                use serde::de::Error;
-                let (mut points, mut time) = (None, None);
-                while let Some(key) = m.next_key::<&'de str>()? {
-                    match key {
-                        "measurepoints" if points.is_none() => points = Some(m.next_value()?),
-                        "time" if time.is_none() => time = Some(m.next_value()?),
-                        "measurepoints" | "time" => return Err(A::Error::custom("a field twice")),
-                        _ => {
-                            m.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(PostParams { measurepoints: points.flatten(), time: time.flatten() })
-            }
-        }
-        d.deserialize_map(Fields(std::marker::PhantomData))
-    }
-}
-
-/// An entry of a batch post as [`Cloud::fast_batch`] reads it: an object only, each field
-/// at most once, `productKey` and `deviceKey` both or neither (valid keys), point names
-/// borrowed. Anything else is an error there, and so goes the general way.
+/// Measure points with their time as the fast paths read them: the `params` of a post
+/// ([`Cloud::fast_post`], which ignores keys there as the general way does) and an entry of
+/// a batch ([`Cloud::fast_batch`]). An object only (a derived reader would take an array
+/// too), each field at most once, `productKey` and `deviceKey` both or neither (valid
+/// keys), `measurepoints` present, point names borrowed. Anything else is an error there,
+/// and so goes the general way.
 struct FastEntry<'a> {
     keys: Option<DeviceKeys>,
     points: PointsIn<'a>,
