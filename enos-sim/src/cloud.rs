@@ -10,6 +10,7 @@ use enos_proto::ops::Firmware;
 use enos_proto::sign::{sign_device, SignMethod};
 use enos_proto::topic::{parse_topic, Scope};
 use enos_proto::{DeviceKeys, Secret};
+use serde::de::MapAccess;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -578,32 +579,13 @@ impl Cloud {
         now_ms: u64,
         resume: bool,
     ) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Envelope<'a> {
-            #[serde(borrow)]
-            id: Option<&'a RawValue>,
-            // Text with escapes does not borrow: an error, and so the general way.
-            method: Option<&'a str>,
-            #[serde(borrow)]
-            params: Option<FastEntry<'a>>,
-        }
-        if !starts_object(payload) {
-            return None;
-        }
-        let envelope: Envelope<'_> = serde_json::from_slice(payload).ok()?;
-        if envelope.method != Some(method) {
-            return None;
-        }
+        let (id, envelope) = FastEnvelope::<FastEntry<'_>>::read(payload, method)?;
         let params = envelope.params?;
         let points = params.points;
         let model = self.point_model(keys);
         if !points.iter().all(|(k, v)| accepts_point(model, k, v)) {
             return None;
         }
-        let id = match envelope.id {
-            None => String::new(),
-            Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
-        };
         let time = params.time.as_ref().and_then(Value::as_u64).unwrap_or(now_ms);
         self.store_points(keys, points.0.into_iter().map(|(k, v)| (k, Cow::Owned(v))), time, resume);
         Some(id)
@@ -621,29 +603,7 @@ impl Cloud {
         now_ms: u64,
         resume: bool,
     ) -> Option<(String, Answer)> {
-        #[derive(Deserialize)]
-        struct Envelope<'a> {
-            #[serde(borrow)]
-            id: Option<&'a RawValue>,
-            method: Option<&'a str>,
-            #[serde(borrow)]
-            params: Option<Vec<FastEntry<'a>>>,
-            #[serde(rename = "allowOfflineSubDevice")]
-            allow_offline: Option<Value>,
-            #[serde(rename = "skipInvalidMeasurepoints")]
-            skip_invalid: Option<Value>,
-        }
-        if !starts_object(payload) {
-            return None;
-        }
-        let envelope: Envelope<'_> = serde_json::from_slice(payload).ok()?;
-        if envelope.method != Some(method) {
-            return None;
-        }
-        let id = match envelope.id {
-            None => String::new(),
-            Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
-        };
+        let (id, envelope) = FastEnvelope::<Vec<FastEntry<'_>>>::read(payload, method)?;
         let flag = |v: &Option<Value>| v.as_ref().and_then(Value::as_bool).unwrap_or(false);
         let flags = (flag(&envelope.allow_offline), flag(&envelope.skip_invalid));
         let params = envelope.params?;
@@ -1177,32 +1137,78 @@ impl<'a> PointsIn<'a> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for PointsIn<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Entries<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Entries<'a> {
-            type Value = PointsIn<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<PointsIn<'a>, A::Error> {
-                let mut points: Vec<(&'a str, Value)> = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                while let Some((k, v)) = m.next_entry::<&'de str, Value>()? {
-                    points.push((k, v));
-                }
-                // Stable: of a repeated name, the last comes last, and is the one kept.
-                points.sort_by(|a, b| a.0.cmp(b.0));
-                let mut kept: Vec<(&'a str, Value)> = Vec::with_capacity(points.len());
-                for p in points {
-                    match kept.last_mut() {
-                        Some(last) if last.0 == p.0 => *last = p,
-                        _ => kept.push(p),
-                    }
-                }
-                Ok(PointsIn(kept))
+impl<'de: 'a, 'a> FromObject<'de> for PointsIn<'a> {
+    fn from_object<A: MapAccess<'de>>(mut m: A) -> Result<Self, A::Error> {
+        let mut points: Vec<(&'a str, Value)> = Vec::with_capacity(m.size_hint().unwrap_or(8));
+        while let Some((k, v)) = m.next_entry::<&'de str, Value>()? {
+            points.push((k, v));
+        }
+        // Stable: of a repeated name, the last comes last, and is the one kept.
+        points.sort_by(|a, b| a.0.cmp(b.0));
+        let mut kept: Vec<(&'a str, Value)> = Vec::with_capacity(points.len());
+        for p in points {
+            match kept.last_mut() {
+                Some(last) if last.0 == p.0 => *last = p,
+                _ => kept.push(p),
             }
         }
-        d.deserialize_map(Entries(std::marker::PhantomData))
+        Ok(PointsIn(kept))
+    }
+}
+
+/// What the fast paths read from a JSON object, and from nothing else.
+trait FromObject<'de>: Sized {
+    fn from_object<A: MapAccess<'de>>(m: A) -> Result<Self, A::Error>;
+}
+
+/// Reads a [`FromObject`] type: anything but an object is an error.
+struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: FromObject<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<T, A::Error> {
+        T::from_object(m)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PointsIn<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectOnly(std::marker::PhantomData))
+    }
+}
+
+/// A request's envelope as the fast paths read it.
+#[derive(Deserialize)]
+struct FastEnvelope<'a, P> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    // Text with escapes does not borrow: an error, and so the general way.
+    method: Option<&'a str>,
+    params: Option<P>,
+    #[serde(rename = "allowOfflineSubDevice")]
+    allow_offline: Option<Value>,
+    #[serde(rename = "skipInvalidMeasurepoints")]
+    skip_invalid: Option<Value>,
+}
+
+impl<'a, P: Deserialize<'a>> FastEnvelope<'a, P> {
+    /// The reply id and the envelope of a JSON object whose method is `method`.
+    fn read(payload: &'a [u8], method: &str) -> Option<(String, Self)> {
+        if !starts_object(payload) {
+            return None;
+        }
+        let envelope: Self = serde_json::from_slice(payload).ok()?;
+        if envelope.method != Some(method) {
+            return None;
+        }
+        let id = match envelope.id {
+            None => String::new(),
+            Some(raw) => id_text(&serde_json::from_str(raw.get()).ok()?),
+        };
+        Some((id, envelope))
     }
 }
 
@@ -1223,40 +1229,36 @@ struct FastEntry<'a> {
     time: Option<Value>,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for FastEntry<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
-            type Value = FastEntry<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FastEntry<'a>, A::Error> {
-                use serde::de::Error;
-                let twice = || A::Error::custom("a field twice");
-                let (mut pk, mut dk, mut points, mut time) = (None, None, None, None);
-                while let Some(key) = m.next_key::<&'de str>()? {
-                    match key {
-                        "productKey" if pk.is_none() => pk = Some(m.next_value::<&'de str>()?),
-                        "deviceKey" if dk.is_none() => dk = Some(m.next_value::<&'de str>()?),
-                        "measurepoints" if points.is_none() => points = Some(m.next_value()?),
-                        "time" if time.is_none() => time = Some(m.next_value::<Value>()?),
-                        "productKey" | "deviceKey" | "measurepoints" | "time" => return Err(twice()),
-                        _ => {
-                            m.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
+impl<'de: 'a, 'a> FromObject<'de> for FastEntry<'a> {
+    fn from_object<A: MapAccess<'de>>(mut m: A) -> Result<Self, A::Error> {
+        use serde::de::Error;
+        let twice = || A::Error::custom("a field twice");
+        let (mut pk, mut dk, mut points, mut time) = (None, None, None, None);
+        while let Some(key) = m.next_key::<&'de str>()? {
+            match key {
+                "productKey" if pk.is_none() => pk = Some(m.next_value::<&'de str>()?),
+                "deviceKey" if dk.is_none() => dk = Some(m.next_value::<&'de str>()?),
+                "measurepoints" if points.is_none() => points = Some(m.next_value()?),
+                "time" if time.is_none() => time = Some(m.next_value::<Value>()?),
+                "productKey" | "deviceKey" | "measurepoints" | "time" => return Err(twice()),
+                _ => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
                 }
-                let keys = match (pk, dk) {
-                    (None, None) => None,
-                    (Some(pk), Some(dk)) => Some(DeviceKeys::new(pk, dk).map_err(A::Error::custom)?),
-                    _ => return Err(A::Error::custom("one key of two")),
-                };
-                let points = points.ok_or_else(|| A::Error::custom("no measurepoints"))?;
-                Ok(FastEntry { keys, points, time })
             }
         }
-        d.deserialize_map(Fields(std::marker::PhantomData))
+        let keys = match (pk, dk) {
+            (None, None) => None,
+            (Some(pk), Some(dk)) => Some(DeviceKeys::new(pk, dk).map_err(A::Error::custom)?),
+            _ => return Err(A::Error::custom("one key of two")),
+        };
+        let points = points.ok_or_else(|| A::Error::custom("no measurepoints"))?;
+        Ok(FastEntry { keys, points, time })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FastEntry<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectOnly(std::marker::PhantomData))
     }
 }
 
