@@ -2,7 +2,7 @@
 //! authentication, and the answer to every upstream operation, with state.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use enos_proto::codec::ConnectReturnCode;
@@ -94,7 +94,7 @@ pub struct Accepted {
 struct Session {
     device: DeviceKeys,
     client_id: String,
-    subs: BTreeSet<DeviceKeys>,
+    subs: HashSet<DeviceKeys>,
 }
 
 /// The simulated cloud's state and logic.
@@ -398,7 +398,7 @@ impl Cloud {
             self.disconnect(*old);
         }
         self.sessions
-            .insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: BTreeSet::new() });
+            .insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: HashSet::new() });
         self.by_client_id.insert(c.client_id.to_owned(), conn);
         self.online.insert(keys.clone(), conn);
         Ok(Accepted { device: keys, takeover, push })
@@ -409,7 +409,7 @@ impl Cloud {
         self.sessions.entry(conn).or_insert_with(|| Session {
             device: keys.clone(),
             client_id: String::new(),
-            subs: BTreeSet::new(),
+            subs: HashSet::new(),
         });
         self.online.insert(keys.clone(), conn);
     }
