@@ -3,9 +3,8 @@
 //! `enos-proto` speaks the EnOS device protocol (MQTT 3.1.1 with EnOS signing, topics and
 //! JSON envelopes) as a pure state machine. It has no sockets, no clocks, no threads, no
 //! async and no callbacks: bytes and time go in, bytes to send, events and correlated
-//! replies come out. The drivers `enos-transport-tokio`, `enos-transport-smol` and
-//! `enos-transport-blocking` move bytes between a socket and a [`Client`]; anyone can
-//! write another.
+//! replies come out. A driver (`enos-transport-tokio`; the smol and blocking ones are not
+//! written yet) moves bytes between a socket and a [`Client`]; anyone can write another.
 //!
 //! ```text
 //!  socket ──► Client::handle_input(now, &[u8])  ─┐

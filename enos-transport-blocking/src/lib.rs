@@ -1,7 +1,10 @@
-//! The blocking driver of the EnOS device SDK: plain threads and `std::net`, no async
-//! runtime, driving an [`enos_proto::Client`].
+//! The place of the blocking driver of the EnOS device SDK (plain threads and `std::net`).
+//! The driver itself is not here yet: this crate only re-exports the core,
+//! [`enos_proto::Client`], which a thread with a socket and a timer can drive (bytes and
+//! time in; bytes, events and a deadline out; see its docs), or use
+//! `enos-transport-tokio`.
 //!
-//! The core it drives is re-exported, so a build against this crate sees the same types:
+//! The core, re-exported:
 //!
 //! ```
 //! let keys = enos_transport_blocking::proto::DeviceKeys::new("pk", "dk").unwrap();

@@ -1,7 +1,9 @@
-//! The smol (and async-std) driver of the EnOS device SDK: it moves bytes between a
-//! socket and an [`enos_proto::Client`] and wakes on the core's deadline.
+//! The place of the smol (and async-std) driver of the EnOS device SDK. The driver itself
+//! is not here yet: this crate only re-exports the core, [`enos_proto::Client`], which any
+//! event loop can drive (bytes and time in; bytes, events and a deadline out; see its
+//! docs), or use `enos-transport-tokio`.
 //!
-//! The core it drives is re-exported, so a build against this crate sees the same types:
+//! The core, re-exported:
 //!
 //! ```
 //! let keys = enos_transport_smol::proto::DeviceKeys::new("pk", "dk").unwrap();
