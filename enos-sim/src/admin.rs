@@ -162,9 +162,10 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
     match (method, parts.as_slice()) {
         ("GET", ["devices"]) => {
             let list: Vec<Value> = sim.with_cloud(|c| {
-                c.registry
-                    .devices
-                    .values()
+                let mut devices: Vec<&crate::registry::Device> = c.registry.devices.values().collect();
+                devices.sort_by(|a, b| a.keys.cmp(&b.keys));
+                devices
+                    .into_iter()
                     .map(|d| {
                         json!({"productKey": d.keys.product_key(), "deviceKey": d.keys.device_key(),
                                "online": c.is_online(&d.keys), "enabled": d.enabled, "activated": d.activated})

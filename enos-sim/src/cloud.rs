@@ -745,9 +745,12 @@ impl Cloud {
                 if !self.registry.is_gateway(keys) {
                     return Answer::err(700, "device is not a gateway");
                 }
-                let subs = self.registry.topology.get(keys).cloned().unwrap_or_default();
+                // In key order.
+                let mut subs: Vec<&DeviceKeys> =
+                    self.registry.topology.get(keys).map(|t| t.iter().collect()).unwrap_or_default();
+                subs.sort();
                 let data: Vec<Value> = subs
-                    .iter()
+                    .into_iter()
                     .map(|s| {
                         let d = self.registry.devices.get(s);
                         json!({"productKey": s.product_key(), "deviceKey": s.device_key(),

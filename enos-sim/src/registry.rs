@@ -1,7 +1,7 @@
 //! The simulated cloud's registry: products (with their thing model) and devices, loaded
 //! from a JSON file or built in.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use enos_proto::ops::Firmware;
@@ -232,10 +232,10 @@ impl Device {
 pub struct Registry {
     /// Products by key.
     pub products: BTreeMap<String, Product>,
-    /// Devices by keys.
-    pub devices: BTreeMap<DeviceKeys, Device>,
+    /// Devices by keys (hashed: looked up for every request and every batch entry).
+    pub devices: HashMap<DeviceKeys, Device>,
     /// Each gateway's sub-devices.
-    pub topology: BTreeMap<DeviceKeys, BTreeSet<DeviceKeys>>,
+    pub topology: BTreeMap<DeviceKeys, HashSet<DeviceKeys>>,
     /// Whether a device may run dynamic activation again once activated (default no).
     pub allow_reactivation: bool,
     /// Measure point values and events kept per device (default 1,000 each).
