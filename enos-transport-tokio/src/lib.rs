@@ -40,9 +40,9 @@
 //! * Requests wait in the core's bounded queue while disconnected (typed
 //!   `SubmitError::QueueFull` past it); every request ends with its reply or a typed error.
 //! * Commands go to a queue of 1,024 for the handlers; each handler runs on its own task,
-//!   at most [`MAX_CONCURRENT_HANDLERS`] at once. When the queue is full the driver stops
-//!   reading the socket until there is room: a flood of commands slows the link down, it
-//!   does not grow memory.
+//!   at most [`MAX_CONCURRENT_HANDLERS`] at once. When the queue is full a command is
+//!   answered at once with code 1102 (handler failed): a flood of commands does not grow
+//!   memory or stall requests, and every command gets exactly one answer.
 //! * Events ([`DeviceClient::events`]) go to each subscriber's queue of 1,024; a
 //!   subscriber that falls behind misses events (counted in [`Events::missed`]), never
 //!   responses or commands.

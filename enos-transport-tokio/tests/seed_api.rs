@@ -260,3 +260,50 @@ async fn a_flood_of_commands_faster_than_the_handler_is_bounded_and_answered() {
     // Requests still flow.
     c.device_data().post_measurepoint(json!({"temp": 1.0}), o()).await.unwrap();
 }
+
+#[tokio::test]
+async fn commands_past_the_queue_are_answered_1102_at_once_and_the_rest_after() {
+    use std::sync::Arc;
+    let sim = Sim::builder().command_timeout(Duration::from_secs(30)).start().await.unwrap();
+    let c = device(&sim).await;
+    // Handlers that wait until released: the running ones and the queue fill up.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    c.device_command().on_invoke_service("stuck", None, move |_c, res| {
+        let g = g.clone();
+        async move {
+            let _ = g.acquire().await;
+            res.ok(json!({}));
+        }
+    });
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    // What is taken: the running handlers, one waiting for a handler's place, the queue.
+    let capacity = enos_transport_tokio::MAX_CONCURRENT_HANDLERS + 1 + 1024;
+    let total = capacity + 20;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..total {
+        let (s, d, tx) = (sim.clone(), dev.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _ = tx.send(s.invoke_service(&d, "stuck", json!({})).await.map(|r| r.code));
+        });
+        // Paced, so that the cloud's own queue to the connection (1,024) keeps up.
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The ones past the queue come back at once, while every handler is still waiting.
+    for _ in 0..total - capacity {
+        let code = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(code, 1102);
+    }
+    // Requests still flow meanwhile.
+    c.device_data().post_measurepoint(json!({"temp": 1.0}), o()).await.unwrap();
+    gate.add_permits(total);
+    for _ in 0..capacity {
+        let code = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(code, 200);
+    }
+    // Each command was answered once.
+    drop(tx);
+    assert!(rx.recv().await.is_none());
+}
