@@ -112,8 +112,8 @@ pub struct Cloud {
     pending_ota: HashMap<DeviceKeys, Firmware>,
     /// Commands to push on the connection being answered (a queued OTA at login).
     pushes: Vec<Outbound>,
-    /// Whether valid measure point posts take the fast path (off in the test that checks
-    /// it against the general one).
+    /// Whether measure point posts and batch posts are read the fast way first (off in the
+    /// tests that check it against the general one).
     fast_paths: bool,
 }
 
