@@ -176,21 +176,7 @@ impl CloudFixture {
                 .enumerate()
         {
             let keys = DeviceKeys::new(pk, dk).expect("valid keys");
-            let f = enos_proto::sign::connect_fields(
-                &keys,
-                &format!("c{conn}"),
-                enos_proto::SecureMode::DeviceSecret,
-                enos_proto::SignMethod::Sha256,
-                5,
-                &secret.into(),
-            );
-            let info = enos_sim::ConnectInfo {
-                client_id: &f.client_id,
-                username: &f.username,
-                password: f.password.expose(),
-                certificate: false,
-            };
-            cloud.connect(conn as u64 + 1, info).expect("the fixture's devices connect");
+            cloud.connect_with_secret(conn as u64 + 1, &keys, &secret.into()).expect("the fixture's devices connect");
         }
         CloudFixture {
             cloud,

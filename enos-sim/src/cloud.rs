@@ -404,6 +404,36 @@ impl Cloud {
         Ok(Accepted { device: keys, takeover, push })
     }
 
+    /// Connects `keys` as connection `conn` with a CONNECT signed by its device secret
+    /// (secure mode 2, SHA-256), as a device would send it: for tests, benchmarks and tools
+    /// that drive the cloud without sockets.
+    ///
+    /// # Errors
+    ///
+    /// The CONNACK return code of the refusal (an unknown device, a wrong secret, ...).
+    pub fn connect_with_secret(
+        &mut self,
+        conn: ConnId,
+        keys: &DeviceKeys,
+        secret: &Secret,
+    ) -> Result<Accepted, ConnectReturnCode> {
+        let f = enos_proto::sign::connect_fields(
+            keys,
+            keys.device_key(),
+            enos_proto::SecureMode::DeviceSecret,
+            SignMethod::Sha256,
+            1,
+            secret,
+        );
+        let info = ConnectInfo {
+            client_id: &f.client_id,
+            username: &f.username,
+            password: f.password.expose(),
+            certificate: false,
+        };
+        self.connect(conn, info)
+    }
+
     /// A device seen on a shared broker (responder mode): a session without a CONNECT.
     pub(crate) fn attach(&mut self, conn: ConnId, keys: &DeviceKeys) {
         self.sessions.entry(conn).or_insert_with(|| Session {
@@ -1310,22 +1340,7 @@ mod tests {
         for (conn, pk, dk, secret) in
             [(1, DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), (2, GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET)]
         {
-            let keys = DeviceKeys::new(pk, dk).unwrap();
-            let f = enos_proto::sign::connect_fields(
-                &keys,
-                &format!("c{conn}"),
-                enos_proto::SecureMode::DeviceSecret,
-                SignMethod::Sha256,
-                5,
-                &secret.into(),
-            );
-            let info = ConnectInfo {
-                client_id: &f.client_id,
-                username: &f.username,
-                password: f.password.expose(),
-                certificate: false,
-            };
-            c.connect(conn, info).unwrap();
+            c.connect_with_secret(conn, &DeviceKeys::new(pk, dk).unwrap(), &secret.into()).unwrap();
         }
         c
     }

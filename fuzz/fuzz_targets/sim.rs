@@ -6,11 +6,10 @@
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use enos_proto::sign::{sign_device, SignMethod};
 use enos_proto::DeviceKeys;
 use enos_sim::connect::parse_connect;
 use enos_sim::registry::defaults::*;
-use enos_sim::{Cloud, ConnectInfo, Registry};
+use enos_sim::{Cloud, Registry};
 use libfuzzer_sys::fuzz_target;
 
 const PATHS: [&str; 20] = [
@@ -49,11 +48,7 @@ fuzz_target!(|input: Input| {
     registry.history_limit = 16;
     let mut cloud = Cloud::new(registry);
     let gw = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).unwrap();
-    let sign = sign_device(SignMethod::Sha256, GATEWAY, &gw, "1", &GATEWAY_SECRET.into());
-    let client_id = format!("{GATEWAY}|securemode=2,signmethod=sha256,timestamp=1|");
-    let username = format!("{GATEWAY}&{GATEWAY_PRODUCT}");
-    let info = ConnectInfo { client_id: &client_id, username: &username, password: &sign, certificate: false };
-    cloud.connect(1, info).expect("the gateway authenticates");
+    cloud.connect_with_secret(1, &gw, &GATEWAY_SECRET.into()).expect("the gateway authenticates");
     for (path, ext, fill, payload) in input.publishes.into_iter().take(64) {
         let path = PATHS[usize::from(path) % PATHS.len()].replace("{}", &fill);
         let scope = if ext { "/ext/session" } else { "/sys" };
