@@ -167,13 +167,7 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
 /// CPU ticks (1/100 s) used by the devices: the whole process but the in-process cloud's
 /// threads.
 fn device_cpu_ticks() -> u64 {
-    let all = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let f: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
+    let all = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| stat_cpu(&s).map(|(_, t)| t)).unwrap_or(0);
     all.saturating_sub(thread_cpu_ticks("sim"))
 }
 
@@ -182,17 +176,15 @@ fn thread_cpu_ticks(prefix: &str) -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|s| {
-            let open = s.find('(')?;
-            let close = s.rfind(')')?;
-            let name = &s[open + 1..close];
-            if !name.starts_with(prefix) {
-                return None;
-            }
-            let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
+        .filter_map(|s| stat_cpu(&s).filter(|(name, _)| name.starts_with(prefix)).map(|(_, t)| t))
         .sum()
+}
+
+/// The name and the user + system CPU ticks of a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, u64)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    Some((stat.get(open + 1..close)?, f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
 }
 
 fn print_latency(h: &Histogram<u64>) {
