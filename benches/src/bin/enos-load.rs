@@ -86,6 +86,10 @@ struct Args {
     /// logic) doing the same sequential request and reply, for comparison.
     #[arg(long)]
     plain_mqtt: bool,
+    /// Instead of the SDK: a hand-written client on the `rumqttc` crate doing the same
+    /// requests (sequential, or `--window` in flight), for comparison.
+    #[arg(long, conflicts_with = "plain_mqtt")]
+    rumqttc: bool,
 }
 
 /// The plain MQTT client of `--plain-mqtt`: CONNECT, SUBSCRIBE the reply topic, then
@@ -162,6 +166,78 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
         stats.record(started, Ok(()));
     }
     Ok(())
+}
+
+/// The `--rumqttc` client: what a user would write on `rumqttc` for the same job. One task
+/// drives the event loop and publishes measure point posts (the points serialized each
+/// time), keeping `window` in flight and matching each reply to its post by id;
+/// `rumqttc` acknowledges the replies itself.
+async fn rumqttc_client(
+    url: &str,
+    seconds: u64,
+    window: usize,
+    stats: &Stats,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
+    let addr = url.strip_prefix("tcp://").ok_or("the rumqttc client needs tcp://")?;
+    let (host, port) = addr.rsplit_once(':').ok_or("no port in the broker URL")?;
+    let keys = DeviceKeys::new(DEVICE_PRODUCT, "load_0")?;
+    let f = enos_proto::sign::connect_fields(
+        &keys,
+        "load_0",
+        enos_proto::SecureMode::DeviceSecret,
+        enos_proto::SignMethod::Sha256,
+        1,
+        &FLEET_SECRET.into(),
+    );
+    let mut o = MqttOptions::new(f.client_id, host.trim_matches(|c| c == '[' || c == ']'), port.parse()?);
+    o.set_credentials(f.username, f.password.expose());
+    o.set_keep_alive(Duration::from_secs(60));
+    o.set_inflight(u16::try_from(window.clamp(1, 60_000))?);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(o, window.max(10));
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    events.set_network_options(net);
+    let topic = format!("/sys/{DEVICE_PRODUCT}/load_0/thing/measurepoint/post");
+    client.subscribe(format!("{topic}_reply"), QoS::AtLeastOnce).await?;
+    #[derive(serde::Deserialize)]
+    struct Reply<'a> {
+        id: &'a str,
+    }
+    let post = |id: u64| -> Result<Vec<u8>, serde_json::Error> {
+        let points = serde_json::to_string(&TypicalPoints::new())?;
+        Ok(format!(
+            r#"{{"id":"{id}","version":"1.0","params":{{"measurepoints":{points},"time":1}},"method":"thing.measurepoint.post"}}"#
+        )
+        .into_bytes())
+    };
+    let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    let (mut id, mut subscribed) = (0u64, false);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        match events.poll().await? {
+            Event::Incoming(Packet::SubAck(_)) => subscribed = true,
+            Event::Incoming(Packet::Publish(p)) => {
+                let reply: Reply = serde_json::from_slice(&p.payload)?;
+                if let Some(started) = reply.id.parse().ok().and_then(|n: u64| sent.remove(&n)) {
+                    stats.record(started, Ok(()));
+                }
+            }
+            _ => {}
+        }
+        if !subscribed {
+            continue;
+        }
+        if Instant::now() >= end {
+            return Ok(());
+        }
+        while sent.len() < window {
+            id += 1;
+            client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, post(id)?)?;
+            sent.insert(id, Instant::now());
+        }
+    }
 }
 
 /// CPU ticks (1/100 s) used by the devices: the whole process but the in-process cloud's
@@ -297,20 +373,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let in_process = sim.is_some();
     load_rt.block_on(async move {
-        if args.plain_mqtt {
+        if args.plain_mqtt || args.rumqttc {
             let cpu0 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
             let t1 = Instant::now();
             // On a worker of the load runtime, as the SDK's tasks are.
-            let (url, seconds, s) = (url.clone(), args.seconds, stats.clone());
-            tokio::spawn(async move { plain_mqtt(&url, seconds, &s).await.map_err(|e| e.to_string()) }).await??;
+            let (url, seconds, window, s) = (url.clone(), args.seconds, args.window, stats.clone());
+            let rumqttc = args.rumqttc;
+            tokio::spawn(async move {
+                let r = if rumqttc {
+                    rumqttc_client(&url, seconds, window, &s).await
+                } else {
+                    plain_mqtt(&url, seconds, &s).await
+                };
+                r.map_err(|e| e.to_string())
+            })
+            .await??;
             let (done, secs) = (stats.done.load(Ordering::Relaxed), t1.elapsed().as_secs_f64());
             let cpu1 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
             let h = stats.hist.lock().map_err(|_| "histogram lock")?;
             let per = |ticks: u64| ticks as f64 * 10_000.0 / done.max(1) as f64;
-            println!(
-                "plain MQTT client, sequential: {done} requests in {secs:.1} s: {:.0} requests/s",
-                done as f64 / secs
-            );
+            let how = match (rumqttc, args.window) {
+                (false, _) => "plain MQTT client, sequential".to_owned(),
+                (true, 1) => "rumqttc client, sequential".to_owned(),
+                (true, w) => format!("rumqttc client, window {w}"),
+            };
+            println!("{how}: {done} requests in {secs:.1} s: {:.0} requests/s", done as f64 / secs);
             print_latency(&h);
             println!(
                 "CPU per request: client {:.2} µs, local cloud {:.2} µs",
