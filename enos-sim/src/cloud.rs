@@ -904,8 +904,9 @@ impl Cloud {
         self.registry.products.get(keys.product_key()).map(|p| &p.tsl.measurepoints)
     }
 
-    /// Stores points as a post's last values (not a resume's) and in the history; a value
-    /// the request owns is moved, not copied, where one place takes it.
+    /// Stores points as a post's last values (not a resume's) and in the history, where a
+    /// post's points go in name order however they were sent; a value the request owns is
+    /// moved, not copied, where one place takes it.
     fn store_points<'a>(
         &mut self,
         keys: &DeviceKeys,
@@ -917,6 +918,10 @@ impl Cloud {
         let Some(d) = self.device_mut(keys) else { return };
         if limit == 0 {
             d.history.clear();
+        }
+        let mut points: Vec<(&str, Cow<'_, Value>)> = points.collect();
+        if limit > 0 {
+            points.sort_by(|a, b| a.0.cmp(b.0));
         }
         for (k, v) in points {
             let (last, history) = match (resume, limit > 0) {
@@ -1160,8 +1165,8 @@ fn id_of(v: &Value) -> String {
     v.get("id").map(id_text).unwrap_or_default()
 }
 
-/// Measure points read from a JSON object with their names borrowed, in name order, the
-/// last of a repeated name kept: what a JSON tree's map holds, without a map.
+/// Measure points read from a JSON object with their names borrowed, in the order sent. A
+/// name given twice is an error (the general way keeps the last, as a JSON tree's map does).
 struct PointsIn<'a>(Vec<(&'a str, Value)>);
 
 impl<'a> PointsIn<'a> {
@@ -1176,17 +1181,22 @@ impl<'de: 'a, 'a> FromObject<'de> for PointsIn<'a> {
         while let Some((k, v)) = m.next_entry::<&'de str, Value>()? {
             points.push((k, v));
         }
-        // Stable: of a repeated name, the last comes last, and is the one kept.
-        points.sort_by(|a, b| a.0.cmp(b.0));
-        let mut kept: Vec<(&'a str, Value)> = Vec::with_capacity(points.len());
-        for p in points {
-            match kept.last_mut() {
-                Some(last) if last.0 == p.0 => *last = p,
-                _ => kept.push(p),
-            }
+        if has_repeated_name(&points) {
+            return Err(serde::de::Error::custom("a measure point twice"));
         }
-        Ok(PointsIn(kept))
+        Ok(PointsIn(points))
     }
+}
+
+/// Whether two points have the same name: compared pairwise when there are few (no
+/// allocation), sorted when there are many.
+fn has_repeated_name(points: &[(&str, Value)]) -> bool {
+    if points.len() <= 16 {
+        return points.iter().enumerate().any(|(i, (a, _))| points[..i].iter().any(|(b, _)| a == b));
+    }
+    let mut names: Vec<&str> = points.iter().map(|(k, _)| *k).collect();
+    names.sort_unstable();
+    names.windows(2).any(|w| w[0] == w[1])
 }
 
 /// What the fast paths read from a JSON object, and from nothing else.
@@ -1390,6 +1400,9 @@ mod tests {
             batch(&[e(0, ok), e(1, bad)], &format!(r#"{allow},"skipInvalidMeasurepoints":true"#)),
             batch(&[e(0, bad), e(1, "[1]")], allow),
             batch(&[e(0, ok), e(1, "[1]")], allow),
+            batch(&[e(0, r#"{"status":2,"temp":1.5,"humidity":3}"#)], allow),
+            batch(&[e(0, r#"{"temp":"hot","temp":1.5}"#)], allow),
+            batch(&[e(0, r#"{"temp":1.5,"temp":"hot"}"#)], allow),
             one(format!(r#"{{"productKey":"{SUB_PRODUCT}","measurepoints":{ok}}}"#)),
             batch(&[format!(r#"{{"measurepoints":{ok},"time":5}}"#)], ""),
             one(format!(r#"{{"productKey":"{SUB_PRODUCT}","deviceKey":null,"measurepoints":{ok}}}"#)),
@@ -1429,6 +1442,8 @@ mod tests {
             (&post, format!(r#"{{"id":"3","id":"4","params":{{"measurepoints":{{"temp":1}}}},"method":"{m}"}}"#)),
             (&post, format!(r#"{{"id":"5","params":{{"measurepoints":{{"nope":1}}}},"method":"{m}"}}"#)),
             (&post, format!(r#"{{"id":"6","params":{{"measurepoints":{{"temp":"hot"}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"6a","params":{{"measurepoints":{{"temp":"hot","temp":1}}}},"method":"{m}"}}"#)),
+            (&post, format!(r#"{{"id":"6b","params":{{"measurepoints":{{"status":3,"temp":1,"humidity":2.5}}}},"method":"{m}"}}"#)),
             (&post, format!(r#"{{"id":"7","params":{{"measurepoints":[1]}},"method":"{m}"}}"#)),
             (&post, format!(r#"{{"id":"8","params":[{{"temp":1}},1],"method":"{m}"}}"#)),
             (&post, format!(r#"{{"id":"9","params":null,"method":"{m}"}}"#)),
@@ -1448,8 +1463,8 @@ mod tests {
             took_fast +=
                 usize::from(connected(true, 1_000).fast_post(&keys, method, body.as_bytes(), 1_000, false).is_some());
         }
-        // Eight of the valid ones went the fast way (a duplicate envelope field and a name
-        // with escapes go the general way, which accepts them too).
+        // Eight of the valid ones went the fast way (a duplicate envelope field, a point
+        // named twice and a name with escapes go the general way, which accepts them too).
         assert_eq!(took_fast, 8);
     }
 }
