@@ -989,30 +989,44 @@ impl Cloud {
         now_ms: u64,
         resume: bool,
     ) -> Answer {
+        // What the gateway may post for, looked up once per batch; the model once per run
+        // of entries of one product.
+        let in_topology = self.registry.topology.get(topic_keys);
+        let logged_in = self.sessions.get(&conn).map(|s| &s.subs);
+        let mut model: Option<(&str, PointTypes<'_>)> = None;
         let mut accepted = Vec::with_capacity(entries.len());
         for e in entries {
-            let BatchEntry::Entry { keys, points, time } = e else {
+            let BatchEntry::Entry { keys, mut points, time } = e else {
                 return Answer::err(1206, "Measurepoint post data format error");
             };
             let device = keys.unwrap_or_else(|| topic_keys.clone());
             if device != *topic_keys {
-                let in_topology = self.registry.topology.get(topic_keys).is_some_and(|t| t.contains(&device));
-                let logged_in = self.sessions.get(&conn).is_some_and(|s| s.subs.contains(&device));
-                let permitted = in_topology && (logged_in || allow_offline);
+                let permitted = in_topology.is_some_and(|t| t.contains(&device))
+                    && (allow_offline || logged_in.is_some_and(|s| s.contains(&device)));
                 if !permitted {
                     return Answer::err(1212, "No sub-device permission");
                 }
             }
-            let model = self.point_model(&device);
-            let mut keep = Vec::with_capacity(points.len());
-            for (k, v) in points {
-                if accepts_point(model, k, &v) {
-                    keep.push((k, v));
-                } else if !skip_invalid {
-                    return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
+            let types = match &mut model {
+                Some((pk, types)) if *pk == device.product_key() => types,
+                _ => {
+                    let p = self.registry.products.get_key_value(device.product_key());
+                    let m = p.map(|(_, p)| &p.tsl.measurepoints);
+                    let pk = p.map_or("", |(pk, _)| pk.as_str());
+                    &mut model.insert((pk, PointTypes { model: m, by_place: Vec::new() })).1
                 }
+            };
+            let mut place = 0;
+            let mut accepts = |k: &str, v: &Value| {
+                place += 1;
+                types.of(place - 1, k).is_some_and(|t| accepts_value(t, v))
+            };
+            if skip_invalid {
+                points.retain(|(k, v)| accepts(k, v));
+            } else if let Some((k, _)) = points.iter().find(|(k, v)| !accepts(k, v)) {
+                return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
             }
-            accepted.push((device, keep, time.unwrap_or(now_ms)));
+            accepted.push((device, points, time.unwrap_or(now_ms)));
         }
         for (device, points, time) in accepted {
             self.store_points(&device, points.into_iter(), time, resume);
@@ -1307,12 +1321,44 @@ impl<'de: 'a, 'a> Deserialize<'de> for FastEntry<'a> {
 
 /// Whether a measure point model accepts this value.
 fn accepts_point(model: Option<&BTreeMap<String, DataType>>, point: &str, value: &Value) -> bool {
+    model.and_then(|m| m.get(point)).is_some_and(|t| accepts_value(*t, value))
+}
+
+/// Whether a measure point of type `t` accepts this value, with or without a quality.
+fn accepts_value(t: DataType, value: &Value) -> bool {
     // A value with a quality is {"value": v, "quality": q}.
     let inner = match value {
         Value::Object(o) if o.contains_key("value") => &o["value"],
         v => v,
     };
-    model.and_then(|m| m.get(point)).is_some_and(|t| t.accepts(inner))
+    t.accepts(inner)
+}
+
+/// The types of a batch's measure points by their place in an entry. The entries of one
+/// product usually name the same points in the same order, so a name is looked up in the
+/// model once per batch rather than once per entry.
+struct PointTypes<'m> {
+    model: Option<&'m BTreeMap<String, DataType>>,
+    by_place: Vec<(&'m str, DataType)>,
+}
+
+impl PointTypes<'_> {
+    /// The type of the point `name`, the `place`-th of its entry; `None` when the model has
+    /// no such point.
+    fn of(&mut self, place: usize, name: &str) -> Option<DataType> {
+        if let Some((known, t)) = self.by_place.get(place) {
+            if *known == name {
+                return Some(*t);
+            }
+        }
+        let (known, t) = self.model?.get_key_value(name)?;
+        if let Some(slot) = self.by_place.get_mut(place) {
+            *slot = (known.as_str(), *t);
+        } else if place == self.by_place.len() {
+            self.by_place.push((known.as_str(), *t));
+        }
+        Some(*t)
+    }
 }
 
 /// An envelope id as the reply echoes it: a string as it is, a number as its text.
@@ -1401,6 +1447,15 @@ mod tests {
             batch(&[e(0, bad), e(1, "[1]")], allow),
             batch(&[e(0, ok), e(1, "[1]")], allow),
             batch(&[e(0, r#"{"status":2,"temp":1.5,"humidity":3}"#)], allow),
+            batch(&[e(0, ok), e(1, r#"{"status":2.5,"temp":1}"#)], allow),
+            batch(
+                &[
+                    e(0, ok),
+                    e(1, r#"{"status":2,"temp":1}"#),
+                    e(2, r#"{"temp":1.5,"voltage":{"value":2,"quality":9}}"#),
+                ],
+                allow,
+            ),
             batch(&[e(0, r#"{"temp":"hot","temp":1.5}"#)], allow),
             batch(&[e(0, r#"{"temp":1.5,"temp":"hot"}"#)], allow),
             one(format!(r#"{{"productKey":"{SUB_PRODUCT}","measurepoints":{ok}}}"#)),
