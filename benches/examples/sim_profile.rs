@@ -1,15 +1,18 @@
 //! The local cloud answering measure point posts (or, with `batch`, a gateway's batches
-//! of 100 sub-device posts) in a plain loop, for profilers.
+//! of 100 sub-device posts, over 10,000 sub-devices or the number given) in a plain loop,
+//! for profilers.
 //!
 //!     cargo build --release -p enos-benches --example sim_profile
 //!     valgrind --tool=callgrind target/release/examples/sim_profile 100000
 //!     valgrind --tool=callgrind target/release/examples/sim_profile 1000 batch
+//!     target/release/examples/sim_profile 3000 batch 100
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let batch = args.next().as_deref() == Some("batch");
-    let mut f = enos_benches::CloudFixture::new(10_000);
+    let mut f =
+        enos_benches::CloudFixture::new(std::env::var("SUBS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000));
     let (conn, topic, payloads): (u64, String, Vec<bytes::Bytes>) = if batch {
         (2, f.batch_topic.clone(), (0..100).map(|i| f.batch(i as u32 + 1, i * 100, 100)).collect())
     } else {

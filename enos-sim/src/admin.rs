@@ -177,8 +177,11 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
         ("GET", ["devices", pk, dk, rest @ ..]) => {
             let k = tryv!(keys(pk, dk));
             let Some(d) = sim.device(&k) else { return err(404, format!("no device {k}")) };
-            let points: serde_json::Map<String, Value> =
-                d.measurepoints.iter().map(|(p, s)| (p.clone(), json!({"value": s.value, "time": s.time}))).collect();
+            let points: serde_json::Map<String, Value> = d
+                .measurepoints
+                .iter()
+                .map(|(p, s)| (p.to_string(), json!({"value": s.value, "time": s.time})))
+                .collect();
             match rest {
                 [] => (
                     200,

@@ -915,7 +915,8 @@ impl Cloud {
         resume: bool,
     ) {
         let limit = self.registry.history_limit;
-        let Some(d) = self.device_mut(keys) else { return };
+        let Registry { devices, point_names, .. } = &mut self.registry;
+        let Some(d) = devices.get_mut(keys) else { return };
         if limit == 0 {
             d.history.clear();
         }
@@ -935,7 +936,7 @@ impl Cloud {
                 match d.measurepoints.get_mut(k) {
                     Some(last) => *last = Stamped { value, time },
                     None => {
-                        d.measurepoints.insert(k.to_owned(), Stamped { value, time });
+                        d.measurepoints.insert(crate::registry::intern(point_names, k), Stamped { value, time });
                     }
                 }
             }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 
 use enos_proto::ops::Firmware;
 use enos_proto::{DeviceKeys, Secret};
@@ -160,8 +161,10 @@ pub struct Device {
     pub tags: BTreeMap<String, String>,
     /// Attribute values.
     pub attributes: BTreeMap<String, Value>,
-    /// The last value of each measure point.
-    pub measurepoints: BTreeMap<String, Stamped>,
+    /// The last value of each measure point. A point's name is shared by every device that
+    /// stores it (see [`Registry::point_name`]): a large fleet keeps one copy of each name,
+    /// and looking a point up touches no memory of its own.
+    pub measurepoints: BTreeMap<Arc<str>, Stamped>,
     /// Measure point posts and resumes, oldest first: (`post` or `resume`, point, value).
     /// The oldest are dropped past [`Registry::history_limit`].
     pub history: VecDeque<(&'static str, String, Stamped)>,
@@ -243,6 +246,8 @@ pub struct Registry {
     /// Sub-devices online at once per gateway (spec §9: 200).
     pub max_sub_devices_online: usize,
     rng: u64,
+    /// The measure point names stored, each once.
+    pub(crate) point_names: HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -319,6 +324,18 @@ struct File {
     allow_reactivation: bool,
 }
 
+/// The one copy of `name` in `names`, made the first time.
+pub(crate) fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    match names.get(name) {
+        Some(known) => known.clone(),
+        None => {
+            let new: Arc<str> = name.into();
+            names.insert(new.clone());
+            new
+        }
+    }
+}
+
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 impl Registry {
@@ -333,6 +350,11 @@ impl Registry {
             max_sub_devices_online: crate::cloud::MAX_SUB_DEVICES_ONLINE,
             ..Default::default()
         }
+    }
+
+    /// The shared name of a measure point, made the first time it is asked for.
+    pub fn point_name(&mut self, name: &str) -> Arc<str> {
+        intern(&mut self.point_names, name)
     }
 
     /// Random alphanumeric text (asset ids, secrets, device keys).
