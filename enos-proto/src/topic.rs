@@ -9,10 +9,13 @@ use crate::error::ConfigError;
 ///
 /// Keys are non-empty and contain none of `/`, `+`, `#`, `&`, `|` (spec §9), so topics
 /// built from them split safely.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct DeviceKeys {
-    product_key: Box<str>,
-    device_key: Box<str>,
+    /// `{product key}/{device key}` in one allocation (neither key holds a `/`): one
+    /// memory access to compare or hash a device's keys.
+    text: Box<str>,
+    /// Where the product key ends.
+    split: u16,
 }
 
 impl DeviceKeys {
@@ -21,39 +24,57 @@ impl DeviceKeys {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the key that is empty or holds a forbidden character.
-    pub fn new(product_key: impl Into<String>, device_key: impl Into<String>) -> Result<Self, ConfigError> {
-        let product_key = product_key.into();
-        let device_key = device_key.into();
-        check_key("product key", &product_key)?;
-        check_key("device key", &device_key)?;
-        Ok(DeviceKeys { product_key: product_key.into_boxed_str(), device_key: device_key.into_boxed_str() })
+    pub fn new(product_key: impl AsRef<str>, device_key: impl AsRef<str>) -> Result<Self, ConfigError> {
+        let (product_key, device_key) = (product_key.as_ref(), device_key.as_ref());
+        check_key("product key", product_key)?;
+        check_key("device key", device_key)?;
+        let mut text = String::with_capacity(product_key.len() + 1 + device_key.len());
+        text.push_str(product_key);
+        text.push('/');
+        text.push_str(device_key);
+        // A valid key is at most 256 bytes.
+        let split = u16::try_from(product_key.len()).map_err(|_| ConfigError::new("product key", "is too long"))?;
+        Ok(DeviceKeys { text: text.into_boxed_str(), split })
     }
 
     /// The product key.
     pub fn product_key(&self) -> &str {
-        &self.product_key
+        self.text.get(..usize::from(self.split)).unwrap_or_default()
     }
 
     /// The device key.
     pub fn device_key(&self) -> &str {
-        &self.device_key
+        self.text.get(usize::from(self.split) + 1..).unwrap_or_default()
     }
 
     /// Whether these are the keys `pk`/`dk`.
     pub fn is(&self, pk: &str, dk: &str) -> bool {
-        *self.product_key == *pk && *self.device_key == *dk
+        self.product_key() == pk && self.device_key() == dk
+    }
+}
+
+/// Ordered by product key, then device key.
+impl Ord for DeviceKeys {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.product_key(), self.device_key()).cmp(&(other.product_key(), other.device_key()))
+    }
+}
+
+impl PartialOrd for DeviceKeys {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Debug for DeviceKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.product_key, self.device_key)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Display for DeviceKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.product_key, self.device_key)
+        f.write_str(&self.text)
     }
 }
 
@@ -76,7 +97,7 @@ impl serde::Serialize for DeviceKeys {
 impl<'de> serde::Deserialize<'de> for DeviceKeys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = KeysWire::deserialize(d)?;
-        DeviceKeys::new(w.product_key.into_owned(), w.device_key.into_owned()).map_err(serde::de::Error::custom)
+        DeviceKeys::new(w.product_key, w.device_key).map_err(serde::de::Error::custom)
     }
 }
 
@@ -172,6 +193,21 @@ mod tests {
         assert_eq!(DeviceKeys::new("", "dk").unwrap_err().field, "product key");
         assert_eq!(DeviceKeys::new("pk", "a/b").unwrap_err().field, "device key");
         assert!(DeviceKeys::new("p&k", "dk").is_err());
+    }
+
+    #[test]
+    fn keys_keep_both_parts_and_order_by_product_key_first() {
+        let k = DeviceKeys::new("pk", "dk").unwrap();
+        assert_eq!((k.product_key(), k.device_key(), k.to_string()), ("pk", "dk", "pk/dk".to_owned()));
+        assert!(k.is("pk", "dk") && !k.is("pk/dk", "") && !k.is("p", "k/dk"));
+        // "a" < "a!" although "a/z" > "a!/a" as text.
+        let (a, b) = (DeviceKeys::new("a", "z").unwrap(), DeviceKeys::new("a!", "a").unwrap());
+        assert!(a < b);
+        assert!(DeviceKeys::new("a", "b").unwrap() < DeviceKeys::new("a", "c").unwrap());
+        assert_ne!(DeviceKeys::new("ab", "c").unwrap(), DeviceKeys::new("a", "bc").unwrap());
+        let longest = "k".repeat(256);
+        let k = DeviceKeys::new(&longest, &longest).unwrap();
+        assert_eq!((k.product_key(), k.device_key()), (longest.as_str(), longest.as_str()));
     }
 
     #[test]
