@@ -11,8 +11,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let batch = args.next().as_deref() == Some("batch");
-    let mut f =
-        enos_benches::CloudFixture::new(std::env::var("SUBS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000));
+    let subs = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let mut f = enos_benches::CloudFixture::new(subs);
     let (conn, topic, payloads): (u64, String, Vec<bytes::Bytes>) = if batch {
         (2, f.batch_topic.clone(), (0..100).map(|i| f.batch(i as u32 + 1, i * 100, 100)).collect())
     } else {
