@@ -208,7 +208,43 @@ fn sim_bench(c: &mut Criterion) {
             black_box(h)
         })
     });
+    // Floors for the figure above: the same batch's JSON only read, and read into typed
+    // entries whose points are `Value`s (what storing them takes), with nothing checked or
+    // stored.
+    g.bench_function("batch of 100 read, nothing built", |b| {
+        b.iter(|| {
+            i = (i + 1) % batches.len();
+            black_box(serde_json::from_slice::<serde::de::IgnoredAny>(&batches[i]).expect("valid JSON"))
+        })
+    });
+    g.bench_function("batch of 100 read into typed entries", |b| {
+        b.iter(|| {
+            i = (i + 1) % batches.len();
+            black_box(serde_json::from_slice::<BatchRead<'_>>(&batches[i]).expect("a batch"))
+        })
+    });
     g.finish();
+}
+
+/// A batch post read into typed entries, for the floor above.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct BatchRead<'a> {
+    id: &'a str,
+    #[serde(borrow)]
+    params: Vec<EntryRead<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct EntryRead<'a> {
+    #[serde(rename = "productKey")]
+    product_key: &'a str,
+    #[serde(rename = "deviceKey")]
+    device_key: &'a str,
+    #[serde(borrow)]
+    measurepoints: std::collections::BTreeMap<&'a str, serde_json::Value>,
+    time: u64,
 }
 
 criterion_group!(benches, codec_benches, sign_benches, cycle_bench, command_bench, sim_bench);

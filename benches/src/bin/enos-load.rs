@@ -143,12 +143,13 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
     }
     while Instant::now() < end {
         id += 1;
+        // Timed from before the post is built, as the SDK's requests are.
+        let started = Instant::now();
         let points = serde_json::to_string(&TypicalPoints::new())?;
         let body = format!(
             r#"{{"id":"{id}","version":"1.0","params":{{"measurepoints":{points},"time":1}},"method":"thing.measurepoint.post"}}"#
         );
         codec::encode_publish(&mut out, &topic, body.as_bytes(), QoS::AtLeastOnce, (id % 60_000 + 1) as u16, false)?;
-        let started = Instant::now();
         s.write_all(&out.split()).await?;
         loop {
             if let Some(pkid) = wait_for(&mut dec, false) {
@@ -234,8 +235,9 @@ async fn rumqttc_client(
         }
         while sent.len() < window {
             id += 1;
-            client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, post(id)?)?;
+            // Timed from before the post is built, as the SDK's requests are.
             sent.insert(id, Instant::now());
+            client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, post(id)?)?;
         }
     }
 }
