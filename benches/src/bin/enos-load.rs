@@ -92,6 +92,34 @@ struct Args {
     rumqttc: bool,
 }
 
+/// The measure point post topic of the device the comparison clients (`--plain-mqtt`,
+/// `--rumqttc`) log in as.
+fn comparison_topic() -> String {
+    format!("/sys/{DEVICE_PRODUCT}/load_0/thing/measurepoint/post")
+}
+
+/// The CONNECT fields of the comparison clients' device.
+fn comparison_login() -> Result<enos_proto::sign::ConnectFields, enos_proto::ConfigError> {
+    let keys = DeviceKeys::new(DEVICE_PRODUCT, "load_0")?;
+    Ok(enos_proto::sign::connect_fields(
+        &keys,
+        "load_0",
+        enos_proto::SecureMode::DeviceSecret,
+        enos_proto::SignMethod::Sha256,
+        1,
+        &FLEET_SECRET.into(),
+    ))
+}
+
+/// A comparison client's measure point post, its points serialized each time as their
+/// values change.
+fn comparison_post(id: u64) -> Result<String, serde_json::Error> {
+    let points = serde_json::to_string(&TypicalPoints::new())?;
+    Ok(format!(
+        r#"{{"id":"{id}","version":"1.0","params":{{"measurepoints":{points},"time":1}},"method":"thing.measurepoint.post"}}"#
+    ))
+}
+
 /// The plain MQTT client of `--plain-mqtt`: CONNECT, SUBSCRIBE the reply topic, then
 /// publish a measure point post (the points serialized each time, as their values change)
 /// and wait for its reply, in a loop. The reply's PUBACK leaves with the next post, in
@@ -103,18 +131,10 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
     let addr = url.strip_prefix("tcp://").ok_or("plain MQTT needs tcp://")?;
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    let keys = DeviceKeys::new(DEVICE_PRODUCT, "load_0")?;
-    let f = enos_proto::sign::connect_fields(
-        &keys,
-        "load_0",
-        enos_proto::SecureMode::DeviceSecret,
-        enos_proto::SignMethod::Sha256,
-        1,
-        &FLEET_SECRET.into(),
-    );
+    let f = comparison_login()?;
     let mut c = codec::Connect::new(f.client_id);
     c.set_login(f.username, f.password.expose().to_owned());
-    let topic = format!("/sys/{DEVICE_PRODUCT}/load_0/thing/measurepoint/post");
+    let topic = comparison_topic();
     let mut out = BytesMut::new();
     codec::encode_packet(&mut out, &Packet::Connect(c))?;
     codec::encode_subscribe(&mut out, 1, [format!("{topic}_reply").as_str()], QoS::AtLeastOnce)?;
@@ -145,10 +165,7 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
         id += 1;
         // Timed from before the post is built, as the SDK's requests are.
         let started = Instant::now();
-        let points = serde_json::to_string(&TypicalPoints::new())?;
-        let body = format!(
-            r#"{{"id":"{id}","version":"1.0","params":{{"measurepoints":{points},"time":1}},"method":"thing.measurepoint.post"}}"#
-        );
+        let body = comparison_post(id)?;
         codec::encode_publish(&mut out, &topic, body.as_bytes(), QoS::AtLeastOnce, (id % 60_000 + 1) as u16, false)?;
         s.write_all(&out.split()).await?;
         loop {
@@ -182,15 +199,7 @@ async fn rumqttc_client(
     use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
     let addr = url.strip_prefix("tcp://").ok_or("the rumqttc client needs tcp://")?;
     let (host, port) = addr.rsplit_once(':').ok_or("no port in the broker URL")?;
-    let keys = DeviceKeys::new(DEVICE_PRODUCT, "load_0")?;
-    let f = enos_proto::sign::connect_fields(
-        &keys,
-        "load_0",
-        enos_proto::SecureMode::DeviceSecret,
-        enos_proto::SignMethod::Sha256,
-        1,
-        &FLEET_SECRET.into(),
-    );
+    let f = comparison_login()?;
     let mut o = MqttOptions::new(f.client_id, host.trim_matches(|c| c == '[' || c == ']'), port.parse()?);
     o.set_credentials(f.username, f.password.expose());
     o.set_keep_alive(Duration::from_secs(60));
@@ -200,19 +209,12 @@ async fn rumqttc_client(
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
     events.set_network_options(net);
-    let topic = format!("/sys/{DEVICE_PRODUCT}/load_0/thing/measurepoint/post");
+    let topic = comparison_topic();
     client.subscribe(format!("{topic}_reply"), QoS::AtLeastOnce).await?;
     #[derive(serde::Deserialize)]
     struct Reply<'a> {
         id: &'a str,
     }
-    let post = |id: u64| -> Result<Vec<u8>, serde_json::Error> {
-        let points = serde_json::to_string(&TypicalPoints::new())?;
-        Ok(format!(
-            r#"{{"id":"{id}","version":"1.0","params":{{"measurepoints":{points},"time":1}},"method":"thing.measurepoint.post"}}"#
-        )
-        .into_bytes())
-    };
     let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
     let (mut id, mut subscribed) = (0u64, false);
     let end = Instant::now() + Duration::from_secs(seconds);
@@ -237,7 +239,7 @@ async fn rumqttc_client(
             id += 1;
             // Timed from before the post is built, as the SDK's requests are.
             sent.insert(id, Instant::now());
-            client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, post(id)?)?;
+            client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, comparison_post(id)?)?;
         }
     }
 }
