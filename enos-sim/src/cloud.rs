@@ -1024,7 +1024,8 @@ impl Cloud {
             };
             if skip_invalid {
                 points.retain(|(k, v)| accepts(k, v));
-            } else if let Some((k, _)) = points.iter().find(|(k, v)| !accepts(k, v)) {
+            } else if let Some(k) = points.iter().filter(|(k, v)| !accepts(k, v)).map(|(k, _)| *k).min() {
+                // The first refused in name order, as the general way names it.
                 return Answer::err(1204, format!("Model validate failed: measurepoint {k}"));
             }
             accepted.push((device, points, time.unwrap_or(now_ms)));
@@ -1449,6 +1450,8 @@ mod tests {
             batch(&[e(0, ok), e(1, "[1]")], allow),
             batch(&[e(0, r#"{"status":2,"temp":1.5,"humidity":3}"#)], allow),
             batch(&[e(0, ok), e(1, r#"{"status":2.5,"temp":1}"#)], allow),
+            batch(&[e(0, r#"{"zz":1,"aa":1}"#)], allow),
+            batch(&[e(0, r#"{"temp":"hot","humidity":"wet","status":1}"#)], allow),
             batch(
                 &[
                     e(0, ok),

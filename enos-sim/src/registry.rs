@@ -161,9 +161,10 @@ pub struct Device {
     pub tags: BTreeMap<String, String>,
     /// Attribute values.
     pub attributes: BTreeMap<String, Value>,
-    /// The last value of each measure point. A point's name is shared by every device that
-    /// stores it (see [`Registry::point_name`]): a large fleet keeps one copy of each name,
-    /// and looking a point up touches no memory of its own.
+    /// The last value of each measure point. The cloud keys the points it stores with
+    /// names shared between devices (see [`Registry::point_name`]): a large fleet keeps one
+    /// copy of each name, and a device's points are found without reading a name of its
+    /// own.
     pub measurepoints: BTreeMap<Arc<str>, Stamped>,
     /// Measure point posts and resumes, oldest first: (`post` or `resume`, point, value).
     /// The oldest are dropped past [`Registry::history_limit`].

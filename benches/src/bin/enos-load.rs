@@ -214,17 +214,24 @@ async fn rumqttc_client(
     #[derive(serde::Deserialize)]
     struct Reply<'a> {
         id: &'a str,
+        code: Option<i64>,
     }
     let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
-    let (mut id, mut subscribed) = (0u64, false);
-    let end = Instant::now() + Duration::from_secs(seconds);
+    let (mut id, mut subscribed, window) = (0u64, false, window.max(1));
+    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
     loop {
-        match events.poll().await? {
+        // A reply that never comes keeps its place in the window until the run ends.
+        let Ok(event) = tokio::time::timeout_at(end, events.poll()).await else { return Ok(()) };
+        match event? {
             Event::Incoming(Packet::SubAck(_)) => subscribed = true,
             Event::Incoming(Packet::Publish(p)) => {
                 let reply: Reply = serde_json::from_slice(&p.payload)?;
                 if let Some(started) = reply.id.parse().ok().and_then(|n: u64| sent.remove(&n)) {
-                    stats.record(started, Ok(()));
+                    if reply.code == Some(200) {
+                        stats.record(started, Ok(()));
+                    } else {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             _ => {}
@@ -232,7 +239,7 @@ async fn rumqttc_client(
         if !subscribed {
             continue;
         }
-        if Instant::now() >= end {
+        if tokio::time::Instant::now() >= end {
             return Ok(());
         }
         while sent.len() < window {
@@ -401,7 +408,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (true, 1) => "rumqttc client, sequential".to_owned(),
                 (true, w) => format!("rumqttc client, window {w}"),
             };
-            println!("{how}: {done} requests in {secs:.1} s: {:.0} requests/s", done as f64 / secs);
+            println!(
+                "{how}: {done} requests in {secs:.1} s: {:.0} requests/s; errors {}",
+                done as f64 / secs,
+                stats.errors.load(Ordering::Relaxed)
+            );
             print_latency(&h);
             println!(
                 "CPU per request: client {:.2} µs, local cloud {:.2} µs",
