@@ -11,6 +11,7 @@
 //!     cargo run --release -p enos-benches --bin enos-load -- --devices 1000 --rate 1
 //!     cargo run --release -p enos-benches --bin enos-load -- --devices 10000 --idle --broker tcp://127.0.0.1:11883
 //!     cargo run --release -p enos-benches --bin enos-load -- --gateway-subs 10000 --batch 100 --window 16
+//!     cargo run --release -p enos-benches --bin enos-load -- --rumqttc --window 1000   # the same through rumqttc
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
