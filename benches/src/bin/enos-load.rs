@@ -416,9 +416,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             print_latency(&h);
             println!(
-                "CPU per request: client {:.2} µs, local cloud {:.2} µs",
+                "CPU per request: client {:.2} µs{}",
                 per(cpu1.0 - cpu0.0),
-                per(cpu1.1 - cpu0.1)
+                if in_process { format!(", local cloud {:.2} µs", per(cpu1.1 - cpu0.1)) } else { String::new() }
             );
             return Ok(());
         }
