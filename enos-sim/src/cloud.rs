@@ -932,7 +932,7 @@ impl Cloud {
                 (true, false) => (None, None),
             };
             if let Some(value) = last {
-                // The point's name is copied only the first time it is seen.
+                // The point's shared name is looked up only the first time the device stores it.
                 match d.measurepoints.get_mut(k) {
                     Some(last) => *last = Stamped { value, time },
                     None => {

@@ -162,9 +162,8 @@ pub struct Device {
     /// Attribute values.
     pub attributes: BTreeMap<String, Value>,
     /// The last value of each measure point. The cloud keys the points it stores with
-    /// names shared between devices (see [`Registry::point_name`]): a large fleet keeps one
-    /// copy of each name, and a device's points are found without reading a name of its
-    /// own.
+    /// names shared between the devices of its registry: a large fleet keeps one copy of
+    /// each name, and a device's points are found without reading a name of its own.
     pub measurepoints: BTreeMap<Arc<str>, Stamped>,
     /// Measure point posts and resumes, oldest first: (`post` or `resume`, point, value).
     /// The oldest are dropped past [`Registry::history_limit`].
@@ -351,11 +350,6 @@ impl Registry {
             max_sub_devices_online: crate::cloud::MAX_SUB_DEVICES_ONLINE,
             ..Default::default()
         }
-    }
-
-    /// The shared name of a measure point, made the first time it is asked for.
-    pub fn point_name(&mut self, name: &str) -> Arc<str> {
-        intern(&mut self.point_names, name)
     }
 
     /// Random alphanumeric text (asset ids, secrets, device keys).
