@@ -36,6 +36,8 @@ enum State {
     Idle,
     /// `OpenTransport` emitted, waiting for `handle_connected` or `handle_closed`.
     Dialing,
+    /// The transport is up and the TLS handshake is running (the CONNECT follows it).
+    Securing,
     /// CONNECT sent, waiting for CONNACK.
     AwaitConnack,
     /// CONNACK accepted.
@@ -169,6 +171,16 @@ pub struct Client {
     relogin: Option<RequestId>,
     relogin_out: Option<Outgoing>,
 
+    /// The TLS session of the transport, when `Config::tls` is set.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsLayer>>,
+    /// Ciphertext waiting to be handed out (TLS only).
+    #[cfg(feature = "tls")]
+    wire: BytesMut,
+    /// Plaintext decrypted from the last input (TLS only), kept for the next.
+    #[cfg(feature = "tls")]
+    plain: Vec<u8>,
+
     scratch: String,
     method: String,
     /// The JSON body of the request being encoded, kept between requests.
@@ -233,6 +245,12 @@ impl Client {
             logged_in: BTreeMap::new(),
             relogin: None,
             relogin_out: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            wire: BytesMut::new(),
+            #[cfg(feature = "tls")]
+            plain: Vec::new(),
             scratch: String::new(),
             method: String::new(),
             body: Vec::new(),
@@ -299,8 +317,9 @@ impl Client {
 
     // ----- inputs -----
 
-    /// The transport asked for by [`Output::OpenTransport`] is open (TCP connected, TLS
-    /// handshake done): the CONNECT goes out, signed at `now.unix_ms`.
+    /// The transport asked for by [`Output::OpenTransport`] is open (TCP connected): the
+    /// CONNECT goes out, signed at `now.unix_ms`. With [`Config::tls`] the TLS handshake
+    /// goes out first, and the CONNECT once it has completed.
     pub fn handle_connected(&mut self, now: Now) {
         self.tick(now);
         if self.state != State::Dialing {
@@ -308,17 +327,34 @@ impl Client {
         }
         self.decoder.reset();
         self.out.clear();
+        #[cfg(feature = "tls")]
+        if let Some(target) = &self.config.tls {
+            match crate::tls::TlsLayer::client(target.config.clone(), &target.server_name) {
+                Ok(layer) => {
+                    self.tls = Some(Box::new(layer));
+                    self.state = State::Securing;
+                }
+                Err(e) => self.lost(DisconnectCause::Transport(CloseCause::Tls(e.to_string()))),
+            }
+            return;
+        }
+        self.send_connect();
+    }
+
+    /// The CONNECT, signed at the last wall-clock time given.
+    fn send_connect(&mut self) {
+        let unix_ms = self.last_unix_ms;
         let (keys, cid, method) = (&self.config.device, self.config.cid(), self.config.sign_method);
         let mut connect = match self.credentials.signing() {
             Some((mode, secret)) => {
-                let f = connect_fields(keys, cid, mode, method, now.unix_ms, secret);
+                let f = connect_fields(keys, cid, mode, method, unix_ms, secret);
                 let mut c = codec::Connect::new(f.client_id);
                 c.set_login(f.username, f.password.expose().to_owned());
                 c
             }
             None => {
                 // Certificate only: the grammar of mode 2, with no password.
-                let (client_id, username) = connect_identity(keys, cid, SecureMode::DeviceSecret, method, now.unix_ms);
+                let (client_id, username) = connect_identity(keys, cid, SecureMode::DeviceSecret, method, unix_ms);
                 let mut c = codec::Connect::new(client_id);
                 c.login = Some(codec::Login::new(username, String::new()));
                 c
@@ -335,9 +371,47 @@ impl Client {
         self.sent();
     }
 
-    /// Bytes read from the transport, in any chunking.
+    /// Bytes read from the transport, in any chunking (ciphertext with [`Config::tls`]).
     pub fn handle_input(&mut self, now: Now, bytes: &[u8]) {
         self.tick(now);
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.handle_ciphertext(bytes);
+        }
+        self.handle_plaintext(bytes);
+    }
+
+    /// Ciphertext in: decrypted, the handshake moved on (the CONNECT sent once it is
+    /// done), the plaintext read as MQTT. A TLS failure ends the session, its alert for
+    /// the peer handed out first.
+    #[cfg(feature = "tls")]
+    fn handle_ciphertext(&mut self, bytes: &[u8]) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let read = tls.read_ciphertext(bytes, &mut plain);
+        let (handshaking, peer_closed) = (tls.is_handshaking(), tls.peer_has_closed());
+        match read {
+            Err(e) => self.lost(DisconnectCause::Transport(CloseCause::Tls(e.to_string()))),
+            Ok(()) => {
+                if self.state == State::Securing && !handshaking {
+                    self.send_connect();
+                }
+                if !plain.is_empty() {
+                    self.handle_plaintext(&plain);
+                }
+                if peer_closed && matches!(self.state, State::Securing | State::AwaitConnack | State::Connected) {
+                    self.lost(DisconnectCause::Transport(CloseCause::Eof));
+                }
+            }
+        }
+        // A large read does not hold its buffer for the session's life.
+        if plain.capacity() <= BODY_KEEP * 4 {
+            self.plain = plain;
+        }
+    }
+
+    fn handle_plaintext(&mut self, bytes: &[u8]) {
         if !matches!(self.state, State::AwaitConnack | State::Connected) {
             return;
         }
@@ -367,7 +441,7 @@ impl Client {
     /// The transport ended (EOF, error, or a failed dial).
     pub fn handle_closed(&mut self, now: Now, cause: CloseCause) {
         self.tick(now);
-        if matches!(self.state, State::Dialing | State::AwaitConnack | State::Connected) {
+        if matches!(self.state, State::Dialing | State::Securing | State::AwaitConnack | State::Connected) {
             self.lost(DisconnectCause::Transport(cause));
         }
     }
@@ -380,7 +454,7 @@ impl Client {
         for timer in due {
             match timer {
                 Timer::Connect => {
-                    if matches!(self.state, State::Dialing | State::AwaitConnack) {
+                    if matches!(self.state, State::Dialing | State::Securing | State::AwaitConnack) {
                         self.lost(DisconnectCause::ConnectTimeout(self.config.connect_timeout));
                     }
                 }
@@ -668,6 +742,14 @@ impl Client {
             }
             let _ = codec::encode_packet(&mut self.out, &Packet::Disconnect);
         }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            // The DISCONNECT is sealed first, then the close_notify alert follows it.
+            if !self.out.is_empty() && tls.write_plaintext(&self.out).is_ok() {
+                self.out.clear();
+            }
+            tls.send_close_notify();
+        }
         self.state = State::Closed;
         self.timers.clear();
         for id in self.pending.ids() {
@@ -686,6 +768,10 @@ impl Client {
         if had_transport {
             self.push_ctl(Output::CloseTransport);
         }
+        #[cfg(feature = "tls")]
+        {
+            self.tls = None;
+        }
         self.events.push_back(Event::Disconnected { cause: DisconnectCause::Closed, retry_at: None });
     }
 
@@ -697,8 +783,12 @@ impl Client {
         if let Some(o) = self.ctl.pop_front() {
             return o;
         }
-        if !self.out.is_empty() {
-            return Output::Transmit(self.out.split().freeze());
+        if let Some(bytes) = self.take_wire() {
+            return Output::Transmit(bytes);
+        }
+        // Sealing can end the session (a TLS session that no longer sends).
+        if let Some(o) = self.ctl.pop_front() {
+            return o;
         }
         if let Some(e) = self.events.pop_front() {
             return Output::Event(e);
@@ -717,11 +807,29 @@ impl Client {
     }
 
     fn push_ctl(&mut self, o: Output) {
-        if !self.out.is_empty() {
-            let bytes = self.out.split().freeze();
+        if let Some(bytes) = self.take_wire() {
             self.ctl.push_back(Output::Transmit(bytes));
         }
         self.ctl.push_back(o);
+    }
+
+    /// The bytes for the transport: what was encoded, sealed by TLS when it is on (with
+    /// the handshake's and alerts' records).
+    fn take_wire(&mut self) -> Option<Bytes> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            if !self.out.is_empty() {
+                let sealed = tls.write_plaintext(&self.out);
+                self.out.clear();
+                if let Err(e) = sealed {
+                    self.lost(DisconnectCause::Transport(CloseCause::Tls(e.to_string())));
+                    return None;
+                }
+            }
+            tls.take_ciphertext_into(&mut self.wire);
+            return (!self.wire.is_empty()).then(|| self.wire.split().freeze());
+        }
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 
     // ----- connection life -----
@@ -759,6 +867,16 @@ impl Client {
         self.timers.clear();
         self.decoder.reset();
         self.out.clear();
+        #[cfg(feature = "tls")]
+        if let Some(mut tls) = self.tls.take() {
+            // What the TLS session still has to say (an alert after a failure) goes out
+            // before the transport closes; unsent plaintext is dropped with the session.
+            tls.take_ciphertext_into(&mut self.wire);
+            if !self.wire.is_empty() {
+                let alert = self.wire.split().freeze();
+                self.ctl.push_back(Output::Transmit(alert));
+            }
+        }
         // Clean session: every subscription is gone with the connection.
         for t in self.topics.values_mut() {
             t.sub = SubState::None;

@@ -100,6 +100,11 @@ pub struct Config {
     /// Report every inbound message as `Event::Message`, not only those that are
     /// neither replies nor commands. Off by default.
     pub emit_all_messages: bool,
+    /// TLS over the transport (feature `tls`): when set, the core runs the handshake
+    /// after `handle_connected`, takes ciphertext in and gives ciphertext out; the
+    /// CONNECT follows the handshake. `None` (plain TCP) by default.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsTarget>,
 }
 
 impl Config {
@@ -128,6 +133,8 @@ impl Config {
             max_packet_bytes: 1 << 20,
             subscribe_command_topics: false,
             emit_all_messages: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -178,6 +185,15 @@ impl Config {
         }
         if self.max_payload_bytes == 0 || self.max_payload_bytes > crate::codec::MAX_REMAINING_LENGTH / 2 {
             return Err(ConfigError::new("max_payload_bytes", "must be 1 byte to 128 MiB"));
+        }
+        #[cfg(feature = "tls")]
+        if let Some(t) = &self.tls {
+            if rustls_pki_types::ServerName::try_from(t.server_name.as_str()).is_err() {
+                return Err(ConfigError::new(
+                    "server_name",
+                    format!("{:?} is not a DNS name or an IP address", t.server_name),
+                ));
+            }
         }
         Ok(())
     }

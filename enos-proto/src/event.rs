@@ -91,7 +91,10 @@ impl RequestOptions {
 
 /// What the driver must do next. Its `Debug` shows the size of a transmission, never
 /// its bytes (a CONNECT carries the password).
-#[non_exhaustive]
+///
+/// Deliberately exhaustive: a driver must act on every variant, so a new one is a
+/// breaking change that stops every driver from compiling instead of being dropped by a
+/// `_ =>` arm.
 pub enum Output {
     /// Write all of these bytes to the transport, in order.
     Transmit(Bytes),
@@ -120,8 +123,10 @@ impl std::fmt::Debug for Output {
 }
 
 /// Something the application should know.
+///
+/// Deliberately exhaustive, like [`Output`]: whoever routes events (a driver, the
+/// client layer) matches every variant, so a new one cannot be dropped unnoticed.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Event {
     /// The session is up (the seed's `connect` event). `reconnect` is true for every
     /// session after the first.

@@ -81,6 +81,15 @@
 //! events). The core never reads a clock: [`Now::system`] is for drivers. Tests build
 //! `Now` values by hand and run hours of protocol time in microseconds.
 //!
+//! # TLS
+//!
+//! With the `tls` feature and [`Config::tls`] set, TLS is part of the session: after
+//! [`Client::handle_connected`] the core runs the handshake (rustls, ring), every
+//! [`Output::Transmit`] is ciphertext and [`Client::handle_input`] takes ciphertext. A
+//! driver moves bytes between a TCP socket and the core and never touches rustls; a TLS
+//! failure ends the session like any other, with
+//! [`CloseCause::Tls`](crate::CloseCause::Tls), its alert for the peer handed out first.
+//!
 //! # Guarantees
 //!
 //! * Every request ends exactly once, in an [`Event::Response`]: reply, PUBACK when no

@@ -1,5 +1,6 @@
 //! [`ClientOptions`]: the seed's `clientOptions`, checked once and turned into the core's
-//! [`Config`] and a [`Transport`] that any driver dials (feature `tls`).
+//! [`Config`] (TLS included: the core runs the handshake) and the [`Transport`] address
+//! that any driver dials (feature `tls`).
 //!
 //! ```
 //! use enos_proto::options::ClientOptions;
@@ -14,15 +15,13 @@
 //! # Ok::<(), enos_proto::ConfigError>(())
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Credentials};
 use crate::error::ConfigError;
 use crate::secret::Secret;
 use crate::sign::SecureMode;
-use crate::tls::rustls::ClientConfig;
-use crate::tls::{client_config, Identity};
+use crate::tls::{client_config, Identity, TlsTarget};
 use crate::topic::DeviceKeys;
 
 /// The options of a device or gateway client, named after the seed's `clientOptions`.
@@ -136,22 +135,22 @@ impl ClientOptions {
         config.keep_alive = secs("keep_alive", self.keep_alive, true)?;
         config.request_timeout = secs("request_timeout", self.request_timeout, false)?;
         config.subscribe_command_topics = self.subscribe_command_topics;
-        config.validate()?;
-        let tls = if tls {
+        config.tls = if tls {
             let ca = self
                 .ca
                 .as_deref()
                 .ok_or_else(|| ConfigError::new("ca", "ssl:// needs the CA that signed the broker"))?;
             let identity = self.identity()?;
             let cfg = client_config(ca, identity.as_ref()).map_err(|e| ConfigError::new("ca", e.to_string()))?;
-            Some(TlsTarget { config: cfg, server_name: self.server_name.clone().unwrap_or_else(|| host.clone()) })
+            Some(TlsTarget::new(cfg, self.server_name.clone().unwrap_or_else(|| host.clone())))
         } else {
             if self.cert.is_some() || self.pfx.is_some() {
                 return Err(ConfigError::new("broker_url", "a client certificate needs ssl://"));
             }
             None
         };
-        Ok((config, Transport { host, port, tls }))
+        config.validate()?;
+        Ok((config, Transport { host, port }))
     }
 
     fn identity(&self) -> Result<Option<Identity>, ConfigError> {
@@ -220,30 +219,14 @@ fn parse_url(url: &str) -> Result<(bool, String, u16), ConfigError> {
     Ok((tls, host, port))
 }
 
-/// Where and how a driver connects.
-#[derive(Debug, Clone)]
+/// Where a driver connects: a TCP address. Whatever runs over it (TLS, then MQTT) is the
+/// core's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transport {
     /// The broker's host name or address.
     pub host: String,
     /// Its port.
     pub port: u16,
-    /// TLS, for `ssl://`.
-    pub tls: Option<TlsTarget>,
-}
-
-/// The TLS side of a transport.
-#[derive(Clone)]
-pub struct TlsTarget {
-    /// The rustls client configuration (CA, client identity).
-    pub config: Arc<ClientConfig>,
-    /// The name the server certificate must carry.
-    pub server_name: String,
-}
-
-impl std::fmt::Debug for TlsTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsTarget").field("server_name", &self.server_name).finish_non_exhaustive()
-    }
 }
 
 #[cfg(test)]

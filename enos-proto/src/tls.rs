@@ -181,11 +181,47 @@ pub fn server_config(identity: &Identity, client_ca_pem: Option<&[u8]>) -> Resul
     Ok(Arc::new(config))
 }
 
+/// Where a [`Client`](crate::Client) speaks TLS: the rustls client configuration (the CA
+/// that must sign the broker, the client identity for mutual TLS) and the name the
+/// broker's certificate must carry. Set as [`Config::tls`](crate::Config::tls), the
+/// handshake runs inside the core: a driver moves ciphertext only.
+#[derive(Clone)]
+pub struct TlsTarget {
+    /// The rustls client configuration (CA, client identity).
+    pub config: Arc<ClientConfig>,
+    /// The name the server certificate must carry (a DNS name or an IP address).
+    pub server_name: String,
+}
+
+impl TlsTarget {
+    /// A target for `server_name` with this configuration.
+    pub fn new(config: Arc<ClientConfig>, server_name: impl Into<String>) -> Self {
+        TlsTarget { config, server_name: server_name.into() }
+    }
+}
+
+impl fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsTarget").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+/// Two targets are equal when they name the same server with the same configuration
+/// object (configurations are compared by identity: they hold keys, not values to compare).
+impl PartialEq for TlsTarget {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config) && self.server_name == other.server_name
+    }
+}
+
+impl Eq for TlsTarget {}
+
 /// One TLS session as a byte pipe: [`read_ciphertext`](TlsLayer::read_ciphertext) with
 /// what the socket gave, [`write_plaintext`](TlsLayer::write_plaintext) with what the
 /// core transmits, and [`take_ciphertext`](TlsLayer::take_ciphertext) for the socket.
 pub struct TlsLayer {
     conn: rustls::Connection,
+    peer_closed: bool,
 }
 
 impl fmt::Debug for TlsLayer {
@@ -207,7 +243,7 @@ impl TlsLayer {
         // The caller drains ciphertext after every write: no limit is needed, and a
         // limit would refuse a large payload.
         conn.set_buffer_limit(None);
-        Ok(TlsLayer { conn: conn.into() })
+        Ok(TlsLayer { conn: conn.into(), peer_closed: false })
     }
 
     /// A server session.
@@ -218,7 +254,7 @@ impl TlsLayer {
     pub fn server(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
         let mut conn = rustls::ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
         conn.set_buffer_limit(None);
-        Ok(TlsLayer { conn: conn.into() })
+        Ok(TlsLayer { conn: conn.into(), peer_closed: false })
     }
 
     /// Ciphertext from the socket; the plaintext it carried is appended to `plaintext`.
@@ -232,6 +268,7 @@ impl TlsLayer {
         while !input.is_empty() {
             let n = self.conn.read_tls(&mut input).map_err(|e| TlsError::Session(e.to_string()))?;
             let state = self.conn.process_new_packets().map_err(|e| TlsError::Session(e.to_string()))?;
+            self.peer_closed |= state.peer_has_closed();
             let avail = state.plaintext_bytes_to_read();
             if avail > 0 {
                 let start = plaintext.len();
@@ -265,6 +302,24 @@ impl TlsLayer {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Appends the ciphertext to send to `out` (a reused buffer: no allocation once it has
+    /// grown to the size of a drain).
+    pub fn take_ciphertext_into(&mut self, out: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        let mut w = out.writer();
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut w) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Whether the peer ended the session cleanly (a close_notify alert came in).
+    pub fn peer_has_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Whether the handshake is still going on.

@@ -201,3 +201,153 @@ fn large_writes_are_not_refused() {
     s.read_ciphertext(&wire, &mut got).unwrap();
     assert_eq!(got.len(), big.len());
 }
+
+/// A `Client` with `Config::tls` against a server session in memory: the core runs the
+/// handshake, seals what it sends and opens what it reads; the driver moves ciphertext.
+mod in_the_core {
+    use super::*;
+    use bytes::BytesMut;
+    use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Decoder, Packet};
+    use enos_proto::tls::TlsTarget;
+    use enos_proto::{Client, CloseCause, Config, Credentials, DeviceKeys, DisconnectCause, Event, Now, Output};
+
+    struct Run {
+        /// Ciphertext the client transmitted, not yet given to the server.
+        to_server: Vec<u8>,
+        events: Vec<Event>,
+        /// `Transmit` (true) and `CloseTransport` (false) in the order they came.
+        order: Vec<bool>,
+    }
+
+    fn drain(c: &mut Client, run: &mut Run) {
+        loop {
+            match c.poll_output() {
+                Output::Transmit(b) => {
+                    run.to_server.extend_from_slice(&b);
+                    run.order.push(true);
+                }
+                Output::CloseTransport => run.order.push(false),
+                Output::OpenTransport => {}
+                Output::Event(e) => run.events.push(e),
+                Output::Wait(_) => return,
+            }
+        }
+    }
+
+    fn setup(client_ca: &Ca, server_ca: &Ca) -> (Client, TlsLayer, Now, Run) {
+        let (cert, key) = leaf(server_ca, &["localhost"], false);
+        let server = server_config(&Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(), None).unwrap();
+        let mut config = Config::new(
+            DeviceKeys::new("pk1234ab", "dev_001").unwrap(),
+            Credentials::DeviceSecret("DS0123456789abcdefgh".into()),
+        );
+        config.tls = Some(TlsTarget::new(client_config(client_ca.pem.as_bytes(), None).unwrap(), "localhost"));
+        let now = Now::system();
+        let mut client = Client::new(config, now).unwrap();
+        let mut run = Run { to_server: Vec::new(), events: Vec::new(), order: Vec::new() };
+        drain(&mut client, &mut run);
+        client.handle_connected(now);
+        drain(&mut client, &mut run);
+        (client, TlsLayer::server(server).unwrap(), now, run)
+    }
+
+    /// Moves ciphertext both ways until neither side has anything to say; returns the
+    /// MQTT packets the server read.
+    fn exchange(c: &mut Client, s: &mut TlsLayer, now: Now, run: &mut Run, dec: &mut Decoder) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        for _ in 0..20 {
+            let mut plain = Vec::new();
+            let sent = std::mem::take(&mut run.to_server);
+            if s.read_ciphertext(&sent, &mut plain).is_err() {
+                break;
+            }
+            dec.feed(&plain);
+            while let Ok(Some(p)) = dec.next_packet() {
+                if matches!(p, Packet::Connect(_)) {
+                    let mut b = BytesMut::new();
+                    codec::encode_packet(&mut b, &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))
+                        .unwrap();
+                    s.write_plaintext(&b).unwrap();
+                }
+                packets.push(p);
+            }
+            let mut back = Vec::new();
+            s.take_ciphertext(&mut back);
+            if back.is_empty() && sent.is_empty() {
+                break;
+            }
+            c.handle_input(now, &back);
+            drain(c, run);
+        }
+        packets
+    }
+
+    #[test]
+    fn the_handshake_runs_in_the_core_and_the_connect_follows_it() {
+        let ca = ca("cloud ca");
+        let (mut c, mut s, now, mut run) = setup(&ca, &ca);
+        // The first bytes out are a TLS ClientHello, not an MQTT CONNECT.
+        assert_eq!(run.to_server.first(), Some(&0x16), "a TLS handshake record");
+        assert!(!c.is_connected());
+        let mut dec = Decoder::new(1 << 20);
+        let packets = exchange(&mut c, &mut s, now, &mut run, &mut dec);
+        assert!(matches!(packets.first(), Some(Packet::Connect(_))), "{packets:?}");
+        assert!(c.is_connected());
+        assert_eq!(run.events, vec![Event::Connected { reconnect: false }]);
+        // close(): the DISCONNECT and a close_notify, sealed, before the transport closes.
+        run.order.clear();
+        c.close(now);
+        drain(&mut c, &mut run);
+        assert_eq!(run.order, [true, false]);
+        let mut plain = Vec::new();
+        s.read_ciphertext(&run.to_server, &mut plain).unwrap();
+        dec.feed(&plain);
+        assert_eq!(dec.next_packet().unwrap(), Some(Packet::Disconnect));
+        assert!(s.peer_has_closed());
+    }
+
+    #[test]
+    fn an_untrusted_server_ends_the_session_with_a_tls_cause_and_an_alert_goes_out_first() {
+        let (trusted, other) = (ca("trusted"), ca("other"));
+        let (mut c, mut s, now, mut run) = setup(&trusted, &other);
+        run.order.clear();
+        let mut dec = Decoder::new(1 << 20);
+        let packets = exchange(&mut c, &mut s, now, &mut run, &mut dec);
+        assert!(packets.is_empty(), "no CONNECT to an untrusted server: {packets:?}");
+        match run.events.as_slice() {
+            [Event::Disconnected { cause: DisconnectCause::Transport(CloseCause::Tls(m)), .. }] => {
+                assert!(m.contains("UnknownIssuer"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The alert for the server, then the close.
+        assert_eq!(run.order, [true, false]);
+        assert!(!c.is_connected());
+    }
+
+    #[test]
+    fn a_close_notify_from_the_server_is_the_end_of_the_stream() {
+        let ca = ca("cloud ca");
+        let (mut c, mut s, now, mut run) = setup(&ca, &ca);
+        let mut dec = Decoder::new(1 << 20);
+        exchange(&mut c, &mut s, now, &mut run, &mut dec);
+        assert!(c.is_connected());
+        s.send_close_notify();
+        let mut back = Vec::new();
+        s.take_ciphertext(&mut back);
+        c.handle_input(now, &back);
+        drain(&mut c, &mut run);
+        assert!(matches!(
+            run.events.last(),
+            Some(Event::Disconnected { cause: DisconnectCause::Transport(CloseCause::Eof), .. })
+        ));
+    }
+
+    #[test]
+    fn a_server_name_that_is_no_name_is_a_config_error() {
+        let ca = ca("x");
+        let mut config = Config::new(DeviceKeys::new("pk", "dk").unwrap(), Credentials::DeviceSecret("s".into()));
+        config.tls = Some(TlsTarget::new(client_config(ca.pem.as_bytes(), None).unwrap(), "not a name!"));
+        assert_eq!(config.validate().unwrap_err().field, "server_name");
+    }
+}

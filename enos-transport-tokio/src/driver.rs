@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use enos_proto::options::Transport;
-use enos_proto::tls::TlsLayer;
 use enos_proto::{Client, CloseCause, Command, CommandReply, Event, Now, Output, Reply, RequestId, SubmitError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -38,18 +37,7 @@ const WRITE_QUEUE_HIGH: usize = 256 * 1024;
 /// How long the last bytes (a DISCONNECT) may take after `close()`.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
-struct Link {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    tls: Option<Box<TlsLayer>>,
-}
-
-enum DialError {
-    Io(std::io::Error),
-    Tls(String),
-}
-
-type Dialing = Pin<Box<dyn Future<Output = Result<Link, DialError>> + Send>>;
+type Dialing = Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;
 
 /// Lets the tasks already woken run once, then goes on: the task wakes itself and is
 /// scheduled behind them. (Unlike `tokio::task::yield_now`, which also polls the reactor
@@ -92,42 +80,11 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
 }
 
-/// TCP (with TCP_NODELAY), then the TLS handshake when configured.
-async fn dial(t: Transport) -> Result<Link, DialError> {
-    let mut s = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(DialError::Io)?;
-    s.set_nodelay(true).map_err(DialError::Io)?;
-    let tls = match &t.tls {
-        None => None,
-        Some(target) => {
-            let mut layer = TlsLayer::client(target.config.clone(), &target.server_name)
-                .map_err(|e| DialError::Tls(e.to_string()))?;
-            let mut buf = vec![0u8; 16 * 1024];
-            let mut plain = Vec::new();
-            loop {
-                let mut out = Vec::new();
-                layer.take_ciphertext(&mut out);
-                if !out.is_empty() {
-                    s.write_all(&out).await.map_err(DialError::Io)?;
-                }
-                if !layer.is_handshaking() {
-                    break;
-                }
-                let n = s.read(&mut buf).await.map_err(DialError::Io)?;
-                if n == 0 {
-                    return Err(DialError::Tls("connection closed during the handshake".into()));
-                }
-                if let Err(e) = layer.read_ciphertext(&buf[..n], &mut plain) {
-                    let mut alert = Vec::new();
-                    layer.take_ciphertext(&mut alert);
-                    let _ = s.write_all(&alert).await;
-                    return Err(DialError::Tls(e.to_string()));
-                }
-            }
-            Some(Box::new(layer))
-        }
-    };
-    let (rd, wr) = s.into_split();
-    Ok(Link { rd, wr, tls })
+/// TCP, with TCP_NODELAY (TLS, when configured, is the core's).
+async fn dial(t: Transport) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect((t.host.as_str(), t.port)).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 /// The write queue and its size.
@@ -169,7 +126,6 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
     // The link, in three parts so that reading and writing proceed side by side.
     let mut rd: Option<OwnedReadHalf> = None;
     let mut wr: Option<OwnedWriteHalf> = None;
-    let mut tls: Option<Box<TlsLayer>> = None;
     let mut dialing: Option<Dialing> = None;
     let mut waiting: HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>> = HashMap::new();
     let mut wq = WriteQueue::default();
@@ -186,36 +142,17 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
         // 1. Drain the core.
         let wake = loop {
             match core.poll_output() {
-                Output::Transmit(bytes) => match (&wr, &mut tls) {
-                    (Some(_), Some(t)) => {
-                        let mut out = Vec::new();
-                        match t.write_plaintext(&bytes) {
-                            Ok(()) => {
-                                t.take_ciphertext(&mut out);
-                                wq.push(Bytes::from(out));
-                            }
-                            Err(e) => {
-                                (rd, wr, tls) = (None, None, None);
-                                wq.clear();
-                                core.handle_closed(Now::system(), CloseCause::Tls(e.to_string()));
-                            }
-                        }
+                Output::Transmit(bytes) => {
+                    if wr.is_some() {
+                        wq.push(bytes);
                     }
-                    (Some(_), None) => wq.push(bytes),
-                    (None, _) => {}
-                },
+                }
                 Output::OpenTransport => dialing = Some(Box::pin(dial(transport.clone()))),
                 Output::CloseTransport => {
                     if let Some(mut w) = wr.take() {
                         // After close() the last bytes (a DISCONNECT) go out, briefly; after a
-                        // loss nothing more is written to that peer.
+                        // loss, only what the socket takes at once (a TLS alert).
                         if core.is_closed() {
-                            if let Some(t) = &mut tls {
-                                t.send_close_notify();
-                                let mut out = Vec::new();
-                                t.take_ciphertext(&mut out);
-                                wq.push(Bytes::from(out));
-                            }
                             let flush = async {
                                 for b in wq.q.drain(..) {
                                     w.write_all(&b).await?;
@@ -223,9 +160,15 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                                 w.shutdown().await
                             };
                             let _ = tokio::time::timeout(CLOSE_FLUSH, flush).await;
+                        } else {
+                            for b in wq.q.drain(..) {
+                                if w.try_write(&b).ok() != Some(b.len()) {
+                                    break;
+                                }
+                            }
                         }
                     }
-                    (rd, tls) = (None, None);
+                    rd = None;
                     wq.clear();
                     dialing = None;
                 }
@@ -248,7 +191,6 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                 }
                 Output::Event(e) => shared.event(e),
                 Output::Wait(at) => break at,
-                _ => {}
             }
         };
         if core.is_closed() && rd.is_none() && dialing.is_none() {
@@ -313,20 +255,7 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
                     let Some(r) = &mut rd else { return };
                     match read_ready(r, &mut b) {
                         Ok(0) => lost = Some(CloseCause::Eof),
-                        Ok(n) => match &mut tls {
-                            Some(t) => {
-                                let mut plain = Vec::new();
-                                let res = t.read_ciphertext(&b[..n], &mut plain);
-                                let mut out = Vec::new();
-                                t.take_ciphertext(&mut out);
-                                wq.push(Bytes::from(out));
-                                match res {
-                                    Ok(()) => core.handle_input(Now::system(), &plain),
-                                    Err(e) => lost = Some(CloseCause::Tls(e.to_string())),
-                                }
-                            }
-                            None => core.handle_input(Now::system(), &b[..n]),
-                        },
+                        Ok(n) => core.handle_input(Now::system(), &b[..n]),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => lost = Some(e.into()),
                     }
@@ -354,12 +283,12 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
             } => {
                 dialing = None;
                 match r {
-                    Ok(l) => {
-                        (rd, wr, tls) = (Some(l.rd), Some(l.wr), l.tls);
+                    Ok(s) => {
+                        let (r, w) = s.into_split();
+                        (rd, wr) = (Some(r), Some(w));
                         core.handle_connected(Now::system());
                     }
-                    Err(DialError::Io(e)) => core.handle_closed(Now::system(), e.into()),
-                    Err(DialError::Tls(m)) => core.handle_closed(Now::system(), CloseCause::Tls(m)),
+                    Err(e) => core.handle_closed(Now::system(), e.into()),
                 }
             },
             () = &mut timer, if armed.is_some() => {
@@ -375,11 +304,7 @@ pub(crate) async fn drive(mut core: Client, transport: Transport, w: Wiring, sha
             _ = close.notified() => core.close(Now::system()),
         }
         if let Some(cause) = lost {
-            // A TLS alert for the peer goes out if the socket takes it at once.
-            if let (Some(w), CloseCause::Tls(_), Some(b)) = (&wr, &cause, wq.q.back()) {
-                let _ = w.try_write(b);
-            }
-            (rd, wr, tls) = (None, None, None);
+            (rd, wr) = (None, None);
             wq.clear();
             core.handle_closed(Now::system(), cause);
         }

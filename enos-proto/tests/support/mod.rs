@@ -261,7 +261,6 @@ impl Pair {
                         progressed = true;
                     }
                     Output::Wait(_) => break,
-                    _ => {}
                 }
             }
             if self.dialing {

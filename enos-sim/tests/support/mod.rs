@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use enos_proto::codec::{self, Decoder, Packet};
 use enos_proto::tls::rustls::ClientConfig;
-use enos_proto::tls::TlsLayer;
 use enos_proto::{
     Client, CloseCause, Command, CommandReply, Config, Credentials, DeviceKeys, Event, Now, Operation, Output, Reply,
     RequestError, RequestId, RequestOptions, SubmitError,
@@ -126,87 +125,68 @@ impl TestDevice {
     }
 }
 
-enum Link {
-    Plain(TcpStream),
-    Tls(TcpStream, Box<TlsLayer>),
+async fn dial(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
-async fn dial(addr: std::net::SocketAddr, tls: &Option<Tls>) -> std::io::Result<Link> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let Some(t) = tls else { return Ok(Link::Plain(s)) };
-    let mut layer = TlsLayer::client(t.config.clone(), &t.name).map_err(std::io::Error::other)?;
-    let mut buf = vec![0u8; 16384];
-    let mut plain = Vec::new();
-    while layer.is_handshaking() {
-        let mut out = Vec::new();
-        layer.take_ciphertext(&mut out);
-        s.write_all(&out).await?;
-        if !layer.is_handshaking() {
-            break;
+/// Writes what the core transmits, and closes, until the core waits.
+async fn drain(
+    core: &mut Client,
+    link: &mut Option<TcpStream>,
+    addr: std::net::SocketAddr,
+    waiting: &mut HashMap<RequestId, oneshot::Sender<Result<Reply, RequestError>>>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Option<std::time::Instant> {
+    loop {
+        match core.poll_output() {
+            Output::Transmit(b) => {
+                if let Some(s) = link {
+                    if let Err(e) = s.write_all(&b).await {
+                        *link = None;
+                        core.handle_closed(Now::system(), e.into());
+                    }
+                }
+            }
+            Output::OpenTransport => match dial(addr).await {
+                Ok(s) => {
+                    *link = Some(s);
+                    core.handle_connected(Now::system());
+                }
+                Err(e) => core.handle_closed(Now::system(), e.into()),
+            },
+            Output::CloseTransport => *link = None,
+            Output::Event(Event::Response { id, result }) => {
+                if let Some(tx) = waiting.remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+            Output::Event(e) => {
+                let _ = events.send(e);
+            }
+            Output::Wait(at) => return at,
         }
-        let n = s.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        layer.read_ciphertext(&buf[..n], &mut plain).map_err(std::io::Error::other)?;
     }
-    let mut out = Vec::new();
-    layer.take_ciphertext(&mut out);
-    s.write_all(&out).await?;
-    Ok(Link::Tls(s, Box::new(layer)))
 }
 
 async fn drive(
     addr: std::net::SocketAddr,
-    config: Config,
+    mut config: Config,
     tls: Option<Tls>,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    config.tls = tls.map(|t| enos_proto::tls::TlsTarget::new(t.config, t.name));
     let mut core = Client::new(config, Now::system()).unwrap();
-    let mut link: Option<Link> = None;
+    let mut link: Option<TcpStream> = None;
     let mut waiting: HashMap<RequestId, oneshot::Sender<Result<Reply, RequestError>>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
-        let wake = loop {
-            match core.poll_output() {
-                Output::Transmit(b) => {
-                    let r = match &mut link {
-                        Some(Link::Plain(s)) => s.write_all(&b).await,
-                        Some(Link::Tls(s, t)) => {
-                            let _ = t.write_plaintext(&b);
-                            let mut out = Vec::new();
-                            t.take_ciphertext(&mut out);
-                            s.write_all(&out).await
-                        }
-                        None => Ok(()),
-                    };
-                    if let Err(e) = r {
-                        link = None;
-                        core.handle_closed(Now::system(), e.into());
-                    }
-                }
-                Output::OpenTransport => match dial(addr, &tls).await {
-                    Ok(l) => {
-                        link = Some(l);
-                        core.handle_connected(Now::system());
-                    }
-                    Err(e) => core.handle_closed(Now::system(), e.into()),
-                },
-                Output::CloseTransport => link = None,
-                Output::Event(Event::Response { id, result }) => {
-                    if let Some(tx) = waiting.remove(&id) {
-                        let _ = tx.send(result);
-                    }
-                }
-                Output::Event(e) => {
-                    let _ = events.send(e);
-                }
-                Output::Wait(at) => break at,
-                _ => {}
-            }
-        };
+        let wake = drain(&mut core, &mut link, addr, &mut waiting, &events).await;
+        if core.is_closed() {
+            return;
+        }
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -216,30 +196,15 @@ async fn drive(
         tokio::select! {
             r = async {
                 match &mut link {
-                    Some(Link::Plain(s)) => s.read(&mut buf).await.map(|n| (n, None)),
-                    Some(Link::Tls(s, _)) => s.read(&mut buf).await.map(|n| (n, Some(()))),
+                    Some(s) => s.read(&mut buf).await,
                     None => std::future::pending().await,
                 }
             } => match r {
-                Ok((0, _)) | Err(_) => {
+                Ok(0) | Err(_) => {
                     link = None;
                     core.handle_closed(Now::system(), CloseCause::Eof);
                 }
-                Ok((n, None)) => core.handle_input(Now::system(), &buf[..n]),
-                Ok((n, Some(()))) => {
-                    let mut plain = Vec::new();
-                    let res = match &mut link {
-                        Some(Link::Tls(_, t)) => t.read_ciphertext(&buf[..n], &mut plain),
-                        _ => Ok(()),
-                    };
-                    match res {
-                        Ok(()) => core.handle_input(Now::system(), &plain),
-                        Err(e) => {
-                            link = None;
-                            core.handle_closed(Now::system(), CloseCause::Tls(e.to_string()));
-                        }
-                    }
-                }
+                Ok(n) => core.handle_input(Now::system(), &buf[..n]),
             },
             _ = sleep => core.handle_timeout(Now::system()),
             cmd = rx.recv() => match cmd {
@@ -248,25 +213,7 @@ async fn drive(
                     Err(e) => panic!("request refused: {e}"),
                 },
                 Some(Cmd::Reply(r)) => { let _ = core.reply(Now::system(), r); }
-                Some(Cmd::Close) | None => {
-                    core.close(Now::system());
-                    loop {
-                        match core.poll_output() {
-                            Output::Transmit(b) => match &mut link {
-                                Some(Link::Plain(s)) => { let _ = s.write_all(&b).await; }
-                                Some(Link::Tls(s, t)) => {
-                                    let _ = t.write_plaintext(&b);
-                                    let mut out = Vec::new();
-                                    t.take_ciphertext(&mut out);
-                                    let _ = s.write_all(&out).await;
-                                }
-                                None => {}
-                            },
-                            Output::Wait(_) => return,
-                            _ => {}
-                        }
-                    }
-                }
+                Some(Cmd::Close) | None => core.close(Now::system()),
             },
         }
     }
