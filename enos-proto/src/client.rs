@@ -1,6 +1,6 @@
 //! [`Client`]: one device's or gateway's whole session, as a state machine.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, ConnectReturnCode, Decoder, Packet, QoS, SubscribeReasonCode};
-use crate::command::{self, CommandKind, CommandReply, Inbound};
+use crate::command::{self, Command, CommandKind, CommandReply, Inbound, ReplyTo};
 use crate::config::{Config, Credentials};
 use crate::envelope::{self, Reply};
 use crate::error::{
-    CloseCause, ConfigError, ConnectRefusal, DisconnectCause, EncodeError, ProtocolError, RequestError, SubmitError,
+    CloseCause, ConfigError, ConnectRefusal, DisconnectCause, EncodeError, ProtocolError, RequestError, StartError,
+    SubmitError,
 };
 use crate::event::{ClientError, Event, Output, Qos, RequestId, RequestOptions};
 use crate::ops::{
@@ -144,6 +145,8 @@ pub struct Client {
     last_sent: Instant,
     last_received: Instant,
 
+    /// The first session of this start has not come up yet (`Event::Started` is due).
+    starting: bool,
     ever_connected: bool,
     reconnected: bool,
     failures: u32,
@@ -165,6 +168,12 @@ pub struct Client {
     queued_bytes: usize,
     /// Entries in the queues whose request has ended; compacted when they pile up.
     dead: usize,
+
+    /// Commands handed to the application and not answered yet, by ticket.
+    running_commands: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// Commands waiting for one of those to be answered, oldest first.
+    held_commands: VecDeque<Command>,
+    next_ticket: u64,
 
     logged_in: BTreeMap<DeviceKeys, SubDeviceInfo>,
     /// The re-login after a reconnect: its request, and its publish until sent.
@@ -225,6 +234,7 @@ impl Client {
             last_unix_ms: now.unix_ms,
             last_sent: now.instant,
             last_received: now.instant,
+            starting: true,
             ever_connected: false,
             reconnected: false,
             failures: 0,
@@ -242,6 +252,9 @@ impl Client {
             queued: 0,
             queued_bytes: 0,
             dead: 0,
+            running_commands: HashSet::default(),
+            held_commands: VecDeque::new(),
+            next_ticket: 1,
             logged_in: BTreeMap::new(),
             relogin: None,
             relogin_out: None,
@@ -456,6 +469,10 @@ impl Client {
                 Timer::Connect => {
                     if matches!(self.state, State::Dialing | State::Securing | State::AwaitConnack) {
                         self.lost(DisconnectCause::ConnectTimeout(self.config.connect_timeout));
+                    } else if self.state == State::Connected && self.starting {
+                        // Up, but the activation did not come in time.
+                        let d = self.config.connect_timeout;
+                        self.end(DisconnectCause::ConnectTimeout(d), Some(StartError::TimedOut(d)));
                     }
                 }
                 Timer::KeepAlive => {
@@ -690,6 +707,8 @@ impl Client {
         if self.state == State::Closed {
             return Err(SubmitError::Closed);
         }
+        // The command is answered, whether or not its reply can be sent.
+        self.answered(reply.ticket);
         if reply.payload.len() > self.config.max_payload_bytes {
             return Err(
                 EncodeError::PayloadTooLarge { size: reply.payload.len(), max: self.config.max_payload_bytes }.into()
@@ -715,12 +734,68 @@ impl Client {
         Ok(())
     }
 
+    /// Ends a command without a reply: for a raw down command nobody handles (spec §7).
+    /// Like [`reply`](Client::reply), it makes room for the next held command.
+    pub fn dismiss(&mut self, now: Now, reply_to: &ReplyTo) {
+        self.tick(now);
+        self.answered(reply_to.ticket);
+    }
+
+    /// A handed-out command was answered: the oldest held one is handed out in its place.
+    fn answered(&mut self, ticket: u64) {
+        if ticket != 0 && self.running_commands.remove(&ticket) {
+            if let Some(cmd) = self.held_commands.pop_front() {
+                self.hand_out(cmd);
+            }
+        }
+    }
+
+    /// A command for the application: handed out while fewer than
+    /// `max_running_commands` are unanswered, held while fewer than
+    /// `max_queued_commands` wait, answered 1102 past that.
+    fn offer_command(&mut self, cmd: Command) {
+        if self.running_commands.len() < self.config.max_running_commands {
+            self.hand_out(cmd);
+        } else if self.held_commands.len() < self.config.max_queued_commands {
+            self.held_commands.push_back(cmd);
+        } else {
+            if !cmd.reply_to.is_raw() {
+                self.reply_now(cmd.reply_to.handler_failed(command::REASON_QUEUE_FULL));
+            }
+            #[cfg(feature = "tracing")]
+            tracing::warn!(device = %self.config.device, topic = cmd.reply_to.topic(), "command queue full: answered 1102");
+            self.events.push_back(Event::Error(ClientError::CommandQueueFull { topic: cmd.reply_to.topic().into() }));
+        }
+    }
+
+    fn hand_out(&mut self, mut cmd: Command) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        cmd.reply_to.ticket = ticket;
+        self.running_commands.insert(ticket);
+        self.events.push_back(Event::Command(Box::new(cmd)));
+    }
+
     /// Opens a transport now if the client is idle (after a failure with automatic
-    /// reconnects disabled, or to skip the rest of a back-off).
+    /// reconnects disabled, or to skip the rest of a back-off). After
+    /// [`close`](Client::close) it starts the client again: a fresh session with the
+    /// same configuration and the credentials it had (a device secret issued by dynamic
+    /// activation is kept), and an [`Event::Started`] to come.
     pub fn connect(&mut self, now: Now) {
         self.tick(now);
-        if self.state == State::Idle {
-            self.open_transport();
+        match self.state {
+            State::Idle => self.open_transport(),
+            State::Closed => {
+                self.starting = true;
+                self.ever_connected = false;
+                self.reconnected = false;
+                self.failures = 0;
+                self.logged_in.clear();
+                self.topics.clear();
+                self.decoder.reset();
+                self.open_transport();
+            }
+            State::Dialing | State::Securing | State::AwaitConnack | State::Connected => {}
         }
     }
 
@@ -731,6 +806,13 @@ impl Client {
     /// [`SubmitError::Closed`].
     pub fn close(&mut self, now: Now) {
         self.tick(now);
+        self.end(DisconnectCause::Closed, Some(StartError::Closed));
+    }
+
+    /// Closes the client: a DISCONNECT if the session is up, every request ended, the
+    /// transport closed, `Disconnected` with `cause`, and `Started(Err(start))` if the
+    /// start was still pending.
+    fn end(&mut self, cause: DisconnectCause, start: Option<StartError>) {
         if self.state == State::Closed {
             return;
         }
@@ -750,6 +832,23 @@ impl Client {
             }
             tls.send_close_notify();
         }
+        self.shut();
+        if had_transport {
+            self.push_ctl(Output::CloseTransport);
+        }
+        #[cfg(feature = "tls")]
+        {
+            self.tls = None;
+        }
+        self.events.push_back(Event::Disconnected { cause, retry_at: None });
+        if let Some(e) = start.filter(|_| self.starting) {
+            self.starting = false;
+            self.events.push_back(Event::Started(Err(e)));
+        }
+    }
+
+    /// The state of a closed client: nothing outstanding, queued or held.
+    fn shut(&mut self) {
         self.state = State::Closed;
         self.timers.clear();
         for id in self.pending.ids() {
@@ -765,14 +864,8 @@ impl Client {
         self.queued = 0;
         self.queued_bytes = 0;
         self.dead = 0;
-        if had_transport {
-            self.push_ctl(Output::CloseTransport);
-        }
-        #[cfg(feature = "tls")]
-        {
-            self.tls = None;
-        }
-        self.events.push_back(Event::Disconnected { cause: DisconnectCause::Closed, retry_at: None });
+        self.running_commands.clear();
+        self.held_commands.clear();
     }
 
     // ----- output -----
@@ -910,6 +1003,19 @@ impl Client {
             self.ready.push_front(out);
         }
         self.failures = if was_up { 0 } else { self.failures.saturating_add(1) };
+        if self.starting && !self.config.retry_first_connect {
+            // The start fails with its first attempt: the client closes.
+            self.push_ctl(Output::CloseTransport);
+            let start = match &cause {
+                DisconnectCause::ConnectTimeout(d) => StartError::TimedOut(*d),
+                other => StartError::Failed(other.clone()),
+            };
+            self.events.push_back(Event::Disconnected { cause, retry_at: None });
+            self.shut();
+            self.starting = false;
+            self.events.push_back(Event::Started(Err(start)));
+            return;
+        }
         let retry_at = self.backoff(refused);
         if let Some(at) = retry_at {
             self.timers.set(Timer::Reconnect, at);
@@ -959,7 +1065,11 @@ impl Client {
         }
         self.state = State::Connected;
         self.failures = 0;
-        self.timers.stop(Timer::Connect);
+        // With dynamic activation, the start's deadline runs on until the secret comes.
+        let activating = matches!(self.credentials, Credentials::ProductSecret(_));
+        if !(self.starting && activating && !self.config.retry_first_connect) {
+            self.timers.stop(Timer::Connect);
+        }
         self.arm_keep_alive();
         let reconnect = self.ever_connected;
         self.ever_connected = true;
@@ -967,6 +1077,10 @@ impl Client {
         #[cfg(feature = "tracing")]
         tracing::info!(device = %self.config.device, reconnect, "connected");
         self.events.push_back(Event::Connected { reconnect });
+        if self.starting && !activating {
+            self.starting = false;
+            self.events.push_back(Event::Started(Ok(())));
+        }
         if self.config.subscribe_command_topics {
             let mut filters = command_filters(&self.config.device, true);
             for keys in self.logged_in.keys() {
@@ -1145,7 +1259,7 @@ impl Client {
                         self.logged_in.remove(d);
                     }
                 }
-                self.events.push_back(Event::Command(Box::new(cmd)));
+                self.offer_command(cmd);
             }
             Some(Inbound::Activation { reply_to, device_secret, asset_id }) => {
                 let Some(secret) = device_secret.filter(|s| !s.is_empty()) else {
@@ -1157,13 +1271,19 @@ impl Client {
                 };
                 self.reply_now(reply_to.ok_empty());
                 let secret = Secret::new(secret);
-                if device == self.config.device {
+                let own = device == self.config.device;
+                if own {
                     self.credentials = Credentials::DeviceSecret(secret.clone());
                 } else if let Some(info) = self.logged_in.get_mut(&device) {
                     info.secret = secret.clone();
                     info.mode = SecureMode::DeviceSecret;
                 }
                 self.events.push_back(Event::Activated { device, device_secret: secret, asset_id });
+                if own && self.starting {
+                    self.starting = false;
+                    self.timers.stop(Timer::Connect);
+                    self.events.push_back(Event::Started(Ok(())));
+                }
             }
             Some(Inbound::Echo) => {}
             Some(Inbound::Bad { reason, reply }) => {

@@ -15,6 +15,12 @@ pub const CODE_NO_HANDLER: i32 = 1101;
 pub const CODE_HANDLER_FAILED: i32 = 1102;
 /// Message of the no-handler reply.
 pub const MESSAGE_NO_HANDLER: &str = "downstream command handler not registered";
+/// Why a command past the bound of `Config::max_queued_commands` is answered 1102.
+pub const REASON_QUEUE_FULL: &str = "command queue full";
+/// Why a command whose handler ended without answering is answered 1102.
+pub const REASON_NOT_ANSWERED: &str = "the handler did not answer";
+/// Why a command whose handler panicked is answered 1102.
+pub const REASON_PANICKED: &str = "the handler panicked";
 
 /// What the cloud asks, with its typed parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +98,8 @@ pub struct Command {
     pub reply_to: ReplyTo,
 }
 
-/// The address of a command's reply: its topic and the id to echo.
+/// The address of a command's reply: its topic and the id to echo, and the command's
+/// place among those the application holds (see `Client::reply`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyTo {
     topic: String,
@@ -100,6 +107,8 @@ pub struct ReplyTo {
     /// The id as the command sent it (JSON text): echoed unchanged.
     id_json: String,
     raw: bool,
+    /// Which handed-out command this answers (0: none the core counts).
+    pub(crate) ticket: u64,
 }
 
 /// A reply to a command, ready for `Client::reply`: published at QoS 0 on `topic`.
@@ -109,6 +118,8 @@ pub struct CommandReply {
     pub topic: String,
     /// The exact payload.
     pub payload: Bytes,
+    /// The command it answers, for the core's count of unanswered commands.
+    pub(crate) ticket: u64,
 }
 
 impl ReplyTo {
@@ -175,13 +186,13 @@ impl ReplyTo {
 
     /// A raw reply (for raw down): the bytes as they are.
     pub fn raw(&self, payload: impl Into<Bytes>) -> CommandReply {
-        CommandReply { topic: self.topic.clone(), payload: payload.into() }
+        CommandReply { topic: self.topic.clone(), payload: payload.into(), ticket: self.ticket }
     }
 
     fn json_reply(&self, code: i32, data_json: &str, message: &str) -> CommandReply {
         let mut out = Vec::with_capacity(48 + self.id.len() + data_json.len() + message.len());
         envelope::write_command_reply(&mut out, &self.id_json, code, data_json, message);
-        CommandReply { topic: self.topic.clone(), payload: Bytes::from(out) }
+        CommandReply { topic: self.topic.clone(), payload: Bytes::from(out), ticket: self.ticket }
     }
 }
 
@@ -252,7 +263,13 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
             kind: CommandKind::RawDown { payload },
             device: device.clone(),
             id: String::new(),
-            reply_to: ReplyTo { topic: reply_topic(topic), id: String::new(), id_json: String::new(), raw: true },
+            reply_to: ReplyTo {
+                topic: reply_topic(topic),
+                id: String::new(),
+                id_json: String::new(),
+                raw: true,
+                ticket: 0,
+            },
         }));
     }
     let wire = match envelope::parse_command(&payload) {
@@ -261,7 +278,7 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
         Err(reason) => return Some(Inbound::Bad { reason, reply: None }),
     };
     let CommandWire { id, id_json, params } = wire;
-    let reply_to = ReplyTo { topic: reply_topic(topic), id: id.clone(), id_json, raw: false };
+    let reply_to = ReplyTo { topic: reply_topic(topic), id: id.clone(), id_json, raw: false, ticket: 0 };
     let text = params.as_deref().map_or("null", |p| p.get());
     if let K::Activate = kind {
         #[derive(serde::Deserialize)]

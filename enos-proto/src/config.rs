@@ -58,8 +58,14 @@ pub struct Config {
     pub keep_alive: Duration,
     /// How long a PINGRESP may take before the peer is declared dead. 30 s by default.
     pub ping_timeout: Duration,
-    /// How long the transport and the CONNACK may take. 30 s by default.
+    /// How long the transport and the CONNACK may take; for the first session of a start,
+    /// the dynamic activation too. 30 s by default.
     pub connect_timeout: Duration,
+    /// Whether a failed first connection is retried like a lost one. Off by default, as
+    /// in the seed: the first attempt that fails (or `connect_timeout`) ends the start
+    /// with `Event::Started(Err(..))` and closes the client. On, the client dials on its
+    /// back-off until it gets in, with no deadline.
+    pub retry_first_connect: bool,
     /// The first delay before a reconnect. 3 s by default; zero disables automatic
     /// reconnects.
     pub reconnect_period: Duration,
@@ -93,6 +99,13 @@ pub struct Config {
     /// Largest packet (remaining length) the core accepts; a larger one ends the
     /// connection with `DecodeError::PacketTooLarge`. 1 MiB by default.
     pub max_packet_bytes: usize,
+    /// Commands handed to the application (`Event::Command`) and not yet answered with
+    /// `Client::reply` or `Client::dismiss`, at most; the next ones wait in the core. 64
+    /// by default.
+    pub max_running_commands: usize,
+    /// Commands waiting behind those, at most; past it a command is answered 1102 at once
+    /// (`ClientError::CommandQueueFull`). 1,024 by default.
+    pub max_queued_commands: usize,
     /// Subscribe the device's and logged-in sub-devices' command topics after each
     /// CONNACK. EnOS delivers commands without a subscription; a plain broker such as
     /// mosquitto needs one. Off by default.
@@ -120,6 +133,7 @@ impl Config {
             keep_alive: Duration::from_secs(60),
             ping_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
+            retry_first_connect: false,
             reconnect_period: Duration::from_secs(3),
             max_reconnect_period: Duration::from_secs(60),
             reconnect_jitter_percent: 10,
@@ -131,6 +145,8 @@ impl Config {
             max_outstanding_requests: 100_000,
             max_payload_bytes: 512 << 10,
             max_packet_bytes: 1 << 20,
+            max_running_commands: 64,
+            max_queued_commands: 1024,
             subscribe_command_topics: false,
             emit_all_messages: false,
             #[cfg(feature = "tls")]
@@ -176,6 +192,9 @@ impl Config {
         }
         if self.max_inflight == 0 || self.max_inflight > 60_000 {
             return Err(ConfigError::new("max_inflight", "must be 1 to 60000"));
+        }
+        if self.max_running_commands == 0 {
+            return Err(ConfigError::new("max_running_commands", "must be above zero"));
         }
         if self.max_outstanding_requests == 0 {
             return Err(ConfigError::new("max_outstanding_requests", "must be above zero"));

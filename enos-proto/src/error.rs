@@ -197,6 +197,24 @@ pub enum DisconnectCause {
     Protocol(ProtocolError),
 }
 
+/// Why the first session of a start never came up (`Event::Started`). The client is
+/// closed after it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The first attempt failed (refused, unreachable, TLS) and `Config::retry_first_connect`
+    /// is off.
+    #[error("connection failed: {0}")]
+    Failed(DisconnectCause),
+    /// No session, or with dynamic activation no device secret, within
+    /// `Config::connect_timeout` of the start.
+    #[error("no connection within {0:?}")]
+    TimedOut(Duration),
+    /// `close` came first.
+    #[error("client closed")]
+    Closed,
+}
+
 /// How a request ended, when it did not end with a reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::command::Command;
 use crate::envelope::Reply;
-use crate::error::{DisconnectCause, RequestError};
+use crate::error::{DisconnectCause, RequestError, StartError};
 use crate::secret::Secret;
 use crate::topic::DeviceKeys;
 
@@ -128,6 +128,11 @@ impl std::fmt::Debug for Output {
 /// client layer) matches every variant, so a new one cannot be dropped unnoticed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The first session of a start ([`Client::new`](crate::Client::new), or
+    /// [`Client::connect`](crate::Client::connect) after a close) is up and, with dynamic
+    /// activation, the device secret issued: what the seed's `connect()` waits for. Or it
+    /// never will be, and the client is closed. Comes once per start.
+    Started(Result<(), StartError>),
     /// The session is up (the seed's `connect` event). `reconnect` is true for every
     /// session after the first.
     Connected {
@@ -213,6 +218,13 @@ pub enum ClientError {
     #[error("subscription to {topic} refused")]
     SubscribeRefused {
         /// The topic filter.
+        topic: String,
+    },
+    /// A command came while `Config::max_queued_commands` others waited for the
+    /// application: answered 1102 at once (raw ones dropped), never queued.
+    #[error("command on {topic} answered 1102: the command queue is full")]
+    CommandQueueFull {
+        /// The command topic.
         topic: String,
     },
     /// Sub-devices could not be logged in again after a reconnect. Those the cloud

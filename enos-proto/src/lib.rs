@@ -50,6 +50,8 @@
 //! codec::encode_packet(&mut cloud, &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))?;
 //! client.handle_input(now, &cloud.split());
 //! assert_eq!(next_event(&mut client), Some(Event::Connected { reconnect: false }));
+//! // The start is done: what a seed `connect()` waits for.
+//! assert_eq!(next_event(&mut client), Some(Event::Started(Ok(()))));
 //!
 //! // A measure point post: first the SUBSCRIBE to its reply topic (packet id 1)...
 //! let points = serde_json::json!({"temp": 21.5});
@@ -127,7 +129,7 @@ pub use config::{Config, Credentials};
 pub use envelope::{JsonReply, Reply};
 pub use error::{
     CloseCause, ConfigError, ConnectRefusal, DecodeError, DisconnectCause, EncodeError, PacketKind, ProtocolError,
-    RequestError, SubmitError,
+    RequestError, StartError, SubmitError,
 };
 pub use event::{ClientError, Event, Output, Qos, RequestId, RequestOptions};
 pub use ops::{Operation, SubDeviceInfo};

@@ -162,11 +162,12 @@ fn a_command_for_another_device_is_only_a_message() {
 }
 
 #[test]
-fn a_flood_of_commands_in_one_read_is_handed_over_in_order() {
-    // The core keeps no command queue of its own: every command of an input becomes an
-    // event at once, and a driver bounds what it holds by reading no more until its
-    // handlers catch up.
+fn a_flood_of_commands_in_one_read_is_bounded_answered_1102_past_the_queue_and_the_rest_handed_over_in_order() {
+    // The core hands out at most `max_running_commands` unanswered commands, holds
+    // `max_queued_commands` more, and answers the rest 1102 at once: memory stays bounded
+    // whatever the cloud sends, and every command gets exactly one answer.
     let mut p = Pair::connected(config());
+    let (running, queued) = (p.client.config().max_running_commands, p.client.config().max_queued_commands);
     let mut flood = BytesMut::new();
     for i in 0..10_000 {
         let body = format!(r#"{{"id":"{i}","version":"1.0","params":{{}},"method":"thing.service.go"}}"#);
@@ -182,11 +183,47 @@ fn a_flood_of_commands_in_one_read_is_handed_over_in_order() {
     }
     p.client.handle_input(p.now, &flood);
     p.drive();
-    let ids: Vec<String> =
-        p.events.iter().filter_map(|e| if let Event::Command(c) = e { Some(c.id.clone()) } else { None }).collect();
-    assert_eq!(ids.len(), 10_000);
-    assert_eq!(ids[9_999], "9999");
+    let commands = |p: &Pair| -> Vec<enos_proto::Command> {
+        p.events.iter().filter_map(|e| if let Event::Command(c) = e { Some((**c).clone()) } else { None }).collect()
+    };
+    let handed = commands(&p);
+    assert_eq!(
+        handed.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        (0..running).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
     assert_eq!(p.cloud.count(|x| matches!(x, Packet::PubAck(_))), 10_000, "each QoS 1 command acknowledged");
+    let full: Vec<String> = p
+        .cloud
+        .publishes()
+        .iter()
+        .filter(|x| x.topic.ends_with("_reply"))
+        .map(|x| String::from_utf8_lossy(&x.payload).into_owned())
+        .collect();
+    assert_eq!(full.len(), 10_000 - running - queued);
+    assert!(full.iter().all(|r| r.contains("\"code\":1102") && r.contains("command queue full")), "{}", full[0]);
+    assert_eq!(full.first().map(|r| r.contains(&format!("\"id\":\"{}\"", running + queued))), Some(true));
+    assert_eq!(p.count_events(|e| matches!(e, Event::Error(ClientError::CommandQueueFull { .. }))), full.len());
+    // Each answer hands out the oldest held command, in order.
+    p.events.clear();
+    for c in &handed {
+        p.client.reply(p.now, c.reply_to.ok_empty()).unwrap();
+    }
+    p.drive();
+    let next = commands(&p);
+    assert_eq!(next.len(), running);
+    assert_eq!(next[0].id, running.to_string());
+    assert_eq!(next[running - 1].id, (2 * running - 1).to_string());
+    // A dismissal (a raw command nobody handles) makes room too.
+    p.events.clear();
+    p.client.dismiss(p.now, &next[0].reply_to);
+    p.drive();
+    assert_eq!(commands(&p).iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [(2 * running).to_string()]);
+    // A second answer to the same command hands out nothing more.
+    p.events.clear();
+    p.client.reply(p.now, next[1].reply_to.ok_empty()).unwrap();
+    p.client.reply(p.now, next[1].reply_to.ok_empty()).unwrap();
+    p.drive();
+    assert_eq!(commands(&p).len(), 1);
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn secs(n: u64) -> Duration {
 #[test]
 fn connect_accepted_reports_connected_once() {
     let p = Pair::connected(config());
-    assert_eq!(p.events, vec![Event::Connected { reconnect: false }]);
+    assert_eq!(p.events, vec![Event::Connected { reconnect: false }, Event::Started(Ok(()))]);
     assert!(p.client.is_connected() && !p.client.has_reconnected());
     assert_eq!(p.opens, 1);
 }
@@ -61,7 +61,7 @@ fn every_connack_refusal_is_typed_and_backs_off() {
         assert_eq!(p.opens, 2, "{code:?}");
         assert!(p.client.is_connected(), "{code:?}");
         // A first success after refusals is not a reconnect of an earlier session.
-        assert_eq!(p.events.last(), Some(&Event::Connected { reconnect: false }));
+        assert_eq!(p.events[p.events.len() - 2..], [Event::Connected { reconnect: false }, Event::Started(Ok(()))]);
     }
 }
 
@@ -1105,4 +1105,117 @@ fn invalid_sub_device_client_ids_are_refused_at_submission() {
     let mut batch = SubDeviceBatchLogin::new(vec![sub("a")]);
     batch.client_id = Some("a|b".into());
     assert!(matches!(p.client.request(p.now, batch, RequestOptions::default()), Err(SubmitError::Encode(_))));
+}
+
+// ----- a start: what a seed `connect()` waits for -----
+
+fn seed_start(mut c: enos_proto::Config) -> enos_proto::Config {
+    c.retry_first_connect = false;
+    c
+}
+
+fn started(p: &Pair) -> Vec<&Result<(), enos_proto::StartError>> {
+    p.events.iter().filter_map(|e| if let Event::Started(r) = e { Some(r) } else { None }).collect()
+}
+
+const ACTIVATION: &[u8] = br#"{"id":"1","version":"1.0","method":"thing.activate.info","params":{"assetId":"As5et1d0","productKey":"pk1234ab","deviceKey":"dev_001","deviceSecret":"NewDeviceSecret12345"}}"#;
+const ACTIVATE_TOPIC: &str = "/ext/session/pk1234ab/dev_001/thing/activate/info";
+
+#[test]
+fn a_failed_first_connection_ends_the_start_and_closes_the_client() {
+    use enos_proto::StartError;
+    let mut p = Pair::new(seed_start(config()));
+    p.cloud.connack = enos_proto::codec::ConnectReturnCode::NotAuthorized;
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    let refused = DisconnectCause::Refused(ConnectRefusal::NotAuthorized);
+    assert_eq!(started(&p), [&Err(StartError::Failed(refused.clone()))]);
+    assert!(p.events.contains(&Event::Disconnected { cause: refused, retry_at: None }));
+    assert!(p.client.is_closed());
+    assert_eq!(p.response(id), Err(RequestError::Closed));
+    // No dial follows, however long.
+    p.advance(secs(3600));
+    assert_eq!(p.opens, 1);
+    // An unreachable broker, and a silent one, end the start the same way.
+    let mut p = Pair::new(seed_start(config()));
+    p.cloud.reachable = false;
+    p.drive();
+    assert!(matches!(started(&p)[..], [Err(StartError::Failed(DisconnectCause::Transport(_)))]));
+    let mut p = Pair::new(seed_start(config()));
+    p.cloud.silent = true;
+    p.drive();
+    p.advance(secs(29));
+    assert!(started(&p).is_empty());
+    p.advance(secs(1));
+    assert_eq!(started(&p), [&Err(StartError::TimedOut(secs(30)))]);
+    assert!(p.client.is_closed());
+}
+
+#[test]
+fn after_the_first_session_a_loss_is_retried_as_usual() {
+    let mut p = Pair::connected(seed_start(config()));
+    assert_eq!(started(&p), [&Ok(())]);
+    p.cut();
+    assert!(!p.client.is_closed());
+    p.advance(secs(3));
+    assert!(p.client.is_connected());
+    assert_eq!(started(&p).len(), 1, "one start, one Started");
+}
+
+#[test]
+fn the_start_deadline_covers_the_dynamic_activation() {
+    use enos_proto::StartError;
+    let mut c = seed_start(config());
+    c.credentials = Credentials::ProductSecret("PSzyxw9876".into());
+    // Connected, but no device secret yet: not started.
+    let mut p = Pair::connected(c.clone());
+    assert!(started(&p).is_empty());
+    p.advance(secs(30));
+    assert_eq!(started(&p), [&Err(StartError::TimedOut(secs(30)))]);
+    assert!(p.client.is_closed());
+    assert_eq!(p.cloud.count(|x| matches!(x, Packet::Disconnect)), 1, "a clean DISCONNECT");
+    // The secret within the deadline starts the client; the deadline is gone with it.
+    let mut p = Pair::connected(c);
+    p.advance(secs(10));
+    p.cloud.publish(ACTIVATE_TOPIC, ACTIVATION, QoS::AtLeastOnce);
+    p.drive();
+    assert_eq!(started(&p), [&Ok(())]);
+    let at = p.events.iter().position(|e| matches!(e, Event::Activated { .. })).unwrap();
+    assert!(matches!(p.events[at + 1], Event::Started(Ok(()))), "started once the secret is in");
+    p.advance(secs(60));
+    assert!(p.client.is_connected());
+}
+
+#[test]
+fn a_client_started_again_after_close_keeps_the_issued_secret() {
+    let mut c = seed_start(config());
+    c.credentials = Credentials::ProductSecret("PSzyxw9876".into());
+    let mut p = Pair::connected(c);
+    p.cloud.publish(ACTIVATE_TOPIC, ACTIVATION, QoS::AtLeastOnce);
+    p.drive();
+    p.client.close(p.now);
+    p.drive();
+    assert!(p.client.is_closed());
+    p.events.clear();
+    p.client.connect(p.now);
+    p.drive();
+    // A fresh start in mode 2 with the issued secret: no second activation to wait for.
+    assert_eq!(p.events, [Event::Connected { reconnect: false }, Event::Started(Ok(()))]);
+    assert!(!p.client.has_reconnected());
+    let connects: Vec<_> =
+        p.cloud.received.iter().filter_map(|x| if let Packet::Connect(c) = x { Some(c) } else { None }).collect();
+    assert!(connects[1].client_id.contains("securemode=2"), "{}", connects[1].client_id);
+    let id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    assert!(p.response(id).is_ok());
+}
+
+#[test]
+fn close_before_the_session_is_up_ends_the_start_as_closed() {
+    let mut p = Pair::new(seed_start(config()));
+    p.cloud.silent = true;
+    p.drive();
+    p.client.close(p.now);
+    p.drive();
+    assert_eq!(started(&p), [&Err(enos_proto::StartError::Closed)]);
 }

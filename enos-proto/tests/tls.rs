@@ -209,7 +209,9 @@ mod in_the_core {
     use bytes::BytesMut;
     use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Decoder, Packet};
     use enos_proto::tls::TlsTarget;
-    use enos_proto::{Client, CloseCause, Config, Credentials, DeviceKeys, DisconnectCause, Event, Now, Output};
+    use enos_proto::{
+        Client, CloseCause, Config, Credentials, DeviceKeys, DisconnectCause, Event, Now, Output, StartError,
+    };
 
     struct Run {
         /// Ciphertext the client transmitted, not yet given to the server.
@@ -293,7 +295,7 @@ mod in_the_core {
         let packets = exchange(&mut c, &mut s, now, &mut run, &mut dec);
         assert!(matches!(packets.first(), Some(Packet::Connect(_))), "{packets:?}");
         assert!(c.is_connected());
-        assert_eq!(run.events, vec![Event::Connected { reconnect: false }]);
+        assert_eq!(run.events, vec![Event::Connected { reconnect: false }, Event::Started(Ok(()))]);
         // close(): the DISCONNECT and a close_notify, sealed, before the transport closes.
         run.order.clear();
         c.close(now);
@@ -314,8 +316,10 @@ mod in_the_core {
         let mut dec = Decoder::new(1 << 20);
         let packets = exchange(&mut c, &mut s, now, &mut run, &mut dec);
         assert!(packets.is_empty(), "no CONNECT to an untrusted server: {packets:?}");
+        // The first connection of a start: the start fails with it.
         match run.events.as_slice() {
-            [Event::Disconnected { cause: DisconnectCause::Transport(CloseCause::Tls(m)), .. }] => {
+            [Event::Disconnected { cause: DisconnectCause::Transport(CloseCause::Tls(m)), .. }, Event::Started(Err(StartError::Failed(DisconnectCause::Transport(CloseCause::Tls(_)))))] =>
+            {
                 assert!(m.contains("UnknownIssuer"), "{m}")
             }
             other => panic!("{other:?}"),

@@ -277,8 +277,8 @@ async fn commands_past_the_queue_are_answered_1102_at_once_and_the_rest_after() 
         }
     });
     let dev = keys(DEVICE_PRODUCT, DEVICE);
-    // What is taken: the running handlers, one waiting for a handler's place, the queue.
-    let capacity = enos_transport_tokio::MAX_CONCURRENT_HANDLERS + 1 + 1024;
+    // What is taken: the running handlers and the core's queue behind them.
+    let capacity = enos_transport_tokio::MAX_CONCURRENT_HANDLERS + 1024;
     let total = capacity + 20;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..total {

@@ -192,10 +192,12 @@ pub fn keys(pk: &str, dk: &str) -> DeviceKeys {
     DeviceKeys::new(pk, dk).unwrap()
 }
 
-/// A device `pk1234ab/dev_001` with the vectors' device secret, jitter off.
+/// A device `pk1234ab/dev_001` with the vectors' device secret, jitter off, and a first
+/// connection retried like any other (the tests of a start set it back).
 pub fn config() -> Config {
     let mut c = Config::new(keys("pk1234ab", "dev_001"), Credentials::DeviceSecret("DS0123456789abcdefgh".into()));
     c.reconnect_jitter_percent = 0;
+    c.retry_first_connect = true;
     c
 }
 
@@ -203,6 +205,7 @@ pub fn config() -> Config {
 pub fn gateway_config() -> Config {
     let mut c = Config::new(keys("gwPK0001", "gw_dev_01"), Credentials::DeviceSecret("GwSecret".into()));
     c.reconnect_jitter_percent = 0;
+    c.retry_first_connect = true;
     c
 }
 
