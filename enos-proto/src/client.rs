@@ -38,6 +38,7 @@ enum State {
     /// `OpenTransport` emitted, waiting for `handle_connected` or `handle_closed`.
     Dialing,
     /// The transport is up and the TLS handshake is running (the CONNECT follows it).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Securing,
     /// CONNECT sent, waiting for CONNACK.
     AwaitConnack,
