@@ -1,0 +1,516 @@
+//! The named methods of the seed (`deviceData`, `deviceCommand`, `subDeviceManagement`)
+//! and what the vendor's Java and Python SDKs add (`ota`), each a thin call of
+//! [`DeviceClient::request`] with its typed operation, or a handler registration.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use bytes::Bytes;
+use enos_proto::ops::{
+    AttributeDelete, AttributeQuery, AttributeUpdate, BatchLoginResult, EventPost, Firmware, LoginResult,
+    MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume, OtaGetVersion, OtaInform,
+    OtaProgress, RawUp, RegisteredDevice, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, SubDeviceRegister,
+    SubDeviceRegistration, TagDelete, TagQuery, TagUpdate, TopoAdd, TopoDelete, TopoEntry, TopoGet, TslTemplate,
+    TslTemplateGet,
+};
+use enos_proto::{Command, DeviceKeys, RequestOptions, SubDeviceInfo};
+use serde::Serialize;
+
+use crate::handlers::{Kind, Responder};
+use crate::{DeviceClient, Error, IntoHandler, Response, Runtime};
+
+/// How a named call ends: the typed response, or why not.
+pub type Outcome<T> = Result<Response<T>, Error>;
+
+/// The seed's `deviceData`: every method takes [`RequestOptions`] (`target` for a
+/// sub-device — the seed's `deviceInfo` — `qos`, `need_reply`, `timeout`).
+pub struct DeviceData<'a, R: Runtime> {
+    c: &'a DeviceClient<R>,
+}
+
+impl<R: Runtime> Clone for DeviceData<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Runtime> Copy for DeviceData<'_, R> {}
+
+impl<R: Runtime> std::fmt::Debug for DeviceData<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceData").field("device", self.c.device()).finish()
+    }
+}
+
+impl<'a, R: Runtime> DeviceData<'a, R> {
+    pub(crate) fn new(c: &'a DeviceClient<R>) -> Self {
+        DeviceData { c }
+    }
+
+    /// `queryTag`: the tags asked for (all when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn query_tag<S: Into<String>>(
+        &self,
+        tags: impl IntoIterator<Item = S>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<BTreeMap<String, String>>> + Send> {
+        self.c.request(TagQuery::new(tags), o)
+    }
+
+    /// `updateTag`: upsert tags.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn update_tag<K: Into<String>, V: Into<String>>(
+        &self,
+        tags: impl IntoIterator<Item = (K, V)>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(TagUpdate::new(tags), o)
+    }
+
+    /// `deleteTag`.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn delete_tag<S: Into<String>>(
+        &self,
+        tags: impl IntoIterator<Item = S>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(TagDelete::new(tags), o)
+    }
+
+    /// `queryAttribute`: attribute values (all that have one when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn query_attribute<S: Into<String>>(
+        &self,
+        ids: impl IntoIterator<Item = S>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<serde_json::Map<String, serde_json::Value>>> + Send> {
+        self.c.request(AttributeQuery::new(ids), o)
+    }
+
+    /// `updateAttribute`: any value that serializes to `{id: value}`.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn update_attribute<A: Serialize + Send + 'static>(
+        &self,
+        attributes: A,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(AttributeUpdate::new(attributes), o)
+    }
+
+    /// `deleteAttribute`.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn delete_attribute<S: Into<String>>(
+        &self,
+        ids: impl IntoIterator<Item = S>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(AttributeDelete::new(ids), o)
+    }
+
+    /// `postMeasurepoint`: any value that serializes to `{id: value}`, stamped now.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn post_measurepoint<P: Serialize + Send + 'static>(
+        &self,
+        points: P,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(MeasurepointPost::new(points), o)
+    }
+
+    /// `postMeasurepoint` with the points' time in epoch milliseconds.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn post_measurepoint_at<P: Serialize + Send + 'static>(
+        &self,
+        points: P,
+        unix_ms: u64,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(MeasurepointPost::at(points, unix_ms), o)
+    }
+
+    /// `resumeMeasurepoint`: points recorded while offline, at their time.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn resume_measurepoint<P: Serialize + Send + 'static>(
+        &self,
+        points: P,
+        unix_ms: u64,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(MeasurepointResume::at(points, unix_ms), o)
+    }
+
+    /// `batchPostMeasurepoint`: entries of several devices or times (build it with
+    /// `MeasurepointBatchPost::new(..).allow_offline_sub_device(..)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn batch_post_measurepoint<P: Serialize + Send + 'static>(
+        &self,
+        batch: MeasurepointBatchPost<P>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(batch, o)
+    }
+
+    /// `batchResumeMeasurepoint`.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn batch_resume_measurepoint<P: Serialize + Send + 'static>(
+        &self,
+        batch: MeasurepointBatchResume<P>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(batch, o)
+    }
+
+    /// `postEvent`: event `event_id` with any value that serializes to its parameters.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn post_event<E: Serialize + Send + 'static>(
+        &self,
+        event_id: &str,
+        params: E,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(EventPost::new(event_id, params), o)
+    }
+
+    /// `upRawModel`: raw bytes up; the reply is the cloud's raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn up_raw_model(
+        &self,
+        payload: impl Into<Bytes>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<Bytes>> + Send> {
+        self.c.request(RawUp::new(payload), o)
+    }
+}
+
+/// The seed's `deviceCommand`: handlers for commands from the cloud. `device` scopes a
+/// handler to one sub-device (the seed's `deviceInfo`); `None` takes the command for any
+/// device of the connection. A handler runs on its own task and answers through its
+/// [`Responder`]; a command without a handler is answered 1101.
+pub struct DeviceCommand<'a, R: Runtime> {
+    c: &'a DeviceClient<R>,
+}
+
+impl<R: Runtime> Clone for DeviceCommand<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Runtime> Copy for DeviceCommand<'_, R> {}
+
+impl<R: Runtime> std::fmt::Debug for DeviceCommand<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCommand").field("device", self.c.device()).finish()
+    }
+}
+
+impl<'a, R: Runtime> DeviceCommand<'a, R> {
+    pub(crate) fn new(c: &'a DeviceClient<R>) -> Self {
+        DeviceCommand { c }
+    }
+
+    /// `onInvokeService`: service `service_id` (`"*"` for every service without a handler of
+    /// its own).
+    pub fn on_invoke_service<F, Out>(&self, service_id: &str, device: Option<DeviceKeys>, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        let id = (service_id != "*").then(|| service_id.to_owned());
+        self.c.on(Kind::Service(id), device, f);
+    }
+
+    /// `onSetMeasurepoint`.
+    pub fn on_set_measurepoint<F, Out>(&self, device: Option<DeviceKeys>, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::SetMeasurepoints, device, f);
+    }
+
+    /// Measure point get (Java and Python SDKs): answer `{point: value}`.
+    pub fn on_get_measurepoint<F, Out>(&self, device: Option<DeviceKeys>, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::GetMeasurepoints, device, f);
+    }
+
+    /// Raw down: answer with [`Responder::raw`].
+    pub fn on_down_raw_model<F, Out>(&self, device: Option<DeviceKeys>, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::RawDown, device, f);
+    }
+
+    /// OTA upgrade push.
+    pub fn on_ota_upgrade<F, Out>(&self, device: Option<DeviceKeys>, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::OtaUpgrade, device, f);
+    }
+
+    /// `thing.enable` / `thing.disable` / `thing.delete` for the device itself.
+    pub fn on_device_state<F, Out>(&self, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::Device, None, f);
+    }
+}
+
+/// OTA and the thing model.
+pub struct Ota<'a, R: Runtime> {
+    c: &'a DeviceClient<R>,
+}
+
+impl<R: Runtime> Clone for Ota<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Runtime> Copy for Ota<'_, R> {}
+
+impl<R: Runtime> std::fmt::Debug for Ota<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ota").field("device", self.c.device()).finish()
+    }
+}
+
+impl<'a, R: Runtime> Ota<'a, R> {
+    pub(crate) fn new(c: &'a DeviceClient<R>) -> Self {
+        Ota { c }
+    }
+
+    /// Reports the running firmware version.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn report_version(
+        &self,
+        version: &str,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(OtaInform::new(version), o)
+    }
+
+    /// Reports an upgrade's progress (`"0"`..`"100"`, or a negative failure step).
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn report_progress(
+        &self,
+        step: &str,
+        desc: &str,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(OtaProgress::new(step, desc), o)
+    }
+
+    /// The firmwares available to the device.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn get_version(&self, o: RequestOptions) -> R::Wait<impl Future<Output = Outcome<Vec<Firmware>>> + Send> {
+        self.c.request(OtaGetVersion {}, o)
+    }
+
+    /// The product's thing model.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn get_tsl_template(&self, o: RequestOptions) -> R::Wait<impl Future<Output = Outcome<TslTemplate>> + Send> {
+        self.c.request(TslTemplateGet {}, o)
+    }
+}
+
+/// The seed's `subDeviceManagement`.
+pub struct SubDeviceManagement<'a, R: Runtime> {
+    c: &'a DeviceClient<R>,
+}
+
+impl<R: Runtime> Clone for SubDeviceManagement<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Runtime> Copy for SubDeviceManagement<'_, R> {}
+
+impl<R: Runtime> std::fmt::Debug for SubDeviceManagement<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubDeviceManagement").field("device", self.c.device()).finish()
+    }
+}
+
+impl<'a, R: Runtime> SubDeviceManagement<'a, R> {
+    pub(crate) fn new(c: &'a DeviceClient<R>) -> Self {
+        SubDeviceManagement { c }
+    }
+
+    /// `registerDevice`: at most 1,000; the reply gives each device's key and secret.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn register_device(
+        &self,
+        devices: Vec<SubDeviceRegistration>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<Vec<RegisteredDevice>>> + Send> {
+        self.c.request(SubDeviceRegister::new(devices), o)
+    }
+
+    /// `getTopo`: the gateway's sub-devices.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn get_topo(&self, o: RequestOptions) -> R::Wait<impl Future<Output = Outcome<Vec<TopoEntry>>> + Send> {
+        self.c.request(TopoGet, o)
+    }
+
+    /// `addTopo`: each sub-device signed with its secret.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn add_topo(
+        &self,
+        devices: Vec<SubDeviceInfo>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(TopoAdd::new(devices), o)
+    }
+
+    /// `deleteTopo`.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn delete_topo(
+        &self,
+        devices: Vec<DeviceKeys>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(TopoDelete::new(devices), o)
+    }
+
+    /// `loginSubDevice`: logged in again by the client after every reconnect.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn login_sub_device(
+        &self,
+        device: SubDeviceInfo,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<LoginResult>> + Send> {
+        self.c.request(SubDeviceLogin::new(device), o)
+    }
+
+    /// `batchLoginSubDevice`: the result lists who is in and who failed (also when the
+    /// cloud answers 723 for a partial failure).
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn batch_login_sub_device(
+        &self,
+        devices: Vec<SubDeviceInfo>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<BatchLoginResult>> + Send> {
+        self.c.request(SubDeviceBatchLogin::new(devices), o)
+    }
+
+    /// `logoutSubDevice`.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn logout_sub_device(
+        &self,
+        device: DeviceKeys,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<Option<DeviceKeys>>> + Send> {
+        self.c.request(SubDeviceLogout::new(device), o)
+    }
+
+    /// `onSubDevicesEnable`.
+    pub fn on_sub_devices_enable<F, Out>(&self, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::EnableSubDevices, None, f);
+    }
+
+    /// `onSubDevicesDisable`.
+    pub fn on_sub_devices_disable<F, Out>(&self, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::DisableSubDevices, None, f);
+    }
+
+    /// `onSubDevicesDelete`.
+    pub fn on_sub_devices_delete<F, Out>(&self, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::DeleteSubDevices, None, f);
+    }
+}
