@@ -66,6 +66,7 @@ pub mod pki;
 pub mod registry;
 pub mod responder;
 mod server;
+mod thread;
 
 pub use cloud::{Accepted, Cloud, ConnId, ConnectInfo, Handled, Outbound};
 
@@ -74,6 +75,7 @@ pub mod cloud_limits {
     pub use crate::cloud::{MAX_PAYLOAD, MAX_REGISTER, MAX_SUB_DEVICES_ONLINE, MAX_TAGS};
 }
 pub use registry::Registry;
+pub use thread::SimThread;
 
 /// What a connection task is asked to do.
 #[derive(Debug)]

@@ -1,17 +1,460 @@
-//! The place of the blocking driver of the EnOS device SDK (plain threads and `std::net`).
-//! The driver itself is not here yet: this crate only re-exports the core,
-//! [`enos_proto::Client`], which a thread with a socket and a timer can drive (bytes and
-//! time in; bytes, events and a deadline out; see its docs), or use
-//! `enos-transport-tokio`.
+//! The EnOS IoT device SDK for code without an async runtime: [`DeviceClient`] and
+//! [`GatewayClient`], named like the vendor's Node.js SDK, over `std::net` TCP and TLS
+//! (rustls, inside the core). No tokio, no async-io, no executor.
 //!
-//! The core, re-exported:
+//! Every call blocks until its reply or its timeout. The client is `Send + Sync`: share
+//! it (or clones of it) between threads, each call waits on its own.
+//!
+//! # Quick start, against the built-in local cloud
 //!
 //! ```
-//! let keys = enos_transport_blocking::proto::DeviceKeys::new("pk", "dk").unwrap();
-//! assert_eq!(keys.to_string(), "pk/dk");
+//! use enos_sim::{registry::defaults::*, Sim, SimThread};
+//! use enos_transport_blocking::{ClientOptions, DeviceClient, RequestOptions};
+//! use serde_json::json;
+//!
+//! let sim = SimThread::start(Sim::builder())?;
+//! let mut options = ClientOptions::new(sim.tcp_url().unwrap(), DEVICE_PRODUCT, DEVICE);
+//! options.device_secret = Some(DEVICE_SECRET.into());
+//! let client = DeviceClient::new(options)?;
+//! client.connect()?;
+//!
+//! // Post measure points; the reply is typed (the seed's `{id, code, data, message}`).
+//! let r = client.device_data().post_measurepoint(json!({"temp": 21.5}), RequestOptions::new())?;
+//! assert_eq!(r.code, 200);
+//!
+//! // Answer a service invocation from the cloud, on a handler thread.
+//! client.device_command().on_invoke_service("reset", None, |_cmd, res| res.ok(json!({"done": true})));
+//! let device = enos_proto::DeviceKeys::new(DEVICE_PRODUCT, DEVICE)?;
+//! let reply = sim.block_on(move |s| async move { s.invoke_service(&device, "reset", json!({})).await })?;
+//! assert_eq!(reply.data, json!({"done": true}));
+//! client.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Threads, queues and their policies
+//!
+//! * A connected client has two threads: one dials and reads (and feeds the core what it
+//!   reads, so a reply reaches its caller at once), one writes and keeps the core's
+//!   timers. Both end at `close()` or when the last handle is dropped. A thread costs
+//!   what its stack touches (they are started with 256 KiB of stack) and a kernel stack:
+//!   see `benches/README.md` for the figure.
+//! * Command handlers run on the client's own handler threads: at most
+//!   [`HANDLER_THREADS`] by default ([`Blocking::with_handler_threads`]), started when
+//!   commands come and ended after a minute without one. A handler that panics answers
+//!   1102; the thread goes on with the next command.
+//! * The queues and their bounds are those of every driver: the core's request queue
+//!   (`SubmitError::QueueFull` past it), calls waiting while more than
+//!   [`WRITE_BACKLOG_HIGH`] bytes wait for the socket, at most 64 commands in the
+//!   handlers' hands and 1,024 waiting (1102 past that), 1,024 events per subscriber.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use enos_client::{run_blocking, BlockingHandler, Closing, IntoHandler, Link, WriteQueue, MAX_SLICES};
+use enos_proto::options::Transport;
+use enos_proto::{CloseCause, Command};
+
+pub use enos_client::{
+    BatchEntry, BatchLoginResult, ClientError, ClientEvent, ClientOptions, ConfigError, DeviceInfo, DeviceKeys,
+    DisconnectCause, Error, Firmware, LoginResult, Outcome, Qos, RegisteredDevice, RequestError, RequestOptions,
+    Responder, Response, Secret, SecureMode, SubDeviceInfo, SubmitError, TopoEntry, TslTemplate, WRITE_BACKLOG_HIGH,
+};
 pub use enos_proto as proto;
+
+/// A device's connection on plain threads: the seed's `DeviceClient`.
+pub type DeviceClient = enos_client::DeviceClient<Blocking>;
+/// A gateway's connection on plain threads: the seed's `GatewayClient`.
+pub type GatewayClient = enos_client::GatewayClient<Blocking>;
+/// A subscription to a client's events: `recv()` blocks, `try_recv()` does not.
+pub type Events = enos_client::Events<Blocking>;
+/// The seed's `deviceData`.
+pub type DeviceData<'a> = enos_client::DeviceData<'a, Blocking>;
+/// The seed's `deviceCommand`.
+pub type DeviceCommand<'a> = enos_client::DeviceCommand<'a, Blocking>;
+/// The seed's `subDeviceManagement`.
+pub type SubDeviceManagement<'a> = enos_client::SubDeviceManagement<'a, Blocking>;
+/// OTA and the thing model.
+pub type Ota<'a> = enos_client::Ota<'a, Blocking>;
+
+/// Handler threads a client starts at most, by default.
+pub const HANDLER_THREADS: usize = 4;
+/// How long a handler thread waits for a command before it ends.
+const HANDLER_IDLE: Duration = Duration::from_secs(60);
+/// Stack of the connection threads.
+const STACK: usize = 256 * 1024;
+/// How long one write may block before the writer looks at its timers again.
+const WRITE_SLICE: Duration = Duration::from_millis(50);
+/// How long the last bytes (a DISCONNECT) may take after `close()`.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Plain threads, as the client uses them: calls block, handlers run on the client's
+/// handler threads, a connection is two threads.
+#[derive(Debug, Clone)]
+pub struct Blocking {
+    pool: Arc<Pool>,
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking::with_handler_threads(HANDLER_THREADS)
+    }
+}
+
+impl Blocking {
+    /// A runtime whose clients run at most `n` (at least one) command handlers at once.
+    /// Give it to [`DeviceClient::with_runtime`](enos_client::DeviceClient::with_runtime).
+    pub fn with_handler_threads(n: usize) -> Self {
+        let pool = Pool { max: n.max(1), state: Mutex::new(PoolState::default()), ready: Condvar::new() };
+        Blocking { pool: Arc::new(pool) }
+    }
+}
+
+impl enos_client::Runtime for Blocking {
+    type Wait<F: Future> = F::Output;
+    fn wait<F: Future>(f: F) -> F::Output {
+        block_on(f)
+    }
+
+    type Handler = BlockingHandler;
+    fn run_handler(&self, handler: &BlockingHandler, command: Command, responder: Responder) {
+        Pool::execute(&self.pool, (handler.clone(), command, responder));
+    }
+
+    fn start(&self, link: Link<Self>) -> Result<(), Error> {
+        let link = Arc::new(link);
+        let wire = Arc::new(Wire::default());
+        let (l, w) = (Arc::downgrade(&link), wire.clone());
+        let spawn = |name: &str| thread::Builder::new().name(name.into()).stack_size(STACK);
+        spawn("enos-read").spawn(move || read_loop(&l, &w)).map_err(|e| Error::Runtime(e.to_string()))?;
+        // If this one cannot start, the reader ends with the link.
+        spawn("enos-write").spawn(move || write_loop(&link, &wire)).map_err(|e| Error::Runtime(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl IntoHandler<()> for Blocking {
+    fn handler<F>(f: F) -> BlockingHandler
+    where
+        F: Fn(Command, Responder) + Send + Sync + 'static,
+    {
+        Arc::new(f)
+    }
+}
+
+/// Handlers that answer at once may also return `std::future::ready(())`, so that code
+/// written for every driver registers the same closures.
+impl IntoHandler<std::future::Ready<()>> for Blocking {
+    fn handler<F>(f: F) -> BlockingHandler
+    where
+        F: Fn(Command, Responder) -> std::future::Ready<()> + Send + Sync + 'static,
+    {
+        // A `Ready` future has run its work when it is made; nothing is left to poll.
+        Arc::new(move |c, r| drop(f(c, r)))
+    }
+}
+
+/// Wakes a thread parked in [`block_on`].
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a future on this thread, parking it while the future waits: how a blocking call
+/// waits for its reply. The futures of `enos-client` need nothing but their waker.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+// ----- handler threads -----
+
+type Job = (BlockingHandler, Command, Responder);
+
+#[derive(Debug)]
+struct Pool {
+    max: usize,
+    state: Mutex<PoolState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+}
+
+impl std::fmt::Debug for PoolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolState").field("jobs", &self.jobs.len()).field("threads", &self.threads).finish()
+    }
+}
+
+impl Pool {
+    /// Queues a job (the core bounds how many exist) and starts a thread when none is
+    /// idle and fewer than `max` run.
+    fn execute(pool: &Arc<Pool>, job: Job) {
+        let mut st = lock(&pool.state);
+        st.jobs.push_back(job);
+        if st.idle > 0 || st.threads >= pool.max {
+            pool.ready.notify_one();
+            return;
+        }
+        st.threads += 1;
+        drop(st);
+        let p = pool.clone();
+        if let Err(e) = thread::Builder::new().name("enos-handler".into()).spawn(move || p.work()) {
+            tracing::warn!(error = %e, "no handler thread");
+            let mut st = lock(&pool.state);
+            st.threads -= 1;
+            if st.threads == 0 {
+                // Nobody to run them: their responders answer 1102.
+                let jobs = std::mem::take(&mut st.jobs);
+                drop(st);
+                drop(jobs);
+            }
+        }
+    }
+
+    fn work(&self) {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some((h, command, responder)) = st.jobs.pop_front() {
+                drop(st);
+                run_blocking(&h, command, responder);
+                st = lock(&self.state);
+                continue;
+            }
+            st.idle += 1;
+            let (guard, wait) = self.ready.wait_timeout(st, HANDLER_IDLE).unwrap_or_else(|e| e.into_inner());
+            st = guard;
+            st.idle -= 1;
+            if wait.timed_out() && st.jobs.is_empty() {
+                st.threads -= 1;
+                return;
+            }
+        }
+    }
+}
+
+// ----- a connection: the reading thread and the writing thread -----
+
+/// What the two threads of a connection share.
+#[derive(Default)]
+struct Wire {
+    state: Mutex<WireState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct WireState {
+    /// A dial asked for, by epoch.
+    dial: Option<u64>,
+    /// The writing half of the transport of an epoch, for the writer.
+    stream: Option<(u64, TcpStream)>,
+    exit: bool,
+}
+
+/// Dials, then reads until the transport ends; again at each dial asked for.
+fn read_loop(link: &Weak<Link<Blocking>>, wire: &Wire) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let epoch = {
+            let mut st = lock(&wire.state);
+            loop {
+                if st.exit {
+                    return;
+                }
+                if let Some(e) = st.dial.take() {
+                    break e;
+                }
+                st = wire.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let Some((transport, timeout)) = link.upgrade().map(|l| (l.transport().clone(), l.config().connect_timeout))
+        else {
+            return;
+        };
+        let mut stream = match dial(&transport, timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                report(link, |l| l.closed(epoch, e.into()));
+                continue;
+            }
+        };
+        {
+            let mut st = lock(&wire.state);
+            if st.exit {
+                return;
+            }
+            match stream.try_clone() {
+                Ok(w) => st.stream = Some((epoch, w)),
+                Err(e) => {
+                    drop(st);
+                    report(link, |l| l.closed(epoch, e.into()));
+                    continue;
+                }
+            }
+        }
+        report(link, |l| l.connected(epoch));
+        loop {
+            let cause = match stream.read(&mut buf) {
+                Ok(0) => CloseCause::Eof,
+                Ok(n) => {
+                    if !report(link, |l| l.input(epoch, &buf[..n])) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e.into(),
+            };
+            report(link, |l| l.closed(epoch, cause));
+            break;
+        }
+    }
+}
+
+/// Tells the link, and wakes the writer when it has something to do; `false` once the
+/// client is gone.
+fn report(link: &Weak<Link<Blocking>>, f: impl FnOnce(&Link<Blocking>) -> bool) -> bool {
+    let Some(l) = link.upgrade() else { return false };
+    if f(&l) {
+        l.wake();
+    }
+    true
+}
+
+/// TCP to the first address of the host that answers within `timeout`, with TCP_NODELAY.
+fn dial(t: &Transport, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{} resolves to no address", t.host));
+    for addr in (t.host.as_str(), t.port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                s.set_write_timeout(Some(WRITE_SLICE))?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Writes what the core transmits and keeps its timers; ends the connection when the
+/// client is closed.
+fn write_loop(link: &Link<Blocking>, wire: &Wire) {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut wq = WriteQueue::default();
+    let mut stream: Option<TcpStream> = None;
+    let mut epoch = 0;
+    loop {
+        let todo = link.poll(&waker, &mut wq);
+        if let Some(how) = todo.close {
+            if let Some(s) = stream.take().or_else(|| lock(&wire.state).stream.take().map(|(_, s)| s)) {
+                let until = Instant::now() + if how == Closing::Flush { CLOSE_FLUSH } else { Duration::ZERO };
+                flush(&s, &mut wq, until);
+                // The reader's blocking read ends with it.
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            wq.clear();
+        }
+        if let Some(e) = todo.open {
+            epoch = e;
+            let mut st = lock(&wire.state);
+            st.dial = Some(e);
+            st.stream = None;
+            wire.changed.notify_all();
+        }
+        if todo.finished {
+            lock(&wire.state).exit = true;
+            wire.changed.notify_all();
+            return;
+        }
+        if stream.is_none() {
+            let mut st = lock(&wire.state);
+            if st.stream.as_ref().is_some_and(|(e, _)| *e == epoch) {
+                stream = st.stream.take().map(|(_, s)| s);
+            }
+        }
+        let mut stalled = false;
+        if let (Some(s), false) = (&mut stream, wq.is_empty()) {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = wq.slices(&mut slices);
+            match s.write_vectored(&slices[..n]) {
+                Ok(0) => lost(link, &mut stream, &mut wq, epoch, io::ErrorKind::WriteZero.into()),
+                Ok(k) => {
+                    wq.advance(k);
+                    link.written(wq.bytes());
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => stalled = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => lost(link, &mut stream, &mut wq, epoch, e),
+            }
+            if !stalled {
+                continue;
+            }
+        }
+        let now = Instant::now();
+        match todo.wake_at {
+            Some(at) if at <= now => {
+                link.timeout();
+            }
+            // A stalled write is tried again at once: it waits in the kernel for a slice.
+            _ if stalled => {}
+            Some(at) => thread::park_timeout(at - now),
+            None => thread::park(),
+        }
+    }
+}
+
+fn lost(link: &Link<Blocking>, stream: &mut Option<TcpStream>, wq: &mut WriteQueue, epoch: u64, e: io::Error) {
+    if let Some(s) = stream.take() {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    wq.clear();
+    link.closed(epoch, e.into());
+}
+
+/// Writes what is queued until `until` (at least one attempt).
+fn flush(mut s: &TcpStream, wq: &mut WriteQueue, until: Instant) {
+    while !wq.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let n = wq.slices(&mut slices);
+        match s.write_vectored(&slices[..n]) {
+            Ok(k) if k > 0 => wq.advance(k),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < until => {}
+            _ => return,
+        }
+        if Instant::now() >= until {
+            return;
+        }
+    }
+}
