@@ -209,6 +209,22 @@ pub(crate) fn drop_as_panicked<T>(leftover: T) {
 /// that handles it.
 pub type AsyncHandler = Arc<dyn Fn(Command, Responder) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// The future that handles `command`, for an async runtime to spawn: the handler's panic
+/// is contained both when it is called and while its future runs (and answered 1102).
+pub fn handle_async(
+    h: &AsyncHandler,
+    command: Command,
+    responder: Responder,
+) -> Guarded<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    match catch_unwind(AssertUnwindSafe(|| h(command, responder))) {
+        Ok(f) => Guarded::new(f),
+        Err(_) => {
+            tracing::warn!("a command handler panicked: answered 1102");
+            Guarded { inner: None }
+        }
+    }
+}
+
 /// A handler as the blocking runtime keeps it: called on a handler thread.
 pub type BlockingHandler = Arc<dyn Fn(Command, Responder) + Send + Sync>;
 

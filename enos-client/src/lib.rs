@@ -28,6 +28,7 @@
 //! # impl Runtime for NoRuntime {
 //! #     type Wait<F: std::future::Future> = F;
 //! #     fn wait<F: std::future::Future>(f: F) -> F { f }
+//! #     fn into_future<F: std::future::Future>(f: F) -> impl std::future::Future<Output = F::Output> { f }
 //! #     type Handler = ();
 //! #     fn run_handler(&self, _: &(), _: enos_proto::Command, _: enos_client::Responder) {}
 //! #     fn start(&self, _: enos_client::Link<Self>) -> Result<(), enos_client::Error> { Ok(()) }
@@ -64,7 +65,7 @@ pub use enos_proto::{
 };
 pub use error::{Error, Response};
 pub use events::{ClientEvent, Events, EVENTS_PER_SUBSCRIBER};
-pub use handlers::{run_blocking, AsyncHandler, BlockingHandler, Guarded, Responder};
+pub use handlers::{handle_async, run_blocking, AsyncHandler, BlockingHandler, Guarded, Responder};
 pub use session::{Closing, Link, Todo, WriteQueue, MAX_SLICES, WRITE_BACKLOG_HIGH};
 
 /// What a driver gives the client: how a caller waits, how a command handler runs, and
@@ -75,6 +76,10 @@ pub trait Runtime: Default + Send + Sync + Sized + 'static {
     type Wait<F: Future>;
     /// Turns the work of a call into what the call returns.
     fn wait<F: Future>(f: F) -> Self::Wait<F>;
+    /// What a call returned, as a future of its output: code written once for every
+    /// runtime awaits any call this way (with the blocking runtime the call has already
+    /// waited, and the future is ready).
+    fn into_future<F: Future>(waited: Self::Wait<F>) -> impl Future<Output = F::Output>;
 
     /// A command handler as this runtime keeps it.
     type Handler: Clone + Send + Sync + 'static;

@@ -127,6 +127,9 @@ impl enos_client::Runtime for Blocking {
     fn wait<F: Future>(f: F) -> F::Output {
         block_on(f)
     }
+    fn into_future<F: Future>(output: F::Output) -> impl Future<Output = F::Output> {
+        std::future::ready(output)
+    }
 
     type Handler = BlockingHandler;
     fn run_handler(&self, handler: &BlockingHandler, command: Command, responder: Responder) {

@@ -62,7 +62,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use enos_client::async_loop::{self, AsyncNet};
-use enos_client::{AsyncHandler, Guarded, IntoHandler, Link};
+use enos_client::{handle_async, AsyncHandler, IntoHandler, Link};
 use enos_proto::options::Transport;
 use enos_proto::Command;
 use smol::io::{AsyncRead, AsyncWrite};
@@ -100,10 +100,13 @@ impl enos_client::Runtime for Smol {
     fn wait<F: Future>(f: F) -> F {
         f
     }
+    fn into_future<F: Future>(f: F) -> impl Future<Output = F::Output> {
+        f
+    }
 
     type Handler = AsyncHandler;
     fn run_handler(&self, handler: &AsyncHandler, command: Command, responder: Responder) {
-        smol::spawn(Guarded::new(handler(command, responder))).detach();
+        smol::spawn(handle_async(handler, command, responder)).detach();
     }
 
     fn start(&self, link: Link<Self>) -> Result<(), Error> {

@@ -60,7 +60,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use enos_client::async_loop::{self, AsyncNet};
-use enos_client::{AsyncHandler, Guarded, IntoHandler, Link};
+use enos_client::{handle_async, AsyncHandler, IntoHandler, Link};
 use enos_proto::options::Transport;
 use enos_proto::Command;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -102,10 +102,13 @@ impl enos_client::Runtime for Tokio {
     fn wait<F: Future>(f: F) -> F {
         f
     }
+    fn into_future<F: Future>(f: F) -> impl Future<Output = F::Output> {
+        f
+    }
 
     type Handler = AsyncHandler;
     fn run_handler(&self, handler: &AsyncHandler, command: Command, responder: Responder) {
-        tokio::spawn(Guarded::new(handler(command, responder)));
+        tokio::spawn(handle_async(handler, command, responder));
     }
 
     fn start(&self, link: Link<Self>) -> Result<(), Error> {

@@ -1,0 +1,858 @@
+//! One suite for every driver: each scenario is written once, generic over the
+//! [`Runtime`], and [`suite!`] makes a test of each for a runtime and the way that runtime
+//! is entered. `tests/` instantiates it for tokio, smol, async-std (with the smol driver)
+//! and plain threads (the blocking driver); nothing else differs between them.
+//!
+//! A scenario awaits every call through `Runtime::into_future` (with the blocking driver
+//! the call has already waited); it runs calls side by side on plain threads; it talks to
+//! a local cloud on its own runtime ([`SimThread`]); its handlers answer at once or from a
+//! thread of their own; every wait ends with a failure at a deadline.
+//!
+//! ```
+//! // In tests/my_runtime.rs:
+//! // enos_conformance::suite!(my_driver::MyRuntime, my_driver::block_on);
+//! ```
+
+#![forbid(unsafe_code)]
+#![allow(missing_docs)]
+
+use std::future::{Future, Ready};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use enos_client::{
+    ClientEvent, ClientOptions, DeviceClient, DisconnectCause, Error, Events, GatewayClient, IntoHandler, RequestError,
+    RequestOptions, Responder, Runtime, SecureMode, SubDeviceInfo,
+};
+use enos_proto::codec::ConnectReturnCode;
+use enos_proto::ops::{
+    BatchEntry, DeviceName, Firmware, MeasurepointBatchPost, MeasurepointBatchResume, SubDeviceRegistration,
+};
+use enos_proto::{
+    CloseCause, Command, CommandKind, ConnectRefusal, DecodeError, DeviceKeys, PacketKind, Qos, SubmitError,
+};
+use enos_sim::mosquitto::{Mosquitto, MosquittoTls};
+use enos_sim::registry::defaults::*;
+use enos_sim::responder::ResponderOptions;
+use enos_sim::{pki, Direction, Sim, SimThread};
+use serde_json::json;
+use smol::stream::StreamExt;
+
+/// A runtime the suite can run on: any whose handlers may answer at once.
+pub trait Rt: Runtime + IntoHandler<Ready<()>> {}
+impl<R: Runtime + IntoHandler<Ready<()>>> Rt for R {}
+
+/// Makes one `#[test]` per scenario for runtime `$rt`, each entered with `$enter` (a
+/// function that runs a future to its end: `smol::block_on`, ...).
+#[macro_export]
+macro_rules! suite {
+    ($rt:ty, $enter:path) => {
+        $crate::suite!(@each $rt, $enter,
+            seed_data_methods_and_ota_calls_with_typed_replies,
+            gateway_manages_sub_devices_and_posts_for_them,
+            every_command_kind_reaches_its_handler_for_the_device_and_a_sub_device,
+            a_flood_of_commands_is_bounded_and_each_gets_exactly_one_answer,
+            a_handler_that_panics_answers_1102_and_later_commands_still_run,
+            secure_mode_2_and_a_refused_connect,
+            dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
+            x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
+            a_reconnect_restores_subscriptions_logins_and_queued_requests,
+            requests_time_out_each_at_its_own_deadline,
+            close_ends_each_request_in_flight_exactly_once,
+            close_is_idempotent_a_client_connects_again_and_dropping_it_closes,
+            malformed_bytes_end_the_session_with_a_typed_cause_and_it_comes_back,
+            against_mosquitto_plain_tls_and_client_certificates
+        );
+    };
+    (@each $rt:ty, $enter:path, $($name:ident),+) => {
+        $(
+            #[test]
+            fn $name() {
+                $enter($crate::$name::<$rt>());
+            }
+        )+
+    };
+}
+
+/// Awaits a call, whatever the runtime: a future's output, or the blocking call's result.
+macro_rules! w {
+    ($call:expr) => {
+        R::into_future($call).await
+    };
+}
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn keys(pk: &str, dk: &str) -> DeviceKeys {
+    DeviceKeys::new(pk, dk).unwrap()
+}
+
+fn o() -> RequestOptions {
+    RequestOptions::new()
+}
+
+fn cloud() -> SimThread {
+    SimThread::start(Sim::builder()).unwrap()
+}
+
+fn options(url: String, pk: &str, dk: &str, secret: &str) -> ClientOptions {
+    let mut o = ClientOptions::new(url, pk, dk);
+    o.device_secret = Some(secret.into());
+    o.reconnect_period = 1;
+    o
+}
+
+fn device_options(sim: &SimThread) -> ClientOptions {
+    options(sim.tcp_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET)
+}
+
+async fn device<R: Rt>(sim: &SimThread) -> DeviceClient<R> {
+    let c = DeviceClient::<R>::new(device_options(sim)).unwrap();
+    w!(c.connect()).unwrap();
+    c
+}
+
+async fn gateway<R: Rt>(sim: &SimThread) -> GatewayClient<R> {
+    let g = GatewayClient::<R>::new(options(sim.tcp_url().unwrap(), GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET)).unwrap();
+    w!(g.connect()).unwrap();
+    g
+}
+
+/// `f`'s output, or a failure naming `what` after `d`.
+async fn within<T>(d: Duration, what: &str, f: impl Future<Output = T>) -> T {
+    let timer = async {
+        smol::Timer::after(d).await;
+        None
+    };
+    smol::future::or(async { Some(f.await) }, timer).await.unwrap_or_else(|| panic!("{what}: nothing within {d:?}"))
+}
+
+/// The next event that `pick` takes, skipping others; a failure at the deadline or when
+/// the stream ends.
+async fn next_event<R: Rt>(events: &mut Events<R>, what: &str, pick: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
+    within(WAIT, what, async {
+        loop {
+            match events.next().await {
+                Some(e) if pick(&e) => return e,
+                Some(_) => {}
+                None => panic!("{what}: the event stream ended"),
+            }
+        }
+    })
+    .await
+}
+
+/// Waits (without blocking a runtime thread) until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    within(WAIT, what, async {
+        while !cond() {
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Runs `f` on a thread of its own (a call side by side with others); `f` may block.
+fn side<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::spawn(f)
+}
+
+/// A handler that answers before it returns, in a form every runtime takes.
+fn now<F>(f: F) -> impl Fn(Command, Responder) -> Ready<()> + Send + Sync + 'static
+where
+    F: Fn(Command, Responder) + Send + Sync + 'static,
+{
+    move |c, r| {
+        f(c, r);
+        std::future::ready(())
+    }
+}
+
+// ----- the seed's methods -----
+
+pub async fn seed_data_methods_and_ota_calls_with_typed_replies<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let d = c.device_data();
+
+    assert_eq!(w!(d.update_tag([("site", "lab"), ("floor", "3")], o())).unwrap().code, 200);
+    assert_eq!(w!(d.query_tag(["site"], o())).unwrap().data["site"], "lab");
+    w!(d.delete_tag(["floor"], o())).unwrap();
+    assert_eq!(sim.device(&dev).unwrap().tags.len(), 1);
+
+    w!(d.update_attribute(json!({"name": "inverter-1", "capacity": 100.5}), o())).unwrap();
+    assert_eq!(w!(d.query_attribute(["name"], o())).unwrap().data["name"], "inverter-1");
+    w!(d.delete_attribute(["capacity"], o())).unwrap();
+    assert!(!sim.device(&dev).unwrap().attributes.contains_key("capacity"));
+
+    // Any Serialize value: a struct.
+    #[derive(serde::Serialize)]
+    struct Points {
+        temp: f64,
+        status: i32,
+    }
+    w!(d.post_measurepoint(Points { temp: 21.5, status: 1 }, o())).unwrap();
+    w!(d.post_measurepoint_at(json!({"humidity": 40.0}), 1_600_000_000_000, o())).unwrap();
+    w!(d.resume_measurepoint(json!({"temp": 18.0}), 1_500_000_000_000, o())).unwrap();
+    let stored = sim.device(&dev).unwrap();
+    assert_eq!(stored.measurepoints["temp"].value, 21.5);
+    assert_eq!(stored.measurepoints["humidity"].time, 1_600_000_000_000);
+    assert_eq!(stored.history.back().unwrap().0, "resume");
+    let e = w!(d.post_measurepoint(json!({"temp": "hot"}), o())).unwrap_err();
+    assert!(matches!(e, Error::Request(RequestError::Rejected { code: 1204, .. })), "{e:?}");
+
+    w!(d.post_event("overheat", json!({"level": 3, "msg": "hot"}), o())).unwrap();
+    assert_eq!(sim.device(&dev).unwrap().events.len(), 1);
+    let raw = w!(d.up_raw_model(&b"\x01\x02"[..], o())).unwrap();
+    assert_eq!(&raw.data[..], b"\x01\x02");
+
+    // QoS 0, and without waiting for the reply.
+    assert_eq!(w!(d.post_measurepoint(json!({"temp": 1.0}), o().qos(Qos::AtMostOnce))).unwrap().code, 200);
+    let r = w!(d.post_measurepoint(json!({"temp": 2.0}), o().need_reply(false))).unwrap();
+    assert_eq!(r.id, "");
+
+    // The requests went on the wire to the right topics.
+    let topics: Vec<String> =
+        sim.record(&dev).into_iter().filter(|r| r.direction == Direction::In).filter_map(|r| r.topic).collect();
+    for t in [
+        "thing/tag/update",
+        "thing/attribute/query",
+        "thing/measurepoint/resume",
+        "thing/event/overheat/post",
+        "thing/model/up_raw",
+    ] {
+        assert!(topics.iter().any(|x| x.ends_with(t)), "{t}");
+    }
+
+    let ota = c.ota();
+    w!(ota.report_version("1.0.0", o())).unwrap();
+    // Progress without an upgrade under way: the cloud's typed refusal.
+    let e = w!(ota.report_progress("50", "downloading", o())).unwrap_err();
+    assert!(matches!(e, Error::Request(RequestError::Rejected { code: 764, .. })), "{e:?}");
+    assert_eq!(w!(ota.get_version(o())).unwrap().data[0].version, "1.1.0");
+    assert!(w!(ota.get_tsl_template(o())).unwrap().data.tsl_measurepoint_map.contains_key("temp"));
+    w!(c.close()).unwrap();
+    assert_eq!(w!(c.device_data().query_tag(["x"], o())), Err(Error::Closed));
+}
+
+pub async fn gateway_manages_sub_devices_and_posts_for_them<R: Rt>() {
+    let sim = cloud();
+    let g = gateway::<R>(&sim).await;
+    let m = g.sub_device_management();
+    let mut reg = SubDeviceRegistration::new(SUB_PRODUCT, DeviceName::new("meter").with("en_US", "meter"));
+    reg.device_key = Some("meter_1".into());
+    let registered = w!(m.register_device(vec![reg], o())).unwrap().data;
+    let meter = SubDeviceInfo::new(keys(SUB_PRODUCT, "meter_1"), registered[0].device_secret.clone());
+    let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
+    w!(m.add_topo(vec![meter.clone(), s1.clone()], o())).unwrap();
+    assert_eq!(w!(m.get_topo(o())).unwrap().data.len(), 2);
+    assert_eq!(w!(m.login_sub_device(meter.clone(), o())).unwrap().data.device_key, "meter_1");
+    assert_eq!(w!(m.batch_login_sub_device(vec![s1.clone()], o())).unwrap().data.logged_in.len(), 1);
+    // On behalf of a sub-device (the seed's deviceInfo).
+    w!(g.device_data().post_measurepoint(json!({"temp": 5.5}), o().target(meter.keys.clone()))).unwrap();
+    assert_eq!(sim.device(&meter.keys).unwrap().measurepoints["temp"].value, 5.5);
+    let entries =
+        vec![BatchEntry::own(json!({"temp": 1.0}), None), BatchEntry::of(s1.keys.clone(), json!({"temp": 2.0}), None)];
+    w!(g.device_data().batch_post_measurepoint(MeasurepointBatchPost::new(entries.clone()), o())).unwrap();
+    let resume = MeasurepointBatchResume::new(entries).skip_invalid_measurepoints(true);
+    w!(g.device_data().batch_resume_measurepoint(resume, o())).unwrap();
+    assert_eq!(sim.device(&s1.keys).unwrap().measurepoints["temp"].value, 2.0);
+    assert_eq!(w!(m.logout_sub_device(meter.keys.clone(), o())).unwrap().data, Some(meter.keys.clone()));
+    w!(m.delete_topo(vec![meter.keys.clone()], o())).unwrap();
+    assert_eq!(w!(m.get_topo(o())).unwrap().data.len(), 1);
+    // Gateway-only operations refuse a target.
+    let e = w!(m.get_topo(o().target(s1.keys.clone()))).unwrap_err();
+    assert_eq!(e, Error::Submit(SubmitError::InvalidTarget));
+}
+
+// ----- commands -----
+
+pub async fn every_command_kind_reaches_its_handler_for_the_device_and_a_sub_device<R: Rt>() {
+    let sim = cloud();
+    let g = gateway::<R>(&sim).await;
+    let gw = keys(GATEWAY_PRODUCT, GATEWAY);
+    let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
+    let m = g.sub_device_management();
+    w!(m.add_topo(vec![s1.clone()], o())).unwrap();
+    w!(m.login_sub_device(s1.clone(), o())).unwrap();
+
+    let cmd = g.device_command();
+    cmd.on_invoke_service(
+        "restart",
+        None,
+        now(|c, res| {
+            let CommandKind::InvokeService { params, .. } = &c.kind else { panic!("{:?}", c.kind) };
+            res.ok(json!({"device": c.device.to_string(), "delay": params["delay"]}));
+        }),
+    );
+    // A handler for one sub-device wins over the general one.
+    cmd.on_invoke_service("restart", Some(s1.keys.clone()), now(|_c, res| res.ok(json!({"sub": true}))));
+    cmd.on_set_measurepoint(
+        None,
+        now(|c, res| {
+            let CommandKind::SetMeasurepoints { points } = &c.kind else { panic!("{:?}", c.kind) };
+            res.ok(json!({"applied": points.len()}));
+        }),
+    );
+    cmd.on_get_measurepoint(None, now(|_c, res| res.ok(json!({"temp": 21.5}))));
+    cmd.on_down_raw_model(
+        None,
+        now(|c, res| {
+            let CommandKind::RawDown { payload } = &c.kind else { panic!("{:?}", c.kind) };
+            res.raw(payload.iter().rev().copied().collect::<Vec<u8>>());
+        }),
+    );
+    cmd.on_ota_upgrade(
+        None,
+        now(|c, res| {
+            let CommandKind::OtaUpgrade { firmware } = &c.kind else { panic!("{:?}", c.kind) };
+            res.ok(json!({"version": firmware.version}));
+        }),
+    );
+    // A slow handler answers from a thread of its own, later.
+    cmd.on_invoke_service(
+        "slow",
+        None,
+        now(|_c, res| {
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(300));
+                res.ok(json!({}));
+            });
+        }),
+    );
+    // A handler that forgets to answer: 1102.
+    cmd.on_invoke_service("forgetful", None, now(|_c, _res| {}));
+    let (tx, rx) = mpsc::channel();
+    for what in ["enable", "disable", "delete"] {
+        let tx = std::sync::Mutex::new(tx.clone());
+        let h = now(move |c, res| {
+            let _ = tx.lock().unwrap().send((what, c.kind.clone()));
+            res.ok(json!({}));
+        });
+        match what {
+            "enable" => m.on_sub_devices_enable(h),
+            "disable" => m.on_sub_devices_disable(h),
+            _ => m.on_sub_devices_delete(h),
+        }
+    }
+
+    // A slow handler does not stall the connection: other commands and requests go on.
+    let slow = sim.run({
+        let gw = gw.clone();
+        move |s| async move { s.invoke_service(&gw, "slow", json!({})).await }
+    });
+    let started = Instant::now();
+    let r = sim.run({
+        let gw = gw.clone();
+        move |s| async move { s.invoke_service(&gw, "restart", json!({"delay": 5})).await }
+    });
+    assert_eq!(r.await.unwrap().data, json!({"device": gw.to_string(), "delay": 5}));
+    w!(g.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(300), "the slow handler held the others up");
+    assert_eq!(within(WAIT, "the slow handler", slow).await.unwrap().code, 200);
+
+    let invoke = |dev: DeviceKeys, service: &'static str| {
+        sim.run(move |s| async move { s.invoke_service(&dev, service, json!({})).await })
+    };
+    assert_eq!(invoke(s1.keys.clone(), "restart").await.unwrap().data, json!({"sub": true}));
+    let set =
+        |dev: DeviceKeys| sim.run(move |s| async move { s.set_measurepoints(&dev, json!({"a": 1, "b": 2})).await });
+    assert_eq!(set(gw.clone()).await.unwrap().data, json!({"applied": 2}));
+    assert_eq!(set(s1.keys.clone()).await.unwrap().code, 200);
+    let get = sim.run({
+        let gw = gw.clone();
+        move |s| async move { s.get_measurepoints(&gw, &["temp"]).await }
+    });
+    assert_eq!(get.await.unwrap().data, json!({"temp": 21.5}));
+    let raw = sim.run({
+        let gw = gw.clone();
+        move |s| async move { s.send_down_raw(&gw, bytes::Bytes::from_static(b"\x01\x02")).await }
+    });
+    assert_eq!(&raw.await.unwrap()[..], b"\x02\x01");
+    let firmware = Firmware { version: "2.0.0".into(), ..Firmware::default() };
+    let ota = sim.run({
+        let gw = gw.clone();
+        move |s| async move { s.push_ota(&gw, firmware).await }
+    });
+    assert_eq!(ota.await.unwrap().unwrap().data, json!({"version": "2.0.0"}));
+    let r = invoke(gw.clone(), "nobody").await.unwrap();
+    assert_eq!((r.code, r.message.as_deref()), (1101, Some("downstream command handler not registered")));
+    let r = invoke(gw.clone(), "forgetful").await.unwrap();
+    assert_eq!(r.code, 1102);
+    assert!(r.message.unwrap_or_default().contains("did not answer"));
+
+    for what in ["disable", "enable", "delete"] {
+        let subs = vec![s1.keys.clone()];
+        let gw = gw.clone();
+        let r = sim
+            .run(move |s| async move {
+                match what {
+                    "disable" => s.disable_sub_devices(&gw, &subs).await,
+                    "enable" => s.enable_sub_devices(&gw, &subs).await,
+                    _ => s.delete_sub_devices(&gw, &subs).await,
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap().code, 200);
+        let (got, kind) = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(got, what);
+        assert!(format!("{kind:?}").contains(SUB_DEVICE_1));
+    }
+}
+
+pub async fn a_flood_of_commands_is_bounded_and_each_gets_exactly_one_answer<R: Rt>() {
+    let sim = SimThread::start(Sim::builder().command_timeout(Duration::from_secs(30))).unwrap();
+    let c = device::<R>(&sim).await;
+    // Handlers that hold their answer until released: the running ones and the core's
+    // queue behind them fill up.
+    let (held_tx, held_rx) = mpsc::channel::<Responder>();
+    let held_tx = std::sync::Mutex::new(held_tx);
+    let running = Arc::new(AtomicUsize::new(0));
+    let r2 = running.clone();
+    c.device_command().on_invoke_service(
+        "stuck",
+        None,
+        now(move |_c, res| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            let _ = held_tx.lock().unwrap().send(res);
+        }),
+    );
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let (running_max, queued_max) = (64, 1024);
+    let capacity = running_max + queued_max;
+    let total = capacity + 20;
+    // Each call reports its code when it ends, in the order they end (the cloud's tasks
+    // need not send the commands in the order they were made).
+    let (codes_tx, codes) = mpsc::channel();
+    for i in 0..total {
+        let (dev, tx) = (dev.clone(), codes_tx.clone());
+        drop(sim.run(move |s| async move {
+            let _ = tx.send(s.invoke_service(&dev, "stuck", json!({})).await.map(|r| r.code));
+        }));
+        // Paced, so that the cloud's own queue to the connection (1,024) keeps up.
+        if i % 100 == 99 {
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    }
+    until("64 handlers running", || running.load(Ordering::SeqCst) == running_max).await;
+    // Those past the queue come back at once with 1102, while every handler still holds on.
+    let early: Vec<_> = (0..total - capacity).map(|_| codes.recv_timeout(WAIT).expect("a 1102")).collect();
+    assert_eq!(early, vec![Ok(1102); total - capacity]);
+    assert_eq!(running.load(Ordering::SeqCst), running_max, "at most 64 in the handlers' hands");
+    assert!(codes.try_recv().is_err(), "no held command answered yet");
+    // Requests still flow meanwhile.
+    w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
+    // Answering each held command hands out the next, until all are answered: once each.
+    let answering = side(move || {
+        for _ in 0..capacity {
+            held_rx.recv_timeout(WAIT).expect("a held command").ok(json!({}));
+        }
+    });
+    let late: Vec<_> = (0..capacity).map(|_| codes.recv_timeout(WAIT).expect("a held command's answer")).collect();
+    assert_eq!(late, vec![Ok(200); capacity]);
+    answering.join().unwrap();
+    assert_eq!(running.load(Ordering::SeqCst), capacity, "each handler ran once");
+}
+
+pub async fn a_handler_that_panics_answers_1102_and_later_commands_still_run<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    c.device_command().on_invoke_service("boom", None, now(|_c, _res| panic!("a handler's bug")));
+    c.device_command().on_invoke_service("fine", None, now(|_c, res| res.ok(json!({"fine": true}))));
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    for _ in 0..3 {
+        let d = dev.clone();
+        let r = sim.run(move |s| async move { s.invoke_service(&d, "boom", json!({})).await }).await.unwrap();
+        assert_eq!(r.code, 1102);
+        assert!(r.message.unwrap_or_default().contains("panicked"));
+        let d = dev.clone();
+        let r = sim.run(move |s| async move { s.invoke_service(&d, "fine", json!({})).await }).await.unwrap();
+        assert_eq!(r.data, json!({"fine": true}));
+    }
+    assert!(c.connected());
+}
+
+// ----- authentication -----
+
+pub async fn secure_mode_2_and_a_refused_connect<R: Rt>() {
+    let sim = cloud();
+    let c = DeviceClient::<R>::new(device_options(&sim)).unwrap();
+    assert_eq!(w!(c.connect()).unwrap().unwrap().expose(), DEVICE_SECRET);
+    assert!(c.connected());
+    assert_eq!(w!(c.connect()), Err(Error::AlreadyStarted));
+    let bad = DeviceClient::<R>::new(options(sim.tcp_url().unwrap(), DEVICE_PRODUCT, DEVICE, "wrong")).unwrap();
+    assert_eq!(w!(bad.connect()), Err(Error::Connect(DisconnectCause::Refused(ConnectRefusal::NotAuthorized))));
+    assert!(!bad.connected());
+    // The refused client is closed, and may try again.
+    assert_eq!(w!(bad.device_data().post_measurepoint(json!({"temp": 1.0}), o())), Err(Error::Closed));
+    assert_eq!(w!(bad.connect()), Err(Error::Connect(DisconnectCause::Refused(ConnectRefusal::NotAuthorized))));
+    // Nobody listening: a typed transport cause.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let gone = DeviceClient::<R>::new(options(format!("tcp://127.0.0.1:{port}"), DEVICE_PRODUCT, DEVICE, "x")).unwrap();
+    match w!(gone.connect()) {
+        Err(Error::Connect(DisconnectCause::Transport(CloseCause::Io { kind, .. }))) => {
+            assert_eq!(kind, std::io::ErrorKind::ConnectionRefused)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+pub async fn dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close<R: Rt>() {
+    let sim = cloud();
+    let mut o3 = ClientOptions::new(sim.tcp_url().unwrap(), DEVICE_PRODUCT, ACTIVATING_DEVICE);
+    o3.secure_mode = SecureMode::ProductSecret;
+    o3.product_secret = Some(DEVICE_PRODUCT_SECRET.into());
+    o3.reconnect_period = 1;
+    let c = DeviceClient::<R>::new(o3).unwrap();
+    let mut ev = c.events();
+    let secret = w!(c.connect()).unwrap().unwrap();
+    let dev = keys(DEVICE_PRODUCT, ACTIVATING_DEVICE);
+    assert_eq!(sim.device(&dev).unwrap().secret.unwrap().expose(), secret.expose());
+    match next_event(&mut ev, "the activation", |e| matches!(e, ClientEvent::Activated { .. })).await {
+        ClientEvent::Activated { device, device_secret } => {
+            assert_eq!((device, device_secret.expose()), (dev.clone(), secret.expose()))
+        }
+        other => panic!("{other:?}"),
+    }
+    w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
+    // A reconnect uses mode 2 with the issued secret (the cloud refuses a second activation).
+    sim.cut(&dev);
+    next_event(&mut ev, "the reconnect", |e| matches!(e, ClientEvent::Connect { reconnect: true })).await;
+    assert!(c.reconnected());
+    w!(c.device_data().post_measurepoint(json!({"temp": 2.0}), o())).unwrap();
+    // So does a new connect() after close().
+    w!(c.close()).unwrap();
+    assert_eq!(w!(c.connect()).unwrap().unwrap().expose(), secret.expose());
+    w!(c.device_data().post_measurepoint(json!({"temp": 3.0}), o())).unwrap();
+}
+
+struct Pki {
+    ca: pki::Ca,
+    device_ca: pki::Ca,
+}
+
+fn p12(cert: &pki::CertPem, passphrase: &str) -> Vec<u8> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    let der = cert.identity().unwrap().certificates()[0].to_vec();
+    let chain = PrivateKeyChain::new(
+        b"k".to_vec(),
+        PrivateKey::from_der(&cert.key_der).unwrap(),
+        vec![Certificate::from_der(&der).unwrap()],
+    );
+    let mut store = KeyStore::new();
+    store.add_entry("device", KeyStoreEntry::PrivateKeyChain(chain));
+    store.writer(passphrase).write().unwrap()
+}
+
+pub async fn x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed<R: Rt>() {
+    let p = Pki { ca: pki::Ca::new("cloud ca").unwrap(), device_ca: pki::Ca::new("device ca").unwrap() };
+    let server = p.ca.server_cert().unwrap();
+    let tls_sim = |clients: Option<&pki::Ca>| {
+        let config = pki::server_tls(&server, clients).unwrap();
+        SimThread::start(Sim::builder().no_tcp().tls("127.0.0.1:0".parse().unwrap(), config)).unwrap()
+    };
+    let sim = tls_sim(Some(&p.device_ca));
+    let cert = p.device_ca.device_cert(DEVICE).unwrap();
+    // PEM identity, certificate mode with the device secret.
+    let mut o = options(sim.tls_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+    o.secure_mode = SecureMode::Certificate;
+    o.ca = Some(p.ca.pem.clone().into_bytes());
+    o.cert = Some(cert.cert.clone().into_bytes());
+    o.key = Some(cert.key.clone().into_bytes());
+    let c = DeviceClient::<R>::new(o.clone()).unwrap();
+    w!(c.connect()).unwrap();
+    w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), RequestOptions::new())).unwrap();
+    w!(c.close()).unwrap();
+    // PKCS#12 identity with a passphrase, certificate only (no device secret).
+    let mut o12 = o.clone();
+    o12.cert = None;
+    o12.key = None;
+    o12.device_secret = None;
+    o12.pfx = Some(p12(&cert, "pass phrase"));
+    o12.passphrase = Some("pass phrase".into());
+    let c = DeviceClient::<R>::new(o12.clone()).unwrap();
+    assert!(w!(c.connect()).unwrap().is_none());
+    w!(c.device_data().post_measurepoint(json!({"temp": 2.0}), RequestOptions::new())).unwrap();
+    w!(c.close()).unwrap();
+    // A wrong passphrase is an options error naming pfx.
+    o12.passphrase = Some("nope".into());
+    assert!(matches!(DeviceClient::<R>::new(o12), Err(Error::Options(e)) if e.field == "pfx"));
+
+    // Refusals, each typed: a CA that does not sign the server, a foreign client
+    // certificate, an expired one.
+    async fn tls_refusal<R: Rt>(o: ClientOptions) -> String {
+        match w!(DeviceClient::<R>::new(o).unwrap().connect()) {
+            Err(Error::Connect(DisconnectCause::Transport(CloseCause::Tls(m)))) => m,
+            Err(Error::Connect(DisconnectCause::Transport(c))) => format!("{c:?}"),
+            other => panic!("not a transport refusal: {other:?}"),
+        }
+    }
+    let mut wrong_ca = o.clone();
+    wrong_ca.ca = Some(pki::Ca::new("other").unwrap().pem.into_bytes());
+    let m = tls_refusal::<R>(wrong_ca).await;
+    assert!(m.contains("UnknownIssuer"), "{m}");
+    let foreign = pki::Ca::new("foreign").unwrap().device_cert(DEVICE).unwrap();
+    let mut f = o.clone();
+    f.cert = Some(foreign.cert.into_bytes());
+    f.key = Some(foreign.key.into_bytes());
+    tls_refusal::<R>(f).await;
+    let expired = p.device_ca.expired_device_cert(DEVICE).unwrap();
+    let mut x = o.clone();
+    x.cert = Some(expired.cert.into_bytes());
+    x.key = Some(expired.key.into_bytes());
+    tls_refusal::<R>(x).await;
+    // Server authentication only, secure mode 2, against a listener without a client CA.
+    let sim2 = tls_sim(None);
+    let mut s = options(sim2.tls_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+    s.ca = Some(p.ca.pem.clone().into_bytes());
+    let c = DeviceClient::<R>::new(s).unwrap();
+    w!(c.connect()).unwrap();
+    assert_eq!(w!(c.device_data().query_tag(Vec::<String>::new(), RequestOptions::new())).unwrap().code, 200);
+}
+
+// ----- faults -----
+
+pub async fn a_reconnect_restores_subscriptions_logins_and_queued_requests<R: Rt>() {
+    let sim = cloud();
+    let g = gateway::<R>(&sim).await;
+    let gw = keys(GATEWAY_PRODUCT, GATEWAY);
+    let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
+    let m = g.sub_device_management();
+    w!(m.add_topo(vec![s1.clone()], o())).unwrap();
+    w!(m.login_sub_device(s1.clone(), o())).unwrap();
+    g.device_command().on_invoke_service("*", None, now(|c, res| res.ok(json!({"who": c.device.to_string()}))));
+    let mut ev = g.events();
+
+    // The link is cut when the post arrives (the reply topic's SUBSCRIBE, then the post's
+    // PUBLISH): unacknowledged, it is sent again and completes.
+    // Counted from the CONNECT: what the device sent, and the PUBACKs it still owes for
+    // the cloud's QoS 1 replies (they may be on their way).
+    let record = sim.record(&gw);
+    let connect = record.iter().rposition(|r| r.kind == PacketKind::Connect).unwrap();
+    let after = &record[connect + 1..];
+    let count = |d: Direction, k: PacketKind| after.iter().filter(|r| r.direction == d && r.kind == k).count();
+    let sent = after.iter().filter(|r| r.direction == Direction::In).count();
+    let owed = count(Direction::Out, PacketKind::Publish) - count(Direction::In, PacketKind::PubAck);
+    sim.cut_after(&gw, (sent + owed) as u64 + 2);
+    let post = {
+        let g = g.clone();
+        side(move || {
+            smol::block_on(async { w!(g.device_data().post_measurepoint(json!({"temp": 3.0}), o().timeout(secs(10)))) })
+        })
+    };
+    next_event(&mut ev, "the cut", |e| matches!(e, ClientEvent::Close { .. })).await;
+    assert!(!post.is_finished(), "the cut hit the post in flight");
+    // Requested while offline: queued, sent after the reconnect.
+    let queued = {
+        let g = g.clone();
+        side(move || smol::block_on(async { w!(g.device_data().post_event("overheat", json!({"level": 1}), o())) }))
+    };
+    next_event(&mut ev, "the reconnect", |e| matches!(e, ClientEvent::Connect { reconnect: true })).await;
+    assert!(g.reconnected() && g.connected());
+    assert_eq!(post.join().unwrap().unwrap().code, 200, "the post the cut hit");
+    assert_eq!(queued.join().unwrap().unwrap().code, 200, "the request made while offline");
+    let posts =
+        sim.record(&gw).into_iter().filter(|r| r.topic.as_deref().is_some_and(|t| t.ends_with("measurepoint/post")));
+    assert_eq!(posts.count(), 2, "the post went out again after the cut");
+    assert_eq!(sim.device(&gw).unwrap().measurepoints["temp"].value, 3.0);
+    // The sub-device is logged in again: posts on its behalf and commands for it work.
+    until("the sub-device's login", || sim.is_online(&s1.keys)).await;
+    w!(g.device_data().post_measurepoint(json!({"temp": 4.0}), o().target(s1.keys.clone()))).unwrap();
+    let s = s1.keys.clone();
+    let r = sim.run(move |sim| async move { sim.invoke_service(&s, "x", json!({})).await }).await.unwrap();
+    assert_eq!(r.data, json!({"who": s1.keys.to_string()}));
+    // Refused reconnects are typed events, then it gets back in.
+    sim.refuse_next_connects(1, ConnectReturnCode::ServiceUnavailable);
+    sim.cut(&gw);
+    next_event(&mut ev, "the refusal", |e| {
+        matches!(e, ClientEvent::Close { cause: DisconnectCause::Refused(ConnectRefusal::ServerUnavailable) })
+    })
+    .await;
+    next_event(&mut ev, "back in", |e| matches!(e, ClientEvent::Connect { reconnect: true })).await;
+    w!(g.device_data().post_measurepoint(json!({"temp": 5.0}), o())).unwrap();
+}
+
+pub async fn requests_time_out_each_at_its_own_deadline<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    sim.drop_replies(2);
+    let started = Instant::now();
+    // A long request first, then a shorter one: the shorter deadline is the earlier one.
+    let long = {
+        let c = c.clone();
+        side(move || {
+            let r = smol::block_on(async {
+                w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o().timeout(secs(3))))
+            });
+            (r, started.elapsed())
+        })
+    };
+    smol::Timer::after(Duration::from_millis(100)).await;
+    let short = w!(c.device_data().post_measurepoint(json!({"temp": 2.0}), o().timeout(Duration::from_millis(300))));
+    let short_at = started.elapsed();
+    let (long, long_at) = long.join().unwrap();
+    assert_eq!(short, Err(Error::Request(RequestError::TimedOut(Duration::from_millis(300)))));
+    assert_eq!(long, Err(Error::Request(RequestError::TimedOut(secs(3)))));
+    assert!(short_at >= Duration::from_millis(400) && short_at < Duration::from_millis(2500), "{short_at:?}");
+    assert!(long_at >= secs(3), "{long_at:?}");
+    // The session goes on.
+    w!(c.device_data().post_measurepoint(json!({"temp": 3.0}), o())).unwrap();
+}
+
+pub async fn close_ends_each_request_in_flight_exactly_once<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    sim.drop_replies(8);
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let c = c.clone();
+            side(move || {
+                smol::block_on(async {
+                    w!(c.device_data().post_measurepoint(json!({"temp": f64::from(i)}), o().timeout(secs(30))))
+                })
+            })
+        })
+        .collect();
+    // Every post is on the wire (or queued) before the close.
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    until("eight posts on the wire", || {
+        sim.record(&dev).iter().filter(|r| r.topic.as_deref().is_some_and(|t| t.ends_with("measurepoint/post"))).count()
+            >= 8
+    })
+    .await;
+    let closed_at = Instant::now();
+    w!(c.close()).unwrap();
+    for call in calls {
+        // A thread's call ends once: with `Closed`, soon after the close.
+        assert_eq!(call.join().unwrap(), Err(Error::Closed));
+    }
+    assert!(closed_at.elapsed() < secs(5), "{:?}", closed_at.elapsed());
+    assert!(!c.connected());
+    assert_eq!(w!(c.device_data().post_measurepoint(json!({"temp": 9.0}), o())), Err(Error::Closed));
+}
+
+pub async fn close_is_idempotent_a_client_connects_again_and_dropping_it_closes<R: Rt>() {
+    let sim = cloud();
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let c = DeviceClient::<R>::new(device_options(&sim)).unwrap();
+    w!(c.close()).unwrap();
+    w!(c.connect()).unwrap();
+    let mut ev = c.events();
+    w!(c.close()).unwrap();
+    w!(c.close()).unwrap();
+    assert!(!c.connected());
+    assert_eq!(w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())), Err(Error::Closed));
+    // The events stream ends with the session, its last event the close.
+    let last = within(WAIT, "the end of the events", async {
+        let mut last = None;
+        while let Some(e) = ev.next().await {
+            last = Some(e);
+        }
+        last
+    })
+    .await;
+    assert_eq!(last, Some(ClientEvent::Close { cause: DisconnectCause::Closed }));
+    // A new session after close.
+    w!(c.connect()).unwrap();
+    assert!(c.connected() && !c.reconnected());
+    w!(c.device_data().post_measurepoint(json!({"temp": 2.0}), o())).unwrap();
+    // Dropping every handle closes the connection.
+    drop(c);
+    until("the device offline", || !sim.is_online(&dev)).await;
+}
+
+pub async fn malformed_bytes_end_the_session_with_a_typed_cause_and_it_comes_back<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    let mut ev = c.events();
+    assert!(sim.send_malformed(&keys(DEVICE_PRODUCT, DEVICE)));
+    next_event(&mut ev, "the decode error", |e| {
+        matches!(e, ClientEvent::Close { cause: DisconnectCause::Decode(DecodeError::Malformed(_)) })
+    })
+    .await;
+    next_event(&mut ev, "the reconnect", |e| matches!(e, ClientEvent::Connect { reconnect: true })).await;
+    w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
+}
+
+// ----- a real broker -----
+
+async fn through_broker<R: Rt>(broker: &Mosquitto, tls: Option<(&pki::Ca, Option<&pki::CertPem>)>) {
+    let sim = SimThread::start(Sim::builder().no_tcp()).unwrap();
+    let addr = broker.addr();
+    let _responder = sim.run(move |s| async move { s.responder(ResponderOptions::new(addr)).await }).await.unwrap();
+    // The responder uses the plain listener; the device the TLS one when there is one.
+    let url = match broker.tls_addr() {
+        Some(a) => format!("ssl://localhost:{}", a.port()),
+        None => format!("tcp://{}", broker.addr()),
+    };
+    let mut o = options(url, DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+    o.subscribe_command_topics = true;
+    if let Some((ca, cert)) = tls {
+        o.ca = Some(ca.pem.clone().into_bytes());
+        if let Some(cert) = cert {
+            o.cert = Some(cert.cert.clone().into_bytes());
+            o.key = Some(cert.key.clone().into_bytes());
+        }
+    }
+    let c = DeviceClient::<R>::new(o).unwrap();
+    w!(c.connect()).unwrap();
+    w!(c.device_data().update_tag([("via", "mosquitto")], RequestOptions::new())).unwrap();
+    assert_eq!(w!(c.device_data().query_tag(["via"], RequestOptions::new())).unwrap().data["via"], "mosquitto");
+    c.device_command().on_set_measurepoint(None, now(|_c, res| res.ok(json!({}))));
+    // The command topics are subscribed once the broker acknowledged them; a command sent
+    // before that would be lost by the broker, so the first attempts may time out.
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    sim.set_command_timeout(Duration::from_millis(500));
+    within(WAIT, "a command through the broker", async {
+        loop {
+            let d = dev.clone();
+            let r = sim.run(move |s| async move { s.set_measurepoints(&d, json!({"temp_setpoint": 1})).await }).await;
+            if let Ok(r) = r {
+                assert_eq!(r.code, 200);
+                return;
+            }
+        }
+    })
+    .await;
+    w!(c.close()).unwrap();
+}
+
+pub async fn against_mosquitto_plain_tls_and_client_certificates<R: Rt>() {
+    through_broker::<R>(&Mosquitto::start(None).unwrap(), None).await;
+    let ca = pki::Ca::new("broker ca").unwrap();
+    let server = ca.server_cert().unwrap();
+    let files = |require| MosquittoTls {
+        ca_pem: ca.pem.clone(),
+        cert_pem: server.cert.clone(),
+        key_pem: server.key.clone(),
+        require_certificate: require,
+    };
+    through_broker::<R>(&Mosquitto::start(Some(files(false))).unwrap(), Some((&ca, None))).await;
+    let broker = Mosquitto::start(Some(files(true))).unwrap();
+    let client = ca.device_cert(DEVICE).unwrap();
+    through_broker::<R>(&broker, Some((&ca, Some(&client)))).await;
+    // Without a certificate the broker refuses the handshake.
+    let mut o = options(
+        format!("ssl://localhost:{}", broker.tls_addr().unwrap().port()),
+        DEVICE_PRODUCT,
+        DEVICE,
+        DEVICE_SECRET,
+    );
+    o.ca = Some(ca.pem.clone().into_bytes());
+    match w!(DeviceClient::<R>::new(o).unwrap().connect()) {
+        Err(Error::Connect(DisconnectCause::Transport(
+            CloseCause::Tls(_) | CloseCause::Eof | CloseCause::Io { .. },
+        ))) => {}
+        other => panic!("{other:?}"),
+    }
+}
