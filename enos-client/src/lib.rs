@@ -28,7 +28,7 @@
 //! # impl Runtime for NoRuntime {
 //! #     type Wait<F: std::future::Future> = F;
 //! #     fn wait<F: std::future::Future>(f: F) -> F { f }
-//! #     fn into_future<F: std::future::Future>(f: F) -> impl std::future::Future<Output = F::Output> { f }
+//! #     fn into_future<F: std::future::Future + Send>(f: F) -> impl std::future::Future<Output = F::Output> + Send where F::Output: Send { f }
 //! #     type Handler = ();
 //! #     fn run_handler(&self, _: &(), _: enos_proto::Command, _: enos_client::Responder) {}
 //! #     fn start(&self, _: enos_client::Link<Self>) -> Result<(), enos_client::Error> { Ok(()) }
@@ -79,7 +79,10 @@ pub trait Runtime: Default + Send + Sync + Sized + 'static {
     /// What a call returned, as a future of its output: code written once for every
     /// runtime awaits any call this way (with the blocking runtime the call has already
     /// waited, and the future is ready).
-    fn into_future<F: Future>(waited: Self::Wait<F>) -> impl Future<Output = F::Output>;
+    fn into_future<F>(waited: Self::Wait<F>) -> impl Future<Output = F::Output> + Send
+    where
+        F: Future + Send,
+        F::Output: Send;
 
     /// A command handler as this runtime keeps it.
     type Handler: Clone + Send + Sync + 'static;

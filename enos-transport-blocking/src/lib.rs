@@ -127,7 +127,11 @@ impl enos_client::Runtime for Blocking {
     fn wait<F: Future>(f: F) -> F::Output {
         block_on(f)
     }
-    fn into_future<F: Future>(output: F::Output) -> impl Future<Output = F::Output> {
+    fn into_future<F>(output: F::Output) -> impl Future<Output = F::Output> + Send
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
         std::future::ready(output)
     }
 

@@ -102,7 +102,11 @@ impl enos_client::Runtime for Tokio {
     fn wait<F: Future>(f: F) -> F {
         f
     }
-    fn into_future<F: Future>(f: F) -> impl Future<Output = F::Output> {
+    fn into_future<F>(f: F) -> impl Future<Output = F::Output> + Send
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
         f
     }
 

@@ -1,6 +1,11 @@
 //! `enos-load`: load a broker with devices (or a gateway's sub-devices) posting measure
-//! points through the SDK's tokio driver, and print throughput, reply latency
-//! percentiles, CPU per request, connect rate, errors and memory.
+//! points through one of the SDK's drivers (`--driver tokio|smol|blocking`), and print
+//! throughput, reply latency percentiles, CPU per request, connect rate, errors and memory.
+//!
+//! The requests are made where the driver's users make them: on tokio's worker threads
+//! (`--load-threads`), on smol's global executor (`SMOL_THREADS`, one by default), or, for
+//! the blocking driver, one thread per request kept in flight (`--window` threads per
+//! device) besides each connection's two threads.
 //!
 //! Without `--broker` it runs the built-in local cloud in the same process, on threads of
 //! its own (named `sim`), so the CPU of the devices (the rest of the process) and of the cloud are
@@ -12,22 +17,27 @@
 //!     cargo run --release -p enos-benches --bin enos-load -- --devices 10000 --idle --broker tcp://127.0.0.1:11883
 //!     cargo run --release -p enos-benches --bin enos-load -- --gateway-subs 10000 --batch 100 --window 16
 //!     cargo run --release -p enos-benches --bin enos-load -- --rumqttc --window 1000   # the same through rumqttc
+//!     cargo run --release -p enos-benches --bin enos-load -- --driver blocking --sequential
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use enos_benches::TypicalPoints;
+use enos_client::{ClientOptions, DeviceClient, DeviceKeys, GatewayClient, RequestOptions, Runtime, SubDeviceInfo};
 use enos_proto::ops::{BatchEntry, MeasurepointBatchPost, MeasurepointPost};
 use enos_sim::registry::defaults::*;
 use enos_sim::{Registry, Sim};
-use enos_transport_tokio::{ClientOptions, DeviceClient, DeviceKeys, GatewayClient, RequestOptions, SubDeviceInfo};
 use hdrhistogram::Histogram;
 
 #[derive(Parser, Clone)]
 #[command(name = "enos-load", about = "Load a broker with EnOS devices and measure")]
 struct Args {
+    /// Which driver the devices run on.
+    #[arg(long, value_enum, default_value_t = Driver::Tokio)]
+    driver: Driver,
     /// Broker URL; the built-in local cloud in-process when absent. An external
     /// `enos-sim serve --fleet N` has the devices this tool uses (demo_pk/load_i).
     #[arg(long)]
@@ -91,6 +101,49 @@ struct Args {
     /// requests (sequential, or `--window` in flight), for comparison.
     #[arg(long, conflicts_with = "plain_mqtt")]
     rumqttc: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Tokio,
+    Smol,
+    Blocking,
+}
+
+/// Where a driver's users run their code: tasks of its runtime, or threads.
+trait LoadRuntime: Runtime {
+    /// Runs `f` to its end there.
+    fn run(f: impl Future<Output = ()> + Send + 'static);
+    /// Waits until `at` there.
+    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send;
+}
+
+impl LoadRuntime for enos_transport_tokio::Tokio {
+    fn run(f: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(f);
+    }
+    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep_until(at.into())
+    }
+}
+
+impl LoadRuntime for enos_transport_smol::Smol {
+    fn run(f: impl Future<Output = ()> + Send + 'static) {
+        smol::spawn(f).detach();
+    }
+    async fn sleep_until(at: Instant) {
+        smol::Timer::at(at).await;
+    }
+}
+
+impl LoadRuntime for enos_transport_blocking::Blocking {
+    fn run(f: impl Future<Output = ()> + Send + 'static) {
+        std::thread::spawn(move || enos_transport_blocking::block_on(f));
+    }
+    // On the worker's own thread: blocking it is what the blocking driver's users do.
+    async fn sleep_until(at: Instant) {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()))
+    }
 }
 
 /// The measure point post topic of the device the comparison clients (`--plain-mqtt`,
@@ -301,7 +354,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn record(&self, started: Instant, ok: Result<(), enos_transport_tokio::Error>) {
+    fn record(&self, started: Instant, ok: Result<(), enos_client::Error>) {
         match ok {
             Ok(()) => {
                 self.done.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +363,7 @@ impl Stats {
                     let _ = h.record(us.max(1));
                 }
             }
-            Err(enos_transport_tokio::Error::Request(enos_transport_tokio::RequestError::TimedOut(_))) => {
+            Err(enos_client::Error::Request(enos_client::RequestError::TimedOut(_))) => {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
@@ -328,6 +381,130 @@ fn options(url: &str, pk: &str, dk: &str, secret: &str, timeout: u64) -> ClientO
     o.request_timeout = timeout;
     o.ca = CA.get().cloned().flatten();
     o
+}
+
+/// What the SDK's run needs from `main`.
+struct Run {
+    args: Args,
+    url: String,
+    stats: Arc<Stats>,
+    rss_start: u64,
+    in_process: bool,
+}
+
+/// Connects the devices (or the gateway) on driver `R`, prints the connect figures, and
+/// starts the load; when and at what CPU the load started (`None`: `--idle`).
+async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, Box<dyn std::error::Error>> {
+    let Run { args, url, stats, rss_start, in_process } = run;
+    // Connect.
+    let t0 = Instant::now();
+    let mut clients: Vec<DeviceClient<R>> = Vec::new();
+    let mut gateway: Option<(GatewayClient<R>, Vec<DeviceKeys>)> = None;
+    if args.gateway_subs > 0 {
+        let g = GatewayClient::<R>::new(options(&url, GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET, args.timeout))?;
+        R::into_future(g.connect()).await?;
+        let subs: Vec<SubDeviceInfo> = (0..args.gateway_subs)
+            .map(|i| {
+                SubDeviceInfo::new(DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}")).expect("valid keys"), FLEET_SECRET)
+            })
+            .collect();
+        for chunk in subs.chunks(1000) {
+            let login = g.sub_device_management().batch_login_sub_device(chunk.to_vec(), RequestOptions::new());
+            let r = R::into_future(login).await?;
+            if !r.data.failed.is_empty() {
+                return Err(format!("{} sub-devices refused", r.data.failed.len()).into());
+            }
+        }
+        let keys = subs.into_iter().map(|s| s.keys).collect();
+        gateway = Some((g, keys));
+    } else {
+        // At most `connect_parallelism` at once, each where the driver runs user code.
+        for first in (0..args.devices).step_by(args.connect_parallelism.max(1)) {
+            let last = (first + args.connect_parallelism.max(1)).min(args.devices);
+            let (tx, rx) = mpsc::channel();
+            for i in first..last {
+                let (url, timeout, tx) = (url.clone(), args.timeout, tx.clone());
+                R::run(async move {
+                    let o = options(&url, DEVICE_PRODUCT, &format!("load_{i}"), FLEET_SECRET, timeout);
+                    let c = match DeviceClient::<R>::new(o) {
+                        Ok(c) => R::into_future(c.connect()).await.ok().map(|_| c),
+                        Err(_) => None,
+                    };
+                    let _ = tx.send(c);
+                });
+            }
+            drop(tx);
+            clients.extend(rx.into_iter().flatten());
+        }
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let connected = if gateway.is_some() { args.gateway_subs } else { clients.len() };
+    println!(
+        "connected {connected} {} in {connect_secs:.2} s: {:.0} per second{}",
+        if gateway.is_some() { "sub-devices (one gateway)" } else { "devices" },
+        connected as f64 / connect_secs,
+        if gateway.is_none() && clients.len() < args.devices {
+            format!(" ({} failed)", args.devices - clients.len())
+        } else {
+            String::new()
+        }
+    );
+    let rss = status_kib("VmRSS:");
+    println!(
+        "resident memory: {} KiB at start, {} KiB connected: {:.1} KiB per {}{}",
+        rss_start,
+        rss,
+        rss.saturating_sub(rss_start) as f64 / connected.max(1) as f64,
+        if gateway.is_some() { "sub-device" } else { "device" },
+        if in_process { " (this process also runs the cloud)" } else { "" }
+    );
+    if args.idle {
+        return Ok(None);
+    }
+
+    // Load.
+    let cpu0 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
+    let t1 = Instant::now();
+    let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+    if let Some((g, keys)) = &gateway {
+        let keys = Arc::new(keys.clone());
+        for w in 0..args.window {
+            let (g, keys, stats, batch) = (g.clone(), keys.clone(), stats.clone(), args.batch);
+            R::run(async move {
+                let mut next = w * batch;
+                while !stats.stop.load(Ordering::Relaxed) {
+                    let entries: Vec<BatchEntry<TypicalPoints>> = (0..batch)
+                        .map(|j| BatchEntry::of(keys[(next + j) % keys.len()].clone(), TypicalPoints::new(), None))
+                        .collect();
+                    next += batch * 7;
+                    let started = Instant::now();
+                    let r = R::into_future(g.request(MeasurepointBatchPost::new(entries), RequestOptions::new()));
+                    stats.record(started, r.await.map(drop));
+                }
+            });
+        }
+    } else {
+        for c in &clients {
+            for _ in 0..args.window {
+                let (c, stats) = (c.clone(), stats.clone());
+                R::run(async move {
+                    let mut tick = Instant::now();
+                    while !stats.stop.load(Ordering::Relaxed) {
+                        if let Some(every) = interval {
+                            R::sleep_until(tick).await;
+                            tick += every;
+                        }
+                        let started = Instant::now();
+                        let r = R::into_future(
+                            c.request(MeasurepointPost::new(TypicalPoints::new()), RequestOptions::new()),
+                        );
+                        stats.record(started, r.await.map(drop));
+                    }
+                });
+            }
+        }
+    }
+    Ok(Some((t1, cpu0)))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -422,117 +599,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             return Ok(());
         }
-        // Connect.
-        let t0 = Instant::now();
-        let mut clients: Vec<DeviceClient> = Vec::new();
-        let mut gateway: Option<(GatewayClient, Vec<DeviceKeys>)> = None;
-        if args.gateway_subs > 0 {
-            let g = GatewayClient::new(options(&url, GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET, args.timeout))?;
-            g.connect().await?;
-            let subs: Vec<SubDeviceInfo> = (0..args.gateway_subs)
-                .map(|i| {
-                    SubDeviceInfo::new(
-                        DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}")).expect("valid keys"),
-                        FLEET_SECRET,
-                    )
-                })
-                .collect();
-            for chunk in subs.chunks(1000) {
-                let r = g.sub_device_management().batch_login_sub_device(chunk.to_vec(), RequestOptions::new()).await?;
-                if !r.data.failed.is_empty() {
-                    return Err(format!("{} sub-devices refused", r.data.failed.len()).into());
-                }
-            }
-            let keys = subs.into_iter().map(|s| s.keys).collect();
-            gateway = Some((g, keys));
-        } else {
-            let sem = Arc::new(tokio::sync::Semaphore::new(args.connect_parallelism));
-            let mut tasks = Vec::new();
-            for i in 0..args.devices {
-                let (url, sem, timeout) = (url.clone(), sem.clone(), args.timeout);
-                tasks.push(tokio::spawn(async move {
-                    let _permit = sem.acquire().await.ok()?;
-                    let c =
-                        DeviceClient::new(options(&url, DEVICE_PRODUCT, &format!("load_{i}"), FLEET_SECRET, timeout))
-                            .ok()?;
-                    c.connect().await.ok()?;
-                    Some(c)
-                }));
-            }
-            for t in tasks {
-                if let Some(c) = t.await? {
-                    clients.push(c);
-                }
-            }
-        }
-        let connect_secs = t0.elapsed().as_secs_f64();
-        let connected = if gateway.is_some() { args.gateway_subs } else { clients.len() };
-        println!(
-            "connected {connected} {} in {connect_secs:.2} s: {:.0} per second{}",
-            if gateway.is_some() { "sub-devices (one gateway)" } else { "devices" },
-            connected as f64 / connect_secs,
-            if gateway.is_none() && clients.len() < args.devices {
-                format!(" ({} failed)", args.devices - clients.len())
-            } else {
-                String::new()
-            }
-        );
-        let rss = status_kib("VmRSS:");
-        println!(
-            "resident memory: {} KiB at start, {} KiB connected: {:.1} KiB per {}{}",
-            rss_start,
-            rss,
-            rss.saturating_sub(rss_start) as f64 / connected.max(1) as f64,
-            if gateway.is_some() { "sub-device" } else { "device" },
-            if in_process { " (this process also runs the cloud)" } else { "" }
-        );
-        if args.idle {
-            return Ok(());
-        }
-
-        // Load.
-        let cpu0 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
-        let t1 = Instant::now();
-        let mut workers = Vec::new();
-        let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
-        if let Some((g, keys)) = &gateway {
-            let keys = Arc::new(keys.clone());
-            for w in 0..args.window {
-                let (g, keys, stats, batch) = (g.clone(), keys.clone(), stats.clone(), args.batch);
-                workers.push(tokio::spawn(async move {
-                    let mut next = w * batch;
-                    while !stats.stop.load(Ordering::Relaxed) {
-                        let entries: Vec<BatchEntry<TypicalPoints>> = (0..batch)
-                            .map(|j| BatchEntry::of(keys[(next + j) % keys.len()].clone(), TypicalPoints::new(), None))
-                            .collect();
-                        next += batch * 7;
-                        let started = Instant::now();
-                        let r = g.request(MeasurepointBatchPost::new(entries), RequestOptions::new()).await.map(drop);
-                        stats.record(started, r);
-                    }
-                }));
-            }
-        } else {
-            for c in &clients {
-                for _ in 0..args.window {
-                    let (c, stats) = (c.clone(), stats.clone());
-                    workers.push(tokio::spawn(async move {
-                        let mut tick = interval.map(tokio::time::interval);
-                        while !stats.stop.load(Ordering::Relaxed) {
-                            if let Some(t) = tick.as_mut() {
-                                t.tick().await;
-                            }
-                            let started = Instant::now();
-                            let r = c
-                                .request(MeasurepointPost::new(TypicalPoints::new()), RequestOptions::new())
-                                .await
-                                .map(drop);
-                            stats.record(started, r);
-                        }
-                    }));
-                }
-            }
-        }
+        let run = Run { args: args.clone(), url: url.clone(), stats: stats.clone(), rss_start, in_process };
+        let t1 = match args.driver {
+            Driver::Tokio => sdk::<enos_transport_tokio::Tokio>(run).await?,
+            Driver::Smol => sdk::<enos_transport_smol::Smol>(run).await?,
+            Driver::Blocking => sdk::<enos_transport_blocking::Blocking>(run).await?,
+        };
+        let Some((t1, cpu0)) = t1 else { return Ok(()) };
+        let gateway = args.gateway_subs > 0;
         let end = t1 + Duration::from_secs(args.seconds);
         let mut last = 0;
         loop {
@@ -555,12 +629,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let done = stats.done.load(Ordering::Relaxed);
         let cpu1 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
         stats.stop.store(true, Ordering::Relaxed);
-        for w in workers {
-            w.abort();
-        }
         let h = stats.hist.lock().map_err(|_| "histogram lock")?;
         let per = |ticks: u64| ticks as f64 * 10_000.0 / done.max(1) as f64;
-        let unit = if gateway.is_some() { format!(" (batches of {} entries)", args.batch) } else { String::new() };
+        let unit = if gateway { format!(" (batches of {} entries)", args.batch) } else { String::new() };
         println!(
             "{done} requests{unit} in {secs:.1} s: {:.0} requests/s; errors {}, timeouts {}",
             done as f64 / secs,
