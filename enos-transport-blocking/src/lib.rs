@@ -34,10 +34,13 @@
 //! # Threads, queues and their policies
 //!
 //! * A connected client has two threads: one dials and reads (and feeds the core what it
-//!   reads, so a reply reaches its caller at once), one writes and keeps the core's
-//!   timers. Both end at `close()` or when the last handle is dropped. A thread costs
-//!   what its stack touches (they are started with 256 KiB of stack) and a kernel stack:
-//!   see `benches/README.md` for the figure.
+//!   reads, so a reply reaches its caller at once), one keeps the core's timers, acts on
+//!   what the core asks of the transport, and finishes writes the socket does not take at
+//!   once. The bytes of a request are written by the thread that makes it (and a reply's
+//!   PUBACK by the reader), so a request wakes no other thread on its way out. Both
+//!   threads end at `close()` or when the last handle is dropped. A thread costs what its
+//!   stack touches (they are started with 256 KiB of stack) and a kernel stack: see
+//!   `benches/README.md` for the figure.
 //! * Command handlers run on the client's own handler threads: at most
 //!   [`HANDLER_THREADS`] by default ([`Blocking::with_handler_threads`]), started when
 //!   commands come and ended after a minute without one. A handler that panics answers
@@ -54,12 +57,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use enos_client::{run_blocking, BlockingHandler, Closing, IntoHandler, Link, WriteQueue, MAX_SLICES};
+use enos_client::{run_blocking, BlockingHandler, Closing, IntoHandler, Link, Todo, WriteQueue, MAX_SLICES};
 use enos_proto::options::Transport;
 use enos_proto::{CloseCause, Command};
 
@@ -93,6 +97,8 @@ const HANDLER_IDLE: Duration = Duration::from_secs(60);
 const STACK: usize = 256 * 1024;
 /// How long one write may block before the writer looks at its timers again.
 const WRITE_SLICE: Duration = Duration::from_millis(50);
+/// The longest the keeping thread sleeps.
+const KEEPER_NAP: Duration = Duration::from_secs(1);
 /// How long the last bytes (a DISCONNECT) may take after `close()`.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -141,13 +147,20 @@ impl enos_client::Runtime for Blocking {
     }
 
     fn start(&self, link: Link<Self>) -> Result<(), Error> {
-        let link = Arc::new(link);
-        let wire = Arc::new(Wire::default());
-        let (l, w) = (Arc::downgrade(&link), wire.clone());
         let spawn = |name: &str| thread::Builder::new().name(name.into()).stack_size(STACK);
-        spawn("enos-read").spawn(move || read_loop(&l, &w)).map_err(|e| Error::Runtime(e.to_string()))?;
-        // If this one cannot start, the reader ends with the link.
-        spawn("enos-write").spawn(move || write_loop(&link, &wire)).map_err(|e| Error::Runtime(e.to_string()))?;
+        let conn = Arc::new(Conn {
+            link,
+            wire: Wire::default(),
+            out: Mutex::new(Out::default()),
+            dirty: AtomicBool::new(false),
+            keeper: OnceLock::new(),
+            waker: OnceLock::new(),
+        });
+        let _ = conn.waker.set(Waker::from(Arc::new(Flush(Arc::downgrade(&conn)))));
+        let reader = Arc::downgrade(&conn);
+        spawn("enos-read").spawn(move || read_loop(&reader)).map_err(|e| Error::Runtime(e.to_string()))?;
+        // If this one cannot start, the reader ends with the connection.
+        spawn("enos-keep").spawn(move || keep_loop(&conn)).map_err(|e| Error::Runtime(e.to_string()))?;
         Ok(())
     }
 }
@@ -270,9 +283,38 @@ impl Pool {
     }
 }
 
-// ----- a connection: the reading thread and the writing thread -----
+// ----- a connection: the reading thread, the keeping thread, and writes where they come -----
 
-/// What the two threads of a connection share.
+/// One connection's threads and what they share.
+struct Conn {
+    link: Link<Blocking>,
+    wire: Wire,
+    /// The write side: whoever holds it drains the core and writes.
+    out: Mutex<Out>,
+    /// The core may have new bytes: set before anyone tries for `out`.
+    dirty: AtomicBool,
+    /// The keeping thread, woken when it has work.
+    keeper: OnceLock<Thread>,
+    /// The link's waker, a [`Flush`] of this connection.
+    waker: OnceLock<Waker>,
+}
+
+#[derive(Default)]
+struct Out {
+    wq: WriteQueue,
+    stream: Option<TcpStream>,
+    epoch: u64,
+    /// The core's next deadline.
+    wake_at: Option<Instant>,
+    /// Until when the keeping thread sleeps: woken only for a deadline before it.
+    sleeping_until: Option<Instant>,
+    /// A write found the socket full: the keeping thread finishes it.
+    stalled: bool,
+    finished: bool,
+}
+
+/// What the reading thread and the others share: dial orders, the writing half of a
+/// new transport, and the end.
 #[derive(Default)]
 struct Wire {
     state: Mutex<WireState>,
@@ -283,17 +325,163 @@ struct Wire {
 struct WireState {
     /// A dial asked for, by epoch.
     dial: Option<u64>,
-    /// The writing half of the transport of an epoch, for the writer.
+    /// The writing half of the transport of an epoch.
     stream: Option<(u64, TcpStream)>,
     exit: bool,
 }
 
+/// The link's waker: the thread that wakes it (a caller with a new request, the reader
+/// with a PUBACK, a responder with an answer) writes what the core has.
+struct Flush(Weak<Conn>);
+
+impl Wake for Flush {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(c) = self.0.upgrade() {
+            c.flush();
+        }
+    }
+}
+
+impl Conn {
+    fn waker(&self) -> &Waker {
+        self.waker.get().unwrap_or(Waker::noop())
+    }
+
+    fn wake_keeper(&self) {
+        if let Some(t) = self.keeper.get() {
+            t.unpark();
+        }
+    }
+
+    /// Drains the core and writes, unless another thread is at it (which then sees
+    /// `dirty` and goes round once more).
+    fn flush(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        while self.dirty.load(Ordering::SeqCst) {
+            let Ok(mut out) = self.out.try_lock() else { return };
+            self.dirty.store(false, Ordering::SeqCst);
+            self.step(&mut out, self.waker());
+        }
+    }
+
+    /// One round: drain, act on the transport, write what the socket takes.
+    fn step(&self, out: &mut Out, waker: &Waker) {
+        let todo = self.link.poll(waker, &mut out.wq);
+        self.act(out, todo);
+        let before = out.stalled;
+        out.stalled = !self.write(out);
+        if (out.stalled && !before) || out.finished {
+            self.wake_keeper();
+        }
+    }
+
+    fn act(&self, out: &mut Out, todo: Todo) {
+        if let Some(how) = todo.close {
+            if let Some(s) = out.stream.take().or_else(|| lock(&self.wire.state).stream.take().map(|(_, s)| s)) {
+                let until = Instant::now() + if how == Closing::Flush { CLOSE_FLUSH } else { Duration::ZERO };
+                flush(&s, &mut out.wq, until);
+                // The reader's blocking read ends with it.
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            out.wq.clear();
+            out.stalled = false;
+        }
+        if let Some(e) = todo.open {
+            out.epoch = e;
+            let mut st = lock(&self.wire.state);
+            st.dial = Some(e);
+            st.stream = None;
+            self.wire.changed.notify_all();
+        }
+        if todo.finished {
+            out.finished = true;
+            lock(&self.wire.state).exit = true;
+            self.wire.changed.notify_all();
+        }
+        if todo.wake_at.is_some_and(|at| out.sleeping_until.is_some_and(|s| at < s)) {
+            out.sleeping_until = None;
+            self.wake_keeper();
+        }
+        out.wake_at = todo.wake_at;
+    }
+
+    /// Writes what is queued; `false` when the socket did not take it all in time.
+    fn write(&self, out: &mut Out) -> bool {
+        if out.stream.is_none() {
+            let mut st = lock(&self.wire.state);
+            if st.stream.as_ref().is_some_and(|(e, _)| *e == out.epoch) {
+                out.stream = st.stream.take().map(|(_, s)| s);
+            }
+        }
+        while !out.wq.is_empty() {
+            let Some(s) = out.stream.as_mut() else { return true };
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = out.wq.slices(&mut slices);
+            let e = match s.write_vectored(&slices[..n]) {
+                Ok(0) => io::ErrorKind::WriteZero.into(),
+                Ok(k) => {
+                    out.wq.advance(k);
+                    self.link.written(out.wq.bytes());
+                    continue;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            if let Some(s) = out.stream.take() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            out.wq.clear();
+            self.link.closed(out.epoch, e.into());
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+/// Keeps the core's timers and finishes stalled writes; ends the connection when the
+/// client is closed.
+fn keep_loop(conn: &Arc<Conn>) {
+    let _ = conn.keeper.set(thread::current());
+    loop {
+        let now = Instant::now();
+        let (wake_at, stalled) = {
+            let mut out = lock(&conn.out);
+            conn.dirty.store(false, Ordering::SeqCst);
+            conn.step(&mut out, conn.waker());
+            if out.finished {
+                return;
+            }
+            // Sleeps at most a second, so that a new request's deadline (seconds away)
+            // needs no wake-up: only one sooner than that does.
+            out.sleeping_until = Some(out.wake_at.map_or(now + KEEPER_NAP, |at| at.min(now + KEEPER_NAP)));
+            (out.sleeping_until, out.stalled)
+        };
+        if conn.dirty.load(Ordering::SeqCst) {
+            continue;
+        }
+        match wake_at {
+            Some(at) if at <= now => {
+                conn.link.timeout();
+            }
+            // A stalled write is tried again at once: it waits in the kernel for a slice.
+            _ if stalled => {}
+            Some(at) => thread::park_timeout(at - now),
+            None => thread::park(),
+        }
+    }
+}
+
 /// Dials, then reads until the transport ends; again at each dial asked for.
-fn read_loop(link: &Weak<Link<Blocking>>, wire: &Wire) {
+fn read_loop(conn: &Weak<Conn>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        let Some(c) = conn.upgrade() else { return };
         let epoch = {
-            let mut st = lock(&wire.state);
+            let mut st = lock(&c.wire.state);
             loop {
                 if st.exit {
                     return;
@@ -301,22 +489,21 @@ fn read_loop(link: &Weak<Link<Blocking>>, wire: &Wire) {
                 if let Some(e) = st.dial.take() {
                     break e;
                 }
-                st = wire.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = c.wire.changed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Some((transport, timeout)) = link.upgrade().map(|l| (l.transport().clone(), l.config().connect_timeout))
-        else {
-            return;
-        };
+        let (transport, timeout) = (c.link.transport().clone(), c.link.config().connect_timeout);
+        drop(c);
         let mut stream = match dial(&transport, timeout) {
             Ok(s) => s,
             Err(e) => {
-                report(link, |l| l.closed(epoch, e.into()));
+                report(conn, |l| l.closed(epoch, e.into()));
                 continue;
             }
         };
+        let Some(c) = conn.upgrade() else { return };
         {
-            let mut st = lock(&wire.state);
+            let mut st = lock(&c.wire.state);
             if st.exit {
                 return;
             }
@@ -324,17 +511,19 @@ fn read_loop(link: &Weak<Link<Blocking>>, wire: &Wire) {
                 Ok(w) => st.stream = Some((epoch, w)),
                 Err(e) => {
                     drop(st);
-                    report(link, |l| l.closed(epoch, e.into()));
+                    drop(c);
+                    report(conn, |l| l.closed(epoch, e.into()));
                     continue;
                 }
             }
         }
-        report(link, |l| l.connected(epoch));
+        drop(c);
+        report(conn, |l| l.connected(epoch));
         loop {
             let cause = match stream.read(&mut buf) {
                 Ok(0) => CloseCause::Eof,
                 Ok(n) => {
-                    if !report(link, |l| l.input(epoch, &buf[..n])) {
+                    if !report(conn, |l| l.input(epoch, &buf[..n])) {
                         return;
                     }
                     continue;
@@ -342,18 +531,18 @@ fn read_loop(link: &Weak<Link<Blocking>>, wire: &Wire) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => e.into(),
             };
-            report(link, |l| l.closed(epoch, cause));
+            report(conn, |l| l.closed(epoch, cause));
             break;
         }
     }
 }
 
-/// Tells the link, and wakes the writer when it has something to do; `false` once the
+/// Tells the link, and writes what that gave the core to send; `false` once the
 /// client is gone.
-fn report(link: &Weak<Link<Blocking>>, f: impl FnOnce(&Link<Blocking>) -> bool) -> bool {
-    let Some(l) = link.upgrade() else { return false };
-    if f(&l) {
-        l.wake();
+fn report(conn: &Weak<Conn>, f: impl FnOnce(&Link<Blocking>) -> bool) -> bool {
+    let Some(c) = conn.upgrade() else { return false };
+    if f(&c.link) {
+        c.flush();
     }
     true
 }
@@ -372,81 +561,6 @@ fn dial(t: &Transport, timeout: Duration) -> io::Result<TcpStream> {
         }
     }
     Err(last)
-}
-
-/// Writes what the core transmits and keeps its timers; ends the connection when the
-/// client is closed.
-fn write_loop(link: &Link<Blocking>, wire: &Wire) {
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut wq = WriteQueue::default();
-    let mut stream: Option<TcpStream> = None;
-    let mut epoch = 0;
-    loop {
-        let todo = link.poll(&waker, &mut wq);
-        if let Some(how) = todo.close {
-            if let Some(s) = stream.take().or_else(|| lock(&wire.state).stream.take().map(|(_, s)| s)) {
-                let until = Instant::now() + if how == Closing::Flush { CLOSE_FLUSH } else { Duration::ZERO };
-                flush(&s, &mut wq, until);
-                // The reader's blocking read ends with it.
-                let _ = s.shutdown(Shutdown::Both);
-            }
-            wq.clear();
-        }
-        if let Some(e) = todo.open {
-            epoch = e;
-            let mut st = lock(&wire.state);
-            st.dial = Some(e);
-            st.stream = None;
-            wire.changed.notify_all();
-        }
-        if todo.finished {
-            lock(&wire.state).exit = true;
-            wire.changed.notify_all();
-            return;
-        }
-        if stream.is_none() {
-            let mut st = lock(&wire.state);
-            if st.stream.as_ref().is_some_and(|(e, _)| *e == epoch) {
-                stream = st.stream.take().map(|(_, s)| s);
-            }
-        }
-        let mut stalled = false;
-        if let (Some(s), false) = (&mut stream, wq.is_empty()) {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let n = wq.slices(&mut slices);
-            match s.write_vectored(&slices[..n]) {
-                Ok(0) => lost(link, &mut stream, &mut wq, epoch, io::ErrorKind::WriteZero.into()),
-                Ok(k) => {
-                    wq.advance(k);
-                    link.written(wq.bytes());
-                }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => stalled = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => lost(link, &mut stream, &mut wq, epoch, e),
-            }
-            if !stalled {
-                continue;
-            }
-        }
-        let now = Instant::now();
-        match todo.wake_at {
-            Some(at) if at <= now => {
-                link.timeout();
-            }
-            // A stalled write is tried again at once: it waits in the kernel for a slice.
-            _ if stalled => {}
-            Some(at) => thread::park_timeout(at - now),
-            None => thread::park(),
-        }
-    }
-}
-
-fn lost(link: &Link<Blocking>, stream: &mut Option<TcpStream>, wq: &mut WriteQueue, epoch: u64, e: io::Error) {
-    if let Some(s) = stream.take() {
-        let _ = s.shutdown(Shutdown::Both);
-    }
-    wq.clear();
-    link.closed(epoch, e.into());
 }
 
 /// Writes what is queued until `until` (at least one attempt).
