@@ -31,9 +31,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p enos-proto --all-targets --all-features -- -D warnings
 cargo clippy -p enos-proto --all-targets --no-default-features -- -D warnings
 
-step "tests"
+step "tests (the conformance suite runs for tokio, smol, async-std and blocking)"
 cargo test --workspace
 cargo test -p enos-proto --all-features
+
+step "the blocking driver depends on no async runtime or executor"
+if cargo tree -p enos-transport-blocking -e normal --prefix none | grep -E '^(tokio|async-io|async-std|async-executor|async-global-executor|smol|futures-executor) '; then
+    echo "enos-transport-blocking pulls in an async runtime"
+    exit 1
+fi
 
 step "benches build, and a short load run (no figures asserted)"
 cargo bench --workspace --no-run

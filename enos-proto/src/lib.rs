@@ -3,8 +3,10 @@
 //! `enos-proto` speaks the EnOS device protocol (MQTT 3.1.1 with EnOS signing, topics and
 //! JSON envelopes) as a pure state machine. It has no sockets, no clocks, no threads, no
 //! async and no callbacks: bytes and time go in, bytes to send, events and correlated
-//! replies come out. A driver (`enos-transport-tokio`; the smol and blocking ones are not
-//! written yet) moves bytes between a socket and a [`Client`]; anyone can write another.
+//! replies come out. A driver (`enos-transport-tokio`, `enos-transport-smol`,
+//! `enos-transport-blocking`, all on the runtime-neutral API of `enos-client`) moves bytes
+//! between a socket and a [`Client`]; anyone can write another (see "Your own event loop"
+//! below).
 //!
 //! ```text
 //!  socket ──► Client::handle_input(now, &[u8])  ─┐
@@ -91,6 +93,97 @@
 //! driver moves bytes between a TCP socket and the core and never touches rustls; a TLS
 //! failure ends the session like any other, with
 //! [`CloseCause::Tls`](crate::CloseCause::Tls), its alert for the peer handed out first.
+//!
+//! # Your own event loop
+//!
+//! Where none of the drivers fits (an event loop of your own, a single thread, a socket
+//! the platform gives you), drive the core directly: one loop that does what
+//! [`Client::poll_output`] asks until [`Output::Wait`], then waits for bytes or that
+//! deadline. Over a plain `std::net::TcpStream`, with the read timeout as the timer, a
+//! device that connects, posts a measure point once started, and answers every command:
+//!
+//! ```no_run
+//! use std::io::{ErrorKind, Read, Write};
+//! use std::net::TcpStream;
+//! use enos_proto::ops::MeasurepointPost;
+//! use enos_proto::{Client, CloseCause, Config, Credentials, DeviceKeys, Event, Now, Output, RequestOptions};
+//! use serde_json::json;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = DeviceKeys::new("demo_pk", "demo_device")?;
+//! let config = Config::new(keys, Credentials::DeviceSecret("demo_device_secret".into()));
+//! let mut client = Client::new(config, Now::system())?;
+//! let mut socket: Option<TcpStream> = None;
+//! let mut buf = [0u8; 16 * 1024];
+//! loop {
+//!     // 1. Do what the core asks, until it waits.
+//!     let deadline = loop {
+//!         match client.poll_output() {
+//!             Output::Transmit(bytes) => {
+//!                 if let Some(Err(e)) = socket.as_mut().map(|s| s.write_all(&bytes)) {
+//!                     socket = None;
+//!                     client.handle_closed(Now::system(), e.into());
+//!                 }
+//!             }
+//!             Output::OpenTransport => match TcpStream::connect("127.0.0.1:11883") {
+//!                 Ok(s) => {
+//!                     s.set_nodelay(true)?;
+//!                     socket = Some(s);
+//!                     client.handle_connected(Now::system());
+//!                 }
+//!                 Err(e) => client.handle_closed(Now::system(), e.into()),
+//!             },
+//!             Output::CloseTransport => socket = None,
+//!             Output::Event(Event::Started(Ok(()))) => {
+//!                 let post = MeasurepointPost::new(json!({"temp": 21.5}));
+//!                 client.request(Now::system(), post, RequestOptions::default())?;
+//!             }
+//!             Output::Event(Event::Started(Err(e))) => return Err(e.into()),
+//!             Output::Event(Event::Response { id, result }) => println!("request {id:?}: {result:?}"),
+//!             Output::Event(Event::Command(cmd)) => {
+//!                 // Every command is answered (or, raw and unwanted, dismissed).
+//!                 let reply = cmd.reply_to.ok(&json!({"done": true}))?;
+//!                 client.reply(Now::system(), reply)?;
+//!             }
+//!             Output::Event(other) => println!("{other:?}"),
+//!             Output::Wait(at) => break at,
+//!         }
+//!     };
+//!     // 2. Wait for bytes, or for the deadline: the read timeout is the timer.
+//!     let now = Now::system();
+//!     let wait = deadline.map(|at| at.saturating_duration_since(now.instant));
+//!     let Some(s) = socket.as_mut() else {
+//!         std::thread::sleep(wait.unwrap_or(std::time::Duration::from_secs(1)));
+//!         client.handle_timeout(Now::system());
+//!         continue;
+//!     };
+//!     if wait.is_some_and(|d| d.is_zero()) {
+//!         client.handle_timeout(now);
+//!         continue;
+//!     }
+//!     s.set_read_timeout(wait)?;
+//!     match s.read(&mut buf) {
+//!         Ok(0) => {
+//!             socket = None;
+//!             client.handle_closed(Now::system(), CloseCause::Eof);
+//!         }
+//!         Ok(n) => client.handle_input(Now::system(), &buf[..n]),
+//!         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+//!             client.handle_timeout(Now::system())
+//!         }
+//!         Err(e) => {
+//!             socket = None;
+//!             client.handle_closed(Now::system(), e.into());
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! With [`Config::tls`] set, the same loop speaks TLS: the core seals and opens the bytes.
+//! A request made while the loop is blocked in `read` waits for the next turn: a loop that
+//! takes requests from other threads wakes itself (the async drivers and
+//! `enos-transport-blocking` show how).
 //!
 //! # Guarantees
 //!
