@@ -131,7 +131,7 @@ struct State<H> {
     running: bool,
     /// Which transport reports are about: a report of an older one is ignored.
     epoch: u64,
-    waiting: HashMap<RequestId, oneshot::Sender<Result<Reply, Error>>>,
+    waiting: HashMap<RequestId, ReplySender>,
     start: Option<oneshot::Sender<Result<Option<Secret>, Error>>>,
     stopped: Vec<oneshot::Sender<()>>,
     /// Woken when the core has something new for the driver.
@@ -153,8 +153,21 @@ pub(crate) struct Shared<R: Runtime> {
     state: Mutex<State<R::Handler>>,
 }
 
-/// Handlers to start once the lock is released.
-type ToStart<H> = Vec<(H, Command)>;
+/// What draining gave the application, handed over once the lock is released (so that a
+/// caller woken by its reply does not find the lock still held).
+struct Routed<H> {
+    responses: Vec<(ReplySender, Result<Reply, Error>)>,
+    commands: Vec<(H, Command)>,
+}
+
+/// Where a request's end goes: the caller waiting for it.
+type ReplySender = oneshot::Sender<Result<Reply, Error>>;
+
+impl<H> Default for Routed<H> {
+    fn default() -> Self {
+        Routed { responses: Vec::new(), commands: Vec::new() }
+    }
+}
 
 impl<R: Runtime> Shared<R> {
     pub(crate) fn new(config: Config, transport: Transport, runtime: R) -> Arc<Self> {
@@ -306,7 +319,7 @@ impl<R: Runtime> Shared<R> {
     // ----- draining the core -----
 
     /// Drains the core: routes events, collects bytes and transport orders.
-    fn drain(st: &mut State<R::Handler>, start: &mut ToStart<R::Handler>) {
+    fn drain(st: &mut State<R::Handler>, routed: &mut Routed<R::Handler>) {
         let State { core, waiting, start: starting, handlers, subscribers, outbox, todo, epoch, .. } = st;
         let Some(core) = core.as_mut() else { return };
         loop {
@@ -337,7 +350,7 @@ impl<R: Runtime> Shared<R> {
             let broadcast = match event {
                 Event::Response { id, result } => {
                     if let Some(tx) = waiting.remove(&id) {
-                        tx.send(result.map_err(Error::from));
+                        routed.responses.push((tx, result.map_err(Error::from)));
                         todo.handed_over = true;
                     }
                     continue;
@@ -345,7 +358,7 @@ impl<R: Runtime> Shared<R> {
                 Event::Command(cmd) => {
                     match handlers.find(&cmd) {
                         Some(h) => {
-                            start.push((h, *cmd));
+                            routed.commands.push((h, *cmd));
                             todo.handed_over = true;
                         }
                         // Raw down without a handler gets no reply (spec §7).
@@ -374,9 +387,12 @@ impl<R: Runtime> Shared<R> {
         }
     }
 
-    /// Starts handlers, outside the lock.
-    fn start_handlers(self: &Arc<Self>, start: ToStart<R::Handler>) {
-        for (h, cmd) in start {
+    /// Hands responses to their callers and starts handlers, outside the lock.
+    fn hand_over(self: &Arc<Self>, routed: Routed<R::Handler>) {
+        for (tx, result) in routed.responses {
+            tx.send(result);
+        }
+        for (h, cmd) in routed.commands {
             let to: Arc<dyn Answer> = self.clone();
             let responder = Responder::new(cmd.reply_to.clone(), to);
             self.runtime.run_handler(&h, cmd, responder);
@@ -387,12 +403,12 @@ impl<R: Runtime> Shared<R> {
     fn end_session(&self) {
         let mut st = self.lock();
         st.running = false;
-        let mut start = Vec::new();
+        let mut routed = Routed::default();
         if let Some(core) = st.core.as_mut() {
             if !core.is_closed() {
                 core.close(Now::system());
             }
-            Self::drain(&mut st, &mut start);
+            Self::drain(&mut st, &mut routed);
         }
         st.outbox.clear();
         st.todo = Todo::default();
@@ -415,9 +431,11 @@ impl<R: Runtime> Shared<R> {
         for w in room {
             w.wake();
         }
-        // Commands routed while closing have no session to answer in: their
-        // responders answer into a closed core, which drops the answer.
-        drop(start);
+        for (tx, result) in routed.responses {
+            tx.send(result);
+        }
+        // Commands routed while closing have no session to answer in: dropped.
+        drop(routed.commands);
     }
 }
 
@@ -485,13 +503,13 @@ impl<R: Runtime> Link<R> {
     /// Drains the core: the bytes to write are appended to `out`, and what to do comes
     /// back. `waker` is woken when the application gives the core something new.
     pub fn poll(&self, waker: &Waker, out: &mut WriteQueue) -> Todo {
-        let mut start = Vec::new();
+        let mut routed = Routed::default();
         let mut st = self.shared.lock();
         match &st.driver {
             Some(w) if w.will_wake(waker) => {}
             _ => st.driver = Some(waker.clone()),
         }
-        Shared::<R>::drain(&mut st, &mut start);
+        Shared::<R>::drain(&mut st, &mut routed);
         out.append(&mut st.outbox);
         let mut todo = std::mem::take(&mut st.todo);
         todo.finished = st.core.as_ref().is_none_or(Client::is_closed);
@@ -500,7 +518,7 @@ impl<R: Runtime> Link<R> {
         for w in room {
             w.wake();
         }
-        self.shared.start_handlers(start);
+        self.shared.hand_over(routed);
         todo
     }
 
@@ -540,17 +558,17 @@ impl<R: Runtime> Link<R> {
 
     /// Feeds the core and routes what it says; whether the driver has something to do.
     fn feed(&self, epoch: Option<u64>, f: impl FnOnce(&mut Client, Now)) -> bool {
-        let mut start = Vec::new();
+        let mut routed = Routed::default();
         let mut st = self.shared.lock();
         if epoch.is_some_and(|e| e != st.epoch) {
             return false;
         }
         let Some(core) = st.core.as_mut() else { return false };
         f(core, Now::system());
-        Shared::<R>::drain(&mut st, &mut start);
+        Shared::<R>::drain(&mut st, &mut routed);
         let busy = !st.outbox.is_empty() || st.todo.close.is_some() || st.todo.open.is_some();
         drop(st);
-        self.shared.start_handlers(start);
+        self.shared.hand_over(routed);
         busy
     }
 
