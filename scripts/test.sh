@@ -45,6 +45,8 @@ step "benches build, and a short load run (no figures asserted)"
 cargo bench --workspace --no-run
 cargo run --release -p enos-benches --bin enos-load -- --devices 4 --window 8 --seconds 2
 cargo run --release -p enos-benches --bin enos-load -- --rumqttc --window 8 --seconds 1
+cargo run --release -p enos-benches --bin enos-load -- --driver smol --devices 4 --window 8 --seconds 1
+cargo run --release -p enos-benches --bin enos-load -- --driver blocking --devices 4 --window 8 --seconds 1
 
 step "fuzz targets: build, then ${FUZZ_SECONDS}s each"
 bash scripts/fuzz.sh "$FUZZ_SECONDS"
