@@ -124,6 +124,16 @@ async fn gateway<R: Rt>(sim: &SimThread) -> GatewayClient<R> {
     g
 }
 
+/// The demo gateway with its sub-device in its topology and logged in.
+async fn gateway_with_sub_device<R: Rt>(sim: &SimThread) -> (GatewayClient<R>, DeviceKeys, SubDeviceInfo) {
+    let g = gateway::<R>(sim).await;
+    let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
+    let m = g.sub_device_management();
+    w!(m.add_topo(vec![s1.clone()], o())).unwrap();
+    w!(m.login_sub_device(s1.clone(), o())).unwrap();
+    (g, keys(GATEWAY_PRODUCT, GATEWAY), s1)
+}
+
 /// `f`'s output, or a failure naming `what` after `d`.
 async fn within<T>(d: Duration, what: &str, f: impl Future<Output = T>) -> T {
     let timer = async {
@@ -276,12 +286,8 @@ pub async fn gateway_manages_sub_devices_and_posts_for_them<R: Rt>() {
 
 pub async fn every_command_kind_reaches_its_handler_for_the_device_and_a_sub_device<R: Rt>() {
     let sim = cloud();
-    let g = gateway::<R>(&sim).await;
-    let gw = keys(GATEWAY_PRODUCT, GATEWAY);
-    let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
+    let (g, gw, s1) = gateway_with_sub_device::<R>(&sim).await;
     let m = g.sub_device_management();
-    w!(m.add_topo(vec![s1.clone()], o())).unwrap();
-    w!(m.login_sub_device(s1.clone(), o())).unwrap();
 
     let cmd = g.device_command();
     cmd.on_invoke_service(
@@ -382,6 +388,24 @@ pub async fn every_command_kind_reaches_its_handler_for_the_device_and_a_sub_dev
         move |s| async move { s.push_ota(&gw, firmware).await }
     });
     assert_eq!(ota.await.unwrap().unwrap().data, json!({"version": "2.0.0"}));
+    // The device's own state commands.
+    let (state_tx, state_rx) = mpsc::channel();
+    let state_tx = std::sync::Mutex::new(state_tx);
+    cmd.on_device_state(now(move |c, res| {
+        let _ = state_tx.lock().unwrap().send(c.kind.clone());
+        res.ok(json!({}));
+    }));
+    for what in ["disable", "enable", "delete"] {
+        let gw = gw.clone();
+        let r = sim.run(move |s| async move { s.send_device_state(&gw, what).await }).await.unwrap();
+        assert_eq!(r.code, 200, "{what}");
+        let kind = state_rx.recv_timeout(WAIT).unwrap();
+        match what {
+            "disable" => assert!(matches!(kind, CommandKind::DisableDevice { .. }), "{kind:?}"),
+            "enable" => assert!(matches!(kind, CommandKind::EnableDevice { .. }), "{kind:?}"),
+            _ => assert!(matches!(kind, CommandKind::DeleteDevice { .. }), "{kind:?}"),
+        }
+    }
     let r = invoke(gw.clone(), "nobody").await.unwrap();
     assert_eq!((r.code, r.message.as_deref()), (1101, Some("downstream command handler not registered")));
     let r = invoke(gw.clone(), "forgetful").await.unwrap();
@@ -624,12 +648,7 @@ pub async fn x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed<R: Rt>() {
 
 pub async fn a_reconnect_restores_subscriptions_logins_and_queued_requests<R: Rt>() {
     let sim = cloud();
-    let g = gateway::<R>(&sim).await;
-    let gw = keys(GATEWAY_PRODUCT, GATEWAY);
-    let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
-    let m = g.sub_device_management();
-    w!(m.add_topo(vec![s1.clone()], o())).unwrap();
-    w!(m.login_sub_device(s1.clone(), o())).unwrap();
+    let (g, gw, s1) = gateway_with_sub_device::<R>(&sim).await;
     g.device_command().on_invoke_service("*", None, now(|c, res| res.ok(json!({"who": c.device.to_string()}))));
     let mut ev = g.events();
 

@@ -223,8 +223,12 @@ impl<'a, R: Runtime> DeviceData<'a, R> {
 
 /// The seed's `deviceCommand`: handlers for commands from the cloud. `device` scopes a
 /// handler to one sub-device (the seed's `deviceInfo`); `None` takes the command for any
-/// device of the connection. A handler runs on its own task and answers through its
-/// [`Responder`]; a command without a handler is answered 1101.
+/// device of the connection. A handler is a closure of the command and its [`Responder`]:
+/// with the async drivers it returns a future, run as a task of its own; with the blocking
+/// driver it runs on one of the client's handler threads. It answers through the
+/// `Responder` (1102 when it returns without answering or panics); a command without a
+/// handler is answered 1101. A later registration for the same command and device
+/// replaces the earlier one.
 pub struct DeviceCommand<'a, R: Runtime> {
     c: &'a DeviceClient<R>,
 }

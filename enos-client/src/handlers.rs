@@ -209,6 +209,15 @@ pub(crate) fn drop_as_panicked<T>(leftover: T) {
 /// that handles it.
 pub type AsyncHandler = Arc<dyn Fn(Command, Responder) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// A handler closure as the async runtimes keep it (their `IntoHandler` for futures).
+pub fn async_handler<F, Fut>(f: F) -> AsyncHandler
+where
+    F: Fn(Command, Responder) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |c, r| Box::pin(f(c, r)))
+}
+
 /// The future that handles `command`, for an async runtime to spawn: the handler's panic
 /// is contained both when it is called and while its future runs (and answered 1102).
 pub fn handle_async(

@@ -654,6 +654,18 @@ impl Sim {
         self.sub_devices(gateway, "delete", subs).await
     }
 
+    /// Sends a device its own state command, `thing.enable`, `thing.disable` or
+    /// `thing.delete` (`what`: `enable`, `disable`, `delete`), and waits for its reply. The
+    /// registry is left as it is: [`disable_device`](Sim::disable_device) is the state
+    /// change.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`].
+    pub async fn send_device_state(&self, keys: &DeviceKeys, what: &str) -> Result<CommandResponse, CommandError> {
+        self.command(keys, Scope::Sys, &format!("thing/{what}"), &format!("thing.{what}"), json!({})).await
+    }
+
     /// Disables a directly connected device: its connection is closed and later CONNECTs
     /// are refused. `enable_device` undoes it.
     pub fn disable_device(&self, keys: &DeviceKeys) {

@@ -60,7 +60,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use enos_client::async_loop::{self, AsyncNet};
-use enos_client::{handle_async, AsyncHandler, IntoHandler, Link};
+use enos_client::{async_handler, handle_async, AsyncHandler, IntoHandler, Link};
 use enos_proto::options::Transport;
 use enos_proto::Command;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -127,7 +127,7 @@ impl<Fut: Future<Output = ()> + Send + 'static> IntoHandler<Fut> for Tokio {
     where
         F: Fn(Command, Responder) -> Fut + Send + Sync + 'static,
     {
-        std::sync::Arc::new(move |c, r| Box::pin(f(c, r)))
+        async_handler(f)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Quick start on plain threads: a device against the built-in local cloud, no account,
 //! network or async runtime needed.
 //!
-//!     cargo run -p enos-transport-blocking --example quickstart
+//!     cargo run -p enos-transport-blocking --example blocking_quickstart
 //!
 //! It starts the local cloud on a runtime of its own, connects a device, posts measure
 //! points, answers a service invocation from the cloud, and prints what happens.

@@ -1,7 +1,7 @@
 //! Quick start on smol (or async-std): a device against the built-in local cloud, no
 //! account or network needed.
 //!
-//!     cargo run -p enos-transport-smol --example quickstart
+//!     cargo run -p enos-transport-smol --example smol_quickstart
 //!
 //! It starts the local cloud on a runtime of its own, connects a device, posts measure
 //! points, answers a service invocation from the cloud, and prints what happens. Replace

@@ -1,7 +1,7 @@
 //! A tour of every seed method on smol (or async-std), as a gateway, in the order of the seed's
 //! documentation, printing each reply; then it answers commands.
 //!
-//!     cargo run -p enos-transport-smol --example tour
+//!     cargo run -p enos-transport-smol --example smol_tour
 //!
 //! Against any broker (a real EnOS endpoint, or mosquitto with `enos-sim serve
 //! --responder`) with `BROKER_URL`, `PK`, `DK`, `SECRET` (the gateway), `SUB_PK`,

@@ -1,7 +1,7 @@
 //! A tour of every seed method on plain threads, as a gateway, in the order of the seed's
 //! documentation, printing each reply; then it answers commands.
 //!
-//!     cargo run -p enos-transport-blocking --example tour
+//!     cargo run -p enos-transport-blocking --example blocking_tour
 //!
 //! Against any broker (a real EnOS endpoint, or mosquitto with `enos-sim serve
 //! --responder`) with `BROKER_URL`, `PK`, `DK`, `SECRET` (the gateway), `SUB_PK`,
