@@ -180,7 +180,8 @@
 //! # }
 //! ```
 //!
-//! With [`Config::tls`] set, the same loop speaks TLS: the core seals and opens the bytes.
+//! The same loop runs against the local cloud in `enos-sim/tests/own_loop.rs`. With
+//! [`Config::tls`] set, it speaks TLS: the core seals and opens the bytes.
 //! A request made while the loop is blocked in `read` waits for the next turn: a loop that
 //! takes requests from other threads wakes itself (the async drivers and
 //! `enos-transport-blocking` show how).
