@@ -842,9 +842,15 @@ impl Client {
             self.tls = None;
         }
         self.events.push_back(Event::Disconnected { cause, retry_at: None });
-        if let Some(e) = start.filter(|_| self.starting) {
-            self.starting = false;
-            self.events.push_back(Event::Started(Err(e)));
+        if let Some(e) = start {
+            self.started(Err(e));
+        }
+    }
+
+    /// The start's outcome, once: `Event::Started` if the start is still pending.
+    fn started(&mut self, outcome: Result<(), StartError>) {
+        if std::mem::replace(&mut self.starting, false) {
+            self.events.push_back(Event::Started(outcome));
         }
     }
 
@@ -1005,16 +1011,14 @@ impl Client {
         }
         self.failures = if was_up { 0 } else { self.failures.saturating_add(1) };
         if self.starting && !self.config.retry_first_connect {
-            // The start fails with its first attempt: the client closes.
+            // The start fails with its first attempt: the client closes (the transport is
+            // already gone, so closing adds no DISCONNECT).
             self.push_ctl(Output::CloseTransport);
             let start = match &cause {
                 DisconnectCause::ConnectTimeout(d) => StartError::TimedOut(*d),
                 other => StartError::Failed(other.clone()),
             };
-            self.events.push_back(Event::Disconnected { cause, retry_at: None });
-            self.shut();
-            self.starting = false;
-            self.events.push_back(Event::Started(Err(start)));
+            self.end(cause, Some(start));
             return;
         }
         let retry_at = self.backoff(refused);
@@ -1078,9 +1082,8 @@ impl Client {
         #[cfg(feature = "tracing")]
         tracing::info!(device = %self.config.device, reconnect, "connected");
         self.events.push_back(Event::Connected { reconnect });
-        if self.starting && !activating {
-            self.starting = false;
-            self.events.push_back(Event::Started(Ok(())));
+        if !activating {
+            self.started(Ok(()));
         }
         if self.config.subscribe_command_topics {
             let mut filters = command_filters(&self.config.device, true);
@@ -1281,9 +1284,8 @@ impl Client {
                 }
                 self.events.push_back(Event::Activated { device, device_secret: secret, asset_id });
                 if own && self.starting {
-                    self.starting = false;
                     self.timers.stop(Timer::Connect);
-                    self.events.push_back(Event::Started(Ok(())));
+                    self.started(Ok(()));
                 }
             }
             Some(Inbound::Echo) => {}

@@ -296,21 +296,19 @@ impl TlsLayer {
 
     /// Appends the ciphertext to send to `out`.
     pub fn take_ciphertext(&mut self, out: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(out) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
+        self.write_tls_to(out);
     }
 
     /// Appends the ciphertext to send to `out` (a reused buffer: no allocation once it has
     /// grown to the size of a drain).
     pub fn take_ciphertext_into(&mut self, out: &mut bytes::BytesMut) {
         use bytes::BufMut;
-        let mut w = out.writer();
+        self.write_tls_to(&mut out.writer());
+    }
+
+    fn write_tls_to(&mut self, out: &mut impl std::io::Write) {
         while self.conn.wants_write() {
-            match self.conn.write_tls(&mut w) {
+            match self.conn.write_tls(out) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
