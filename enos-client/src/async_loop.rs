@@ -1,6 +1,8 @@
-//! The connection loop of the async drivers, written once over [`AsyncNet`]: what a
-//! runtime gives (a TCP dial, reads and writes that register a waker, a timer). The
-//! tokio and smol drivers are this loop and a few lines each of that trait.
+//! The async drivers, written once: an [`AsyncRuntime`] (how to spawn a task, and its
+//! [`AsyncNet`]: a TCP dial, reads and writes that register a waker, a timer) is a
+//! [`Runtime`] whose calls are futures, whose handlers are tasks, and whose connection is
+//! a task running this module's loop. The tokio and smol drivers are that trait and a few
+//! lines each of `AsyncNet`.
 //!
 //! One future per connection: each poll drains the core through the [`Link`], then polls
 //! the socket (writes first, so a reply's PUBACK leaves before more is read), the dial
@@ -17,8 +19,61 @@ use std::time::{Duration, Instant};
 use enos_proto::options::Transport;
 use enos_proto::CloseCause;
 
+use enos_proto::Command;
+
+use crate::handlers::{async_handler, handle_async, AsyncHandler, Responder};
 use crate::session::{Closing, Link, Todo, WriteQueue, MAX_SLICES};
-use crate::Runtime;
+use crate::{Error, IntoHandler, Runtime};
+
+/// An async runtime, as an async driver gives it: where tasks run, and its sockets and
+/// timer. Every `AsyncRuntime` is a [`Runtime`]: a call returns its future, a command
+/// handler is a closure returning a future (run as a task of its own, its panic contained
+/// and answered 1102), and a connection is a task running [`run`].
+pub trait AsyncRuntime: Default + Send + Sync + 'static {
+    /// The runtime's sockets and timer.
+    type Net: AsyncNet;
+    /// Runs `task` on the runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Runtime`] when there is no runtime to run it on.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), Error>;
+}
+
+impl<T: AsyncRuntime> Runtime for T {
+    type Wait<F: Future> = F;
+    fn wait<F: Future>(f: F) -> F {
+        f
+    }
+    fn into_future<F>(f: F) -> impl Future<Output = F::Output> + Send
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        f
+    }
+
+    type Handler = AsyncHandler;
+    fn run_handler(&self, handler: &AsyncHandler, command: Command, responder: Responder) {
+        // Not spawned, the handler's future is dropped and its responder answers 1102.
+        if let Err(e) = self.spawn(handle_async(handler, command, responder)) {
+            tracing::warn!(error = %e, "a command handler could not be started");
+        }
+    }
+
+    fn start(&self, link: Link<Self>) -> Result<(), Error> {
+        self.spawn(run::<T, T::Net>(link))
+    }
+}
+
+impl<T: AsyncRuntime, Fut: Future<Output = ()> + Send + 'static> IntoHandler<Fut> for T {
+    fn handler<F>(f: F) -> AsyncHandler
+    where
+        F: Fn(Command, Responder) -> Fut + Send + Sync + 'static,
+    {
+        async_handler(f)
+    }
+}
 
 /// What an async runtime gives the connection loop.
 pub trait AsyncNet: Send + 'static {

@@ -168,13 +168,13 @@ impl Drop for Responder {
 /// A future that contains a panic of the handler future inside it: the panic is logged,
 /// the future (and its [`Responder`]) dropped as a panicked handler's, and the task ends
 /// normally, so every later command is still dispatched.
-pub struct Guarded<F> {
+pub(crate) struct Guarded<F> {
     inner: Option<Pin<Box<F>>>,
 }
 
 impl<F: Future<Output = ()>> Guarded<F> {
     /// Guards `f`.
-    pub fn new(f: F) -> Self {
+    pub(crate) fn new(f: F) -> Self {
         Guarded { inner: Some(Box::pin(f)) }
     }
 }
@@ -210,7 +210,7 @@ pub(crate) fn drop_as_panicked<T>(leftover: T) {
 pub type AsyncHandler = Arc<dyn Fn(Command, Responder) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A handler closure as the async runtimes keep it (their `IntoHandler` for futures).
-pub fn async_handler<F, Fut>(f: F) -> AsyncHandler
+pub(crate) fn async_handler<F, Fut>(f: F) -> AsyncHandler
 where
     F: Fn(Command, Responder) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -220,7 +220,7 @@ where
 
 /// The future that handles `command`, for an async runtime to spawn: the handler's panic
 /// is contained both when it is called and while its future runs (and answered 1102).
-pub fn handle_async(
+pub(crate) fn handle_async(
     h: &AsyncHandler,
     command: Command,
     responder: Responder,

@@ -65,7 +65,7 @@ pub use enos_proto::{
 };
 pub use error::{Error, Response};
 pub use events::{ClientEvent, Events, EVENTS_PER_SUBSCRIBER};
-pub use handlers::{async_handler, handle_async, run_blocking, AsyncHandler, BlockingHandler, Guarded, Responder};
+pub use handlers::{run_blocking, AsyncHandler, BlockingHandler, Responder};
 pub use session::{Closing, Link, Todo, WriteQueue, MAX_SLICES, WRITE_BACKLOG_HIGH};
 
 /// What a driver gives the client: how a caller waits, how a command handler runs, and

@@ -61,10 +61,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use enos_client::async_loop::{self, AsyncNet};
-use enos_client::{async_handler, handle_async, AsyncHandler, IntoHandler, Link};
+use enos_client::async_loop::{AsyncNet, AsyncRuntime};
 use enos_proto::options::Transport;
-use enos_proto::Command;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
@@ -95,41 +93,17 @@ pub type SubDeviceManagement<'a> = enos_client::SubDeviceManagement<'a, Smol>;
 /// OTA and the thing model.
 pub type Ota<'a> = enos_client::Ota<'a, Smol>;
 
-impl enos_client::Runtime for Smol {
-    type Wait<F: Future> = F;
-    fn wait<F: Future>(f: F) -> F {
-        f
-    }
-    fn into_future<F>(f: F) -> impl Future<Output = F::Output> + Send
-    where
-        F: Future + Send,
-        F::Output: Send,
-    {
-        f
-    }
-
-    type Handler = AsyncHandler;
-    fn run_handler(&self, handler: &AsyncHandler, command: Command, responder: Responder) {
-        smol::spawn(handle_async(handler, command, responder)).detach();
-    }
-
-    fn start(&self, link: Link<Self>) -> Result<(), Error> {
-        smol::spawn(async_loop::run::<Smol, SmolNet>(link)).detach();
+impl AsyncRuntime for Smol {
+    type Net = SmolNet;
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        smol::spawn(task).detach();
         Ok(())
     }
 }
 
-impl<Fut: Future<Output = ()> + Send + 'static> IntoHandler<Fut> for Smol {
-    fn handler<F>(f: F) -> AsyncHandler
-    where
-        F: Fn(Command, Responder) -> Fut + Send + Sync + 'static,
-    {
-        async_handler(f)
-    }
-}
-
 /// smol's sockets and timer for the connection loop.
-struct SmolNet;
+#[derive(Debug)]
+pub struct SmolNet;
 
 impl AsyncNet for SmolNet {
     type Stream = TcpStream;

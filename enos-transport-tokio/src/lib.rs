@@ -59,10 +59,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use enos_client::async_loop::{self, AsyncNet};
-use enos_client::{async_handler, handle_async, AsyncHandler, IntoHandler, Link};
+use enos_client::async_loop::{AsyncNet, AsyncRuntime};
 use enos_proto::options::Transport;
-use enos_proto::Command;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -97,42 +95,18 @@ pub type Ota<'a> = enos_client::Ota<'a, Tokio>;
 /// `Config::max_running_commands`.
 pub const MAX_CONCURRENT_HANDLERS: usize = 64;
 
-impl enos_client::Runtime for Tokio {
-    type Wait<F: Future> = F;
-    fn wait<F: Future>(f: F) -> F {
-        f
-    }
-    fn into_future<F>(f: F) -> impl Future<Output = F::Output> + Send
-    where
-        F: Future + Send,
-        F::Output: Send,
-    {
-        f
-    }
-
-    type Handler = AsyncHandler;
-    fn run_handler(&self, handler: &AsyncHandler, command: Command, responder: Responder) {
-        tokio::spawn(handle_async(handler, command, responder));
-    }
-
-    fn start(&self, link: Link<Self>) -> Result<(), Error> {
+impl AsyncRuntime for Tokio {
+    type Net = TokioNet;
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         let rt = tokio::runtime::Handle::try_current().map_err(|e| Error::Runtime(e.to_string()))?;
-        rt.spawn(async_loop::run::<Tokio, TokioNet>(link));
+        rt.spawn(task);
         Ok(())
     }
 }
 
-impl<Fut: Future<Output = ()> + Send + 'static> IntoHandler<Fut> for Tokio {
-    fn handler<F>(f: F) -> AsyncHandler
-    where
-        F: Fn(Command, Responder) -> Fut + Send + Sync + 'static,
-    {
-        async_handler(f)
-    }
-}
-
 /// tokio's sockets and timer for the connection loop.
-struct TokioNet;
+#[derive(Debug)]
+pub struct TokioNet;
 
 impl AsyncNet for TokioNet {
     type Stream = TcpStream;
