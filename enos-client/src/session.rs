@@ -81,6 +81,20 @@ impl WriteQueue {
         n
     }
 
+    /// One vectored write of what is queued (its first [`MAX_SLICES`] buffers) to a
+    /// blocking writer; what was written leaves the queue.
+    ///
+    /// # Errors
+    ///
+    /// The writer's error; nothing leaves the queue then.
+    pub fn write_to(&mut self, w: &mut impl std::io::Write) -> std::io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let n = self.slices(&mut slices);
+        let written = w.write_vectored(&slices[..n])?;
+        self.advance(written);
+        Ok(written)
+    }
+
     /// `n` bytes were written, from the front.
     pub fn advance(&mut self, mut n: usize) {
         self.bytes = self.bytes.saturating_sub(n);
@@ -493,11 +507,6 @@ impl<R: Runtime> Link<R> {
     /// The client's configuration (its `connect_timeout` bounds a dial).
     pub fn config(&self) -> &Config {
         &self.shared.config
-    }
-
-    /// The runtime the client was made with.
-    pub fn runtime(&self) -> &R {
-        &self.shared.runtime
     }
 
     /// Drains the core: the bytes to write are appended to `out`, and what to do comes

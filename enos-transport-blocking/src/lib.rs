@@ -55,7 +55,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -63,7 +63,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use enos_client::{run_blocking, BlockingHandler, Closing, IntoHandler, Link, Todo, WriteQueue, MAX_SLICES};
+use enos_client::{run_blocking, BlockingHandler, Closing, IntoHandler, Link, Todo, WriteQueue};
 use enos_proto::options::Transport;
 use enos_proto::{CloseCause, Command};
 
@@ -382,7 +382,7 @@ impl Conn {
         if let Some(how) = todo.close {
             if let Some(s) = out.stream.take().or_else(|| lock(&self.wire.state).stream.take().map(|(_, s)| s)) {
                 let until = Instant::now() + if how == Closing::Flush { CLOSE_FLUSH } else { Duration::ZERO };
-                flush(&s, &mut out.wq, until);
+                write_until(&s, &mut out.wq, until);
                 // The reader's blocking read ends with it.
                 let _ = s.shutdown(Shutdown::Both);
             }
@@ -418,12 +418,9 @@ impl Conn {
         }
         while !out.wq.is_empty() {
             let Some(s) = out.stream.as_mut() else { return true };
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let n = out.wq.slices(&mut slices);
-            let e = match s.write_vectored(&slices[..n]) {
+            let e = match out.wq.write_to(s) {
                 Ok(0) => io::ErrorKind::WriteZero.into(),
-                Ok(k) => {
-                    out.wq.advance(k);
+                Ok(_) => {
                     self.link.written(out.wq.bytes());
                     continue;
                 }
@@ -564,12 +561,10 @@ fn dial(t: &Transport, timeout: Duration) -> io::Result<TcpStream> {
 }
 
 /// Writes what is queued until `until` (at least one attempt).
-fn flush(mut s: &TcpStream, wq: &mut WriteQueue, until: Instant) {
+fn write_until(mut s: &TcpStream, wq: &mut WriteQueue, until: Instant) {
     while !wq.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let n = wq.slices(&mut slices);
-        match s.write_vectored(&slices[..n]) {
-            Ok(k) if k > 0 => wq.advance(k),
+        match wq.write_to(&mut s) {
+            Ok(k) if k > 0 => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < until => {}
             _ => return,
