@@ -55,6 +55,8 @@ macro_rules! suite {
             every_command_kind_reaches_its_handler_for_the_device_and_a_sub_device,
             a_flood_of_commands_is_bounded_and_each_gets_exactly_one_answer,
             a_handler_that_panics_answers_1102_and_later_commands_still_run,
+            calls_from_many_threads_at_once_each_end_with_their_own_reply,
+            a_command_after_a_run_of_calls_reaches_its_handler,
             secure_mode_2_and_a_refused_connect,
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
             x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
@@ -501,6 +503,57 @@ pub async fn a_handler_that_panics_answers_1102_and_later_commands_still_run<R: 
         assert_eq!(r.data, json!({"fine": true}));
     }
     assert!(c.connected());
+}
+
+/// Threads share one client, each asking in turn for what it has just set: a reply that
+/// reached another caller would carry another thread's key.
+pub async fn calls_from_many_threads_at_once_each_end_with_their_own_reply<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let c = c.clone();
+            side(move || {
+                smol::block_on(async {
+                    let (d, key) = (c.device_data(), format!("thread{t}"));
+                    for i in 0..25 {
+                        let value = format!("{t}.{i}");
+                        w!(d.update_tag([(key.as_str(), value.as_str())], o())).unwrap();
+                        let r = w!(d.query_tag([key.as_str()], o())).unwrap();
+                        assert_eq!(r.data.get(&key), Some(&value), "thread {t}, call {i}: {:?}", r.data);
+                    }
+                })
+            })
+        })
+        .collect();
+    within(WAIT * 2, "eight threads' calls", async {
+        for t in threads {
+            while !t.is_finished() {
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+            t.join().unwrap();
+        }
+    })
+    .await;
+}
+
+/// Calls one after another, then silence from the application: a command that comes
+/// then is still read and answered (with the blocking driver the callers read the socket
+/// while they wait, and its own thread must take it back).
+pub async fn a_command_after_a_run_of_calls_reaches_its_handler<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    c.device_command().on_invoke_service("ping", None, now(|_c, res| res.ok(json!({"pong": true}))));
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    for round in 0..3 {
+        for i in 0..20 {
+            w!(c.device_data().post_measurepoint(json!({"temp": f64::from(i)}), o())).unwrap();
+        }
+        let d = dev.clone();
+        let command = sim.run(move |s| async move { s.invoke_service(&d, "ping", json!({})).await });
+        let r = within(secs(5), "the command after the calls", command).await.unwrap();
+        assert_eq!(r.data, json!({"pong": true}), "round {round}");
+    }
 }
 
 // ----- authentication -----

@@ -551,6 +551,12 @@ impl<R: Runtime> Link<R> {
         self.feed(None, |c, now| c.handle_timeout(now))
     }
 
+    /// How many calls wait for their reply: a driver whose callers read the socket
+    /// themselves learns from it whether anyone still needs a reader.
+    pub fn calls_waiting(&self) -> usize {
+        self.shared.lock().waiting.len()
+    }
+
     /// `backlog` bytes are still queued for the socket after a write.
     pub fn written(&self, backlog: usize) {
         let room = Self::backlog(&mut self.shared.lock(), backlog);

@@ -33,11 +33,14 @@
 //!
 //! # Threads, queues and their policies
 //!
-//! * A connected client has two threads: one dials and reads (and feeds the core what it
-//!   reads, so a reply reaches its caller at once), one keeps the core's timers, acts on
-//!   what the core asks of the transport, and finishes writes the socket does not take at
-//!   once. The bytes of a request are written by the thread that makes it (and a reply's
-//!   PUBACK by the reader), so a request wakes no other thread on its way out. Both
+//! * A connected client has two threads: one dials and reads, one keeps the core's
+//!   timers, acts on what the core asks of the transport, and finishes writes the socket
+//!   does not take at once. The bytes of a request are written by the thread that makes
+//!   it, so a request wakes no other thread on its way out; and a call waits for its
+//!   reply by reading the socket itself while no other thread reads it, so that the reply
+//!   wakes no other thread either (what it reads for others it hands to them). The
+//!   reading thread reads while no call waits, and takes the socket back at most 10 ms
+//!   after the last call ended: a command that comes just then waits that long. Both
 //!   threads end at `close()` or when the last handle is dropped. A thread costs what its
 //!   stack touches (they are started with 256 KiB of stack) and a kernel stack: see
 //!   `benches/README.md` for the figure.
@@ -53,8 +56,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,6 +104,8 @@ const STACK: usize = 256 * 1024;
 const WRITE_SLICE: Duration = Duration::from_millis(50);
 /// The longest the keeping thread sleeps.
 const KEEPER_NAP: Duration = Duration::from_secs(1);
+/// How long the reading thread leaves the socket to the callers before it reads again.
+const TURN_NAP: Duration = Duration::from_millis(10);
 /// How long the last bytes (a DISCONNECT) may take after `close()`.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -108,9 +115,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Plain threads, as the client uses them: calls block, handlers run on the client's
 /// handler threads, a connection is two threads.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Blocking {
     pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Blocking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blocking").field("handler_threads", &self.pool.max).finish()
+    }
 }
 
 impl Default for Blocking {
@@ -131,7 +144,7 @@ impl Blocking {
 impl enos_client::Runtime for Blocking {
     type Wait<F: Future> = F::Output;
     fn wait<F: Future>(f: F) -> F::Output {
-        block_on(f)
+        run(f, true)
     }
     fn into_future<F>(output: F::Output) -> impl Future<Output = F::Output> + Send
     where
@@ -148,15 +161,14 @@ impl enos_client::Runtime for Blocking {
 
     fn start(&self, link: Link<Self>) -> Result<(), Error> {
         let spawn = |name: &str| thread::Builder::new().name(name.into()).stack_size(STACK);
-        let conn = Arc::new(Conn {
+        let conn = Arc::new_cyclic(|me| Conn {
             link,
             wire: Wire::default(),
             out: Mutex::new(Out::default()),
             dirty: AtomicBool::new(false),
             keeper: OnceLock::new(),
-            waker: OnceLock::new(),
+            waker: Waker::from(Arc::new(Flush(me.clone()))),
         });
-        let _ = conn.waker.set(Waker::from(Arc::new(Flush(Arc::downgrade(&conn)))));
         let reader = Arc::downgrade(&conn);
         spawn("enos-read").spawn(move || read_loop(&reader)).map_err(|e| Error::Runtime(e.to_string()))?;
         // If this one cannot start, the reader ends with the connection.
@@ -193,22 +205,41 @@ impl Wake for Unpark {
     fn wake(self: Arc<Self>) {
         self.0.unpark();
     }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
 }
 
 /// Runs a future on this thread, parking it while the future waits: how a blocking call
 /// waits for its reply. The futures of `enos-client` need nothing but their waker.
 pub fn block_on<F: Future>(f: F) -> F::Output {
+    run(f, false)
+}
+
+thread_local! {
+    /// The connection this thread last woke to write (a request it made).
+    static WROTE: Cell<Option<Weak<Conn>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on this thread. With `reads`, as a call waits: a caller whose request went
+/// out reads the socket itself while nobody else does, so that its reply wakes no other
+/// thread; otherwise, and while another reads, it parks.
+fn run<F: Future>(f: F, reads: bool) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut f = std::pin::pin!(f);
+    let (mut conn, mut turn) = (None, None);
+    WROTE.take();
     loop {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return v;
         }
-        thread::park();
+        conn = WROTE.take().filter(|_| reads).or(conn);
+        if turn.is_none() {
+            turn = conn.as_ref().and_then(Weak::upgrade).and_then(|c| c.take_turn());
+        }
+        match &turn {
+            Some(t) if t.read() => {}
+            Some(_) => turn = None,
+            None => thread::park(),
+        }
     }
 }
 
@@ -216,7 +247,6 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 
 type Job = (BlockingHandler, Command, Responder);
 
-#[derive(Debug)]
 struct Pool {
     max: usize,
     state: Mutex<PoolState>,
@@ -228,12 +258,6 @@ struct PoolState {
     jobs: VecDeque<Job>,
     threads: usize,
     idle: usize,
-}
-
-impl std::fmt::Debug for PoolState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolState").field("jobs", &self.jobs.len()).field("threads", &self.threads).finish()
-    }
 }
 
 impl Pool {
@@ -296,13 +320,13 @@ struct Conn {
     /// The keeping thread, woken when it has work.
     keeper: OnceLock<Thread>,
     /// The link's waker, a [`Flush`] of this connection.
-    waker: OnceLock<Waker>,
+    waker: Waker,
 }
 
 #[derive(Default)]
 struct Out {
     wq: WriteQueue,
-    stream: Option<TcpStream>,
+    stream: Option<Arc<TcpStream>>,
     epoch: u64,
     /// The core's next deadline.
     wake_at: Option<Instant>,
@@ -313,8 +337,8 @@ struct Out {
     finished: bool,
 }
 
-/// What the reading thread and the others share: dial orders, the writing half of a
-/// new transport, and the end.
+/// What the reading thread and the others share: dial orders, the current transport and
+/// whose turn it is to read it, and the end.
 #[derive(Default)]
 struct Wire {
     state: Mutex<WireState>,
@@ -325,9 +349,99 @@ struct Wire {
 struct WireState {
     /// A dial asked for, by epoch.
     dial: Option<u64>,
-    /// The writing half of the transport of an epoch.
-    stream: Option<(u64, TcpStream)>,
+    /// The current transport, and who reads it.
+    read: Option<Reading>,
+    /// Transports of this epoch and before are closed.
+    closed: u64,
     exit: bool,
+}
+
+/// A transport (read by one thread at a time, written by whoever holds `out`) and who
+/// reads it.
+struct Reading {
+    epoch: u64,
+    stream: Arc<TcpStream>,
+    by: Reader,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// Nobody: a caller that waits for its reply takes the turn.
+    Free,
+    /// The connection's reading thread.
+    Thread,
+    /// A caller waiting for its reply.
+    Caller,
+}
+
+/// A turn at reading a transport: the reading thread's, or a caller's (given back when
+/// dropped).
+struct Turn {
+    conn: Weak<Conn>,
+    epoch: u64,
+    stream: Arc<TcpStream>,
+    by: Reader,
+}
+
+impl Turn {
+    /// Reads once and feeds the core; `false` once the transport has ended (or, for the
+    /// reading thread, once it is no longer its turn). A caller reads no longer than
+    /// until the core's next deadline, and keeps that deadline itself.
+    fn read(&self) -> bool {
+        if self.by == Reader::Caller {
+            let Some(c) = self.conn.upgrade() else { return false };
+            let wake_at = lock(&c.out).wake_at;
+            let left = wake_at.map_or(KEEPER_NAP, |at| at.saturating_duration_since(Instant::now()).min(KEEPER_NAP));
+            if left.is_zero() {
+                c.link.timeout();
+                c.flush();
+                return true;
+            }
+            let _ = self.stream.set_read_timeout(Some(left));
+        }
+        let mut buf = [0u8; 8 * 1024];
+        let read = (&*self.stream).read(&mut buf);
+        let Some(c) = self.conn.upgrade() else { return false };
+        let cause = match read {
+            Ok(0) => CloseCause::Eof,
+            Ok(n) => {
+                let asked = self.by == Reader::Thread && c.link.calls_waiting() > 0;
+                if c.link.input(self.epoch, &buf[..n]) {
+                    c.flush();
+                }
+                return !asked || c.pass_turn(self.epoch);
+            }
+            Err(e) if matches!(e.kind(), WouldBlock | TimedOut | Interrupted) => {
+                // For the reading thread: a caller's timeout, left on the socket.
+                if self.by == Reader::Thread {
+                    let _ = self.stream.set_read_timeout(None);
+                }
+                return true;
+            }
+            Err(e) => e.into(),
+        };
+        if c.link.closed(self.epoch, cause) {
+            c.flush();
+        }
+        // Nobody reads it any more (the core's order to close it may still be on its way).
+        lock(&c.wire.state).read.take_if(|r| r.epoch == self.epoch);
+        c.wire.changed.notify_all();
+        false
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(c) = self.conn.upgrade().filter(|_| self.by == Reader::Caller) else { return };
+        let mut st = lock(&c.wire.state);
+        if let Some(r) = st.read.as_mut().filter(|r| r.epoch == self.epoch && r.by == Reader::Caller) {
+            r.by = Reader::Free;
+            // Calls still wait and none of their callers may be reading: the thread reads.
+            if c.link.calls_waiting() > 0 {
+                c.wire.changed.notify_all();
+            }
+        }
+    }
 }
 
 /// The link's waker: the thread that wakes it (a caller with a new request, the reader
@@ -336,18 +450,46 @@ struct Flush(Weak<Conn>);
 
 impl Wake for Flush {
     fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
         if let Some(c) = self.0.upgrade() {
+            WROTE.set(Some(self.0.clone()));
             c.flush();
         }
     }
 }
 
 impl Conn {
-    fn waker(&self) -> &Waker {
-        self.waker.get().unwrap_or(Waker::noop())
+    /// The turn at reading, when nobody has it.
+    fn take_turn(self: &Arc<Self>) -> Option<Turn> {
+        let mut st = lock(&self.wire.state);
+        let r = st.read.as_mut().filter(|r| r.by == Reader::Free)?;
+        r.by = Reader::Caller;
+        Some(Turn { conn: Arc::downgrade(self), epoch: r.epoch, stream: r.stream.clone(), by: Reader::Caller })
+    }
+
+    /// The reading thread's read ended the last call waiting: the turn is left to the
+    /// next caller, and the thread takes it back once the socket has been left alone for
+    /// [`TURN_NAP`] or a caller gives it back with calls waiting. `false` once this
+    /// transport is over.
+    fn pass_turn(&self, epoch: u64) -> bool {
+        let mut st = lock(&self.wire.state);
+        if self.link.calls_waiting() > 0 {
+            return true;
+        }
+        match st.read.as_mut() {
+            Some(r) if r.epoch == epoch => r.by = Reader::Free,
+            _ => return false,
+        }
+        loop {
+            st = self.wire.changed.wait_timeout(st, TURN_NAP).unwrap_or_else(|e| e.into_inner()).0;
+            if st.exit {
+                return false;
+            }
+            let Some(r) = st.read.as_mut().filter(|r| r.epoch == epoch) else { return false };
+            if r.by == Reader::Free {
+                r.by = Reader::Thread;
+                return true;
+            }
+        }
     }
 
     fn wake_keeper(&self) {
@@ -363,7 +505,7 @@ impl Conn {
         while self.dirty.load(Ordering::SeqCst) {
             let Ok(mut out) = self.out.try_lock() else { return };
             self.dirty.store(false, Ordering::SeqCst);
-            self.step(&mut out, self.waker());
+            self.step(&mut out, &self.waker);
         }
     }
 
@@ -380,7 +522,13 @@ impl Conn {
 
     fn act(&self, out: &mut Out, todo: Todo) {
         if let Some(how) = todo.close {
-            if let Some(s) = out.stream.take().or_else(|| lock(&self.wire.state).stream.take().map(|(_, s)| s)) {
+            let current = {
+                let mut st = lock(&self.wire.state);
+                st.closed = out.epoch;
+                st.read.take().map(|r| r.stream)
+            };
+            self.wire.changed.notify_all();
+            if let Some(s) = out.stream.take().or(current) {
                 let until = Instant::now() + if how == Closing::Flush { CLOSE_FLUSH } else { Duration::ZERO };
                 write_until(&s, &mut out.wq, until);
                 // The reader's blocking read ends with it.
@@ -393,7 +541,6 @@ impl Conn {
             out.epoch = e;
             let mut st = lock(&self.wire.state);
             st.dial = Some(e);
-            st.stream = None;
             self.wire.changed.notify_all();
         }
         if todo.finished {
@@ -411,21 +558,19 @@ impl Conn {
     /// Writes what is queued; `false` when the socket did not take it all in time.
     fn write(&self, out: &mut Out) -> bool {
         if out.stream.is_none() {
-            let mut st = lock(&self.wire.state);
-            if st.stream.as_ref().is_some_and(|(e, _)| *e == out.epoch) {
-                out.stream = st.stream.take().map(|(_, s)| s);
-            }
+            let st = lock(&self.wire.state);
+            out.stream = st.read.as_ref().filter(|r| r.epoch == out.epoch).map(|r| r.stream.clone());
         }
         while !out.wq.is_empty() {
-            let Some(s) = out.stream.as_mut() else { return true };
-            let e = match out.wq.write_to(s) {
+            let Some(s) = out.stream.as_deref() else { return true };
+            let e = match out.wq.write_to(&mut { s }) {
                 Ok(0) => io::ErrorKind::WriteZero.into(),
                 Ok(_) => {
                     self.link.written(out.wq.bytes());
                     continue;
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => return false,
+                Err(e) if e.kind() == Interrupted => continue,
                 Err(e) => e,
             };
             if let Some(s) = out.stream.take() {
@@ -448,7 +593,7 @@ fn keep_loop(conn: &Arc<Conn>) {
         let (wake_at, stalled) = {
             let mut out = lock(&conn.out);
             conn.dirty.store(false, Ordering::SeqCst);
-            conn.step(&mut out, conn.waker());
+            conn.step(&mut out, &conn.waker);
             if out.finished {
                 return;
             }
@@ -461,9 +606,7 @@ fn keep_loop(conn: &Arc<Conn>) {
             continue;
         }
         match wake_at {
-            Some(at) if at <= now => {
-                conn.link.timeout();
-            }
+            Some(at) if at <= now => drop(conn.link.timeout()),
             // A stalled write is tried again at once: it waits in the kernel for a slice.
             _ if stalled => {}
             Some(at) => thread::park_timeout(at - now),
@@ -472,76 +615,45 @@ fn keep_loop(conn: &Arc<Conn>) {
     }
 }
 
-/// Dials, then reads until the transport ends; again at each dial asked for.
+/// Dials, then reads while it has the turn, until the transport ends; again at each
+/// dial asked for.
 fn read_loop(conn: &Weak<Conn>) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let Some(c) = conn.upgrade() else { return };
-        let epoch = {
-            let mut st = lock(&c.wire.state);
-            loop {
-                if st.exit {
-                    return;
-                }
-                if let Some(e) = st.dial.take() {
-                    break e;
-                }
-                st = c.wire.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-        };
+    while let Some(c) = conn.upgrade() {
+        let wanted = |s: &mut WireState| !s.exit && s.dial.is_none();
+        let mut st = c.wire.changed.wait_while(lock(&c.wire.state), wanted).unwrap_or_else(|e| e.into_inner());
+        let Some(epoch) = st.dial.take().filter(|_| !st.exit) else { return };
+        drop(st);
         let (transport, timeout) = (c.link.transport().clone(), c.link.config().connect_timeout);
         drop(c);
-        let mut stream = match dial(&transport, timeout) {
-            Ok(s) => s,
+        let dialed = dial(&transport, timeout);
+        let Some(c) = conn.upgrade() else { return };
+        let stream = match dialed {
+            Ok(s) => Arc::new(s),
             Err(e) => {
-                report(conn, |l| l.closed(epoch, e.into()));
+                if c.link.closed(epoch, e.into()) {
+                    c.flush();
+                }
                 continue;
             }
         };
-        let Some(c) = conn.upgrade() else { return };
         {
             let mut st = lock(&c.wire.state);
             if st.exit {
                 return;
             }
-            match stream.try_clone() {
-                Ok(w) => st.stream = Some((epoch, w)),
-                Err(e) => {
-                    drop(st);
-                    drop(c);
-                    report(conn, |l| l.closed(epoch, e.into()));
-                    continue;
-                }
+            // Closed while it was dialed: dropped unused.
+            if st.closed >= epoch {
+                continue;
             }
+            st.read = Some(Reading { epoch, stream: stream.clone(), by: Reader::Thread });
+        }
+        if c.link.connected(epoch) {
+            c.flush();
         }
         drop(c);
-        report(conn, |l| l.connected(epoch));
-        loop {
-            let cause = match stream.read(&mut buf) {
-                Ok(0) => CloseCause::Eof,
-                Ok(n) => {
-                    if !report(conn, |l| l.input(epoch, &buf[..n])) {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => e.into(),
-            };
-            report(conn, |l| l.closed(epoch, cause));
-            break;
-        }
+        let turn = Turn { conn: conn.clone(), epoch, stream, by: Reader::Thread };
+        while turn.read() {}
     }
-}
-
-/// Tells the link, and writes what that gave the core to send; `false` once the
-/// client is gone.
-fn report(conn: &Weak<Conn>, f: impl FnOnce(&Link<Blocking>) -> bool) -> bool {
-    let Some(c) = conn.upgrade() else { return false };
-    if f(&c.link) {
-        c.flush();
-    }
-    true
 }
 
 /// TCP to the first address of the host that answers within `timeout`, with TCP_NODELAY.
@@ -563,13 +675,9 @@ fn dial(t: &Transport, timeout: Duration) -> io::Result<TcpStream> {
 /// Writes what is queued until `until` (at least one attempt).
 fn write_until(mut s: &TcpStream, wq: &mut WriteQueue, until: Instant) {
     while !wq.is_empty() {
-        match wq.write_to(&mut s) {
-            Ok(k) if k > 0 => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < until => {}
-            _ => return,
-        }
-        if Instant::now() >= until {
+        let r = wq.write_to(&mut s);
+        let again = r.as_ref().map_or_else(|e| matches!(e.kind(), Interrupted | WouldBlock), |k| *k > 0);
+        if !again || Instant::now() >= until {
             return;
         }
     }
