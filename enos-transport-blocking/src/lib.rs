@@ -387,6 +387,7 @@ impl Turn {
     /// Reads once and feeds the core; `false` once the transport has ended (or, for the
     /// reading thread, once it is no longer its turn). A caller reads no longer than
     /// until the core's next deadline, and keeps that deadline itself.
+    #[inline(never)] // its buffer is on the stack only while it reads
     fn read(&self) -> bool {
         if self.by == Reader::Caller {
             let Some(c) = self.conn.upgrade() else { return false };
@@ -399,7 +400,7 @@ impl Turn {
             }
             let _ = self.stream.set_read_timeout(Some(left));
         }
-        let mut buf = [0u8; 8 * 1024];
+        let mut buf = [0u8; 4 * 1024];
         let read = (&*self.stream).read(&mut buf);
         let Some(c) = self.conn.upgrade() else { return false };
         let cause = match read {
