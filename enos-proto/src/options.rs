@@ -27,7 +27,10 @@ use crate::topic::DeviceKeys;
 /// The options of a device or gateway client, named after the seed's `clientOptions`.
 /// Times are in seconds, with the seed's defaults; 0 disables `reconnect_period` and
 /// `keep_alive`.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` names the key material it holds (private key, PKCS#12 file, secrets)
+/// without showing it.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientOptions {
     /// `tcp://host:port` (plain, default port 11883) or `ssl://host:port` (TLS, default
@@ -68,6 +71,34 @@ pub struct ClientOptions {
     pub client_id: Option<String>,
     /// Subscribe the command topics (needed on a plain broker such as mosquitto).
     pub subscribe_command_topics: bool,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Certificates are public, but as byte lists they are noise: their size will do.
+        let bytes = |b: &Option<Vec<u8>>| b.as_ref().map(|b| format!("{} bytes", b.len()));
+        let hidden = |b: &Option<Vec<u8>>| b.as_ref().map(|_| "..");
+        f.debug_struct("ClientOptions")
+            .field("broker_url", &self.broker_url)
+            .field("secure_mode", &self.secure_mode)
+            .field("product_key", &self.product_key)
+            .field("device_key", &self.device_key)
+            .field("device_secret", &self.device_secret)
+            .field("product_secret", &self.product_secret)
+            .field("ca", &bytes(&self.ca))
+            .field("cert", &bytes(&self.cert))
+            .field("key", &hidden(&self.key))
+            .field("pfx", &hidden(&self.pfx))
+            .field("passphrase", &self.passphrase)
+            .field("server_name", &self.server_name)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("reconnect_period", &self.reconnect_period)
+            .field("keep_alive", &self.keep_alive)
+            .field("request_timeout", &self.request_timeout)
+            .field("client_id", &self.client_id)
+            .field("subscribe_command_topics", &self.subscribe_command_topics)
+            .finish()
+    }
 }
 
 impl ClientOptions {
