@@ -74,8 +74,9 @@ pub struct ConnectInfo<'a> {
     pub username: &'a str,
     /// The password (the signature).
     pub password: &'a str,
-    /// A client certificate verified by the TLS layer.
-    pub certificate: bool,
+    /// The names of the client certificate the TLS layer verified (its common names and
+    /// DNS names, [`crate::pki::certificate_names`]); empty without one.
+    pub certificate: &'a [String],
 }
 
 /// An accepted CONNECT.
@@ -262,9 +263,14 @@ fn text_of(v: Option<&Value>) -> Option<String> {
 
 /// Whether `sign` is `SIGN(method, {clientId, deviceKey, productKey, timestamp}, secret)`,
 /// ignoring case.
+/// Whether `sign` is the signature of these fields (hex, in either case), compared in
+/// constant time.
 fn sign_ok(method: &str, client_id: &str, keys: &DeviceKeys, timestamp: &str, secret: &Secret, sign: &str) -> bool {
-    SignMethod::from_label(method)
-        .is_some_and(|m| sign_device(m, client_id, keys, timestamp, secret).eq_ignore_ascii_case(sign))
+    use subtle::ConstantTimeEq;
+    SignMethod::from_label(method).is_some_and(|m| {
+        let expected = sign_device(m, client_id, keys, timestamp, secret).to_ascii_lowercase();
+        bool::from(expected.as_bytes().ct_eq(sign.to_ascii_lowercase().as_bytes()))
+    })
 }
 
 impl Cloud {
@@ -347,8 +353,9 @@ impl Cloud {
                     Some(secret) => sign_ok(method, cid, &keys, ts, secret, c.password),
                     None => false,
                 };
-                // A verified client certificate may stand in for the password.
-                let by_certificate = c.certificate && c.password.is_empty();
+                // A verified client certificate may stand in for the password, for the
+                // device it was issued to only.
+                let by_certificate = c.password.is_empty() && c.certificate.iter().any(|n| n == keys.device_key());
                 if !(verified || by_certificate) {
                     return Err(ConnectReturnCode::NotAuthorized);
                 }
@@ -370,7 +377,7 @@ impl Cloud {
             let secret = match &device.secret {
                 Some(s) => s.clone(),
                 None => {
-                    let s = Secret::new(self.registry.random_text(20));
+                    let s = Registry::random_secret(20).ok_or(ConnectReturnCode::ServiceUnavailable)?;
                     if let Some(d) = self.registry.devices.get_mut(&keys) {
                         d.secret = Some(s.clone());
                     }
@@ -429,9 +436,31 @@ impl Cloud {
             client_id: &f.client_id,
             username: &f.username,
             password: f.password.expose(),
-            certificate: false,
+            certificate: &[],
         };
         self.connect(conn, info)
+    }
+
+    /// Whether the connection `conn` may subscribe to `filter`: only within the topics
+    /// of its own device (`/sys/{pk}/{dk}/...`, `/ext/session/{pk}/{dk}/...`) or of a
+    /// sub-device in its topology or logged in through it, with both keys written out (no
+    /// wildcard for them). Anything wider could match another device's messages.
+    pub fn may_subscribe(&self, conn: ConnId, filter: &str) -> bool {
+        let Some(session) = self.sessions.get(&conn) else { return false };
+        let mut levels = filter.split('/');
+        let owner = match (levels.next(), levels.next()) {
+            (Some(""), Some("sys")) => (levels.next(), levels.next()),
+            (Some(""), Some("ext")) if levels.next() == Some("session") => (levels.next(), levels.next()),
+            _ => return false,
+        };
+        let (Some(pk), Some(dk)) = owner else { return false };
+        if [pk, dk].iter().any(|l| l.contains(['+', '#'])) {
+            return false;
+        }
+        let Ok(keys) = DeviceKeys::new(pk, dk) else { return false };
+        keys == session.device
+            || session.subs.contains(&keys)
+            || self.registry.topology.get(&session.device).is_some_and(|t| t.contains(&keys))
     }
 
     /// A device seen on a shared broker (responder mode): a session without a CONNECT.
@@ -1063,12 +1092,19 @@ impl Cloud {
             }
             plan.push((keys, e.get("deviceName").cloned().unwrap_or(Value::Null)));
         }
+        let (max, before) = (self.registry.max_registered_per_gateway, self.registry.registered_by(gateway));
+        if before + plan.len() > max {
+            return Answer::err(460, format!("a gateway registers at most {max} devices ({before} so far)"));
+        }
+        *self.registry.registered.entry(gateway.clone()).or_default() += plan.len();
         let mut data = Vec::new();
         for (keys, name) in plan {
-            let secret = self.registry.random_text(20);
-            if let Ok(d) = self.registry.add_device(keys.clone(), Some(Secret::new(secret.clone()))) {
+            let Some(secret) = Registry::random_secret(20) else {
+                return Answer::err(500, "no random source for device secrets");
+            };
+            if let Ok(d) = self.registry.add_device(keys.clone(), Some(secret.clone())) {
                 d.name = name;
-                data.push(json!({"assetId": d.asset_id, "productKey": keys.product_key(), "deviceKey": keys.device_key(), "deviceSecret": secret}));
+                data.push(json!({"assetId": d.asset_id, "productKey": keys.product_key(), "deviceKey": keys.device_key(), "deviceSecret": secret.expose()}));
             }
         }
         Answer::ok(Value::Array(data))
@@ -1138,7 +1174,7 @@ impl Cloud {
                 }
                 issued = Some(match &device.secret {
                     Some(s) => s.clone(),
-                    None => Secret::new(self.registry.random_text(20)),
+                    None => Registry::random_secret(20).ok_or_else(fail)?,
                 });
             }
             _ => {

@@ -37,6 +37,33 @@
 //!   ]
 //! }
 //! ```
+//!
+//! # Security
+//!
+//! What the local cloud trusts, and what it refuses to any client:
+//!
+//! * **Logins.** A device proves itself by the signature of its CONNECT (with its device
+//!   secret, or its product's secret for dynamic activation), compared in constant time.
+//!   Over TLS with client certificates (`--client-ca`, [`pki::server_tls`]) a verified
+//!   certificate may stand in for the signature, for the device it was issued to only:
+//!   the common name of its subject, or one of its DNS subject alternative names, is the
+//!   device key ([`pki::Ca::device_cert`] issues such certificates;
+//!   [`pki::certificate_names`] reads them). Another device's certificate from the same
+//!   CA is refused (CONNACK 5) and does not take the session over.
+//! * **Secrets it issues** (dynamic activation, `thing.device.register`) come from the
+//!   operating system's random source. Asset ids and generated device keys, which are not
+//!   secret, come from a generator that [`registry::Registry::seed`] makes reproducible.
+//! * **Subscriptions** are granted only within the device's own topics or those of its
+//!   sub-devices (in its topology, or logged in through it), with both keys written out;
+//!   anything wider, or another device's topics, gets 0x80 in the SUBACK.
+//! * **Bounds on one client.** At most [`SimBuilder::max_pending_connects`] (1,024)
+//!   connections wait for their CONNECT at once, each holding at most 64 KiB until
+//!   [`SimBuilder::connect_timeout`] (10 s); past it a connection is closed when accepted.
+//!   A packet after the CONNECT is at most 1 MiB. A gateway registers at most
+//!   `max_registered_per_gateway` (10,000) devices in all and 1,000 per request (460 past
+//!   either), and has at most `max_sub_devices_online` (200) sub-devices online.
+//! * **The admin API** (`enos-sim serve --admin`, default `127.0.0.1:18080`) listens on
+//!   loopback only; whatever can reach that port can drive the cloud.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -182,6 +209,9 @@ pub(crate) struct Inner {
     record_limit: usize,
     pub(crate) next_conn: AtomicU64,
     pub(crate) connect_timeout: Duration,
+    /// Connections that have not logged in yet, and how many may be.
+    pub(crate) pending_connects: std::sync::atomic::AtomicUsize,
+    pub(crate) max_pending_connects: usize,
     command_timeout: Mutex<Duration>,
     listeners: Mutex<Vec<Listener>>,
 }
@@ -297,6 +327,7 @@ pub struct SimBuilder {
     tls: Option<(SocketAddr, Arc<ServerConfig>)>,
     record_limit: usize,
     connect_timeout: Duration,
+    max_pending_connects: usize,
     command_timeout: Duration,
 }
 
@@ -339,6 +370,14 @@ impl SimBuilder {
         self
     }
 
+    /// How many connections may wait for their CONNECT at once (default 1,024): past it
+    /// a new connection is closed as soon as it is accepted. Each may hold up to 64 KiB
+    /// until its CONNECT deadline ([`connect_timeout`](Self::connect_timeout)).
+    pub fn max_pending_connects(mut self, n: usize) -> Self {
+        self.max_pending_connects = n;
+        self
+    }
+
     /// How long a command waits for the device's reply (default 10 s).
     pub fn command_timeout(mut self, d: Duration) -> Self {
         self.command_timeout = d;
@@ -360,6 +399,8 @@ impl SimBuilder {
             record_limit: self.record_limit,
             next_conn: AtomicU64::new(1),
             connect_timeout: self.connect_timeout,
+            pending_connects: std::sync::atomic::AtomicUsize::new(0),
+            max_pending_connects: self.max_pending_connects,
             command_timeout: Mutex::new(self.command_timeout),
             listeners: Mutex::new(Vec::new()),
         });
@@ -397,6 +438,7 @@ impl Sim {
             tls: None,
             record_limit: 1000,
             connect_timeout: Duration::from_secs(10),
+            max_pending_connects: 1024,
             command_timeout: Duration::from_secs(10),
         }
     }

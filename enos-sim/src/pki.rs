@@ -122,6 +122,25 @@ impl Ca {
     }
 }
 
+/// The names a certificate gives its holder: the common names of its subject and the DNS
+/// names among its subject alternative names (nothing for bytes that are not a
+/// certificate). The local cloud takes a verified client certificate in place of a
+/// password only for a device whose key is one of these names.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return Vec::new() };
+    let mut names: Vec<String> =
+        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_owned).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    names
+}
+
 /// A server TLS configuration with `server`'s certificate; with `clients` given, every
 /// client must present a certificate that CA signed.
 ///

@@ -245,6 +245,12 @@ pub struct Registry {
     pub history_limit: usize,
     /// Sub-devices online at once per gateway (spec §9: 200).
     pub max_sub_devices_online: usize,
+    /// Devices a gateway may register in all (`thing.device.register`, across requests;
+    /// default 10,000): past it a request is refused whole with 460, so that one client
+    /// cannot grow the registry without bound.
+    pub max_registered_per_gateway: usize,
+    /// Devices each gateway has registered.
+    pub(crate) registered: HashMap<DeviceKeys, usize>,
     rng: u64,
     /// The measure point names stored, each once.
     pub(crate) point_names: HashSet<Arc<str>>,
@@ -348,11 +354,41 @@ impl Registry {
             rng: seed | 1,
             history_limit: 1_000,
             max_sub_devices_online: crate::cloud::MAX_SUB_DEVICES_ONLINE,
+            max_registered_per_gateway: 10_000,
             ..Default::default()
         }
     }
 
-    /// Random alphanumeric text (asset ids, secrets, device keys).
+    /// A new device secret: alphanumeric, from the operating system's random source
+    /// (never from the seeded generator of [`random_text`](Self::random_text)); `None`
+    /// only when that source fails.
+    pub fn random_secret(len: usize) -> Option<Secret> {
+        use ring::rand::SecureRandom;
+        let rng = ring::rand::SystemRandom::new();
+        let mut text = String::with_capacity(len);
+        let mut bytes = [0u8; 64];
+        while text.len() < len {
+            rng.fill(&mut bytes).ok()?;
+            // Bytes past the last multiple of the alphabet's size are skipped: no bias.
+            let fair = 256 - 256 % ALNUM.len();
+            text.extend(
+                bytes
+                    .iter()
+                    .filter(|b| usize::from(**b) < fair)
+                    .map(|b| char::from(ALNUM[usize::from(*b) % ALNUM.len()])),
+            );
+        }
+        text.truncate(len);
+        Some(Secret::new(text))
+    }
+
+    /// How many devices `gateway` has registered.
+    pub fn registered_by(&self, gateway: &DeviceKeys) -> usize {
+        self.registered.get(gateway).copied().unwrap_or(0)
+    }
+
+    /// Random alphanumeric text that is not secret (asset ids, generated device keys):
+    /// reproducible after [`seed`](Self::seed).
     pub fn random_text(&mut self, len: usize) -> String {
         (0..len)
             .map(|_| {
@@ -364,7 +400,8 @@ impl Registry {
             .collect()
     }
 
-    /// Seeds the generator of asset ids and secrets (tests use it for reproducible runs).
+    /// Seeds the generator of asset ids and generated device keys (for reproducible
+    /// runs); secrets never come from it.
     pub fn seed(&mut self, seed: u64) {
         self.rng = seed | 1;
     }

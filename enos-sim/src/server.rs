@@ -1,6 +1,7 @@
 //! The MQTT 3.1.1 server: TCP and TLS listeners, one task per connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +31,23 @@ const MAX_PENDING_OUTPUT: usize = 1 << 20;
 /// so an oversize payload gets its 1008 reply rather than a closed connection.
 const MAX_PACKET: usize = 1 << 20;
 
+/// Largest CONNECT (remaining length): what a connection may buffer before it has logged
+/// in. A CONNECT's fields take a few hundred bytes.
+const MAX_CONNECT: usize = 64 * 1024;
+
 pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                // Connections that have not logged in yet are capped: past the cap a new
+                // one is closed at once (each may hold up to MAX_CONNECT bytes until its
+                // CONNECT deadline).
+                if inner.pending_connects.fetch_add(1, Ordering::SeqCst) >= inner.max_pending_connects {
+                    inner.pending_connects.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(%peer, max = inner.max_pending_connects, "too many connections without a CONNECT: closed");
+                    drop(stream);
+                    continue;
+                }
                 let inner = inner.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move { serve(inner, stream, peer, tls).await });
@@ -70,7 +84,23 @@ struct Conn {
     backlog: bool,
 }
 
-async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: Option<Arc<ServerConfig>>) {
+async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<ServerConfig>>) {
+    let mut waiting = true;
+    serve_conn(&inner, stream, peer, tls, &mut waiting).await;
+    if waiting {
+        inner.pending_connects.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves one connection; `waiting` is cleared (and the count of connections waiting for
+/// their CONNECT lowered) once it has logged in.
+async fn serve_conn(
+    inner: &Arc<Inner>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    waiting: &mut bool,
+) {
     let _ = stream.set_nodelay(true);
     let pipe = match tls {
         Some(config) => match TlsLayer::server(config) {
@@ -108,6 +138,10 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, peer: SocketAddr, tls: 
     let timer = tokio::time::sleep_until(connect_deadline);
     tokio::pin!(timer);
     loop {
+        if *waiting && c.device.is_some() {
+            *waiting = false;
+            inner.pending_connects.fetch_sub(1, Ordering::SeqCst);
+        }
         let deadline = match (c.device.is_some(), c.keep_alive) {
             (false, _) => Some(connect_deadline),
             // MQTT: one and a half keep-alive periods without a packet end the session.
@@ -258,15 +292,22 @@ impl Conn {
         }
     }
 
-    fn tls_certificate(&self) -> bool {
-        matches!(&self.pipe, Pipe::Tls(t) if t.peer_certificates().is_some_and(|c| !c.is_empty()))
+    /// The names in the client certificate the TLS layer verified (none without one).
+    fn certificate_names(&self) -> Vec<String> {
+        match &self.pipe {
+            Pipe::Tls(t) => t
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map_or_else(Vec::new, |c| crate::pki::certificate_names(c)),
+            Pipe::Plain => Vec::new(),
+        }
     }
 
     fn input(&mut self, data: &[u8]) {
         self.last_in = Instant::now();
         if self.device.is_none() {
             self.pending_connect.extend_from_slice(data);
-            match parse_connect(&self.pending_connect, MAX_PACKET) {
+            match parse_connect(&self.pending_connect, MAX_CONNECT) {
                 Ok(None) => return,
                 Ok(Some((p, used))) => {
                     let rest = self.pending_connect.split_off(used);
@@ -319,12 +360,9 @@ impl Conn {
             self.close = true;
             return;
         }
-        let info = ConnectInfo {
-            client_id: &p.client_id,
-            username: &p.username,
-            password: &p.password,
-            certificate: self.tls_certificate(),
-        };
+        let names = self.certificate_names();
+        let info =
+            ConnectInfo { client_id: &p.client_id, username: &p.username, password: &p.password, certificate: &names };
         let result = self.inner.cloud().connect(self.id, info);
         match result {
             Ok(accepted) => {
@@ -410,12 +448,14 @@ impl Conn {
             }
             Packet::Subscribe(s) => {
                 // Delivery follows ownership (spec §1.1), so a subscription never adds a
-                // second copy; only well-formed filters are granted.
+                // second copy; only well-formed filters within the device's own topics
+                // (or its sub-devices') are granted.
+                let cloud = self.inner.cloud();
                 let codes = s
                     .filters
                     .iter()
                     .map(|f| {
-                        if valid_filter(&f.path) {
+                        if valid_filter(&f.path) && cloud.may_subscribe(self.id, &f.path) {
                             SubscribeReasonCode::Success(QoS::AtLeastOnce)
                         } else {
                             SubscribeReasonCode::Failure

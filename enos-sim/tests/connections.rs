@@ -107,6 +107,32 @@ async fn a_client_that_never_sends_connect_is_closed() {
 }
 
 #[tokio::test]
+async fn connections_waiting_for_their_connect_are_capped() {
+    use tokio::io::AsyncReadExt;
+    let sim = Sim::builder().max_pending_connects(2).start().await.unwrap();
+    let addr = sim.tcp_addr().unwrap();
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A third that says nothing either is closed at once (not after the CONNECT deadline).
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut b = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read(&mut b)).await.expect("still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Room again once one goes; a device that has logged in no longer counts.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let device = loop {
+        if let Ok(d) = TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no room after a silent connection left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    TestDevice::connect(addr, config(GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET), None).await.unwrap();
+    device.call(MeasurepointPost::new(json!({"temp": 1.0}))).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_client_silent_for_one_and_a_half_keep_alives_is_closed() {
     let sim = Sim::builder().start().await.unwrap();
     let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
@@ -325,6 +351,42 @@ async fn subscriptions_are_granted_and_never_duplicate_a_delivery() {
 }
 
 #[tokio::test]
+async fn subscriptions_outside_the_devices_own_topics_are_refused() {
+    let mut registry = enos_sim::registry::Registry::builtin();
+    let gw = keys(GATEWAY_PRODUCT, GATEWAY);
+    registry.add_topology(&gw, keys(SUB_PRODUCT, SUB_DEVICE_1));
+    let sim = Sim::builder().registry(registry).start().await.unwrap();
+    let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+    let (id, user, pw) = signed(GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET, 2, "sha256", 9);
+    assert_eq!(raw.connect(&id, &user, &pw).await, Some(0));
+    let cases = [
+        (format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/#"), true),
+        (format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/thing/measurepoint/post_reply"), true),
+        (format!("/ext/session/{GATEWAY_PRODUCT}/{GATEWAY}/#"), true),
+        (format!("/sys/{SUB_PRODUCT}/{SUB_DEVICE_1}/thing/service/+"), true),
+        // Another device, one outside the topology, and filters wide enough to match others.
+        (format!("/sys/{DEVICE_PRODUCT}/{DEVICE}/#"), false),
+        (format!("/sys/{SUB_PRODUCT}/{SUB_DEVICE_2}/#"), false),
+        (format!("/ext/session/{DEVICE_PRODUCT}/{DEVICE}/#"), false),
+        (format!("/sys/{GATEWAY_PRODUCT}/+/#"), false),
+        ("/sys/+/+/thing/service/#".to_owned(), false),
+        ("/sys/#".to_owned(), false),
+        ("#".to_owned(), false),
+        ("/ota/device/request".to_owned(), false),
+    ];
+    let mut sub = Subscribe::empty_subscribe();
+    sub.pkid = 4;
+    sub.filters = cases.iter().map(|(f, _)| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)).collect();
+    raw.send_packet(Packet::Subscribe(sub)).await;
+    let Some(Packet::SubAck(ack)) = raw.next().await else { panic!("no SUBACK") };
+    assert_eq!(ack.return_codes.len(), cases.len());
+    for ((filter, granted), code) in cases.iter().zip(&ack.return_codes) {
+        let ok = *code == enos_proto::codec::SubscribeReasonCode::Success(QoS::AtLeastOnce);
+        assert_eq!(ok, *granted, "{filter}: {code:?}");
+    }
+}
+
+#[tokio::test]
 async fn tls_with_and_without_client_certificates() {
     let ca = pki::Ca::new("sim ca").unwrap();
     let server = ca.server_cert().unwrap();
@@ -363,6 +425,43 @@ async fn tls_with_and_without_client_certificates() {
     };
     let mut d = TestDevice::start(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(tls));
     assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_only_as_the_device_it_names() {
+    let ca = pki::Ca::new("sim ca").unwrap();
+    let device_ca = pki::Ca::new("device ca").unwrap();
+    let sim = Sim::builder()
+        .no_tcp()
+        .tls("127.0.0.1:0".parse().unwrap(), pki::server_tls(&ca.server_cert().unwrap(), Some(&device_ca)).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = sim.tls_addr().unwrap();
+    let tls = |cert: &pki::CertPem| Tls {
+        config: client_config(ca.pem.as_bytes(), Some(&cert.identity().unwrap())).unwrap(),
+        name: "localhost".into(),
+    };
+    let by_certificate = || {
+        let mut c = config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+        c.credentials = Credentials::Certificate { device_secret: None };
+        c
+    };
+    // The device, with its own certificate and no password.
+    let mut device =
+        TestDevice::connect(addr, by_certificate(), Some(tls(&device_ca.device_cert(DEVICE).unwrap()))).await.unwrap();
+    // Another device's certificate, from the same CA, offered as this device: refused, and the
+    // device stays connected (no takeover).
+    let other = tls(&device_ca.device_cert(SUB_DEVICE_1).unwrap());
+    let mut impostor = TestDevice::start(addr, by_certificate(), Some(other.clone()));
+    assert!(matches!(
+        impostor.next_event().await,
+        Event::Disconnected { cause: DisconnectCause::Refused(ConnectRefusal::NotAuthorized), .. }
+    ));
+    device.call(MeasurepointPost::new(json!({"temp": 1.0}))).await.unwrap();
+    assert!(device.event_within(Duration::from_millis(300)).await.is_none(), "the device was disturbed");
+    // With the device's own signature, another device's certificate does not matter.
+    TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(other)).await.unwrap();
 }
 
 #[tokio::test]

@@ -113,6 +113,49 @@ async fn raw_up_echoes_or_answers_the_configured_bytes() {
 }
 
 #[tokio::test]
+async fn issued_device_secrets_do_not_follow_the_registry_seed() {
+    // Two clouds seeded alike give the same asset ids, and unrelated secrets.
+    let mut issued = Vec::new();
+    for _ in 0..2 {
+        let mut registry = enos_sim::registry::Registry::builtin();
+        registry.seed(7);
+        let sim = Sim::builder().registry(registry).start().await.unwrap();
+        let g = gateway(&sim).await;
+        let one = SubDeviceRegistration::new(SUB_PRODUCT, DeviceName::new("anon"));
+        let reg = g.call(SubDeviceRegister::new(vec![one])).await.unwrap();
+        issued.push((reg[0].asset_id.clone(), reg[0].device_secret.expose().to_owned()));
+    }
+    assert_eq!(issued[0].0, issued[1].0, "asset ids follow the seed");
+    assert_ne!(issued[0].1, issued[1].1, "a secret followed the seed");
+    assert!(issued.iter().all(|(_, s)| s.len() == 20 && s.bytes().all(|b| b.is_ascii_alphanumeric())));
+}
+
+#[tokio::test]
+async fn a_gateway_registers_at_most_its_quota_across_requests() {
+    let mut registry = enos_sim::registry::Registry::builtin();
+    registry.max_registered_per_gateway = 3;
+    let sim = Sim::builder().registry(registry).start().await.unwrap();
+    let g = gateway(&sim).await;
+    let named = |dks: &[&str]| -> Vec<SubDeviceRegistration> {
+        dks.iter()
+            .map(|dk| {
+                let mut r = SubDeviceRegistration::new(SUB_PRODUCT, DeviceName::new(*dk));
+                r.device_key = Some((*dk).to_owned());
+                r
+            })
+            .collect()
+    };
+    assert_eq!(g.call(SubDeviceRegister::new(named(&["q1", "q2"]))).await.unwrap().len(), 2);
+    // Past the quota a request is refused whole: nothing of it is registered.
+    let e = g.call(SubDeviceRegister::new(named(&["q3", "q4"]))).await.unwrap_err();
+    assert!(matches!(&e, RequestError::Rejected { code: 460, message } if message.contains("at most 3")), "{e:?}");
+    assert!(sim.device(&keys(SUB_PRODUCT, "q3")).is_none());
+    assert_eq!(g.call(SubDeviceRegister::new(named(&["q3"]))).await.unwrap().len(), 1);
+    let e = g.call(SubDeviceRegister::new(named(&["q4"]))).await.unwrap_err();
+    assert!(matches!(e, RequestError::Rejected { code: 460, .. }), "{e:?}");
+}
+
+#[tokio::test]
 async fn register_topo_login_logout_as_a_gateway() {
     let sim = sim().await;
     let g = gateway(&sim).await;

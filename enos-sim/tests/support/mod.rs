@@ -80,6 +80,11 @@ impl TestDevice {
             .expect("driver gone")
     }
 
+    /// The next event if one comes within `d`.
+    pub async fn event_within(&mut self, d: Duration) -> Option<Event> {
+        tokio::time::timeout(d, self.events.recv()).await.ok().flatten()
+    }
+
     /// The next command, within 5 s (other events are skipped).
     pub async fn next_command(&mut self) -> Command {
         loop {
