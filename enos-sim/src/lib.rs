@@ -63,7 +63,11 @@
 //!   `max_registered_per_gateway` (10,000) devices in all and 1,000 per request (460 past
 //!   either), and has at most `max_sub_devices_online` (200) sub-devices online.
 //! * **The admin API** (`enos-sim serve --admin`, default `127.0.0.1:18080`) listens on
-//!   loopback only; whatever can reach that port can drive the cloud.
+//!   loopback only, and answers only requests that carry the token made at start (in a
+//!   file only its owner can read), name the listener in `host` (and in `origin`, if
+//!   any), send JSON bodies only and arrive within 10 s ([`admin`] says how). Its record
+//!   of packets shows no device secret unless [`SimBuilder::record_secrets`] asks for
+//!   them: activation pushes and registration replies are kept with `*` in their place.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -207,6 +211,7 @@ pub(crate) struct Inner {
     faults: Mutex<Faults>,
     record: Mutex<HashMap<DeviceKeys, VecDeque<Recorded>>>,
     record_limit: usize,
+    record_secrets: bool,
     pub(crate) next_conn: AtomicU64,
     pub(crate) connect_timeout: Duration,
     /// Connections that have not logged in yet, and how many may be.
@@ -218,6 +223,28 @@ pub(crate) struct Inner {
 
 /// The most payload bytes one record entry keeps.
 pub const RECORD_PAYLOAD_BYTES: usize = 4096;
+
+/// `payload` with the value of every `"deviceSecret"` string overwritten by `*` (its
+/// length kept); `None` when it holds none.
+fn redact_secrets(payload: &[u8]) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"deviceSecret\"";
+    let mut out: Option<Vec<u8>> = None;
+    let mut from = 0;
+    while let Some(i) = payload[from..].windows(KEY.len()).position(|w| w == KEY) {
+        let mut at = from + i + KEY.len();
+        while payload.get(at).is_some_and(|b| b.is_ascii_whitespace() || *b == b':') {
+            at += 1;
+        }
+        if payload.get(at) == Some(&b'"') {
+            let start = at + 1;
+            let end = payload[start..].iter().position(|b| *b == b'"').map_or(payload.len(), |k| start + k);
+            out.get_or_insert_with(|| payload.to_vec())[start..end].fill(b'*');
+            at = end;
+        }
+        from = at;
+    }
+    out
+}
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -258,6 +285,10 @@ impl Inner {
             Bytes::copy_from_slice(&payload[..RECORD_PAYLOAD_BYTES])
         } else {
             payload
+        };
+        let payload = match self.record_secrets {
+            false => redact_secrets(&payload).map_or(payload, Bytes::from),
+            true => payload,
         };
         let mut r = lock(&self.record);
         let q = r.entry(device.clone()).or_default();
@@ -326,6 +357,7 @@ pub struct SimBuilder {
     tcp: Option<SocketAddr>,
     tls: Option<(SocketAddr, Arc<ServerConfig>)>,
     record_limit: usize,
+    record_secrets: bool,
     connect_timeout: Duration,
     max_pending_connects: usize,
     command_timeout: Duration,
@@ -364,6 +396,14 @@ impl SimBuilder {
         self
     }
 
+    /// Keep device secrets in the record (activation pushes, registration replies); by
+    /// default their values are overwritten with `*`, so that the record (and the admin
+    /// API that shows it) holds no secret.
+    pub fn record_secrets(mut self, keep: bool) -> Self {
+        self.record_secrets = keep;
+        self
+    }
+
     /// How long a new connection may take to send its CONNECT (default 10 s).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
@@ -397,6 +437,7 @@ impl SimBuilder {
             faults: Mutex::new(Faults::default()),
             record: Mutex::new(HashMap::new()),
             record_limit: self.record_limit,
+            record_secrets: self.record_secrets,
             next_conn: AtomicU64::new(1),
             connect_timeout: self.connect_timeout,
             pending_connects: std::sync::atomic::AtomicUsize::new(0),
@@ -437,6 +478,7 @@ impl Sim {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             tls: None,
             record_limit: 1000,
+            record_secrets: false,
             connect_timeout: Duration::from_secs(10),
             max_pending_connects: 1024,
             command_timeout: Duration::from_secs(10),

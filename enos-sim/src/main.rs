@@ -16,6 +16,12 @@ struct Cli {
     /// The admin API of a running simulator (for every subcommand but `serve`).
     #[arg(long, global = true, env = "ENOS_SIM_ADMIN", default_value = "127.0.0.1:18080")]
     admin: SocketAddr,
+    /// The file that holds the admin API's token: `serve` writes it (readable by you
+    /// only), the other subcommands read it. Default: `admin-PORT.token` in
+    /// `$XDG_RUNTIME_DIR/enos-sim`, or in `~/.enos-sim`. `ENOS_SIM_TOKEN` gives the token
+    /// itself to the subcommands instead.
+    #[arg(long, global = true, env = "ENOS_SIM_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -127,9 +133,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve { tcp, tls, cert, key, client_ca, tls_dir, registry, fleet, record, responder, group } => {
-            serve(cli.admin, tcp, tls, (cert, key, client_ca, tls_dir), (registry, fleet, record), responder, group)
+            let admin = (cli.admin, cli.token_file);
+            serve(admin, tcp, tls, (cert, key, client_ca, tls_dir), (registry, fleet, record), responder, group)
         }
-        other => client(cli.admin, other),
+        other => client(cli.admin, cli.token_file, other),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,10 +147,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a line for the person who started the server; a closed standard output (the
+/// terminal gone, a pipe nobody reads) does not stop the server.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 type TlsFiles = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, PathBuf);
 
 fn serve(
-    admin_addr: SocketAddr,
+    (admin_addr, token_file): (SocketAddr, Option<PathBuf>),
     tcp: String,
     tls: Option<SocketAddr>,
     (cert, key, client_ca, tls_dir): TlsFiles,
@@ -176,7 +192,7 @@ fn serve(
                     let server = ca.server_cert().map_err(|e| e.to_string())?;
                     std::fs::create_dir_all(&tls_dir).map_err(|e| e.to_string())?;
                     std::fs::write(tls_dir.join("ca.pem"), &ca.pem).map_err(|e| e.to_string())?;
-                    println!("TLS CA for devices to trust: {}", tls_dir.join("ca.pem").display());
+                    say!("TLS CA for devices to trust: {}", tls_dir.join("ca.pem").display());
                     server.identity().map_err(|e| e.to_string())?
                 }
             };
@@ -185,30 +201,51 @@ fn serve(
         }
         let sim = b.start().await.map_err(|e| e.to_string())?;
         if let Some(a) = sim.tcp_addr() {
-            println!("MQTT (tcp) listening on tcp://{a}");
+            say!("MQTT (tcp) listening on tcp://{a}");
         }
         if let Some(a) = sim.tls_addr() {
-            println!("MQTT (tls) listening on ssl://{a}");
+            say!("MQTT (tls) listening on ssl://{a}");
         }
-        let admin = admin::serve(sim.clone(), admin_addr).await.map_err(|e| format!("admin API: {e}"))?;
-        println!("admin API listening on {admin}");
+        let options = admin::AdminOptions::new().map_err(|e| format!("admin API token: {e}"))?;
+        let admin =
+            admin::serve(sim.clone(), admin_addr, options.clone()).await.map_err(|e| format!("admin API: {e}"))?;
+        let token_file = token_file.unwrap_or_else(|| admin::token_file(admin.port()));
+        admin::write_token(&token_file, &options.token)
+            .map_err(|e| format!("admin API token file {}: {e}", token_file.display()))?;
+        say!("admin API listening on {admin}");
+        say!("admin API token (also in {}, for the subcommands): {}", token_file.display(), options.token.expose());
         let _responder = match responder {
             Some(broker) => {
                 let mut opts = ResponderOptions::new(broker);
                 opts.group = group;
                 let r = sim.responder(opts).await.map_err(|e| e.to_string())?;
-                println!("responder connected to {broker}");
+                say!("responder connected to {broker}");
                 Some(r)
             }
             None => None,
         };
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         sim.shutdown();
+        let _ = std::fs::remove_file(&token_file);
         Ok(())
     })
 }
 
-fn client(admin_addr: SocketAddr, cmd: Cmd) -> Result<(), String> {
+/// The admin API's token: `ENOS_SIM_TOKEN`, or the file `serve` wrote.
+fn token(admin_addr: SocketAddr, token_file: Option<PathBuf>) -> Result<enos_proto::Secret, String> {
+    if let Some(t) = std::env::var_os("ENOS_SIM_TOKEN") {
+        return Ok(enos_proto::Secret::new(t.to_string_lossy().into_owned()));
+    }
+    let path = token_file.unwrap_or_else(|| admin::token_file(admin_addr.port()));
+    admin::read_token(&path).map_err(|e| {
+        format!(
+            "no token for the admin API at {admin_addr}: {}: {e} (is `enos-sim serve` running there? ENOS_SIM_TOKEN or --token-file give it)",
+            path.display()
+        )
+    })
+}
+
+fn client(admin_addr: SocketAddr, token_file: Option<PathBuf>, cmd: Cmd) -> Result<(), String> {
     let (method, path, body) = match cmd {
         Cmd::Serve { .. } => unreachable!("handled by serve"),
         Cmd::Devices => ("GET", "/devices".to_owned(), None),
@@ -257,7 +294,8 @@ fn client(admin_addr: SocketAddr, cmd: Cmd) -> Result<(), String> {
             ("POST", format!("/devices/{pk}/{dk}/cut"), None)
         }
     };
-    let (status, value) = admin::call(admin_addr, method, &path, body.as_ref())
+    let token = token(admin_addr, token_file)?;
+    let (status, value) = admin::call(admin_addr, &token, method, &path, body.as_ref())
         .map_err(|e| format!("cannot reach the simulator's admin API at {admin_addr}: {e}"))?;
     println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     if status == 200 {

@@ -20,11 +20,19 @@ impl Drop for Server {
     }
 }
 
+/// Where the server writes its admin token and the subcommands read it, for this test
+/// process (instead of the user's own runtime folder).
+fn runtime_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("enos-sim-cli-test-{}", std::process::id()))
+}
+
 /// Starts `enos-sim serve` on ephemeral ports: (server, MQTT address, admin address).
 fn serve() -> (Server, std::net::SocketAddr, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_enos-sim"))
         .args(["serve", "--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
+        .env("XDG_RUNTIME_DIR", runtime_dir())
+        .env_remove("ENOS_SIM_TOKEN_FILE")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -39,13 +47,31 @@ fn serve() -> (Server, std::net::SocketAddr, String) {
             admin = Some(a.to_owned());
         }
     }
+    // Whatever else it prints is read, so that its standard output never fills up.
+    std::thread::spawn(move || lines.for_each(drop));
     (Server(child), mqtt.unwrap(), admin.unwrap())
 }
 
 /// Runs a subcommand: (success, parsed JSON output).
 fn run(admin: &str, args: &[&str]) -> (bool, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_enos-sim")).arg("--admin").arg(admin).args(args).output().unwrap();
-    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    let (ok, out, _) = run_with(admin, args, &[]);
+    (ok, out)
+}
+
+/// Runs a subcommand with more environment: (success, parsed JSON output, standard error).
+fn run_with(admin: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_enos-sim"))
+        .arg("--admin")
+        .arg(admin)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime_dir())
+        .env_remove("ENOS_SIM_TOKEN")
+        .env_remove("ENOS_SIM_TOKEN_FILE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null), err)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,4 +127,33 @@ async fn serve_then_inspect_and_command_from_another_terminal() {
     let a = admin.clone();
     let (ok, _) = tokio::task::spawn_blocking(move || run(&a, &["points", "not-a-pair"])).await.unwrap();
     assert!(!ok);
+
+    // The subcommands need the server's token: a wrong one is refused, a missing one named.
+    let a = admin.clone();
+    let (ok, e, _) =
+        tokio::task::spawn_blocking(move || run_with(&a, &["devices"], &[("ENOS_SIM_TOKEN", "guess")])).await.unwrap();
+    assert!(!ok);
+    assert!(e["error"].as_str().unwrap().contains("token"), "{e}");
+    let a = admin.clone();
+    let elsewhere = runtime_dir().join("elsewhere");
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        run_with(&a, &["devices"], &[("XDG_RUNTIME_DIR", elsewhere.to_str().unwrap())])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("no token for the admin API"), "{err}");
+}
+
+#[test]
+fn the_token_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_server, _mqtt, admin) = serve();
+    let port: std::net::SocketAddr = admin.parse().unwrap();
+    let file = runtime_dir().join("enos-sim").join(format!("admin-{}.token", port.port()));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let dir_mode = std::fs::metadata(file.parent().unwrap()).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o077, 0, "{dir_mode:o}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim().len(), 64);
 }

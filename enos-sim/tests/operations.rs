@@ -131,6 +131,36 @@ async fn issued_device_secrets_do_not_follow_the_registry_seed() {
 }
 
 #[tokio::test]
+async fn the_record_holds_no_device_secret_unless_asked_to() {
+    for keep in [false, true] {
+        let sim = Sim::builder().record_secrets(keep).start().await.unwrap();
+        let g = gateway(&sim).await;
+        let one = SubDeviceRegistration::new(SUB_PRODUCT, DeviceName::new("anon"));
+        let secret = g.call(SubDeviceRegister::new(vec![one])).await.unwrap()[0].device_secret.expose().to_owned();
+        // And the activation push of a device that activates dynamically.
+        let mut c = config(DEVICE_PRODUCT, ACTIVATING_DEVICE, "unused");
+        c.credentials = enos_proto::Credentials::ProductSecret(DEVICE_PRODUCT_SECRET.into());
+        let mut d = TestDevice::connect(sim.tcp_addr().unwrap(), c, None).await.unwrap();
+        let issued = loop {
+            if let enos_proto::Event::Activated { device_secret, .. } = d.next_event().await {
+                break device_secret.expose().to_owned();
+            }
+        };
+        let payloads: Vec<String> = [keys(GATEWAY_PRODUCT, GATEWAY), keys(DEVICE_PRODUCT, ACTIVATING_DEVICE)]
+            .iter()
+            .flat_map(|k| sim.record(k))
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
+        for s in [&secret, &issued] {
+            assert_eq!(payloads.iter().any(|p| p.contains(s.as_str())), keep, "keep {keep}: {payloads:?}");
+        }
+        if !keep {
+            assert!(payloads.iter().any(|p| p.contains(r#""deviceSecret":"********************""#)), "{payloads:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_gateway_registers_at_most_its_quota_across_requests() {
     let mut registry = enos_sim::registry::Registry::builtin();
     registry.max_registered_per_gateway = 3;

@@ -1,0 +1,105 @@
+//! Who may call the admin API: its token, a loopback `host`, no foreign `origin`, JSON
+//! bodies only, and requests that arrive in time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use enos_proto::Secret;
+use enos_sim::admin::{self, AdminOptions};
+use enos_sim::Sim;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+async fn start() -> (Sim, SocketAddr) {
+    let sim = Sim::builder().start().await.unwrap();
+    let options = AdminOptions { token: Secret::new(TOKEN), request_timeout: Duration::from_millis(300) };
+    let addr = admin::serve(sim.clone(), "127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    (sim, addr)
+}
+
+/// Sends `request` as is; the status and the JSON body of the answer.
+async fn send(addr: SocketAddr, request: String) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.expect("no answer").unwrap();
+    let text = String::from_utf8(answer).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap())
+}
+
+/// A request with these headers (each a whole `name: value` line) and body.
+fn request(method: &str, path: &str, headers: &[String], body: &str) -> String {
+    let mut r = format!("{method} {path} HTTP/1.1\r\n");
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    format!("{r}content-length: {}\r\n\r\n{body}", body.len())
+}
+
+#[tokio::test]
+async fn a_request_needs_the_token() {
+    let (_sim, addr) = start().await;
+    let host = format!("host: {addr}");
+    let (status, body) = send(addr, request("GET", "/devices", std::slice::from_ref(&host), "")).await;
+    assert_eq!(status, 401, "{body}");
+    let wrong = "authorization: Bearer 0123456789abcdef0123456789abcdeX".to_owned();
+    assert_eq!(send(addr, request("GET", "/devices", &[host.clone(), wrong], "")).await.0, 401);
+    let right = format!("authorization: Bearer {TOKEN}");
+    let (status, devices) = send(addr, request("GET", "/devices", &[host, right], "")).await;
+    assert_eq!(status, 200);
+    assert!(devices.as_array().is_some_and(|d| !d.is_empty()));
+    // The client of the subcommands (a blocking one) sends it.
+    let call = |token: &'static str| {
+        tokio::task::spawn_blocking(move || admin::call(addr, &Secret::new(token), "GET", "/devices", None).unwrap().0)
+    };
+    assert_eq!(call(TOKEN).await.unwrap(), 200);
+    assert_eq!(call("guess").await.unwrap(), 401);
+}
+
+#[tokio::test]
+async fn other_hosts_and_origins_are_refused_even_with_the_token() {
+    let (_sim, addr) = start().await;
+    let auth = format!("authorization: Bearer {TOKEN}");
+    let port = addr.port();
+    for host in [format!("host: rebound.example:{port}"), format!("host: 127.0.0.1:{}", port + 1), String::new()] {
+        let headers: Vec<String> = [host.clone(), auth.clone()].into_iter().filter(|h| !h.is_empty()).collect();
+        let (status, body) = send(addr, request("GET", "/devices", &headers, "")).await;
+        assert_eq!(status, 403, "{host:?}: {body}");
+    }
+    for origin in ["https://evil.example", "null", "http://127.0.0.1:1"] {
+        let headers = [format!("host: localhost:{port}"), auth.clone(), format!("origin: {origin}")];
+        let (status, body) = send(addr, request("POST", "/devices/demo_pk/demo_device/cut", &headers, "")).await;
+        assert_eq!(status, 403, "{origin}: {body}");
+    }
+    // Its own origin, as a page it served would send: fine.
+    let headers = [format!("host: localhost:{port}"), auth, format!("origin: http://localhost:{port}")];
+    assert_eq!(send(addr, request("GET", "/devices", &headers, "")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_body_must_be_json_and_arrive_in_time() {
+    let (_sim, addr) = start().await;
+    let base = vec![format!("host: {addr}"), format!("authorization: Bearer {TOKEN}")];
+    let path = "/devices/demo_pk/demo_device/services/reset";
+    // A form post, as an HTML form would send it across sites: refused before it is read.
+    let mut form = base.clone();
+    form.push("content-type: application/x-www-form-urlencoded".into());
+    assert_eq!(send(addr, request("POST", path, &form, "a=b")).await.0, 415);
+    let mut plain = base.clone();
+    plain.push("content-type: text/plain".into());
+    assert_eq!(send(addr, request("POST", path, &plain, "{}")).await.0, 415);
+    // JSON gets through to the route (the device is offline: 409).
+    let mut json_body = base.clone();
+    json_body.push("content-type: application/json; charset=utf-8".into());
+    assert_eq!(send(addr, request("POST", path, &json_body, &json!({}).to_string())).await.0, 409);
+    // A request that stops half-way is answered 408 once its time is up.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /devices HTTP/1.1\r\nhost: ").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.expect("still waiting").unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+}
