@@ -116,6 +116,10 @@ pub struct Cloud {
     /// Whether measure point posts and batch posts are read the fast way first (off in the
     /// tests that check it against the general one).
     fast_paths: bool,
+    /// How far a login's timestamp may be from this clock (`None`, the default: any
+    /// timestamp, as EnOS is not known to check; spec §2). With a window, a CONNECT or a
+    /// sub-device login replayed later than that is refused.
+    pub max_clock_skew: Option<std::time::Duration>,
 }
 
 /// The upstream operations of spec §5.
@@ -287,6 +291,7 @@ impl Cloud {
             pending_ota: HashMap::new(),
             pushes: Vec::new(),
             fast_paths: true,
+            max_clock_skew: None,
         }
     }
 
@@ -298,6 +303,14 @@ impl Cloud {
     /// Whether `keys` is connected, or logged in through a gateway.
     pub fn is_online(&self, keys: &DeviceKeys) -> bool {
         self.route(keys).is_some()
+    }
+
+    /// Whether a login's timestamp (epoch milliseconds, possibly with a fraction) is within
+    /// [`max_clock_skew`](Self::max_clock_skew) of now.
+    fn fresh(&self, ts: &str) -> bool {
+        let Some(window) = self.max_clock_skew else { return true };
+        let now = crate::unix_ms() as f64;
+        ts.parse::<f64>().is_ok_and(|t| t.is_finite() && (t - now).abs() <= window.as_millis() as f64)
     }
 
     /// A fresh command id.
@@ -333,6 +346,9 @@ impl Cloud {
             Some((cid, mode?, method?, ts?))
         })();
         let Some((cid, mode, method, ts)) = parsed else { return Err(ConnectReturnCode::BadClientId) };
+        if !self.fresh(ts) {
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
         if cid.is_empty() || cid.chars().count() > 64 {
             return Err(ConnectReturnCode::BadClientId);
         }
@@ -1160,6 +1176,9 @@ impl Cloud {
             return Err((1212, "No sub-device permission".into()));
         }
         let fail = || (770, "sign verify failed".to_owned());
+        if !self.fresh(ts) {
+            return Err((770, "timestamp outside the allowed clock skew".into()));
+        }
         let Some(device) = self.registry.devices.get(sub) else { return Err(fail()) };
         if !device.enabled {
             return Err((770, "Device is disable".into()));

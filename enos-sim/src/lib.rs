@@ -62,6 +62,10 @@
 //!   A packet after the CONNECT is at most 1 MiB. A gateway registers at most
 //!   `max_registered_per_gateway` (10,000) devices in all and 1,000 per request (460 past
 //!   either), and has at most `max_sub_devices_online` (200) sub-devices online.
+//! * **Replayed CONNECTs.** A CONNECT's signature covers its timestamp, but EnOS is not
+//!   known to check how old that is (spec §2), so by default neither does this cloud.
+//!   [`SimBuilder::max_clock_skew`] (`--max-clock-skew SECONDS`) refuses a CONNECT (5)
+//!   or a sub-device login (770) whose timestamp is further than that from this clock.
 //! * **The admin API** (`enos-sim serve --admin`, default `127.0.0.1:18080`) listens on
 //!   loopback only, and answers only requests that carry the token made at start (in a
 //!   file only its owner can read), name the listener in `host` (and in `origin`, if
@@ -360,6 +364,7 @@ pub struct SimBuilder {
     record_secrets: bool,
     connect_timeout: Duration,
     max_pending_connects: usize,
+    max_clock_skew: Option<Duration>,
     command_timeout: Duration,
 }
 
@@ -418,6 +423,14 @@ impl SimBuilder {
         self
     }
 
+    /// Refuse logins (CONNECTs, sub-device logins) whose timestamp is further than `skew`
+    /// from this machine's clock: a captured CONNECT cannot be replayed later. Off by
+    /// default, as EnOS is not known to check (spec §2).
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = Some(skew);
+        self
+    }
+
     /// How long a command waits for the device's reply (default 10 s).
     pub fn command_timeout(mut self, d: Duration) -> Self {
         self.command_timeout = d;
@@ -431,7 +444,11 @@ impl SimBuilder {
     /// The bind error of a listener.
     pub async fn start(self) -> std::io::Result<Sim> {
         let inner = Arc::new(Inner {
-            cloud: Mutex::new(Cloud::new(self.registry)),
+            cloud: Mutex::new({
+                let mut c = Cloud::new(self.registry);
+                c.max_clock_skew = self.max_clock_skew;
+                c
+            }),
             conns: Mutex::new(HashMap::new()),
             waiters: Mutex::new(Waiters::default()),
             faults: Mutex::new(Faults::default()),
@@ -481,6 +498,7 @@ impl Sim {
             record_secrets: false,
             connect_timeout: Duration::from_secs(10),
             max_pending_connects: 1024,
+            max_clock_skew: None,
             command_timeout: Duration::from_secs(10),
         }
     }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use enos_sim::registry::Registry;
@@ -64,6 +65,10 @@ enum Cmd {
         /// Shared-subscription group of the responder.
         #[arg(long)]
         group: Option<String>,
+        /// Refuse logins whose timestamp is further than this many seconds from this
+        /// machine's clock (replayed CONNECTs). Off by default: EnOS is not known to check.
+        #[arg(long)]
+        max_clock_skew: Option<u64>,
     },
     /// List the devices.
     Devices,
@@ -132,9 +137,23 @@ fn parse(text: &str) -> Result<Value, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve { tcp, tls, cert, key, client_ca, tls_dir, registry, fleet, record, responder, group } => {
+        Cmd::Serve {
+            tcp,
+            tls,
+            cert,
+            key,
+            client_ca,
+            tls_dir,
+            registry,
+            fleet,
+            record,
+            responder,
+            group,
+            max_clock_skew,
+        } => {
             let admin = (cli.admin, cli.token_file);
-            serve(admin, tcp, tls, (cert, key, client_ca, tls_dir), (registry, fleet, record), responder, group)
+            let cloud = (registry, fleet, record, max_clock_skew);
+            serve(admin, tcp, tls, (cert, key, client_ca, tls_dir), cloud, responder, group)
         }
         other => client(cli.admin, cli.token_file, other),
     };
@@ -163,7 +182,7 @@ fn serve(
     tcp: String,
     tls: Option<SocketAddr>,
     (cert, key, client_ca, tls_dir): TlsFiles,
-    (registry, fleet, record): (Option<PathBuf>, usize, usize),
+    (registry, fleet, record, max_clock_skew): (Option<PathBuf>, usize, usize, Option<u64>),
     responder: Option<SocketAddr>,
     group: Option<String>,
 ) -> Result<(), String> {
@@ -178,6 +197,9 @@ fn serve(
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let mut b = Sim::builder().registry(registry).record_limit(record);
+        if let Some(s) = max_clock_skew {
+            b = b.max_clock_skew(Duration::from_secs(s));
+        }
         b = if tcp == "none" { b.no_tcp() } else { b.tcp(tcp.parse().map_err(|e| format!("--tcp: {e}"))?) };
         if let Some(addr) = tls {
             let client_ca = client_ca.map(std::fs::read).transpose().map_err(|e| format!("--client-ca: {e}"))?;

@@ -133,6 +133,29 @@ async fn connections_waiting_for_their_connect_are_capped() {
 }
 
 #[tokio::test]
+async fn a_freshness_window_refuses_replayed_connects() {
+    let login = |sim: &Sim, ts: u64| {
+        let addr = sim.tcp_addr().unwrap();
+        async move {
+            let mut raw = RawConn::open(addr).await;
+            let (id, user, pw) = signed(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET, 2, "sha256", ts);
+            raw.connect(&id, &user, &pw).await
+        }
+    };
+    // Off by default (EnOS is not known to check): any timestamp is taken.
+    let sim = Sim::builder().start().await.unwrap();
+    assert_eq!(login(&sim, 5).await, Some(0));
+    // With a window of a minute: a CONNECT signed ten minutes ago (or ahead) is refused.
+    let sim = Sim::builder().max_clock_skew(Duration::from_secs(60)).start().await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert_eq!(login(&sim, now - 600_000).await, Some(5));
+    assert_eq!(login(&sim, now + 600_000).await, Some(5));
+    assert_eq!(login(&sim, now - 5_000).await, Some(0));
+    // The SDK signs with its clock: it logs in.
+    TestDevice::connect(sim.tcp_addr().unwrap(), config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_client_silent_for_one_and_a_half_keep_alives_is_closed() {
     let sim = Sim::builder().start().await.unwrap();
     let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
