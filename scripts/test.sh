@@ -21,6 +21,10 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
+# Pinned: scripts/deny.sh places the advisory snapshot where this version looks for it.
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
+    cargo install cargo-deny --version 0.20.2 --locked
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -30,6 +34,9 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p enos-proto --all-targets --all-features -- -D warnings
 cargo clippy -p enos-proto --all-targets --no-default-features -- -D warnings
+
+step "dependency policy: licences, bans, sources, and advisories offline (deny.toml)"
+bash scripts/deny.sh
 
 step "tests (the conformance suite runs for tokio, smol, async-std and blocking)"
 cargo test --workspace
