@@ -296,6 +296,7 @@ fn command(r: Result<CommandResponse, CommandError>) -> (u16, Value) {
         Ok(c) => (200, json!({"code": c.code, "data": c.data, "message": c.message})),
         Err(e @ CommandError::Offline(_)) => err(409, e),
         Err(e @ CommandError::TimedOut(_)) => err(504, e),
+        Err(e @ CommandError::NotSubDevices { .. }) => err(404, e),
         Err(e) => err(409, e),
     }
 }

@@ -287,7 +287,12 @@ impl Cloud {
             online: HashMap::new(),
             sub_online: HashMap::new(),
             raw_reply: None,
-            next_command: 1,
+            // Commands are numbered from the clock (epoch milliseconds times 1,000): far
+            // above any device's own request counter, which starts at 1, so that an SDK
+            // that keys its pending replies by id alone (the vendor's Node.js SDK) never
+            // takes a command for the reply to one of its requests. Still a decimal under
+            // 2^53, as JavaScript reads numbers exactly.
+            next_command: crate::unix_ms().saturating_mul(1000).max(1),
             pending_ota: HashMap::new(),
             pushes: Vec::new(),
             fast_paths: true,
@@ -313,7 +318,18 @@ impl Cloud {
         ts.parse::<f64>().is_ok_and(|t| t.is_finite() && (t - now).abs() <= window.as_millis() as f64)
     }
 
-    /// A fresh command id.
+    /// The QoS to publish on `topic` at: the registry's for replies (a topic ending in
+    /// `_reply`), or for commands and pushes.
+    pub fn delivery_qos(&self, topic: &str) -> enos_proto::codec::QoS {
+        let q = if topic.ends_with("_reply") { self.registry.reply_qos } else { self.registry.command_qos };
+        match q {
+            crate::registry::DeliveryQos::AtMostOnce => enos_proto::codec::QoS::AtMostOnce,
+            crate::registry::DeliveryQos::AtLeastOnce => enos_proto::codec::QoS::AtLeastOnce,
+        }
+    }
+
+    /// A fresh command id: decimal, unique in this cloud, never one a device's own request
+    /// counter reaches.
     pub(crate) fn command_id(&mut self) -> String {
         let id = self.next_command;
         self.next_command += 1;

@@ -34,9 +34,26 @@
 //!   ],
 //!   "devices": [
 //!     {"productKey": "pk", "deviceKey": "dk", "deviceSecret": "ds", "gateway": "gpk/gdk"}
-//!   ]
+//!   ],
+//!   "replyQos": 1,
+//!   "commandQos": 1
 //! }
 //! ```
+//!
+//! # What it sends devices
+//!
+//! * **Replies** to their requests at `replyQos`, **commands and pushes** at `commandQos`
+//!   (`--reply-qos`, `--command-qos`; 0 or 1, default 1). Which QoS EnOS uses is not known
+//!   (spec §1, §9); 1 is the stricter case for a device, which must acknowledge each one.
+//!   The vendor's SDKs do not set `TCP_NODELAY`, so with QoS 1 each of their requests
+//!   waits about 40 ms for a delayed ACK: give them `--reply-qos 0`.
+//! * **Command ids** are decimal numbers taken from the clock (epoch milliseconds times
+//!   1,000, then counted up): never one of a device's own request ids, which count from 1,
+//!   so that an SDK that keys its pending replies by id alone (the vendor's Node.js SDK)
+//!   never takes a command for a late reply.
+//! * **Sub-device commands** (`enable`, `disable`, `delete`) only for devices in the
+//!   gateway's topology: naming another device, or none, is refused
+//!   ([`CommandError::NotSubDevices`]; 404 from the admin API) and nothing is sent.
 //!
 //! # Security
 //!
@@ -179,6 +196,15 @@ pub enum CommandError {
     /// The reply is not a JSON reply envelope.
     #[error("unreadable reply: {0}")]
     BadReply(String),
+    /// A sub-device command named no device, or devices that are not in the gateway's
+    /// topology: the cloud addresses only a gateway's own sub-devices, so nothing is sent.
+    #[error("not sub-devices of {gateway}: {}", if devices.is_empty() { "none named".to_owned() } else { devices.join(", ") })]
+    NotSubDevices {
+        /// The gateway.
+        gateway: String,
+        /// The devices named that are not in its topology (empty: none was named).
+        devices: Vec<String>,
+    },
 }
 
 pub(crate) enum ReplyFault {
@@ -680,16 +706,19 @@ impl Sim {
         what: &str,
         subs: &[DeviceKeys],
     ) -> Result<CommandResponse, CommandError> {
-        // Only the gateway's own sub-devices, and only while it is connected.
-        let subs: Vec<DeviceKeys> = {
+        // Only the gateway's own sub-devices, all of them, and only while it is connected.
+        {
             let cloud = self.inner.cloud();
+            let topo = cloud.registry.topology.get(gateway);
+            let strangers: Vec<String> =
+                subs.iter().filter(|s| !topo.is_some_and(|t| t.contains(*s))).map(ToString::to_string).collect();
+            if subs.is_empty() || !strangers.is_empty() {
+                return Err(CommandError::NotSubDevices { gateway: gateway.to_string(), devices: strangers });
+            }
             if cloud.direct(gateway).is_none() {
                 return Err(CommandError::Offline(gateway.to_string()));
             }
-            let topo = cloud.registry.topology.get(gateway);
-            subs.iter().filter(|s| topo.is_some_and(|t| t.contains(s))).cloned().collect()
-        };
-        let subs = &subs[..];
+        }
         {
             let mut cloud = self.inner.cloud();
             for s in subs {

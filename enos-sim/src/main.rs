@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use enos_sim::registry::Registry;
+use enos_sim::registry::{DeliveryQos, Registry};
 use enos_sim::responder::ResponderOptions;
 use enos_sim::{admin, pki, Sim};
 use serde_json::{json, Value};
@@ -69,6 +69,13 @@ enum Cmd {
         /// machine's clock (replayed CONNECTs). Off by default: EnOS is not known to check.
         #[arg(long)]
         max_clock_skew: Option<u64>,
+        /// QoS (0 or 1) of the replies to devices' requests; default 1, or the registry
+        /// file's `replyQos`. The vendor's SDKs answer faster with 0 (no PUBACK to delay).
+        #[arg(long, value_parser = qos)]
+        reply_qos: Option<DeliveryQos>,
+        /// QoS (0 or 1) of commands and pushes to devices; default 1, or `commandQos`.
+        #[arg(long, value_parser = qos)]
+        command_qos: Option<DeliveryQos>,
     },
     /// List the devices.
     Devices,
@@ -150,9 +157,11 @@ fn main() -> ExitCode {
             responder,
             group,
             max_clock_skew,
+            reply_qos,
+            command_qos,
         } => {
             let admin = (cli.admin, cli.token_file);
-            let cloud = (registry, fleet, record, max_clock_skew);
+            let cloud = Cloud { registry, fleet, record, max_clock_skew, reply_qos, command_qos };
             serve(admin, tcp, tls, (cert, key, client_ca, tls_dir), cloud, responder, group)
         }
         other => client(cli.admin, cli.token_file, other),
@@ -175,6 +184,20 @@ macro_rules! say {
     }};
 }
 
+/// What `serve` sets up the cloud with.
+struct Cloud {
+    registry: Option<PathBuf>,
+    fleet: usize,
+    record: usize,
+    max_clock_skew: Option<u64>,
+    reply_qos: Option<DeliveryQos>,
+    command_qos: Option<DeliveryQos>,
+}
+
+fn qos(s: &str) -> Result<DeliveryQos, String> {
+    s.parse::<u8>().map_err(|e| e.to_string()).and_then(DeliveryQos::try_from)
+}
+
 type TlsFiles = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, PathBuf);
 
 fn serve(
@@ -182,7 +205,7 @@ fn serve(
     tcp: String,
     tls: Option<SocketAddr>,
     (cert, key, client_ca, tls_dir): TlsFiles,
-    (registry, fleet, record, max_clock_skew): (Option<PathBuf>, usize, usize, Option<u64>),
+    Cloud { registry, fleet, record, max_clock_skew, reply_qos, command_qos }: Cloud,
     responder: Option<SocketAddr>,
     group: Option<String>,
 ) -> Result<(), String> {
@@ -194,6 +217,8 @@ fn serve(
         None => Registry::builtin(),
     };
     registry.add_fleet(fleet);
+    registry.reply_qos = reply_qos.unwrap_or(registry.reply_qos);
+    registry.command_qos = command_qos.unwrap_or(registry.command_qos);
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let mut b = Sim::builder().registry(registry).record_limit(record);

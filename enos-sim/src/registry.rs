@@ -251,6 +251,13 @@ pub struct Registry {
     pub max_registered_per_gateway: usize,
     /// Devices each gateway has registered.
     pub(crate) registered: HashMap<DeviceKeys, usize>,
+    /// The QoS of replies to the devices' requests (`replyQos` in a registry file,
+    /// `--reply-qos`; default 1). Which QoS EnOS uses is not known (spec §1, §9). With 1, a
+    /// device must acknowledge each reply; the vendor's SDKs, which do not set
+    /// `TCP_NODELAY`, then wait about 40 ms for a delayed ACK per request, so give them 0.
+    pub reply_qos: DeliveryQos,
+    /// The QoS of commands and pushes to devices (`commandQos`, `--command-qos`; default 1).
+    pub command_qos: DeliveryQos,
     rng: u64,
     /// The measure point names stored, each once.
     pub(crate) point_names: HashSet<Arc<str>>,
@@ -328,6 +335,32 @@ struct File {
     devices: Vec<FileDevice>,
     #[serde(default)]
     allow_reactivation: bool,
+    #[serde(default)]
+    reply_qos: Option<DeliveryQos>,
+    #[serde(default)]
+    command_qos: Option<DeliveryQos>,
+}
+
+/// The QoS at which the cloud publishes to devices: 0 or 1 (QoS 2 is never used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum DeliveryQos {
+    /// QoS 0: sent once, no PUBACK.
+    AtMostOnce,
+    /// QoS 1: the device answers with a PUBACK (the default).
+    #[default]
+    AtLeastOnce,
+}
+
+impl TryFrom<u8> for DeliveryQos {
+    type Error = String;
+    fn try_from(q: u8) -> Result<Self, String> {
+        match q {
+            0 => Ok(DeliveryQos::AtMostOnce),
+            1 => Ok(DeliveryQos::AtLeastOnce),
+            other => Err(format!("QoS {other}: the cloud publishes at 0 or 1")),
+        }
+    }
 }
 
 /// The one copy of `name` in `names`, made the first time.
@@ -459,6 +492,8 @@ impl Registry {
         let file: File = serde_json::from_str(text).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let mut r = Registry::new();
         r.allow_reactivation = file.allow_reactivation;
+        r.reply_qos = file.reply_qos.unwrap_or_default();
+        r.command_qos = file.command_qos.unwrap_or_default();
         for p in file.products {
             if !enos_proto::topic::is_valid_key(&p.product_key) {
                 return Err(RegistryError::Invalid(format!("product key {:?}", p.product_key)));

@@ -192,9 +192,17 @@ async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
     let mut out = BytesMut::new();
     let mut pkid: u16 = 1;
     let mut ping = tokio::time::interval(Duration::from_secs(30));
+    // At the registry's QoS for replies or for commands, as on the cloud's own listener.
     let mut publish = |out: &mut BytesMut, topic: &str, payload: &[u8]| {
-        pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
-        let _ = codec::encode_publish(out, topic, payload, QoS::AtLeastOnce, pkid, false);
+        let qos = inner.cloud().delivery_qos(topic);
+        let id = match qos {
+            QoS::AtMostOnce => 0,
+            _ => {
+                pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+                pkid
+            }
+        };
+        let _ = codec::encode_publish(out, topic, payload, qos, id, false);
     };
     loop {
         tokio::select! {

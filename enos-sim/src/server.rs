@@ -176,7 +176,7 @@ async fn serve_conn(
                 }
             },
             m = rx.recv() => match m {
-                Some(ConnMsg::Publish(o)) => c.publish(&o, QoS::AtLeastOnce),
+                Some(ConnMsg::Publish(o)) => c.publish(&o),
                 Some(ConnMsg::Raw(bytes)) => c.out.extend_from_slice(&bytes),
                 None => c.close = true,
             },
@@ -376,7 +376,7 @@ impl Conn {
                 self.keep_alive = (p.keep_alive > 0).then(|| Duration::from_secs(u64::from(p.keep_alive)));
                 self.connack(ConnectReturnCode::Success);
                 for o in accepted.push {
-                    self.publish(&o, QoS::AtLeastOnce);
+                    self.publish(&o);
                 }
             }
             Err(code) => {
@@ -387,7 +387,9 @@ impl Conn {
         }
     }
 
-    fn publish(&mut self, o: &Outbound, qos: QoS) {
+    /// Publishes `o` at the QoS the registry sets for replies or for commands.
+    fn publish(&mut self, o: &Outbound) {
+        let qos = self.inner.cloud().delivery_qos(&o.topic);
         let pkid = if qos == QoS::AtLeastOnce {
             let id = self.next_pkid;
             self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
@@ -433,7 +435,7 @@ impl Conn {
                 }
                 for r in handled.replies {
                     match self.inner.reply_fault() {
-                        crate::ReplyFault::None => self.publish(&r, QoS::AtLeastOnce),
+                        crate::ReplyFault::None => self.publish(&r),
                         crate::ReplyFault::Drop => tracing::info!(topic = %r.topic, "reply dropped by fault injection"),
                         crate::ReplyFault::Delay(d) => {
                             let inner = self.inner.clone();

@@ -290,6 +290,93 @@ async fn commands_reach_the_device_and_its_sub_devices() {
 }
 
 #[tokio::test]
+async fn command_ids_never_equal_the_devices_own_request_ids() {
+    let sim = Sim::builder().start().await.unwrap();
+    let mut d = TestDevice::connect(sim.tcp_addr().unwrap(), config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None)
+        .await
+        .unwrap();
+    // The device's own requests are numbered 1, 2, 3, ... as every SDK does.
+    for i in 0..5 {
+        d.call(MeasurepointPost::new(json!({"temp": f64::from(i)}))).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let s = sim.clone();
+        let invoke = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+        let cmd = d.next_command().await;
+        ids.push(cmd.reply_to.id().to_owned());
+        d.reply(cmd.reply_to.ok_empty());
+        invoke.await.unwrap().unwrap();
+    }
+    for id in &ids {
+        let n: u64 = id.parse().unwrap_or_else(|_| panic!("{id} is not decimal"));
+        assert!(n > 1_000_000 && n < 1 << 53, "command id {id} could be a device's request id");
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+#[tokio::test]
+async fn sub_device_commands_for_devices_outside_the_topology_are_refused() {
+    let mut registry = enos_sim::registry::Registry::builtin();
+    let gw = keys(GATEWAY_PRODUCT, GATEWAY);
+    let s1 = keys(SUB_PRODUCT, SUB_DEVICE_1);
+    registry.add_topology(&gw, s1.clone());
+    let sim = Sim::builder().registry(registry).start().await.unwrap();
+    let mut g = TestDevice::connect(sim.tcp_addr().unwrap(), config(GATEWAY_PRODUCT, GATEWAY, GATEWAY_SECRET), None)
+        .await
+        .unwrap();
+    let s2 = keys(SUB_PRODUCT, SUB_DEVICE_2);
+    for (subs, named) in [
+        (vec![s2.clone()], vec![s2.to_string()]),
+        (vec![s1.clone(), s2.clone()], vec![s2.to_string()]),
+        (vec![], vec![]),
+    ] {
+        let e = sim.disable_sub_devices(&gw, &subs).await.unwrap_err();
+        assert_eq!(e, CommandError::NotSubDevices { gateway: gw.to_string(), devices: named }, "{subs:?}");
+    }
+    // Nothing was changed or sent: the sub-device in the topology is still enabled, and the
+    // gateway got no command.
+    assert!(sim.device(&s1).unwrap().enabled);
+    assert!(g.event_within(Duration::from_millis(200)).await.is_none());
+    // Its own sub-device: the gateway gets the command.
+    let s = sim.clone();
+    let (g2, s1c) = (gw.clone(), s1.clone());
+    let disable = tokio::spawn(async move { s.disable_sub_devices(&g2, &[s1c]).await });
+    let cmd = g.next_command().await;
+    g.reply(cmd.reply_to.ok_empty());
+    disable.await.unwrap().unwrap();
+    assert!(!sim.device(&s1).unwrap().enabled);
+}
+
+#[tokio::test]
+async fn the_qos_of_replies_and_of_commands_is_a_setting() {
+    for (reply_qos, command_qos) in [(1u8, 1u8), (0, 1), (1, 0), (0, 0)] {
+        let mut registry = enos_sim::registry::Registry::builtin();
+        registry.reply_qos = reply_qos.try_into().unwrap();
+        registry.command_qos = command_qos.try_into().unwrap();
+        let sim = Sim::builder().registry(registry).start().await.unwrap();
+        let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+        let (id, user, pw) = signed(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET, 2, "sha256", 9);
+        assert_eq!(raw.connect(&id, &user, &pw).await, Some(0));
+        let topic = format!("/sys/{DEVICE_PRODUCT}/{DEVICE}/thing/measurepoint/post");
+        raw.publish(&topic, br#"{"id":"1","version":"1.0","params":{"measurepoints":{"temp":1.0},"time":5},"method":"thing.measurepoint.post"}"#).await;
+        let Some(Packet::Publish(reply)) = raw.next().await else { panic!("no reply") };
+        assert!(reply.topic.ends_with("_reply"));
+        assert_eq!(reply.qos as u8, reply_qos, "reply");
+        let s = sim.clone();
+        let invoke = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+        let Some(Packet::Publish(cmd)) = raw.next().await else { panic!("no command") };
+        assert_eq!(cmd.qos as u8, command_qos, "command");
+        invoke.abort();
+    }
+    // A registry file sets them too, and refuses QoS 2.
+    let r = enos_sim::registry::Registry::from_json(r#"{"replyQos": 0, "commandQos": 1}"#).unwrap();
+    assert_eq!((r.reply_qos as u8, r.command_qos as u8), (0, 1));
+    assert!(enos_sim::registry::Registry::from_json(r#"{"replyQos": 2}"#).is_err());
+}
+
+#[tokio::test]
 async fn sub_device_commands_go_through_the_gateway() {
     let sim = Sim::builder().start().await.unwrap();
     let addr = sim.tcp_addr().unwrap();
