@@ -209,6 +209,7 @@ mod event;
 pub mod ops;
 #[cfg(feature = "tls")]
 pub mod options;
+mod packet;
 mod pending;
 mod secret;
 pub mod sign;
