@@ -82,6 +82,8 @@ struct Conn {
     close: bool,
     /// Decoding stopped because the output grew large; it resumes once written.
     backlog: bool,
+    /// The QoS of replies and of commands, as the registry set them when it connected.
+    qos: (QoS, QoS),
 }
 
 async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<ServerConfig>>) {
@@ -131,6 +133,10 @@ async fn serve_conn(
         packets_in: 0,
         close: false,
         backlog: false,
+        qos: {
+            let cloud = inner.cloud();
+            (cloud.delivery_qos("_reply"), cloud.delivery_qos(""))
+        },
     };
     let connect_deadline = Instant::now() + inner.connect_timeout;
     // One timer for the connection's life, moved only when the deadline comes earlier
@@ -387,9 +393,10 @@ impl Conn {
         }
     }
 
-    /// Publishes `o` at the QoS the registry sets for replies or for commands.
+    /// Publishes `o` at the QoS the registry sets for replies or for commands (read once
+    /// per connection: no lock per message).
     fn publish(&mut self, o: &Outbound) {
-        let qos = self.inner.cloud().delivery_qos(&o.topic);
+        let qos = if o.topic.ends_with("_reply") { self.qos.0 } else { self.qos.1 };
         let pkid = if qos == QoS::AtLeastOnce {
             let id = self.next_pkid;
             self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };

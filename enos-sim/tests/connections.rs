@@ -156,6 +156,16 @@ async fn a_freshness_window_refuses_replayed_connects() {
 }
 
 #[tokio::test]
+async fn a_connect_over_64_kib_is_refused_before_its_bytes_are_buffered() {
+    let sim = Sim::builder().start().await.unwrap();
+    let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
+    // A CONNECT header announcing 100,000 bytes: closed at once, not kept open (holding
+    // what comes) until the CONNECT deadline.
+    raw.send(&[0x10, 0xa0, 0x8d, 0x06]).await;
+    assert!(raw.next().await.is_none());
+}
+
+#[tokio::test]
 async fn a_client_silent_for_one_and_a_half_keep_alives_is_closed() {
     let sim = Sim::builder().start().await.unwrap();
     let mut raw = RawConn::open(sim.tcp_addr().unwrap()).await;
