@@ -16,6 +16,10 @@ export CARGO_BUILD_JOBS="${JOBS:-2}"
 cargo fuzz build --sanitizer "$SANITIZER"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
+if [ ${#targets[@]} -eq 0 ]; then
+    echo "no fuzz target found: nothing was fuzzed"
+    exit 1
+fi
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     seeds=()

@@ -458,6 +458,9 @@ async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, 
         if gateway.is_some() { "sub-device" } else { "device" },
         if in_process { " (this process also runs the cloud)" } else { "" }
     );
+    if connected == 0 {
+        return Err("no device connected: nothing to measure".into());
+    }
     if args.idle {
         return Ok(None);
     }
@@ -505,6 +508,15 @@ async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, 
         }
     }
     Ok(Some((t1, cpu0)))
+}
+
+/// A run in which no request succeeded fails: its figures would mean nothing (a smoke run
+/// in CI then shows it).
+fn nothing_done(done: u64) -> Result<(), Box<dyn std::error::Error>> {
+    if done == 0 {
+        return Err("no request succeeded".into());
+    }
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -597,7 +609,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 per(cpu1.0 - cpu0.0),
                 if in_process { format!(", local cloud {:.2} µs", per(cpu1.1 - cpu0.1)) } else { String::new() }
             );
-            return Ok(());
+            return nothing_done(done);
         }
         let run = Run { args: args.clone(), url: url.clone(), stats: stats.clone(), rss_start, in_process };
         let t1 = match args.driver {
@@ -658,7 +670,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("CPU use: devices {dev_busy:.0} % of their {} thread(s)", args.load_threads);
         }
         println!("peak resident memory: {} KiB", status_kib("VmHWM:"));
-        Ok::<(), Box<dyn std::error::Error>>(())
+        nothing_done(done)
     })?;
     drop(sim);
     Ok(())
