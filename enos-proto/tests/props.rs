@@ -12,7 +12,7 @@ use enos_proto::codec::{
     SubscribeFilter, SubscribeReasonCode,
 };
 use enos_proto::ops::{MeasurepointPost, RawUp, SubDeviceLogin, TagQuery};
-use enos_proto::{Client, CloseCause, Event, Now, Output, Qos, RequestId, RequestOptions, SubDeviceInfo};
+use enos_proto::{Client, CloseCause, Event, Now, Output, Qos, RequestError, RequestId, RequestOptions, SubDeviceInfo};
 use proptest::prelude::*;
 use support::*;
 
@@ -285,9 +285,13 @@ proptest! {
         let mut ids: Vec<RequestId> = Vec::new();
         let mut ended: HashMap<RequestId, usize> = HashMap::new();
         let mut commands: Vec<enos_proto::Command> = Vec::new();
-        let drain = |c: &mut Client, ended: &mut HashMap<RequestId, usize>, commands: &mut Vec<enos_proto::Command>| loop {
+        let mut closed_ends = 0usize;
+        let drain = |c: &mut Client, ended: &mut HashMap<RequestId, usize>, commands: &mut Vec<enos_proto::Command>, closed_ends: &mut usize| loop {
             match c.poll_output() {
-                Output::Event(Event::Response { id, .. }) => *ended.entry(id).or_default() += 1,
+                Output::Event(Event::Response { id, result }) => {
+                    *ended.entry(id).or_default() += 1;
+                    *closed_ends += usize::from(matches!(result, Err(RequestError::Closed)));
+                }
                 Output::Event(Event::Command(cmd)) => commands.push(*cmd),
                 Output::Wait(_) => break,
                 _ => {}
@@ -346,17 +350,27 @@ proptest! {
                     }
                 }
             }
-            drain(&mut c, &mut ended, &mut commands);
+            drain(&mut c, &mut ended, &mut commands, &mut closed_ends);
             prop_assert!(c.queued_requests() <= limits.0 + limits.1, "queue over its bound");
             prop_assert!(c.inflight() <= limits.1, "window over its bound");
             prop_assert!(ended.values().all(|n| *n == 1), "a request ended twice");
         }
-        c.close(now);
-        drain(&mut c, &mut ended, &mut commands);
+        // Past the latest deadline (a minute at most, here), and with the client never
+        // closed, every request has ended by itself, once: none waits for ever.
+        for _ in 0..13 {
+            now = now.advanced(Duration::from_secs(10));
+            c.handle_timeout(now);
+            drain(&mut c, &mut ended, &mut commands, &mut closed_ends);
+        }
+        prop_assert_eq!(c.outstanding_requests(), 0, "requests still outstanding past every deadline");
         for id in &ids {
             prop_assert_eq!(ended.get(id).copied(), Some(1), "request {:?} did not end exactly once", id);
         }
         prop_assert_eq!(ended.len(), ids.len());
-        prop_assert_eq!(c.outstanding_requests(), 0);
+        prop_assert_eq!(closed_ends, 0, "a request ended as closed although nothing closed the client");
+        // Closing then ends nothing twice.
+        c.close(now);
+        drain(&mut c, &mut ended, &mut commands, &mut closed_ends);
+        prop_assert!(ended.values().all(|n| *n == 1), "a request ended again at close");
     }
 }

@@ -63,7 +63,7 @@ fn drain(
 }
 
 fuzz_target!(|msgs: Vec<Message>| {
-    let now = Now::new(Instant::now(), 1_600_000_000_000);
+    let mut now = Now::new(Instant::now(), 1_600_000_000_000);
     let config = Config::new(DeviceKeys::new("gp", "gd").unwrap(), Credentials::DeviceSecret("s".into()));
     let mut c = Client::new(config, now).unwrap();
     let (mut sent, mut ended, mut commands) = (BytesMut::new(), HashMap::new(), Vec::new());
@@ -130,9 +130,18 @@ fuzz_target!(|msgs: Vec<Message>| {
             }
         }
     }
+    // Past every deadline (the default 30 s), the client never closed: each request has
+    // ended, once, by itself; closing then ends nothing twice.
+    for _ in 0..4 {
+        now = now.advanced(std::time::Duration::from_secs(10));
+        c.handle_timeout(now);
+        drain(&mut c, &mut sent, &mut ended, &mut commands);
+    }
+    assert_eq!(c.outstanding_requests(), 0, "requests outstanding past every deadline");
+    for id in &ids {
+        assert_eq!(ended.get(id), Some(&1), "request {id:?} did not end exactly once");
+    }
     c.close(now);
     drain(&mut c, &mut sent, &mut ended, &mut commands);
-    for id in ids {
-        assert_eq!(ended.get(&id), Some(&1), "request {id:?} did not end exactly once");
-    }
+    assert!(ended.values().all(|n| *n == 1), "a request ended again at close");
 });
