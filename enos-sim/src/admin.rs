@@ -84,11 +84,12 @@ pub fn new_token() -> std::io::Result<Secret> {
 
 /// Where `enos-sim serve` writes the token of the admin API on `port`, and where the
 /// subcommands look for it: `$XDG_RUNTIME_DIR/enos-sim/admin-PORT.token`, or
-/// `$HOME/.enos-sim/admin-PORT.token` without a runtime directory.
+/// `$HOME/.enos-sim/admin-PORT.token` without a runtime directory (`./.enos-sim/` without
+/// a home either: never a folder shared with other users, such as `/tmp`).
 pub fn token_file(port: u16) -> PathBuf {
     let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) => PathBuf::from(d).join("enos-sim"),
-        None => std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from).join(".enos-sim"),
+        None => std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from).join(".enos-sim"),
     };
     dir.join(format!("admin-{port}.token"))
 }
