@@ -65,6 +65,27 @@ pub struct Handled {
     pub command_reply: Option<(String, Bytes)>,
 }
 
+/// The QoS the cloud publishes at: replies at one, commands and pushes at the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// For replies to devices' requests.
+    pub reply: enos_proto::codec::QoS,
+    /// For commands and pushes.
+    pub command: enos_proto::codec::QoS,
+}
+
+impl Delivery {
+    /// The QoS to publish on `topic` at: a reply's (a topic ending in `_reply`), or a
+    /// command's.
+    pub fn qos(&self, topic: &str) -> enos_proto::codec::QoS {
+        if topic.ends_with("_reply") {
+            self.reply
+        } else {
+            self.command
+        }
+    }
+}
+
 /// The fields of a CONNECT that authentication looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectInfo<'a> {
@@ -318,14 +339,9 @@ impl Cloud {
         ts.parse::<f64>().is_ok_and(|t| t.is_finite() && (t - now).abs() <= window.as_millis() as f64)
     }
 
-    /// The QoS to publish on `topic` at: the registry's for replies (a topic ending in
-    /// `_reply`), or for commands and pushes.
-    pub fn delivery_qos(&self, topic: &str) -> enos_proto::codec::QoS {
-        let q = if topic.ends_with("_reply") { self.registry.reply_qos } else { self.registry.command_qos };
-        match q {
-            crate::registry::DeliveryQos::AtMostOnce => enos_proto::codec::QoS::AtMostOnce,
-            crate::registry::DeliveryQos::AtLeastOnce => enos_proto::codec::QoS::AtLeastOnce,
-        }
+    /// The QoS the registry sets for what the cloud publishes (a connection takes it once).
+    pub fn delivery(&self) -> Delivery {
+        Delivery { reply: self.registry.reply_qos.into(), command: self.registry.command_qos.into() }
     }
 
     /// A fresh command id: decimal, unique in this cloud, never one a device's own request

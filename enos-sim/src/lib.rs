@@ -120,7 +120,7 @@ pub mod responder;
 mod server;
 mod thread;
 
-pub use cloud::{Accepted, Cloud, ConnId, ConnectInfo, Handled, Outbound};
+pub use cloud::{Accepted, Cloud, ConnId, ConnectInfo, Delivery, Handled, Outbound};
 
 /// The bounds the cloud keeps (spec §9 and the simulator's own).
 pub mod cloud_limits {

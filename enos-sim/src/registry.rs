@@ -352,6 +352,15 @@ pub enum DeliveryQos {
     AtLeastOnce,
 }
 
+impl From<DeliveryQos> for enos_proto::codec::QoS {
+    fn from(q: DeliveryQos) -> Self {
+        match q {
+            DeliveryQos::AtMostOnce => enos_proto::codec::QoS::AtMostOnce,
+            DeliveryQos::AtLeastOnce => enos_proto::codec::QoS::AtLeastOnce,
+        }
+    }
+}
+
 impl TryFrom<u8> for DeliveryQos {
     type Error = String;
     fn try_from(q: u8) -> Result<Self, String> {

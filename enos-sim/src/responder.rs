@@ -193,12 +193,9 @@ async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
     let mut pkid: u16 = 1;
     let mut ping = tokio::time::interval(Duration::from_secs(30));
     // At the registry's QoS for replies or for commands, as on the cloud's own listener.
-    let (reply_qos, command_qos) = {
-        let cloud = inner.cloud();
-        (cloud.delivery_qos("_reply"), cloud.delivery_qos(""))
-    };
+    let delivery = inner.cloud().delivery();
     let mut publish = |out: &mut BytesMut, topic: &str, payload: &[u8]| {
-        let qos = if topic.ends_with("_reply") { reply_qos } else { command_qos };
+        let qos = delivery.qos(topic);
         let id = match qos {
             QoS::AtMostOnce => 0,
             _ => {

@@ -83,7 +83,7 @@ struct Conn {
     /// Decoding stopped because the output grew large; it resumes once written.
     backlog: bool,
     /// The QoS of replies and of commands, as the registry set them when it connected.
-    qos: (QoS, QoS),
+    delivery: crate::cloud::Delivery,
 }
 
 async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<ServerConfig>>) {
@@ -133,10 +133,7 @@ async fn serve_conn(
         packets_in: 0,
         close: false,
         backlog: false,
-        qos: {
-            let cloud = inner.cloud();
-            (cloud.delivery_qos("_reply"), cloud.delivery_qos(""))
-        },
+        delivery: inner.cloud().delivery(),
     };
     let connect_deadline = Instant::now() + inner.connect_timeout;
     // One timer for the connection's life, moved only when the deadline comes earlier
@@ -396,7 +393,7 @@ impl Conn {
     /// Publishes `o` at the QoS the registry sets for replies or for commands (read once
     /// per connection: no lock per message).
     fn publish(&mut self, o: &Outbound) {
-        let qos = if o.topic.ends_with("_reply") { self.qos.0 } else { self.qos.1 };
+        let qos = self.delivery.qos(&o.topic);
         let pkid = if qos == QoS::AtLeastOnce {
             let id = self.next_pkid;
             self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
