@@ -1040,7 +1040,10 @@ impl Cloud {
                 let Some(points) = e.get("measurepoints").and_then(Value::as_object) else {
                     return BatchEntry::Malformed;
                 };
-                let keys = match (e.get("productKey"), e.get("deviceKey")) {
+                // An empty key counts as absent: the vendor's Python SDK sends `""` for
+                // the keys it was not given.
+                let key = |name| e.get(name).filter(|v| v.as_str() != Some(""));
+                let keys = match (key("productKey"), key("deviceKey")) {
                     (None, None) => None,
                     _ => match keys_of(e) {
                         Some(k) => Some(k),
@@ -1392,6 +1395,7 @@ impl<'de: 'a, 'a> FromObject<'de> for FastEntry<'a> {
                 }
             }
         }
+        let (pk, dk) = (pk.filter(|k| !k.is_empty()), dk.filter(|k| !k.is_empty()));
         let keys = match (pk, dk) {
             (None, None) => None,
             (Some(pk), Some(dk)) => Some(DeviceKeys::new(pk, dk).map_err(A::Error::custom)?),
@@ -1571,6 +1575,35 @@ mod tests {
         let gw = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).unwrap();
         let (id, answer) = c.fast_batch(2, &gw, m, cases[0].as_bytes(), 1_000, false).unwrap();
         assert_eq!((id.as_str(), answer.code), ("7", 200));
+    }
+
+    #[test]
+    fn a_batch_entry_with_empty_keys_is_the_topic_device_both_ways() {
+        // As the vendor's Python SDK sends a batch for the device itself: `""` for the
+        // keys it was not given (resume entries carry only the device key), and `""` flags.
+        let gw = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY).unwrap();
+        for (topic, method, entry) in [
+            ("post/batch", "thing.measurepoint.post.batch", r#""productKey":"","deviceKey":"","#),
+            ("resume/batch", "thing.measurepoint.resume.batch", r#""deviceKey":"","#),
+        ] {
+            let topic = format!("/sys/{GATEWAY_PRODUCT}/{GATEWAY}/thing/measurepoint/{topic}");
+            let body = format!(
+                r#"{{"id":"3","version":"1.0","method":"{method}","params":[{{{entry}"measurepoints":{{"temp":4.5}},"time":1600000000000}}],"allowOfflineSubDevice":"","skipInvalidMeasurepoints":""}}"#
+            );
+            same_both_ways(2, &topic, &body);
+            for fast in [true, false] {
+                let mut c = connected(fast, 1_000);
+                let h = c.publish(2, &topic, &Bytes::from(body.clone()), 1_000);
+                let reply: Value = serde_json::from_slice(&h.replies[0].payload).unwrap();
+                assert_eq!(reply["code"], 200, "{body}: {reply}");
+                // Stored for the gateway itself: a post as its latest value, a resume
+                // in its history only.
+                let d = &c.registry.devices[&gw];
+                let latest = d.measurepoints.iter().map(|(p, s)| (p.as_ref(), s));
+                let history = d.history.iter().map(|(_, p, s)| (p.as_str(), s));
+                assert!(latest.chain(history).any(|(p, s)| p == "temp" && s.value == json!(4.5)), "{body}");
+            }
+        }
     }
 
     #[test]

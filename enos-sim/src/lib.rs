@@ -55,6 +55,44 @@
 //!   gateway's topology: naming another device, or none, is refused
 //!   ([`CommandError::NotSubDevices`]; 404 from the admin API) and nothing is sent.
 //!
+//! # Using enos-sim with other SDKs
+//!
+//! Any EnOS device can use this cloud, not only those built on this SDK: point it at
+//! `tcp://127.0.0.1:11883` with the built-in keys ([`registry::defaults`]) or a registry
+//! file of its own. The vendor's Python SDK (`enos-mqtt-sdk-python` 0.1.1) is checked on
+//! every CI run by `scripts/interop-python.sh`: every operation it has and every command
+//! kind, directly and through mosquitto with `--responder`. What to know:
+//!
+//! * **Works as on EnOS**: logins (device secret, dynamic activation with the product
+//!   secret), tags, attributes, measure point post / resume / batch, raw up and down,
+//!   TSL template, topology, sub-device register, login, batch login and logout, posts
+//!   on a sub-device's behalf, service invocation, measure point set and get, OTA
+//!   upgrade, and sub-device enable / disable / delete.
+//! * **What the vendor's SDKs get wrong, answered as EnOS answers it**:
+//!   * the Python SDK's event post names its method `thing.event.%s.post` followed by the
+//!     id, which is not the topic's method: code 1260;
+//!   * its OTA requests name their methods `ota.inform`, `ota.progress` and
+//!     `Ota.device.getversion`: code 1260 for each;
+//!   * its batch posts send `allowOfflineSubDevice` and `skipInvalidMeasurepoints` as
+//!     `""` (taken as false), and `""` for the keys of an entry it was not given keys
+//!     for (taken as the topic's device);
+//!   * its CONNECT timestamp is fractional, its batch login timestamp is in seconds, and
+//!     its signatures are lower-case hex: all accepted, signed as sent;
+//!   * it answers a command it has no handler for with the code as a string (`"1101"`),
+//!     read as the number;
+//!   * its sub-device register calls `encode()` on the device name: give it a
+//!     `StringI18n`, as a plain string fails inside the SDK before anything is sent;
+//!   * it needs `paho-mqtt` 1.x (`pip install paho-mqtt==1.6.1`): 2.x changed the client's
+//!     constructor;
+//!   * the Node.js SDK keys pending replies by id alone: command ids never collide with
+//!     its request ids (above).
+//! * **Through a plain broker** (`--responder`): the broker delivers only what a client
+//!   subscribed, and the vendor's SDKs never subscribe their command topics (EnOS
+//!   delivers them unasked), so the device must subscribe them itself. The broker does
+//!   not say who published, so a topic of a sub-device in a gateway's topology is taken
+//!   as the gateway's, acting for it: refused (1009) until the sub-device is logged in.
+//!   The broker authenticates devices itself, so dynamic activation cannot happen there.
+//!
 //! # Security
 //!
 //! What the local cloud trusts, and what it refuses to any client:
@@ -937,10 +975,38 @@ impl Sim {
 
 fn parse_response(payload: &[u8]) -> Result<CommandResponse, CommandError> {
     let v: Value = serde_json::from_slice(payload).map_err(|e| CommandError::BadReply(e.to_string()))?;
-    let code = v.get("code").and_then(Value::as_i64).ok_or_else(|| CommandError::BadReply("no code".into()))?;
+    // A number, or its decimal text: the vendor's Python SDK sends its own error codes
+    // (1101 no handler, 500 handler failed) as strings.
+    let code = match v.get("code") {
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(c) => c.as_i64(),
+        None => None,
+    };
+    let code = code.ok_or_else(|| CommandError::BadReply("no code".into()))?;
     Ok(CommandResponse {
         code,
         data: v.get("data").cloned().unwrap_or(Value::Null),
         message: v.get("message").and_then(Value::as_str).map(str::to_owned),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_reply_code_is_a_number_or_its_decimal_text() {
+        // The vendor's Python SDK answers a command it has no handler for with
+        // {"code":"1101",...}.
+        let r = parse_response(
+            br#"{"id":"9","code":"1101","data":{},"message":"downstream command handler not registered"}"#,
+        );
+        assert_eq!(r.map(|r| r.code), Ok(1101));
+        assert_eq!(parse_response(br#"{"id":"9","code":200,"data":{"x":1}}"#).map(|r| r.code), Ok(200));
+        for bad in
+            [&br#"{"id":"9","code":"two hundred"}"#[..], br#"{"id":"9"}"#, br#"{"id":"9","code":[200]}"#, b"nope"]
+        {
+            assert!(matches!(parse_response(bad), Err(CommandError::BadReply(_))), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -10,6 +10,10 @@
 //! nothing unsubscribed. The devices' replies to commands are subscribed without a group
 //! by every responder, so the one that sent a command always sees its reply.
 //!
+//! A plain broker does not say who published, so a topic of a device in a gateway's
+//! topology is taken as the gateway's, acting for that sub-device: as on EnOS, a post
+//! for it is refused (1009) until the gateway has logged it in.
+//!
 //! What a plain broker cannot give: it authenticates devices itself (the EnOS signature
 //! is not checked here), dynamic activation has no CONNECT to start from, and each
 //! responder keeps its own state, so with shared subscriptions a state written through
@@ -220,18 +224,26 @@ async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
                                 let Some(parts) = parse_topic(&p.topic) else { continue };
                                 let Ok(keys) = DeviceKeys::new(parts.product_key, parts.device_key) else { continue };
                                 // Only registered devices get a session: topics of unknown keys
-                                // cannot grow the tables.
-                                if !inner.cloud().registry.devices.contains_key(&keys) {
-                                    continue;
-                                }
-                                let conn = *sessions.by_device.entry(keys.clone()).or_insert_with(|| {
+                                // cannot grow the tables. A plain broker does not say who
+                                // published: a device in a gateway's topology acts through
+                                // its gateway, so its topics are handled in the gateway's
+                                // session, and a post for it while it is not logged in is
+                                // refused (1009) as on the cloud's own listener.
+                                let owner = {
+                                    let cloud = inner.cloud();
+                                    if !cloud.registry.devices.contains_key(&keys) {
+                                        continue;
+                                    }
+                                    cloud.registry.gateway_of(&keys).cloned().unwrap_or(keys)
+                                };
+                                let conn = *sessions.by_device.entry(owner.clone()).or_insert_with(|| {
                                     let id = inner.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                     lock(&inner.conns).insert(id, ConnHandle { tx: tx.clone(), close: Arc::new(tokio::sync::Notify::new()) });
                                     id
                                 });
                                 let handled = {
                                     let mut cloud = inner.cloud();
-                                    cloud.attach(conn, &keys);
+                                    cloud.attach(conn, &owner);
                                     cloud.publish(conn, &p.topic, &p.payload, unix_ms())
                                 };
                                 if let Some((topic, payload)) = handled.command_reply {

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use enos_proto::ops::{MeasurepointPost, SubDeviceLogin, TagQuery, TagUpdate, TopoAdd};
-use enos_proto::{CommandKind, SubDeviceInfo};
+use enos_proto::{CommandKind, Reply, RequestOptions, SubDeviceInfo};
 use enos_sim::mosquitto::Mosquitto;
 use enos_sim::registry::defaults::*;
 use enos_sim::responder::ResponderOptions;
@@ -48,7 +48,15 @@ async fn requests_and_commands_through_mosquitto() {
         .unwrap();
     let s1 = SubDeviceInfo::new(keys(SUB_PRODUCT, SUB_DEVICE_1), SUB_DEVICE_1_SECRET);
     g.call(TopoAdd::new(vec![s1.clone()])).await.unwrap();
+    // The broker does not say who published on the sub-device's topic: the responder
+    // takes it as the gateway's, and refuses it until the sub-device is logged in.
+    let on_behalf = || RequestOptions::new().target(s1.keys.clone());
+    let post = || MeasurepointPost::new(json!({"temp": 7.5}));
+    let refused = g.request(post(), on_behalf()).await;
+    assert!(matches!(&refused, Ok(Reply::Json(j)) if j.code == 1009), "{refused:?}");
     g.call(SubDeviceLogin::new(s1.clone())).await.unwrap();
+    let accepted = g.request(post(), on_behalf()).await;
+    assert!(matches!(&accepted, Ok(Reply::Json(j)) if j.code == 200), "{accepted:?}");
     // Give the broker a moment to register the sub-device's command subscriptions.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let s = sim.clone();
