@@ -9,11 +9,11 @@ export CARGO_BUILD_JOBS="$JOBS"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (mosquitto for the broker tests)"
-if ! command -v mosquitto >/dev/null 2>&1; then
+step "system packages (mosquitto for the broker tests, python3-venv for the Python SDK's)"
+if ! command -v mosquitto >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y mosquitto
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y mosquitto python3 python3-venv
 fi
 
 step "toolchain"
@@ -41,6 +41,9 @@ bash scripts/deny.sh
 step "tests (the conformance suite runs for tokio, smol, async-std and blocking)"
 cargo test --workspace
 cargo test -p enos-proto --all-features
+
+step "the vendor's Python SDK against the local cloud, directly and through mosquitto"
+bash scripts/interop-python.sh
 
 step "the blocking driver depends on no async runtime or executor"
 if cargo tree -p enos-transport-blocking -e normal --prefix none | grep -E '^(tokio|async-io|async-std|async-executor|async-global-executor|smol|futures-executor) '; then
