@@ -15,7 +15,11 @@ use enos_proto::sign::{connect_fields, sign_device, SecureMode, SignMethod};
 use enos_proto::{
     Command, CommandKind, Config, Credentials, DeviceKeys, Event, JsonReply, Operation, Reply, Secret, SubDeviceInfo,
 };
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use enos_proto::ops::{BatchLoginResult, Firmware, LoginResult, RegisteredDevice, TopoEntry, TslTemplate};
+use enos_proto::RequestOptions;
+use serde_json::{json, Value};
 use support::*;
 
 fn sign_vectors() -> Vec<Value> {
@@ -142,7 +146,7 @@ fn connect_packet_matches_vectors() {
 /// Builds the operation a vector describes and checks its encoding and reply parsing.
 fn check_op<O: Operation>(v: &Value, op: O, own: &DeviceKeys)
 where
-    O::Data: std::fmt::Debug,
+    O::Data: AsWire,
 {
     let i = &v["inputs"];
     let name = s(&v["name"]);
@@ -166,7 +170,147 @@ where
         })
         .unwrap();
     let data = O::parse_reply(&Reply::Json(reply)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let _ = format!("{data:?}");
+    assert_eq!(data.as_wire(), v["exampleReply"]["payload"]["data"], "{name}");
+    through_client(v, op);
+}
+
+/// Sends the vector's operation through a connected client: it goes out at the vector's
+/// QoS on its topic, and the vector's example reply, answered to the id it went out
+/// with, ends the request with the typed data the reply carries.
+fn through_client<O: Operation>(v: &Value, op: O)
+where
+    O::Data: AsWire,
+{
+    let name = s(&v["name"]);
+    let (topic, reply_topic) = (s(&v["topic"]), s(&v["replyTopic"]));
+    let gateway = s(&v["connection"]).contains("gwPK0001") || s(&v["inputs"]["productKey"]) == "gwPK0001";
+    let mut p = Pair::connected(if gateway { gateway_config() } else { config() });
+    let own = p.client.device().clone();
+    let target = keys(s(&v["inputs"]["productKey"]), s(&v["inputs"]["deviceKey"]));
+    let mut opts = RequestOptions::new();
+    // Rows 13-19 name the sub-device in their params, on the gateway's own topic.
+    if target != own && !op.gateway_only() {
+        opts = opts.target(target);
+    }
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, op, opts).unwrap();
+    p.drive();
+    let sent = pubs_to(&p.cloud, topic);
+    assert_eq!(sent.len(), 1, "{name}");
+    assert_eq!(sent[0].qos, qos_of(&v["qos"]), "{name}");
+    let mut reply = v["exampleReply"]["payload"].clone();
+    reply["id"] = json(&sent[0].payload)["id"].clone();
+    assert_eq!(s(&v["exampleReply"]["topic"]), reply_topic, "{name}");
+    p.cloud.publish(reply_topic, reply.to_string().as_bytes(), QoS::AtMostOnce);
+    p.drive();
+    let data = O::parse_reply(&p.response(id).unwrap_or_else(|e| panic!("{name}: {e}")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(data.as_wire(), v["exampleReply"]["payload"]["data"], "{name}");
+}
+
+/// A reply's typed data written back in the cloud's field names, by hand (not through
+/// the types' own serde), to compare with a vector's `exampleReply`.
+trait AsWire {
+    fn as_wire(&self) -> Value;
+}
+
+impl AsWire for () {
+    fn as_wire(&self) -> Value {
+        json!({})
+    }
+}
+
+impl AsWire for BTreeMap<String, String> {
+    fn as_wire(&self) -> Value {
+        Value::Object(self.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+    }
+}
+
+impl AsWire for serde_json::Map<String, Value> {
+    fn as_wire(&self) -> Value {
+        Value::Object(self.clone())
+    }
+}
+
+fn keys_wire(k: &DeviceKeys) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("productKey".into(), json!(k.product_key()));
+    m.insert("deviceKey".into(), json!(k.device_key()));
+    m
+}
+
+impl AsWire for Option<DeviceKeys> {
+    fn as_wire(&self) -> Value {
+        self.as_ref().map_or(json!({}), |k| Value::Object(keys_wire(k)))
+    }
+}
+
+impl AsWire for Vec<TopoEntry> {
+    fn as_wire(&self) -> Value {
+        self.iter()
+            .map(|e| {
+                let mut m = keys_wire(&keys(&e.product_key, &e.device_key));
+                if let Some(a) = &e.asset_id {
+                    m.insert("assetId".into(), json!(a));
+                }
+                if let Some(n) = &e.device_name {
+                    m.insert("deviceName".into(), n.clone());
+                }
+                Value::Object(m)
+            })
+            .collect()
+    }
+}
+
+impl AsWire for Vec<RegisteredDevice> {
+    fn as_wire(&self) -> Value {
+        self.iter()
+            .map(|d| {
+                json!({"assetId": d.asset_id, "productKey": d.product_key, "deviceKey": d.device_key,
+                       "deviceSecret": d.device_secret.expose()})
+            })
+            .collect()
+    }
+}
+
+impl AsWire for LoginResult {
+    fn as_wire(&self) -> Value {
+        let mut m = keys_wire(&keys(&self.product_key, &self.device_key));
+        if let Some(a) = &self.asset_id {
+            m.insert("assetId".into(), json!(a));
+        }
+        if let Some(s) = &self.device_secret {
+            m.insert("deviceSecret".into(), json!(s.expose()));
+        }
+        Value::Object(m)
+    }
+}
+
+impl AsWire for BatchLoginResult {
+    fn as_wire(&self) -> Value {
+        json!({
+            "loginedSubDevices": self.logged_in.iter().map(AsWire::as_wire).collect::<Vec<_>>(),
+            "failedSubDevices": self.failed.iter().map(|k| Value::Object(keys_wire(k))).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl AsWire for TslTemplate {
+    fn as_wire(&self) -> Value {
+        json!({"tslAttributeMap": self.tsl_attribute_map, "tslMeasurepointMap": self.tsl_measurepoint_map,
+               "tslEventMap": self.tsl_event_map, "tslServiceMap": self.tsl_service_map})
+    }
+}
+
+impl AsWire for Vec<Firmware> {
+    fn as_wire(&self) -> Value {
+        self.iter()
+            .map(|f| {
+                json!({"version": f.version, "signMethod": f.sign_method, "sign": f.sign, "fileUrl": f.file_url,
+                       "fileSize": f.file_size})
+            })
+            .collect()
+    }
 }
 
 fn points(v: &Value) -> serde_json::Map<String, Value> {
@@ -304,7 +448,7 @@ fn every_upstream_vector() {
 /// Logins sign with the request's wall-clock time: encode at the vector's timestamp.
 fn check_login<O: Operation>(v: &Value, op: O, own: &DeviceKeys, ts: u64)
 where
-    O::Data: std::fmt::Debug,
+    O::Data: AsWire,
 {
     let i = &v["inputs"];
     let id: u32 = s(&i["id"]).parse().unwrap();
@@ -313,7 +457,9 @@ where
     assert_eq!(json(&enc.payload), v["payload"], "{}", s(&v["name"]));
     let r = &v["exampleReply"]["payload"];
     let reply = JsonReply::new(s(&r["id"]), 200, Some(&r["data"].to_string()), None).unwrap();
-    O::parse_reply(&Reply::Json(reply)).unwrap();
+    let data = O::parse_reply(&Reply::Json(reply)).unwrap();
+    assert_eq!(data.as_wire(), r["data"], "{}", s(&v["name"]));
+    through_client(v, op);
 }
 
 #[test]
@@ -333,7 +479,7 @@ fn raw_up_vector() {
     p.drive();
     assert!(p.cloud.subscribed().contains(&s(&v["replyTopic"]).to_owned()));
     let sent = pubs_to(&p.cloud, s(&v["topic"]));
-    assert_eq!((sent.len(), sent[0].qos, &sent[0].payload), (1, QoS::AtLeastOnce, &bytes));
+    assert_eq!((sent.len(), sent[0].qos, &sent[0].payload), (1, qos_of(&v["qos"]), &bytes));
     let reply = hex(s(&v["exampleReplyHex"]));
     p.cloud.publish(s(&v["replyTopic"]), &reply, QoS::AtMostOnce);
     p.drive();
@@ -454,8 +600,8 @@ fn every_downstream_vector() {
         assert_eq!(sent.len(), 1, "{name}: {sent:?}");
         let r = sent[0];
         assert_eq!(r.topic, s(&want["topic"]), "{name}");
-        assert_eq!(r.qos, QoS::AtMostOnce, "{name}");
-        assert!(!r.retain, "{name}");
+        assert_eq!(r.qos, qos_of(&want["qos"]), "{name}");
+        assert_eq!(r.retain, want["retain"].as_bool().unwrap(), "{name}");
         assert_eq!(json(&r.payload), want["payload"], "{name}");
         checked += 1;
     }
@@ -477,5 +623,14 @@ fn raw_down_vector() {
     let sent = pubs_to(&p.cloud, s(&v["replyTopic"]));
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].payload, hex(s(&v["exampleReplyHex"])));
-    assert_eq!(sent[0].qos, QoS::AtMostOnce);
+    assert_eq!(sent[0].qos, qos_of(&v["replyQos"]));
+}
+
+/// A vector's `qos` field.
+fn qos_of(v: &Value) -> QoS {
+    match v.as_u64() {
+        Some(0) => QoS::AtMostOnce,
+        Some(1) => QoS::AtLeastOnce,
+        q => panic!("qos {q:?}"),
+    }
 }
