@@ -125,8 +125,9 @@ async fn serve_then_inspect_and_command_from_another_terminal() {
     assert!(!ok);
     assert!(e["error"].as_str().unwrap().contains("no device"));
     let a = admin.clone();
-    let (ok, _) = tokio::task::spawn_blocking(move || run(&a, &["points", "not-a-pair"])).await.unwrap();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || run_with(&a, &["points", "not-a-pair"], &[])).await.unwrap();
     assert!(!ok);
+    assert!(err.contains(r#""not-a-pair" is not pk/dk"#), "{err}");
 
     // The subcommands need the server's token: a wrong one is refused, a missing one named.
     let a = admin.clone();

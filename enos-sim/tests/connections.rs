@@ -5,9 +5,9 @@ mod support;
 use std::time::Duration;
 
 use enos_proto::codec::{ConnectReturnCode, Packet, QoS, Subscribe, SubscribeFilter};
-use enos_proto::ops::{Firmware, MeasurepointPost, SubDeviceLogin, TopoAdd};
+use enos_proto::ops::{Firmware, MeasurepointPost, SubDeviceLogin, TagQuery, TopoAdd};
 use enos_proto::tls::client_config;
-use enos_proto::{CommandKind, ConnectRefusal, Credentials, DisconnectCause, Event, SubDeviceInfo};
+use enos_proto::{CloseCause, CommandKind, ConnectRefusal, Credentials, DisconnectCause, Event, SubDeviceInfo};
 use enos_sim::registry::defaults::*;
 use enos_sim::{pki, CommandError, Direction, Sim};
 use serde_json::json;
@@ -228,7 +228,8 @@ async fn a_second_connection_with_the_same_client_id_takes_over() {
     let addr = sim.tcp_addr().unwrap();
     let mut first = TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
     let _second = TestDevice::connect(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
-    assert!(matches!(first.next_event().await, Event::Disconnected { .. }));
+    let e = first.next_event().await;
+    assert!(matches!(e, Event::Disconnected { cause: DisconnectCause::Transport(CloseCause::Eof), .. }), "{e:?}");
 }
 
 #[tokio::test]
@@ -445,7 +446,12 @@ async fn subscriptions_are_granted_and_never_duplicate_a_delivery() {
     let cmd = d.next_command().await;
     d.reply(cmd.reply_to.ok_empty());
     invoke.await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A duplicate would go out with the first, before the reply to any later request on
+    // this connection: after one round trip, none can still come.
+    d.call(TagQuery::new(["x"])).await.unwrap();
+    while let Some(e) = d.event_within(Duration::ZERO).await {
+        assert!(!matches!(e, Event::Command(_)), "a second delivery: {e:?}");
+    }
     let commands_in = sim
         .record(&dev())
         .iter()
@@ -529,13 +535,22 @@ async fn tls_with_and_without_client_certificates() {
     let mut c = config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
     c.credentials = Credentials::Certificate { device_secret: None };
     TestDevice::connect(addr, c, Some(tls)).await.unwrap();
-    // No certificate, a foreign one, an expired one: the handshake fails.
+    // No certificate, a foreign one, an expired one: the handshake fails, with the alert
+    // the cloud sent.
     let foreign = pki::Ca::new("foreign").unwrap().device_cert(DEVICE).unwrap();
     let expired = device_ca.expired_device_cert(DEVICE).unwrap();
-    for id in [None, Some(foreign.identity().unwrap()), Some(expired.identity().unwrap())] {
+    for (id, alert) in [
+        (None, "CertificateRequired"),
+        (Some(foreign.identity().unwrap()), "UnknownCA"),
+        (Some(expired.identity().unwrap()), "CertificateExpired"),
+    ] {
         let tls = Tls { config: client_config(ca.pem.as_bytes(), id.as_ref()).unwrap(), name: "localhost".into() };
         let mut d = TestDevice::start(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(tls));
-        assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+        let e = d.next_event().await;
+        assert!(
+            matches!(&e, Event::Disconnected { cause: DisconnectCause::Transport(CloseCause::Tls(m)), .. } if m.contains(alert)),
+            "{alert}: {e:?}"
+        );
     }
     // A client that does not trust the server's CA.
     let other = pki::Ca::new("other").unwrap();
@@ -544,7 +559,11 @@ async fn tls_with_and_without_client_certificates() {
         name: "localhost".into(),
     };
     let mut d = TestDevice::start(addr, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), Some(tls));
-    assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
+    let e = d.next_event().await;
+    assert!(
+        matches!(&e, Event::Disconnected { cause: DisconnectCause::Transport(CloseCause::Tls(m)), .. } if m.contains("UnknownIssuer")),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -629,7 +648,9 @@ async fn faults_refuse_cut_delay_drop_malformed_restart() {
     assert!(matches!(d.next_event().await, Event::Disconnected { .. }));
     tokio::time::sleep(Duration::from_millis(300)).await;
     sim.restart_listeners().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
+        assert!(std::time::Instant::now() < deadline, "not back 20 s after the listeners came back");
         match d.next_event().await {
             Event::Connected { reconnect: true } => break,
             Event::Disconnected { .. } => continue,

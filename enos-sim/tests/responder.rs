@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use enos_proto::ops::{MeasurepointPost, SubDeviceLogin, TagQuery, TagUpdate, TopoAdd};
 use enos_proto::{CommandKind, Reply, RequestOptions, SubDeviceInfo};
 use enos_sim::mosquitto::Mosquitto;
@@ -57,8 +55,9 @@ async fn requests_and_commands_through_mosquitto() {
     g.call(SubDeviceLogin::new(s1.clone())).await.unwrap();
     let accepted = g.request(post(), on_behalf()).await;
     assert!(matches!(&accepted, Ok(Reply::Json(j)) if j.code == 200), "{accepted:?}");
-    // Give the broker a moment to register the sub-device's command subscriptions.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The login's reply made the gateway subscribe the sub-device's command topics before
+    // it sent the post above: the broker took those subscriptions before that post, whose
+    // reply has come back.
     let s = sim.clone();
     let k = s1.keys.clone();
     let invoke = tokio::spawn(async move { s.set_measurepoints(&k, json!({"temp_setpoint": 1.0})).await });
