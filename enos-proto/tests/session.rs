@@ -955,19 +955,60 @@ fn a_link_that_only_sends_is_still_checked_for_a_living_peer() {
 
 #[test]
 fn late_replies_carrying_secrets_never_become_messages() {
-    let mut p = Pair::connected(gateway_config());
-    p.cloud.publish(
-        "/sys/gwPK0001/gw_dev_01/thing/device/register_reply",
-        br#"{"id":"77","code":200,"data":[{"deviceSecret":"LateSecret"}]}"#,
-        QoS::AtMostOnce,
-    );
-    p.cloud.publish(
-        "/ext/session/gwPK0001/gw_dev_01/combine/login_reply",
-        br#"{"id":"78","code":200,"data":{"deviceSecret":"LateSecret"}}"#,
-        QoS::AtMostOnce,
-    );
-    p.drive();
-    assert!(!format!("{:?}", p.events).contains("LateSecret"));
+    for emit_all in [false, true] {
+        let mut c = gateway_config();
+        c.emit_all_messages = emit_all;
+        let mut p = Pair::connected(c);
+        // A register, a login and a tag query that end at their timeout: their replies,
+        // when they come, are late.
+        p.cloud.replies = Replies::Hold;
+        let short = || RequestOptions::new().timeout(secs(1));
+        let reg = enos_proto::ops::SubDeviceRegistration::new("subPK01", enos_proto::ops::DeviceName::new("n"));
+        let sub = SubDeviceInfo::new(keys("subPK01", "sub_dev_01"), "s");
+        let ids = [
+            p.client.request(p.now, enos_proto::ops::SubDeviceRegister::new(vec![reg]), short()).unwrap(),
+            p.client.request(p.now, SubDeviceLogin::new(sub), short()).unwrap(),
+            p.client.request(p.now, TagQuery::new(["a"]), short()).unwrap(),
+        ];
+        p.drive();
+        p.advance(secs(2));
+        for id in ids {
+            assert!(matches!(p.response(id), Err(RequestError::TimedOut(_))));
+        }
+        let late: Vec<(String, String)> = p
+            .cloud
+            .held
+            .iter()
+            .map(|h| (format!("{}_reply", h.topic), json(&h.payload)["id"].as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(late.len(), 3);
+        p.events.clear();
+        for (topic, id) in &late {
+            let data = if topic.ends_with("register_reply") {
+                json!([{"productKey": "subPK01", "deviceKey": "d", "deviceSecret": "LateSecret"}])
+            } else if topic.ends_with("login_reply") {
+                json!({"productKey": "subPK01", "deviceKey": "sub_dev_01", "deviceSecret": "LateSecret"})
+            } else {
+                json!({"a": "late tag"})
+            };
+            let reply = json!({"id": id, "code": 200, "data": data}).to_string();
+            p.cloud.publish(topic, reply.as_bytes(), QoS::AtMostOnce);
+        }
+        p.drive();
+        // Each is reported as unmatched; only the one without a secret is a message.
+        let unmatched = p.count_events(|e| matches!(e, Event::Error(ClientError::UnmatchedReply { .. })));
+        assert_eq!(unmatched, 3, "emit_all {emit_all}: {:?}", p.events);
+        let messages: Vec<&str> = p
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { topic, .. } => Some(topic.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(messages, ["/sys/gwPK0001/gw_dev_01/thing/tag/query_reply"], "emit_all {emit_all}");
+        assert!(!format!("{:?}", p.events).contains("LateSecret"));
+    }
 }
 
 #[test]
