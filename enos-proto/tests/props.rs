@@ -152,49 +152,78 @@ proptest! {
         }
     }
 
+    /// A generated session (requests, the cloud's replies, commands, acknowledgements and
+    /// pings in any order, time moving between them) gives the same events and the same
+    /// bytes out whether each burst of the cloud's bytes arrives whole or cut anywhere.
     #[test]
-    fn same_byte_stream_in_any_chunking_gives_the_same_events(cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
-        let (whole_events, whole_tx) = run_script(&[]);
-        let (events, tx) = run_script(&cuts);
+    fn the_cloud_stream_in_any_chunking_gives_the_same_events(
+        steps in proptest::collection::vec(step(), 1..60),
+        cuts in proptest::collection::vec(any::<usize>(), 0..80),
+    ) {
+        let start = Now::new(Now::system().instant, T0_UNIX_MS);
+        let (whole_events, whole_tx) = run_session(start, &steps, &[]);
+        let (events, tx) = run_session(start, &steps, &cuts);
         prop_assert_eq!(events, whole_events);
         prop_assert_eq!(tx, whole_tx);
     }
 }
 
-/// A connected client fed one fixed cloud stream cut at `cuts`: its events and bytes.
-fn run_script(cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
-    let now = Now::new(Now::system().instant, T0_UNIX_MS);
+/// One step of a generated session: the device asks, the cloud sends, or time moves.
+#[derive(Debug, Clone)]
+enum Step {
+    Request(u8),
+    Cloud(Vec<Packet>),
+    Advance(u16),
+}
+
+/// Something the cloud sends a connected device: a reply (matching or not), a command at
+/// QoS 0 or 1, an acknowledgement, a ping response, or a message on another topic.
+fn cloud_packet() -> impl Strategy<Value = Packet> {
+    let publish = |topic: String, body: Vec<u8>, qos1: bool, pkid: u16| {
+        let qos = if qos1 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+        let mut p = Publish::new(topic, qos, body);
+        p.pkid = if qos1 { pkid } else { 0 };
+        Packet::Publish(p)
+    };
+    prop_oneof![
+        4 => (0usize..4, 1u32..10, prop_oneof![Just(200), Just(1204)], any::<bool>(), 1u16..50).prop_map(move |(t, id, code, qos1, pkid)| {
+            let body = if t == 2 {
+                vec![9, id as u8]
+            } else {
+                format!(r#"{{"id":"{id}","code":{code},"data":{{"loginedSubDevices":[],"a":"b"}}}}"#).into_bytes()
+            };
+            publish(TOPICS[t].to_owned(), body, qos1, pkid)
+        }),
+        2 => (0usize..6, 0usize..3, any::<bool>(), 1u16..50).prop_map(move |(t, b, qos1, pkid)| publish(COMMANDS[t].to_owned(), BODIES[b].to_vec(), qos1, pkid)),
+        2 => (1u16..12).prop_map(|p| Packet::PubAck(PubAck::new(p))),
+        2 => (1u16..12, any::<bool>()).prop_map(|(p, ok)| Packet::SubAck(SubAck::new(p, vec![if ok { SubscribeReasonCode::Success(QoS::AtLeastOnce) } else { SubscribeReasonCode::Failure }]))),
+        1 => Just(Packet::PingResp),
+        1 => Just(publish("/other/topic".into(), b"hello".to_vec(), false, 0)),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => (0u8..4).prop_map(Step::Request),
+        5 => proptest::collection::vec(cloud_packet(), 1..6).prop_map(Step::Cloud),
+        2 => (0u16..20_000).prop_map(Step::Advance),
+    ]
+}
+
+/// Runs a generated session on a connected client, each burst of the cloud's bytes cut
+/// at `cuts` (positions taken modulo the burst's length, so every burst is cut
+/// somewhere when there are cuts): its events and every byte it sent.
+fn run_session(start: Now, steps: &[Step], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
+    let mut now = start;
     let mut c = Client::new(config(), now).unwrap();
     let _ = c.poll_output();
     c.handle_connected(now);
-    c.request(now, MeasurepointPost::new(serde_json::json!({"t": 1})), RequestOptions::default()).unwrap();
-    c.request(now, RawUp::new(&b"\x00\x01"[..]), RequestOptions::default()).unwrap();
-    let mut cloud = BytesMut::new();
-    let p = |cloud: &mut BytesMut, pk: Packet| codec::encode_packet(cloud, &pk).unwrap();
-    p(&mut cloud, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)));
-    p(&mut cloud, Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 2])));
-    p(&mut cloud, Packet::PubAck(PubAck::new(2)));
-    p(&mut cloud, Packet::PubAck(PubAck::new(3)));
-    let topic = "/sys/pk1234ab/dev_001/thing/measurepoint/post_reply";
-    codec::encode_publish(&mut cloud, topic, br#"{"id":"1","code":200,"data":{}}"#, QoS::AtLeastOnce, 5, false)
-        .unwrap();
-    codec::encode_publish(
-        &mut cloud,
-        "/sys/pk1234ab/dev_001/thing/model/up_raw_reply",
-        b"\x09",
-        QoS::AtMostOnce,
-        0,
-        false,
-    )
-    .unwrap();
-    let cmd = br#"{"id":"7","version":"1.0","method":"thing.service.go","params":{"x":1}}"#;
-    codec::encode_publish(&mut cloud, "/sys/pk1234ab/dev_001/thing/service/go", cmd, QoS::AtLeastOnce, 6, false)
-        .unwrap();
-    codec::encode_publish(&mut cloud, "/other/topic", b"hello", QoS::AtMostOnce, 0, false).unwrap();
-    p(&mut cloud, Packet::PingResp);
+    let mut connack = BytesMut::new();
+    codec::encode_packet(&mut connack, &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).unwrap();
+    c.handle_input(now, &connack);
     let mut events = Vec::new();
     let mut tx = Vec::new();
-    let mut drain = |c: &mut Client| loop {
+    let drain = |c: &mut Client, events: &mut Vec<Event>, tx: &mut Vec<u8>| loop {
         match c.poll_output() {
             Output::Transmit(b) => tx.extend_from_slice(&b),
             Output::Event(e) => events.push(e),
@@ -202,12 +231,38 @@ fn run_script(cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
             _ => {}
         }
     };
-    drain(&mut c);
-    for chunk in chunks(&cloud, cuts) {
-        c.handle_input(now, &chunk);
-        drain(&mut c);
+    drain(&mut c, &mut events, &mut tx);
+    let mut cut = cuts.iter().copied().cycle();
+    for step in steps {
+        match step {
+            Step::Request(kind) => {
+                let o = RequestOptions::new();
+                let _ = match kind {
+                    0 => c.request(now, MeasurepointPost::new(serde_json::json!({"t": 1})), o),
+                    1 => c.request(now, TagQuery::new(["a"]), o),
+                    2 => c.request(now, RawUp::new(&b"r"[..]), o),
+                    _ => c.request(now, SubDeviceLogin::new(SubDeviceInfo::new(keys("subPK01", "a"), "s")), o),
+                };
+            }
+            Step::Cloud(packets) => {
+                let mut burst = BytesMut::new();
+                for p in packets {
+                    codec::encode_packet(&mut burst, p).unwrap();
+                }
+                let these: Vec<usize> =
+                    if cuts.is_empty() { Vec::new() } else { (0..3).filter_map(|_| cut.next()).collect() };
+                for chunk in chunks(&burst, &these) {
+                    c.handle_input(now, &chunk);
+                    drain(&mut c, &mut events, &mut tx);
+                }
+            }
+            Step::Advance(ms) => {
+                now = now.advanced(Duration::from_millis(u64::from(*ms)));
+                c.handle_timeout(now);
+            }
+        }
+        drain(&mut c, &mut events, &mut tx);
     }
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::Response { .. })).count(), 2);
     (events, tx)
 }
 
