@@ -7,6 +7,12 @@
 #   bash scripts/fuzz.sh 60 codec sim   # one minute, two targets
 # With AddressSanitizer (nightly features on the stable compiler):
 #   RUSTC_BOOTSTRAP=1 SANITIZER=address bash scripts/fuzz.sh 600
+#
+# Every target has a seed corpus in fuzz/seeds/TARGET. The codec's is written from the
+# spec's vectors (`cargo run -p enos-sim --example fuzz_seeds -- fuzz/seeds`); the
+# structured targets' are inputs found by fuzzing, cut to one input per covered edge:
+#   fuzz/target/x86_64-unknown-linux-gnu/release/TARGET -set_cover_merge=1 -use_counters=0 \
+#       fuzz/seeds/TARGET fuzz/corpus/TARGET
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH="${1:-60}"
@@ -21,9 +27,12 @@ if [ ${#targets[@]} -eq 0 ]; then
     exit 1
 fi
 for target in "${targets[@]}"; do
+    if [ -z "$(ls -A "seeds/$target" 2>/dev/null)" ]; then
+        echo "fuzz target $target has no seed corpus in fuzz/seeds/$target"
+        exit 1
+    fi
     mkdir -p "corpus/$target"
-    seeds=()
-    [ -d "seeds/$target" ] && seeds=("seeds/$target")
+    seeds=("seeds/$target")
     log="$(mktemp)"
     if ! cargo fuzz run --sanitizer "$SANITIZER" "$target" "corpus/$target" "${seeds[@]}" -- \
         -max_total_time="$SECONDS_EACH" -print_final_stats=1 >"$log" 2>&1; then
