@@ -51,12 +51,15 @@ if cargo tree -p enos-transport-blocking -e normal --prefix none | grep -E '^(to
     exit 1
 fi
 
-step "benches build, and a short load run (no figures asserted)"
+step "benches build, and short load runs (no figures asserted; two replies dropped in each must show as two timeouts)"
 cargo bench --workspace --no-run
-cargo run --release -p enos-benches --bin enos-load -- --devices 4 --window 8 --seconds 2
-cargo run --release -p enos-benches --bin enos-load -- --rumqttc --window 8 --seconds 1
-cargo run --release -p enos-benches --bin enos-load -- --driver smol --devices 4 --window 8 --seconds 1
-cargo run --release -p enos-benches --bin enos-load -- --driver blocking --devices 4 --window 8 --seconds 1
+LOSS=(--drop-replies 2 --timeout 1)
+cargo run --release -p enos-benches --bin enos-load -- --devices 4 --window 8 --seconds 2 "${LOSS[@]}"
+cargo run --release -p enos-benches --bin enos-load -- --driver smol --devices 4 --window 8 --seconds 1 "${LOSS[@]}"
+cargo run --release -p enos-benches --bin enos-load -- --driver blocking --devices 4 --window 8 --seconds 1 "${LOSS[@]}"
+cargo run --release -p enos-benches --bin enos-load -- --gateway-subs 300 --batch 50 --window 4 --seconds 3 "${LOSS[@]}"
+cargo run --release -p enos-benches --bin enos-load -- --rumqttc --window 8 --seconds 1 "${LOSS[@]}"
+cargo run --release -p enos-benches --bin enos-load -- --plain-mqtt --seconds 4 "${LOSS[@]}"
 
 step "fuzz targets: build, then ${FUZZ_SECONDS}s each"
 bash scripts/fuzz.sh "$FUZZ_SECONDS"

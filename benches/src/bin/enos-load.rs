@@ -86,6 +86,10 @@ struct Args {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// A check of the accounting: the in-process cloud drops the first N replies of the
+    /// load, and the run fails unless it counts exactly N timeouts (with any client).
+    #[arg(long)]
+    drop_replies: Option<u32>,
     /// Only measure the core: create this many connected sessions in memory (no sockets)
     /// and print `size_of` of a session and the heap each one holds.
     #[arg(long)]
@@ -174,11 +178,30 @@ fn comparison_post(id: u64) -> Result<String, serde_json::Error> {
     ))
 }
 
+/// A reply as the comparison clients read it: its id and code.
+#[derive(serde::Deserialize)]
+struct ComparisonReply<'a> {
+    id: &'a str,
+    code: Option<i64>,
+}
+
+/// How a comparison client's request ended.
+enum Ended {
+    Ok,
+    Refused,
+    TimedOut,
+}
+
 /// The plain MQTT client of `--plain-mqtt`: CONNECT, SUBSCRIBE the reply topic, then
 /// publish a measure point post (the points serialized each time, as their values change)
-/// and wait for its reply, in a loop. The reply's PUBACK leaves with the next post, in
-/// one write.
-async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dyn std::error::Error>> {
+/// and wait for its reply (its id and code checked) up to the request timeout, in a loop.
+/// The reply's PUBACK leaves with the next post, in one write.
+async fn plain_mqtt(
+    url: &str,
+    seconds: u64,
+    timeout: Duration,
+    stats: &Stats,
+) -> Result<(), Box<dyn std::error::Error>> {
     use bytes::BytesMut;
     use enos_proto::codec::{self, Decoder, Packet, QoS};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -189,32 +212,28 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
     let mut c = codec::Connect::new(f.client_id);
     c.set_login(f.username, f.password.expose().to_owned());
     let topic = comparison_topic();
+    let reply_topic = format!("{topic}_reply");
     let mut out = BytesMut::new();
     codec::encode_packet(&mut out, &Packet::Connect(c))?;
-    codec::encode_subscribe(&mut out, 1, [format!("{topic}_reply").as_str()], QoS::AtLeastOnce)?;
+    codec::encode_subscribe(&mut out, 1, [reply_topic.as_str()], QoS::AtLeastOnce)?;
     s.write_all(&out.split()).await?;
     let mut dec = Decoder::new(1 << 20);
     let mut buf = vec![0u8; 16 * 1024];
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let mut id: u64 = 0;
-    // The packet id of a reply to acknowledge.
-    let wait_for = |dec: &mut Decoder, want_suback: bool| -> Option<u16> {
-        while let Ok(Some(p)) = dec.next_packet() {
-            match p {
-                Packet::SubAck(_) if want_suback => return Some(0),
-                Packet::Publish(p) if !want_suback => return Some(p.pkid),
-                _ => {}
+    loop {
+        match dec.next_packet()? {
+            Some(Packet::SubAck(_)) => break,
+            Some(_) => {}
+            None => {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    return Err("the broker closed the connection".into());
+                }
+                dec.feed(&buf[..n]);
             }
         }
-        None
-    };
-    loop {
-        if wait_for(&mut dec, true).is_some() {
-            break;
-        }
-        let n = s.read(&mut buf).await?;
-        dec.feed(&buf[..n]);
     }
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut id: u64 = 0;
     while Instant::now() < end {
         id += 1;
         // Timed from before the post is built, as the SDK's requests are.
@@ -222,32 +241,62 @@ async fn plain_mqtt(url: &str, seconds: u64, stats: &Stats) -> Result<(), Box<dy
         let body = comparison_post(id)?;
         codec::encode_publish(&mut out, &topic, body.as_bytes(), QoS::AtLeastOnce, (id % 60_000 + 1) as u16, false)?;
         s.write_all(&out.split()).await?;
-        loop {
-            if let Some(pkid) = wait_for(&mut dec, false) {
-                if pkid != 0 {
-                    codec::encode_packet(&mut out, &Packet::PubAck(codec::PubAck::new(pkid)))?;
+        stats.begin();
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let ended = loop {
+            match dec.next_packet() {
+                Ok(Some(Packet::Publish(p))) => {
+                    if p.pkid != 0 {
+                        codec::encode_packet(&mut out, &Packet::PubAck(codec::PubAck::new(p.pkid)))?;
+                    }
+                    // A late reply to a post that already timed out is ignored; anything
+                    // else that is not this post's reply is an error.
+                    let reply = serde_json::from_slice::<ComparisonReply>(&p.payload).ok();
+                    let answers =
+                        reply.as_ref().filter(|_| p.topic == reply_topic).and_then(|r| r.id.parse::<u64>().ok());
+                    match answers {
+                        Some(n) if n == id => {
+                            break if reply.and_then(|r| r.code) == Some(200) { Ended::Ok } else { Ended::Refused };
+                        }
+                        Some(n) if n < id => {}
+                        _ => stats.wrong_reply(),
+                    }
                 }
-                break;
+                Ok(Some(_)) => {}
+                Ok(None) => match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                    Err(_) => break Ended::TimedOut,
+                    Ok(Ok(n)) if n > 0 => dec.feed(&buf[..n]),
+                    Ok(_) => {
+                        stats.end(None, false);
+                        return Err("the broker closed the connection".into());
+                    }
+                },
+                Err(e) => {
+                    stats.end(None, false);
+                    return Err(e.into());
+                }
             }
-            let n = s.read(&mut buf).await?;
-            if n == 0 {
-                return Err("the broker closed the connection".into());
-            }
-            dec.feed(&buf[..n]);
+        };
+        match ended {
+            Ended::Ok => stats.end(Some(started), false),
+            Ended::Refused => stats.end(None, false),
+            Ended::TimedOut => stats.end(None, true),
         }
-        stats.record(started, Ok(()));
     }
     Ok(())
 }
 
 /// The `--rumqttc` client: what a user would write on `rumqttc` for the same job. One task
 /// drives the event loop and publishes measure point posts (the points serialized each
-/// time), keeping `window` in flight and matching each reply to its post by id;
-/// `rumqttc` acknowledges the replies itself.
+/// time), keeping `window` in flight and matching each reply to its post by id (its code
+/// checked); a post without its reply after the request timeout is counted as timed out
+/// and leaves the window. When the time is up it stops posting and waits for the replies
+/// still due. `rumqttc` acknowledges the replies itself.
 async fn rumqttc_client(
     url: &str,
     seconds: u64,
     window: usize,
+    timeout: Duration,
     stats: &Stats,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
@@ -264,52 +313,84 @@ async fn rumqttc_client(
     net.set_tcp_nodelay(true);
     events.set_network_options(net);
     let topic = comparison_topic();
-    client.subscribe(format!("{topic}_reply"), QoS::AtLeastOnce).await?;
-    #[derive(serde::Deserialize)]
-    struct Reply<'a> {
-        id: &'a str,
-        code: Option<i64>,
-    }
-    let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    let reply_topic = format!("{topic}_reply");
+    client.subscribe(reply_topic.as_str(), QoS::AtLeastOnce).await?;
+    // In send order: the oldest is the first to time out.
+    let mut sent: std::collections::BTreeMap<u64, Instant> = std::collections::BTreeMap::new();
     let (mut id, mut subscribed, window) = (0u64, false, window.max(1));
-    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let end = Instant::now() + Duration::from_secs(seconds);
     loop {
-        // A reply that never comes keeps its place in the window until the run ends.
-        let Ok(event) = tokio::time::timeout_at(end, events.poll()).await else { return Ok(()) };
-        match event? {
-            Event::Incoming(Packet::SubAck(_)) => subscribed = true,
-            Event::Incoming(Packet::Publish(p)) => {
-                let reply: Reply = serde_json::from_slice(&p.payload)?;
-                if let Some(started) = reply.id.parse().ok().and_then(|n: u64| sent.remove(&n)) {
-                    if reply.code == Some(200) {
-                        stats.record(started, Ok(()));
-                    } else {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            _ => {}
-        }
-        if !subscribed {
-            continue;
-        }
-        if tokio::time::Instant::now() >= end {
+        let posting = Instant::now() < end;
+        if !posting && sent.is_empty() {
             return Ok(());
+        }
+        // Wake at the end of the run or at the oldest post's deadline, whichever is first.
+        let oldest = sent.first_key_value().map(|(_, t)| *t + timeout);
+        let wake = match (posting, oldest) {
+            (true, Some(o)) => o.min(end),
+            (true, None) => end,
+            (false, Some(o)) => o,
+            (false, None) => return Ok(()),
+        };
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(wake), events.poll()).await {
+            Err(_) => {}
+            Ok(event) => match event? {
+                Event::Incoming(Packet::SubAck(_)) => subscribed = true,
+                Event::Incoming(Packet::Publish(p)) => match serde_json::from_slice::<ComparisonReply>(&p.payload) {
+                    Ok(r) if p.topic == reply_topic => match r.id.parse().ok().and_then(|n: u64| sent.remove(&n)) {
+                        Some(started) => stats.end((r.code == Some(200)).then_some(started), false),
+                        // A late reply to a post already counted as timed out.
+                        None if r.id.parse::<u64>().is_ok_and(|n| n <= id) => {}
+                        None => stats.wrong_reply(),
+                    },
+                    _ => stats.wrong_reply(),
+                },
+                _ => {}
+            },
+        }
+        let now = Instant::now();
+        while let Some((&n, &t)) = sent.first_key_value() {
+            if now < t + timeout {
+                break;
+            }
+            sent.remove(&n);
+            stats.end(None, true);
+        }
+        if !subscribed || now >= end {
+            continue;
         }
         while sent.len() < window {
             id += 1;
             // Timed from before the post is built, as the SDK's requests are.
             sent.insert(id, Instant::now());
+            stats.begin();
             client.try_publish(topic.as_str(), QoS::AtLeastOnce, false, comparison_post(id)?)?;
         }
     }
 }
 
-/// CPU ticks (1/100 s) used by the devices: the whole process but the in-process cloud's
-/// threads.
+/// CPU ticks (1/100 s) of the in-process cloud's threads that have exited (its runtime
+/// ends idle blocking threads): added by each as it stops, so that no tick of the cloud's
+/// is counted as the devices'.
+static EXITED_SIM_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called on each of the cloud's threads as it stops: adds its CPU to the cloud's.
+fn sim_thread_stops() {
+    let own = std::fs::read_to_string("/proc/thread-self/stat").ok().and_then(|s| stat_cpu(&s).map(|(_, t)| t));
+    EXITED_SIM_TICKS.fetch_add(own.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// CPU ticks (1/100 s) used by the in-process cloud, over the whole run: its threads that
+/// run and those that exited.
+fn sim_cpu_ticks() -> u64 {
+    thread_cpu_ticks("sim") + EXITED_SIM_TICKS.load(Ordering::Relaxed)
+}
+
+/// CPU ticks (1/100 s) used by the devices: the whole process (threads that exited
+/// included) but the in-process cloud.
 fn device_cpu_ticks() -> u64 {
     let all = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| stat_cpu(&s).map(|(_, t)| t)).unwrap_or(0);
-    all.saturating_sub(thread_cpu_ticks("sim"))
+    all.saturating_sub(sim_cpu_ticks())
 }
 
 /// CPU ticks (1/100 s) used by this process's threads whose name starts with `prefix`.
@@ -328,7 +409,9 @@ fn stat_cpu(stat: &str) -> Option<(&str, u64)> {
     Some((stat.get(open + 1..close)?, f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
 }
 
-fn print_latency(h: &Histogram<u64>) {
+fn print_latency(h: &Mutex<Option<Histogram<u64>>>) -> Result<(), &'static str> {
+    let h = h.lock().map_err(|_| "histogram lock")?;
+    let h = h.as_ref().ok_or("no histogram")?;
     println!(
         "reply latency µs: p50 {}  p90 {}  p99 {}  max {}",
         h.value_at_quantile(0.5),
@@ -336,6 +419,7 @@ fn print_latency(h: &Histogram<u64>) {
         h.value_at_quantile(0.99),
         h.max()
     );
+    Ok(())
 }
 
 fn status_kib(field: &str) -> u64 {
@@ -345,31 +429,86 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The run's accounting, the same for the SDK and the comparison clients: every request
+/// begins once and ends once, as done, an error or a timeout; a reply that answers no
+/// request is an error too.
+#[derive(Default)]
 struct Stats {
     done: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
-    hist: Mutex<Histogram<u64>>,
+    /// Requests begun and not ended.
+    inflight: AtomicU64,
+    hist: Mutex<Option<Histogram<u64>>>,
     stop: AtomicBool,
 }
 
 impl Stats {
-    fn record(&self, started: Instant, ok: Result<(), enos_client::Error>) {
-        match ok {
-            Ok(()) => {
+    fn new() -> Result<Stats, Box<dyn std::error::Error>> {
+        let s = Stats::default();
+        *s.hist.lock().map_err(|_| "histogram lock")? = Some(Histogram::new_with_bounds(1, 600_000_000, 3)?);
+        Ok(s)
+    }
+
+    /// A request goes out.
+    fn begin(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request ended: done (its latency timed from `started`), or not (`None`), timed
+    /// out or not.
+    fn end(&self, done: Option<Instant>, timed_out: bool) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+        match done {
+            Some(started) => {
                 self.done.fetch_add(1, Ordering::Relaxed);
                 let us = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
                 if let Ok(mut h) = self.hist.lock() {
-                    let _ = h.record(us.max(1));
+                    if let Some(h) = h.as_mut() {
+                        let _ = h.record(us.max(1));
+                    }
                 }
             }
-            Err(enos_client::Error::Request(enos_client::RequestError::TimedOut(_))) => {
+            None if timed_out => {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            None => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// An SDK request ended with this result.
+    fn record(&self, started: Instant, r: Result<(), enos_client::Error>) {
+        match r {
+            Ok(()) => self.end(Some(started), false),
+            Err(enos_client::Error::Request(enos_client::RequestError::TimedOut(_))) => self.end(None, true),
+            Err(_) => self.end(None, false),
+        }
+    }
+
+    /// A reply that answers no request (unknown id, unreadable).
+    fn wrong_reply(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits (up to `limit`) for the requests still in flight to end; how many did not.
+    async fn drain(&self, limit: Duration) -> u64 {
+        let until = Instant::now() + limit;
+        while self.inflight.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// The errors, timeouts and requests that never ended, as printed.
+    fn failures(&self, unanswered: u64) -> String {
+        format!(
+            "errors {}, timeouts {}{}",
+            self.errors.load(Ordering::Relaxed),
+            self.timeouts.load(Ordering::Relaxed),
+            if unanswered > 0 { format!(", {unanswered} never ended") } else { String::new() }
+        )
     }
 }
 
@@ -390,12 +529,14 @@ struct Run {
     stats: Arc<Stats>,
     rss_start: u64,
     in_process: bool,
+    /// Called once every device is connected, before the load starts.
+    connected: Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error>> + Send>,
 }
 
 /// Connects the devices (or the gateway) on driver `R`, prints the connect figures, and
 /// starts the load; when and at what CPU the load started (`None`: `--idle`).
 async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, Box<dyn std::error::Error>> {
-    let Run { args, url, stats, rss_start, in_process } = run;
+    let Run { args, url, stats, rss_start, in_process, connected: on_connected } = run;
     // Connect.
     let t0 = Instant::now();
     let mut clients: Vec<DeviceClient<R>> = Vec::new();
@@ -464,9 +605,10 @@ async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, 
     if args.idle {
         return Ok(None);
     }
+    on_connected()?;
 
     // Load.
-    let cpu0 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
+    let cpu0 = (device_cpu_ticks(), sim_cpu_ticks());
     let t1 = Instant::now();
     let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
     if let Some((g, keys)) = &gateway {
@@ -476,11 +618,13 @@ async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, 
             R::run(async move {
                 let mut next = w * batch;
                 while !stats.stop.load(Ordering::Relaxed) {
+                    // Timed from before the batch is built, as every request is.
+                    let started = Instant::now();
                     let entries: Vec<BatchEntry<TypicalPoints>> = (0..batch)
                         .map(|j| BatchEntry::of(keys[(next + j) % keys.len()].clone(), TypicalPoints::new(), None))
                         .collect();
                     next += batch * 7;
-                    let started = Instant::now();
+                    stats.begin();
                     let r = R::into_future(g.request(MeasurepointBatchPost::new(entries), RequestOptions::new()));
                     stats.record(started, r.await.map(drop));
                 }
@@ -493,11 +637,24 @@ async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, 
                 R::run(async move {
                     let mut tick = Instant::now();
                     while !stats.stop.load(Ordering::Relaxed) {
-                        if let Some(every) = interval {
-                            R::sleep_until(tick).await;
-                            tick += every;
-                        }
-                        let started = Instant::now();
+                        // At a rate, a request that is already due when the one before
+                        // it ends (it waited behind a slow one) counts from when it was
+                        // due, so that wait shows in its latency; one sent on time counts
+                        // from when it goes, not from the timer's coarse wake-up.
+                        let started = match interval {
+                            Some(every) => {
+                                let due = tick;
+                                tick += every;
+                                if Instant::now() >= due {
+                                    due
+                                } else {
+                                    R::sleep_until(due).await;
+                                    Instant::now()
+                                }
+                            }
+                            None => Instant::now(),
+                        };
+                        stats.begin();
                         let r = R::into_future(
                             c.request(MeasurepointPost::new(TypicalPoints::new()), RequestOptions::new()),
                         );
@@ -508,6 +665,30 @@ async fn sdk<R: LoadRuntime>(run: Run) -> Result<Option<(Instant, (u64, u64))>, 
         }
     }
     Ok(Some((t1, cpu0)))
+}
+
+/// With `--drop-replies N`: the in-process cloud drops the next N replies.
+fn drop_replies(n: Option<u32>, sim: &Option<Sim>) -> Result<(), Box<dyn std::error::Error>> {
+    match (n, sim) {
+        (Some(n), Some(sim)) => {
+            sim.drop_replies(n);
+            Ok(())
+        }
+        (Some(_), None) => Err("--drop-replies needs the in-process cloud".into()),
+        (None, _) => Ok(()),
+    }
+}
+
+/// With `--drop-replies N`, the run fails unless exactly N requests timed out and no other
+/// failed: each lost reply must show, once.
+fn dropped_as_timeouts(dropped: Option<u32>, stats: &Stats) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(n) = dropped else { return Ok(()) };
+    let (timeouts, errors) = (stats.timeouts.load(Ordering::Relaxed), stats.errors.load(Ordering::Relaxed));
+    if timeouts != u64::from(n) || errors != 0 {
+        return Err(format!("{n} replies dropped, but counted {timeouts} timeouts and {errors} errors").into());
+    }
+    println!("the {n} dropped replies were counted as {n} timeouts");
+    Ok(())
 }
 
 /// A run in which no request succeeded fails: its figures would mean nothing (a smoke run
@@ -545,6 +726,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sim_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.sim_threads)
         .thread_name("sim")
+        .on_thread_stop(sim_thread_stops)
         .enable_all()
         .build()?;
     let (url, sim) = match &args.broker {
@@ -565,53 +747,58 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let rss_start = status_kib("VmRSS:");
-    let stats = Arc::new(Stats {
-        done: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        timeouts: AtomicU64::new(0),
-        hist: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
-        stop: AtomicBool::new(false),
-    });
+    let stats = Arc::new(Stats::new()?);
     let in_process = sim.is_some();
+    let sim_ref = sim.clone();
     load_rt.block_on(async move {
         if args.plain_mqtt || args.rumqttc {
-            let cpu0 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
+            drop_replies(args.drop_replies, &sim_ref)?;
+            let cpu0 = (device_cpu_ticks(), sim_cpu_ticks());
             let t1 = Instant::now();
             // On a worker of the load runtime, as the SDK's tasks are.
             let (url, seconds, window, s) = (url.clone(), args.seconds, args.window, stats.clone());
-            let rumqttc = args.rumqttc;
+            let (rumqttc, timeout) = (args.rumqttc, Duration::from_secs(args.timeout));
             tokio::spawn(async move {
                 let r = if rumqttc {
-                    rumqttc_client(&url, seconds, window, &s).await
+                    rumqttc_client(&url, seconds, window, timeout, &s).await
                 } else {
-                    plain_mqtt(&url, seconds, &s).await
+                    plain_mqtt(&url, seconds, timeout, &s).await
                 };
                 r.map_err(|e| e.to_string())
             })
             .await??;
             let (done, secs) = (stats.done.load(Ordering::Relaxed), t1.elapsed().as_secs_f64());
-            let cpu1 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
-            let h = stats.hist.lock().map_err(|_| "histogram lock")?;
+            let cpu1 = (device_cpu_ticks(), sim_cpu_ticks());
             let per = |ticks: u64| ticks as f64 * 10_000.0 / done.max(1) as f64;
             let how = match (rumqttc, args.window) {
                 (false, _) => "plain MQTT client, sequential".to_owned(),
                 (true, 1) => "rumqttc client, sequential".to_owned(),
                 (true, w) => format!("rumqttc client, window {w}"),
             };
+            // The clients end every request they began before they return.
+            let unanswered = stats.inflight.load(Ordering::Relaxed);
             println!(
-                "{how}: {done} requests in {secs:.1} s: {:.0} requests/s; errors {}",
+                "{how}: {done} requests in {secs:.1} s: {:.0} requests/s; {}",
                 done as f64 / secs,
-                stats.errors.load(Ordering::Relaxed)
+                stats.failures(unanswered)
             );
-            print_latency(&h);
+            print_latency(&stats.hist)?;
             println!(
                 "CPU per request: client {:.2} µs{}",
                 per(cpu1.0 - cpu0.0),
                 if in_process { format!(", local cloud {:.2} µs", per(cpu1.1 - cpu0.1)) } else { String::new() }
             );
-            return nothing_done(done);
+            nothing_done(done)?;
+            return dropped_as_timeouts(args.drop_replies, &stats);
         }
-        let run = Run { args: args.clone(), url: url.clone(), stats: stats.clone(), rss_start, in_process };
+        let run = Run {
+            args: args.clone(),
+            url: url.clone(),
+            stats: stats.clone(),
+            rss_start,
+            in_process,
+            connected: Box::new(move || drop_replies(args.drop_replies, &sim_ref)),
+        };
         let t1 = match args.driver {
             Driver::Tokio => sdk::<enos_transport_tokio::Tokio>(run).await?,
             Driver::Smol => sdk::<enos_transport_smol::Smol>(run).await?,
@@ -639,18 +826,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let secs = t1.elapsed().as_secs_f64();
         let done = stats.done.load(Ordering::Relaxed);
-        let cpu1 = (device_cpu_ticks(), thread_cpu_ticks("sim"));
+        let cpu1 = (device_cpu_ticks(), sim_cpu_ticks());
         stats.stop.store(true, Ordering::Relaxed);
-        let h = stats.hist.lock().map_err(|_| "histogram lock")?;
+        // The requests in flight end (each by its timeout at the latest) before the
+        // failures are counted: a lost reply shows as a timeout.
+        let unanswered = stats.drain(Duration::from_secs(args.timeout + 2)).await;
         let per = |ticks: u64| ticks as f64 * 10_000.0 / done.max(1) as f64;
         let unit = if gateway { format!(" (batches of {} entries)", args.batch) } else { String::new() };
         println!(
-            "{done} requests{unit} in {secs:.1} s: {:.0} requests/s; errors {}, timeouts {}",
+            "{done} requests{unit} in {secs:.1} s: {:.0} requests/s; {}",
             done as f64 / secs,
-            stats.errors.load(Ordering::Relaxed),
-            stats.timeouts.load(Ordering::Relaxed)
+            stats.failures(unanswered)
         );
-        print_latency(&h);
+        print_latency(&stats.hist)?;
         println!(
             "CPU per request: devices (SDK) {:.2} µs{}",
             per(cpu1.0 - cpu0.0),
@@ -670,7 +858,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("CPU use: devices {dev_busy:.0} % of their {} thread(s)", args.load_threads);
         }
         println!("peak resident memory: {} KiB", status_kib("VmHWM:"));
-        nothing_done(done)
+        nothing_done(done)?;
+        dropped_as_timeouts(args.drop_replies, &stats)
     })?;
     drop(sim);
     Ok(())
