@@ -1181,7 +1181,13 @@ fn a_failed_first_connection_ends_the_start_and_closes_the_client() {
     let mut p = Pair::new(seed_start(config()));
     p.cloud.reachable = false;
     p.drive();
-    assert!(matches!(started(&p)[..], [Err(StartError::Failed(DisconnectCause::Transport(_)))]));
+    assert!(matches!(
+        started(&p)[..],
+        [Err(StartError::Failed(DisconnectCause::Transport(CloseCause::Io {
+            kind: std::io::ErrorKind::ConnectionRefused,
+            ..
+        })))]
+    ));
     let mut p = Pair::new(seed_start(config()));
     p.cloud.silent = true;
     p.drive();
