@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use crate::event::RequestId;
 use crate::ops::Effect;
 
+/// Deadline entries of ended requests tolerated beyond twice the live ones.
+const SLACK: usize = 64;
+
 /// A fast hasher for the core's own keys (request and envelope ids, packet ids, topics
 /// the core built itself): a multiply per 8 bytes. Not for keys an attacker chooses in
 /// bulk; the core's tables hold only what it created.
@@ -70,7 +73,9 @@ pub(crate) struct Req {
 
 /// Requests by id, with two deadline queues: one in order for the default timeout (its
 /// deadlines never decrease), a heap for the others. Entries of ended requests are
-/// dropped lazily from the fronts.
+/// dropped lazily from the fronts, and all at once when the queues hold more than twice
+/// the live requests (plus [`SLACK`]): a request that waits long at the front (a lost
+/// reply, a long timeout) cannot keep the entries of every request ended behind it.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     next: u64,
@@ -94,6 +99,19 @@ impl Pending {
             self.others.push(Reverse((at, id)));
         }
         self.reqs.insert(id, req);
+        if self.in_order.len() + self.others.len() > 2 * self.reqs.len() + SLACK {
+            // Amortized: after this the queues hold only live entries, and at least as many
+            // insertions as there are live requests come before the next sweep.
+            let reqs = &self.reqs;
+            self.in_order.retain(|(_, id)| reqs.contains_key(id));
+            self.others.retain(|Reverse((_, id))| reqs.contains_key(id));
+        }
+    }
+
+    /// Deadline entries kept at most: twice the live requests plus this.
+    #[cfg(test)]
+    fn deadline_entries(&self) -> usize {
+        self.in_order.len() + self.others.len()
     }
 
     pub(crate) fn get(&self, id: RequestId) -> Option<&Req> {
@@ -183,5 +201,52 @@ impl Pending {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(deadline: Instant) -> Req {
+        Req {
+            deadline,
+            timeout: Duration::from_secs(30),
+            stage: Stage::Sent,
+            reply_topic: Arc::from("t"),
+            envelope: None,
+            wants_reply: true,
+            effect: Effect::None,
+            internal: false,
+            bytes: 0,
+            raw: false,
+        }
+    }
+
+    #[test]
+    fn deadline_entries_stay_bounded_behind_a_long_wait() {
+        let t0 = crate::time::Now::system().instant;
+        let mut p = Pending::default();
+        // One request waits an hour at the front of each queue.
+        let stuck = p.next_id();
+        p.insert(stuck, req(t0 + Duration::from_secs(3600)), true);
+        let stuck_other = p.next_id();
+        p.insert(stuck_other, req(t0 + Duration::from_secs(3600)), false);
+        // Then 100,000 requests each end before the next begins.
+        for i in 0..100_000u64 {
+            let id = p.next_id();
+            p.insert(id, req(t0 + Duration::from_secs(3600) + Duration::from_millis(i)), i % 2 == 0);
+            p.remove(id);
+            p.prune();
+            assert!(
+                p.deadline_entries() <= 2 * (p.len() + 1) + SLACK,
+                "{} entries for {} live",
+                p.deadline_entries(),
+                p.len()
+            );
+        }
+        // The waiting ones still expire, in order, and nothing else does.
+        assert_eq!(p.pop_expired(t0 + Duration::from_secs(3601)), Some(stuck));
+        assert_eq!(p.pop_expired(t0 + Duration::from_secs(3601)), Some(stuck_other));
     }
 }
