@@ -150,7 +150,10 @@ pub struct Client {
     starting: bool,
     ever_connected: bool,
     reconnected: bool,
+    /// Failed or short-lived sessions in a row: the exponent of the back-off.
     failures: u32,
+    /// When the current session's CONNACK came.
+    connected_at: Option<Instant>,
     rng: u64,
 
     next_pkid: u16,
@@ -180,6 +183,15 @@ pub struct Client {
     /// The re-login after a reconnect: its request, and its publish until sent.
     relogin: Option<RequestId>,
     relogin_out: Option<Outgoing>,
+    /// The sub-devices the re-login in flight (the one after a reconnect, or a retry)
+    /// asks for.
+    relogin_asked: Vec<DeviceKeys>,
+    /// A retry of a re-login that did not confirm every sub-device: it does not hold the
+    /// other traffic back, as the first one after a reconnect does.
+    relogin_retry: Option<RequestId>,
+    /// The sub-devices still unconfirmed, and how many attempts failed in a row.
+    unconfirmed: Vec<DeviceKeys>,
+    relogin_failures: u32,
 
     /// The TLS session of the transport, when `Config::tls` is set.
     #[cfg(feature = "tls")]
@@ -239,6 +251,7 @@ impl Client {
             ever_connected: false,
             reconnected: false,
             failures: 0,
+            connected_at: None,
             rng: config.jitter_seed | 1,
             next_pkid: 1,
             inflight: HashMap::default(),
@@ -259,6 +272,10 @@ impl Client {
             logged_in: BTreeMap::new(),
             relogin: None,
             relogin_out: None,
+            relogin_asked: Vec::new(),
+            relogin_retry: None,
+            unconfirmed: Vec::new(),
+            relogin_failures: 0,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -493,6 +510,7 @@ impl Client {
                         self.open_transport();
                     }
                 }
+                Timer::Relogin => self.relogin_again(),
             }
         }
         while let Some(id) = self.pending.pop_expired(now) {
@@ -988,6 +1006,12 @@ impl Client {
             self.relogin_out = None;
             self.finish(id, Err(RequestError::Closed));
         }
+        if let Some(id) = self.relogin_retry.take() {
+            self.finish(id, Err(RequestError::Closed));
+        }
+        // The re-login after the next CONNACK asks for every sub-device anyway.
+        self.timers.stop(Timer::Relogin);
+        self.unconfirmed.clear();
         // Unacknowledged QoS 1 publishes go out again, first, with DUP.
         let mut again: Vec<InFlight> = self.inflight.drain().map(|(_, f)| f).collect();
         again.sort_by_key(|f| f.seq);
@@ -1009,7 +1033,20 @@ impl Client {
             self.queued_bytes += out.payload.len();
             self.ready.push_front(out);
         }
-        self.failures = if was_up { 0 } else { self.failures.saturating_add(1) };
+        // Raw replies carry no id: one still due on the lost connection could no longer be
+        // told from a later raw request's, so the requests waiting for them end here.
+        let orphans: Vec<RequestId> = self.topics.values_mut().flat_map(|t| t.raw_fifo.drain(..)).collect();
+        for id in orphans {
+            self.finish(id, Err(RequestError::ConnectionLost));
+        }
+        // Only a session that lasted resets the back-off: one accepted and dropped at once
+        // (a broker that drops it, two processes taking the session from each other) counts
+        // as a failure, so such a loop slows down like failed dials.
+        let lasted = self
+            .connected_at
+            .take()
+            .is_some_and(|t| was_up && self.now.saturating_duration_since(t) >= self.config.max_reconnect_period);
+        self.failures = if lasted { 0 } else { self.failures.saturating_add(1) };
         if self.starting && !self.config.retry_first_connect {
             // The start fails with its first attempt: the client closes (the transport is
             // already gone, so closing adds no DISCONNECT).
@@ -1032,25 +1069,37 @@ impl Client {
     }
 
     fn backoff(&mut self, refused: Option<ConnectRefusal>) -> Option<Instant> {
-        let base = self.config.reconnect_period;
-        if base.is_zero() {
+        if self.config.reconnect_period.is_zero() {
             return None;
         }
-        let max = self.config.max_reconnect_period;
         let delay = if refused.is_some_and(ConnectRefusal::is_authentication) {
-            max
+            self.jittered(self.config.max_reconnect_period)
         } else {
-            let factor = 1u32 << self.failures.saturating_sub(1).min(16);
-            base.saturating_mul(factor).min(max)
+            self.delay(self.failures)
         };
+        Some(later(self.now, delay))
+    }
+
+    /// The back-off after `attempts` failures in a row: the reconnect period doubled
+    /// each time up to its maximum, jittered. A re-login retried while connected waits
+    /// the same way (at least a second when reconnects are off).
+    fn delay(&mut self, attempts: u32) -> Duration {
+        let base = self.config.reconnect_period.max(Duration::from_secs(1));
+        let factor = 1u32 << attempts.saturating_sub(1).min(16);
+        self.jittered(base.saturating_mul(factor).min(self.config.max_reconnect_period.max(base)))
+    }
+
+    fn jittered(&mut self, delay: Duration) -> Duration {
         // xorshift64: deterministic for a seed, different across devices.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let pct = u64::from(self.config.reconnect_jitter_percent);
+        // Jitter: this share of the delay is drawn at random (all of it by default: full
+        // jitter, so a fleet cut at once comes back spread over the whole delay).
+        let pct = u64::from(self.config.reconnect_jitter_percent.min(100));
         let span = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).saturating_mul(pct) / 100;
         let jitter_ms = if span == 0 { 0 } else { self.rng % span.saturating_add(1) };
-        Some(later(self.now, delay.saturating_add(Duration::from_millis(jitter_ms))))
+        delay.saturating_sub(Duration::from_millis(jitter_ms))
     }
 
     fn on_connack(&mut self, code: ConnectReturnCode) {
@@ -1069,7 +1118,7 @@ impl Client {
             return;
         }
         self.state = State::Connected;
-        self.failures = 0;
+        self.connected_at = Some(self.now);
         // With dynamic activation, the start's deadline runs on until the secret comes.
         let activating = matches!(self.credentials, Credentials::ProductSecret(_));
         if !(self.starting && activating && !self.config.retry_first_connect) {
@@ -1116,7 +1165,10 @@ impl Client {
             let op = SubDeviceBatchLogin::new(devices);
             // The re-login goes first; the rest waits for its reply (spec §8).
             match self.submit(self.last_unix_ms, &op, RequestOptions::default(), true) {
-                Ok(id) => self.relogin = Some(id),
+                Ok(id) => {
+                    self.relogin = Some(id);
+                    self.relogin_asked = self.logged_in.keys().cloned().collect();
+                }
                 Err(e) => self.events.push_back(Event::Error(ClientError::ReloginFailed {
                     devices: self.logged_in.keys().cloned().collect(),
                     reason: e.to_string(),
@@ -1365,6 +1417,9 @@ impl Client {
             if self.relogin == Some(id) {
                 self.relogin = None;
                 self.relogin_done(result);
+            } else if self.relogin_retry == Some(id) {
+                self.relogin_retry = None;
+                self.relogin_done(result);
             }
             return;
         }
@@ -1441,33 +1496,75 @@ impl Client {
     }
 
     fn relogin_done(&mut self, result: Result<Reply, RequestError>) {
-        let failed: Vec<DeviceKeys> = match &result {
+        let asked = std::mem::take(&mut self.relogin_asked);
+        // Lost with the connection: the next CONNACK logs them all in again.
+        if matches!(result, Err(RequestError::Closed)) {
+            return;
+        }
+        let (answer, reason) = match &result {
             Ok(reply) => {
                 let r = reply.json().ok().and_then(|j| j.data::<BatchLoginResult>().ok()).unwrap_or_default();
-                // Devices the cloud refused are no longer logged in.
-                let refused: Vec<DeviceKeys> = self
-                    .logged_in
-                    .keys()
-                    .filter(|k| !r.logged_in.iter().any(|l| k.is(&l.product_key, &l.device_key)))
-                    .cloned()
-                    .collect();
-                for k in &refused {
-                    self.logged_in.remove(k);
-                }
-                refused
+                let reason = match reply {
+                    Reply::Json(j) => format!("code {}: {}", j.code, j.message.as_deref().unwrap_or("")),
+                    _ => "unexpected reply".into(),
+                };
+                (r, reason)
             }
-            // Lost with the connection: the next CONNACK logs them in again.
-            Err(RequestError::Closed) => Vec::new(),
-            // No answer: kept, and logged in again at the next reconnect.
-            Err(_) => self.logged_in.keys().cloned().collect(),
+            Err(e) => (BatchLoginResult::default(), e.to_string()),
         };
-        if !failed.is_empty() {
-            let reason = match &result {
-                Ok(Reply::Json(j)) => format!("code {}: {}", j.code, j.message.as_deref().unwrap_or("")),
-                Ok(_) => "unexpected reply".into(),
-                Err(e) => e.to_string(),
-            };
-            self.events.push_back(Event::Error(ClientError::ReloginFailed { devices: failed, reason }));
+        // Only the devices the cloud names as failed are forgotten; those it neither
+        // logged in nor named (a timeout, a code without data) are kept and retried.
+        let named = |k: &DeviceKeys, list: &[LoginResult]| list.iter().any(|l| k.is(&l.product_key, &l.device_key));
+        let (mut refused, mut unconfirmed) = (Vec::new(), Vec::new());
+        for k in asked.into_iter().filter(|k| self.logged_in.contains_key(k)) {
+            if answer.failed.contains(&k) {
+                refused.push(k);
+            } else if !named(&k, &answer.logged_in) {
+                unconfirmed.push(k);
+            }
+        }
+        for k in &refused {
+            self.logged_in.remove(k);
+        }
+        if !refused.is_empty() {
+            self.events
+                .push_back(Event::Error(ClientError::ReloginFailed { devices: refused, reason: reason.clone() }));
+        }
+        if unconfirmed.is_empty() {
+            self.relogin_failures = 0;
+            return;
+        }
+        self.relogin_failures = self.relogin_failures.saturating_add(1);
+        let retry_at = later(self.now, self.delay(self.relogin_failures));
+        self.timers.set(Timer::Relogin, retry_at);
+        self.unconfirmed = unconfirmed.clone();
+        self.events.push_back(Event::Error(ClientError::ReloginRetry { devices: unconfirmed, reason, retry_at }));
+    }
+
+    /// Sends the retry of a re-login for the sub-devices still unconfirmed.
+    fn relogin_again(&mut self) {
+        if self.state != State::Connected || self.relogin.is_some() || self.relogin_retry.is_some() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.unconfirmed);
+        let devices: Vec<SubDeviceInfo> = keys.iter().filter_map(|k| self.logged_in.get(k).cloned()).collect();
+        if devices.is_empty() {
+            return;
+        }
+        let op = SubDeviceBatchLogin::new(devices);
+        match self.submit(self.last_unix_ms, &op, RequestOptions::default(), true) {
+            Ok(id) => {
+                self.relogin_retry = Some(id);
+                self.relogin_asked = keys;
+                // Internal requests are kept aside for the re-login after a reconnect;
+                // a retry goes the way of any request instead.
+                if let Some(out) = self.relogin_out.take() {
+                    self.route(out);
+                }
+            }
+            Err(e) => {
+                self.events.push_back(Event::Error(ClientError::ReloginFailed { devices: keys, reason: e.to_string() }))
+            }
         }
     }
 

@@ -72,8 +72,11 @@ pub struct Config {
     /// The delay doubles on each failed attempt up to this, and a refused
     /// authentication waits this long at once. 60 s by default.
     pub max_reconnect_period: Duration,
-    /// Random extra delay, in percent of the delay, so a fleet does not reconnect in
-    /// step. 10 by default.
+    /// How much of each reconnect delay is drawn at random, in percent: the delay is
+    /// taken uniformly between (100 − this) % and 100 % of it, so a fleet cut at once
+    /// does not come back in one burst. 100 by default (full jitter); 0 makes delays
+    /// exact. The back-off starts over only after a session that lasted
+    /// `max_reconnect_period`: a session dropped sooner counts as a failed attempt.
     pub reconnect_jitter_percent: u8,
     /// Seed of the jitter's generator; derived from the device keys by default, so runs
     /// are reproducible and devices differ.
@@ -136,7 +139,7 @@ impl Config {
             retry_first_connect: false,
             reconnect_period: Duration::from_secs(3),
             max_reconnect_period: Duration::from_secs(60),
-            reconnect_jitter_percent: 10,
+            reconnect_jitter_percent: 100,
             jitter_seed,
             request_timeout: Duration::from_secs(30),
             max_inflight: 256,
@@ -186,6 +189,9 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError::new(field, "must be above zero"));
             }
+        }
+        if self.reconnect_jitter_percent > 100 {
+            return Err(ConfigError::new("reconnect_jitter_percent", "must be at most 100"));
         }
         if self.max_reconnect_period < self.reconnect_period {
             return Err(ConfigError::new("max_reconnect_period", "must not be below reconnect_period"));

@@ -239,6 +239,11 @@ pub enum RequestError {
     /// The client was closed before the request ended.
     #[error("client closed")]
     Closed,
+    /// The connection closed after the request went out and before its reply, and that
+    /// reply could not be told from a later request's on the next connection (raw
+    /// replies carry no id, spec §7): whether the cloud took it is not known.
+    #[error("connection lost before the reply, which carries no id to match it later")]
+    ConnectionLost,
 }
 
 /// A request or reply the core refused to take (nothing was sent or queued).

@@ -227,14 +227,27 @@ pub enum ClientError {
         /// The command topic.
         topic: String,
     },
-    /// Sub-devices could not be logged in again after a reconnect. Those the cloud
-    /// refused are forgotten; after a timeout they are kept and tried again at the next
-    /// reconnect.
+    /// The cloud refused to log these sub-devices in again after a reconnect (it named
+    /// them in `failedSubDevices`): they are forgotten. A re-login that could not be sent
+    /// also ends here, for the devices it was for.
     #[error("re-login of {} sub-device(s) failed: {reason}", devices.len())]
     ReloginFailed {
         /// The sub-devices concerned.
         devices: Vec<DeviceKeys>,
         /// Why.
         reason: String,
+    },
+    /// A re-login did not confirm these sub-devices (no answer in time, or an answer that
+    /// neither logged them in nor named them as failed): they are kept, and logged in
+    /// again at `retry_at` (the reconnect back-off, while connected) or at the next
+    /// reconnect, whichever is first.
+    #[error("re-login of {} sub-device(s) not confirmed ({reason}); tried again", devices.len())]
+    ReloginRetry {
+        /// The sub-devices concerned.
+        devices: Vec<DeviceKeys>,
+        /// Why.
+        reason: String,
+        /// When the next attempt goes out.
+        retry_at: Instant,
     },
 }

@@ -54,9 +54,11 @@ pub(crate) enum Timer {
     PingResponse = 2,
     /// Open a new transport at this time (reconnect back-off).
     Reconnect = 3,
+    /// Log in again the sub-devices a re-login did not confirm.
+    Relogin = 4,
 }
 
-const TIMER_COUNT: usize = 4;
+const TIMER_COUNT: usize = 5;
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Clone, Default)]
@@ -88,7 +90,8 @@ impl TimerTable {
 
     /// Disarms and returns the timers due at `now`, in table order.
     pub(crate) fn expired(&mut self, now: Instant) -> impl Iterator<Item = Timer> {
-        const ALL: [Timer; TIMER_COUNT] = [Timer::Connect, Timer::KeepAlive, Timer::PingResponse, Timer::Reconnect];
+        const ALL: [Timer; TIMER_COUNT] =
+            [Timer::Connect, Timer::KeepAlive, Timer::PingResponse, Timer::Reconnect, Timer::Relogin];
         let mut due = [None; TIMER_COUNT];
         for (slot, timer) in due.iter_mut().zip(ALL) {
             if matches!(self.at[timer as usize], Some(at) if at <= now) {

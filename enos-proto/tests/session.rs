@@ -9,8 +9,8 @@ use enos_proto::ops::{
     MeasurepointPost, RawUp, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, TagQuery, TopoGet,
 };
 use enos_proto::{
-    ClientError, CloseCause, ConnectRefusal, Credentials, DecodeError, DisconnectCause, Event, ProtocolError, Qos,
-    Reply, RequestError, RequestOptions, SubDeviceInfo, SubmitError,
+    ClientError, CloseCause, Config, ConnectRefusal, Credentials, DecodeError, DisconnectCause, Event, ProtocolError,
+    Qos, Reply, RequestError, RequestOptions, SubDeviceInfo, SubmitError,
 };
 use serde_json::json;
 use support::*;
@@ -79,6 +79,50 @@ fn failed_dials_back_off_doubling_up_to_the_maximum() {
         p.advance(next - p.now.instant);
     }
     assert_eq!(at, [3, 6, 12, 24, 48, 60, 60].map(secs));
+}
+
+#[test]
+fn sessions_dropped_at_once_back_off_like_failed_dials_and_a_lasting_one_starts_over() {
+    let mut p = Pair::connected(config());
+    // Accepted, then dropped at once, again and again: the delay doubles.
+    let mut at = Vec::new();
+    for _ in 0..7 {
+        p.cut();
+        let Some(Event::Disconnected { retry_at: Some(r), .. }) = p.events.last().cloned() else { panic!() };
+        at.push(r - p.now.instant);
+        p.advance(r - p.now.instant);
+        assert!(p.client.is_connected());
+    }
+    assert_eq!(at, [3, 6, 12, 24, 48, 60, 60].map(secs));
+    // A session that lasts the longest delay starts the back-off over.
+    p.advance(secs(60));
+    p.cut();
+    let Some(Event::Disconnected { retry_at: Some(r), .. }) = p.events.last().cloned() else { panic!() };
+    assert_eq!(r - p.now.instant, secs(3));
+}
+
+#[test]
+fn full_jitter_spreads_a_fleet_over_the_whole_delay() {
+    // A thousand devices cut at the same moment, with the default jitter.
+    let mut delays: Vec<Duration> = (0..1000)
+        .map(|i| {
+            let mut c = Config::new(keys("pk1234ab", &format!("dev_{i}")), Credentials::DeviceSecret("s".into()));
+            c.retry_first_connect = true;
+            assert_eq!(c.reconnect_jitter_percent, 100);
+            let mut p = Pair::connected(c);
+            p.cut();
+            let Some(Event::Disconnected { retry_at: Some(r), .. }) = p.events.last().cloned() else { panic!() };
+            r - p.now.instant
+        })
+        .collect();
+    delays.sort();
+    assert!(delays.iter().all(|d| *d <= secs(3)));
+    // Each tenth of the delay holds about a tenth of the fleet.
+    for tenth in 0..10u32 {
+        let (lo, hi) = (secs(3) * tenth / 10, secs(3) * (tenth + 1) / 10);
+        let n = delays.iter().filter(|d| **d >= lo && **d < hi).count();
+        assert!((60..=140).contains(&n), "{n} devices between {lo:?} and {hi:?}");
+    }
 }
 
 #[test]
@@ -455,6 +499,44 @@ fn raw_replies_complete_oldest_first() {
     assert_eq!(p.response(b), Ok(Reply::Raw(bytes::Bytes::from_static(b"second"))));
 }
 
+#[test]
+fn a_raw_reply_lost_with_its_connection_never_completes_a_later_request() {
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    // Acknowledged, then the link is cut before its reply: the reply went with it.
+    let a = p.client.request(p.now, RawUp::new(&b"\x01"[..]), RequestOptions::default()).unwrap();
+    p.drive();
+    assert!(p.responses(a).is_empty());
+    p.cut();
+    assert_eq!(p.response(a), Err(RequestError::ConnectionLost));
+    // Back up: the next raw request gets its own reply, not the older one's place.
+    p.advance(secs(3));
+    assert!(p.client.is_connected());
+    let b = p.client.request(p.now, RawUp::new(&b"\x02"[..]), RequestOptions::default()).unwrap();
+    p.drive();
+    p.cloud.publish("/sys/pk1234ab/dev_001/thing/model/up_raw_reply", b"for b", QoS::AtMostOnce);
+    p.drive();
+    assert_eq!(p.response(b), Ok(Reply::Raw(bytes::Bytes::from_static(b"for b"))));
+    assert_eq!(p.responses(a).len(), 1);
+}
+
+#[test]
+fn a_raw_request_cut_before_its_puback_goes_out_again_and_gets_its_reply() {
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    p.cloud.auto_puback = false;
+    let a = p.client.request(p.now, RawUp::new(&b"\x01"[..]), RequestOptions::default()).unwrap();
+    p.drive();
+    p.cut();
+    assert!(p.responses(a).is_empty(), "unacknowledged: it is sent again, not ended");
+    p.cloud.auto_puback = true;
+    p.advance(secs(3));
+    assert!(p.client.is_connected());
+    p.cloud.publish("/sys/pk1234ab/dev_001/thing/model/up_raw_reply", b"for a", QoS::AtMostOnce);
+    p.drive();
+    assert_eq!(p.response(a), Ok(Reply::Raw(bytes::Bytes::from_static(b"for a"))));
+}
+
 fn sub(dk: &str) -> SubDeviceInfo {
     SubDeviceInfo::new(keys("subPK01", dk), format!("secret-{dk}"))
 }
@@ -549,7 +631,8 @@ fn subscriptions_and_sub_device_logins_restored_after_reconnect() {
     assert_eq!(p.client.logged_in_sub_devices().count(), 0);
     let before = p.cloud.publishes().len();
     p.cut();
-    p.advance(secs(4));
+    // The second cut of a session that did not last: the back-off has doubled.
+    p.advance(secs(6));
     assert!(p.client.is_connected());
     assert!(p.cloud.publishes()[before..].iter().all(|x| !x.topic.contains("combine/login")));
 }
@@ -1034,12 +1117,78 @@ fn relogin_goes_out_even_with_a_full_queue_and_a_timeout_keeps_the_devices() {
     assert!(p.client.is_connected());
     let relogins = pubs_to(&p.cloud, "/ext/session/gwPK0001/gw_dev_01/combine/login/batch");
     assert_eq!(relogins.len(), 1, "the re-login is not refused by the full queue");
-    // No answer: the sub-device is kept, and logged in again at the next reconnect.
+    // No answer: the sub-device is kept, and logged in again while connected, on the
+    // back-off.
     p.advance(secs(30));
-    assert!(p.events.iter().any(|e| matches!(e, Event::Error(ClientError::ReloginFailed { .. }))));
+    let retry_at = p.events.iter().find_map(|e| match e {
+        Event::Error(ClientError::ReloginRetry { devices, retry_at, .. }) if devices == &[keys("subPK01", "a")] => {
+            Some(*retry_at)
+        }
+        _ => None,
+    });
+    assert_eq!(retry_at, Some(p.now.instant + secs(3)));
+    assert!(!p.events.iter().any(|e| matches!(e, Event::Error(ClientError::ReloginFailed { .. }))));
     assert_eq!(p.client.logged_in_sub_devices().count(), 1);
     let gw_post = "/sys/gwPK0001/gw_dev_01/thing/measurepoint/post";
     assert_eq!(pubs_to(&p.cloud, gw_post).len(), 2, "the queue moves once the re-login has ended");
+    p.advance(secs(3));
+    assert_eq!(pubs_to(&p.cloud, "/ext/session/gwPK0001/gw_dev_01/combine/login/batch").len(), 2, "retried");
+}
+
+#[test]
+fn a_relogin_answered_without_data_forgets_nobody_and_is_retried_until_confirmed() {
+    let mut p = Pair::connected(gateway_config());
+    p.cloud.replies = Replies::Hold;
+    let login = p.client.request(p.now, SubDeviceBatchLogin::new(vec![sub("a"), sub("b")]), RequestOptions::default());
+    p.drive();
+    let held = p.cloud.held.remove(0);
+    p.cloud.answer(
+        &held,
+        r#"{"loginedSubDevices":[{"productKey":"subPK01","deviceKey":"a"},{"productKey":"subPK01","deviceKey":"b"}]}"#,
+    );
+    p.drive();
+    assert!(p.response(login.unwrap()).is_ok());
+    p.cut();
+    p.advance(secs(3));
+    assert!(p.client.is_connected());
+    // The cloud answers the re-login with an error and no data: nobody is named as
+    // refused, so nobody is forgotten; both are tried again, 3 s then 6 s later.
+    let batch = "/ext/session/gwPK0001/gw_dev_01/combine/login/batch";
+    for (attempt, wait) in [(1, secs(3)), (2, secs(6))] {
+        let relogin = p.cloud.held.pop().unwrap();
+        assert_eq!(relogin.topic, batch);
+        p.cloud.reply(&relogin.topic, &envelope_id(&relogin), 500, "{}");
+        p.drive();
+        assert_eq!(p.client.logged_in_sub_devices().count(), 2, "attempt {attempt}");
+        assert!(!p.events.iter().any(|e| matches!(e, Event::Error(ClientError::ReloginFailed { .. }))));
+        let retry_at = p.events.iter().rev().find_map(|e| match e {
+            Event::Error(ClientError::ReloginRetry { devices, retry_at, .. }) => Some((devices.len(), *retry_at)),
+            _ => None,
+        });
+        assert_eq!(retry_at, Some((2, p.now.instant + wait)), "attempt {attempt}");
+        p.advance(wait);
+        assert_eq!(pubs_to(&p.cloud, batch).len(), 2 + attempt, "attempt {attempt}");
+    }
+    // Other requests are not held back by a retry.
+    let post_id = p.client.request(p.now, post(), RequestOptions::default()).unwrap();
+    p.drive();
+    assert_eq!(pubs_to(&p.cloud, "/sys/gwPK0001/gw_dev_01/thing/measurepoint/post").len(), 1);
+    // Now the cloud logs a in and names b as failed: b alone is forgotten, and no retry
+    // follows.
+    let relogin = p.cloud.held.iter().position(|h| h.topic == batch).map(|i| p.cloud.held.remove(i)).unwrap();
+    p.cloud.answer(
+        &relogin,
+        r#"{"loginedSubDevices":[{"productKey":"subPK01","deviceKey":"a"}],"failedSubDevices":[{"productKey":"subPK01","deviceKey":"b"}]}"#,
+    );
+    p.drive();
+    let logged: Vec<String> = p.client.logged_in_sub_devices().map(|k| k.device_key().to_owned()).collect();
+    assert_eq!(logged, ["a"]);
+    assert!(p.events.iter().any(
+        |e| matches!(e, Event::Error(ClientError::ReloginFailed { devices, .. }) if devices == &[keys("subPK01", "b")])
+    ));
+    p.advance(secs(120));
+    assert_eq!(pubs_to(&p.cloud, batch).len(), 4);
+    let _ = post_id;
 }
 
 #[test]
