@@ -154,6 +154,8 @@ pub struct Client {
     failures: u32,
     /// When the current session's CONNACK came.
     connected_at: Option<Instant>,
+    /// This session logged in with the product secret: an activation push is expected.
+    activation_open: bool,
     rng: u64,
 
     next_pkid: u16,
@@ -252,6 +254,7 @@ impl Client {
             reconnected: false,
             failures: 0,
             connected_at: None,
+            activation_open: false,
             rng: config.jitter_seed | 1,
             next_pkid: 1,
             inflight: HashMap::default(),
@@ -982,6 +985,7 @@ impl Client {
         };
         let was_up = self.state == State::Connected;
         self.state = State::Idle;
+        self.activation_open = false;
         self.timers.clear();
         self.decoder.reset();
         self.out.clear();
@@ -1121,6 +1125,7 @@ impl Client {
         self.connected_at = Some(self.now);
         // With dynamic activation, the start's deadline runs on until the secret comes.
         let activating = matches!(self.credentials, Credentials::ProductSecret(_));
+        self.activation_open = activating;
         if !(self.starting && activating && !self.config.retry_first_connect) {
             self.timers.stop(Timer::Connect);
         }
@@ -1325,9 +1330,30 @@ impl Client {
                     }));
                     return;
                 };
-                self.reply_now(reply_to.ok_empty());
                 let secret = Secret::new(secret);
                 let own = device == self.config.device;
+                // Only a device that is activating takes a secret: this session logged in
+                // with the product secret, or the sub-device did (a repeat of the secret it
+                // already took is acknowledged again).
+                let activating = if own {
+                    self.activation_open
+                } else {
+                    self.logged_in
+                        .get(&device)
+                        .is_some_and(|i| i.mode == SecureMode::ProductSecret || i.secret.expose() == secret.expose())
+                };
+                if !activating {
+                    self.events.push_back(Event::Error(ClientError::UnexpectedActivation { device }));
+                    return;
+                }
+                // The application keeps the secret before the cloud hears that it has it.
+                if let Some(store) = &self.config.secret_store {
+                    if let Err(reason) = store.keep(&device, &secret) {
+                        self.events.push_back(Event::Error(ClientError::ActivationNotStored { device, reason }));
+                        return;
+                    }
+                }
+                self.reply_now(reply_to.ok_empty());
                 if own {
                     self.credentials = Credentials::DeviceSecret(secret.clone());
                 } else if let Some(info) = self.logged_in.get_mut(&device) {

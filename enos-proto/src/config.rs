@@ -1,6 +1,7 @@
 //! [`Config`]: who the device is, how it authenticates, and every limit and timer of the
 //! session, with the vendor SDKs' defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
@@ -36,6 +37,56 @@ impl Credentials {
         }
     }
 }
+
+/// Where the application keeps a device secret that dynamic activation issued. The core
+/// calls it with the device and its new secret when the cloud pushes them, and
+/// acknowledges the push only once it returns `Ok`: a program that stops in between has
+/// either kept the secret, or the cloud has not taken the device as activated and issues
+/// a new one at its next login. `Err(reason)` leaves the push unacknowledged
+/// ([`crate::ClientError::ActivationNotStored`]).
+///
+/// ```
+/// use enos_proto::SecretStore;
+/// let store = SecretStore::new(|device, secret| {
+///     std::fs::write(format!("/tmp/{}.secret", device.device_key()), secret.expose()).map_err(|e| e.to_string())
+/// });
+/// # let _ = store;
+/// ```
+#[derive(Clone)]
+pub struct SecretStore(Arc<StoreFn>);
+
+type StoreFn = dyn Fn(&DeviceKeys, &Secret) -> Result<(), String> + Send + Sync;
+
+impl SecretStore {
+    /// A store that calls `keep`.
+    pub fn new(keep: impl Fn(&DeviceKeys, &Secret) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        SecretStore(Arc::new(keep))
+    }
+
+    /// Keeps `secret` for `device`.
+    ///
+    /// # Errors
+    ///
+    /// The store's own reason, when it could not keep it.
+    pub fn keep(&self, device: &DeviceKeys, secret: &Secret) -> Result<(), String> {
+        (self.0)(device, secret)
+    }
+}
+
+impl std::fmt::Debug for SecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretStore(..)")
+    }
+}
+
+/// Two stores are equal when they are the same store.
+impl PartialEq for SecretStore {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SecretStore {}
 
 /// The configuration of a [`Client`](crate::Client).
 ///
@@ -81,6 +132,10 @@ pub struct Config {
     /// Seed of the jitter's generator; derived from the device keys by default, so runs
     /// are reproducible and devices differ.
     pub jitter_seed: u64,
+    /// Where a secret issued by dynamic activation is kept before the push is
+    /// acknowledged. Without one, the secret is handed over only by
+    /// [`crate::Event::Activated`], after the acknowledgement has gone out.
+    pub secret_store: Option<SecretStore>,
     /// How long a request may take before it ends with `RequestError::TimedOut`. 30 s by
     /// default (per request with `RequestOptions::timeout`).
     pub request_timeout: Duration,
@@ -141,6 +196,7 @@ impl Config {
             max_reconnect_period: Duration::from_secs(60),
             reconnect_jitter_percent: 100,
             jitter_seed,
+            secret_store: None,
             request_timeout: Duration::from_secs(30),
             max_inflight: 256,
             max_queued_requests: 10_000,

@@ -237,6 +237,24 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// An activation push came for a device that is not activating (the session did
+    /// not log in with the product secret, or the sub-device already has its secret):
+    /// ignored and not acknowledged.
+    #[error("activation push for {device}, which is not activating")]
+    UnexpectedActivation {
+        /// The device the push named.
+        device: DeviceKeys,
+    },
+    /// The secret store refused a secret issued by dynamic activation: the push is not
+    /// acknowledged, so the cloud does not take the device as activated, and the device
+    /// keeps its product secret.
+    #[error("the issued secret of {device} could not be stored: {reason}")]
+    ActivationNotStored {
+        /// The device activated.
+        device: DeviceKeys,
+        /// The store's reason.
+        reason: String,
+    },
     /// A re-login did not confirm these sub-devices (no answer in time, or an answer that
     /// neither logged them in nor named them as failed): they are kept, and logged in
     /// again at `retry_at` (the reconnect back-off, while connected) or at the next

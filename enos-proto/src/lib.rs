@@ -220,7 +220,7 @@ pub mod topic;
 
 pub use client::Client;
 pub use command::{Command, CommandKind, CommandReply, ReplyTo};
-pub use config::{Config, Credentials};
+pub use config::{Config, Credentials, SecretStore};
 pub use envelope::{JsonReply, Reply};
 pub use error::{
     CloseCause, ConfigError, ConnectRefusal, DecodeError, DisconnectCause, EncodeError, PacketKind, ProtocolError,

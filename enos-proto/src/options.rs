@@ -71,6 +71,9 @@ pub struct ClientOptions {
     pub client_id: Option<String>,
     /// Subscribe the command topics (needed on a plain broker such as mosquitto).
     pub subscribe_command_topics: bool,
+    /// With dynamic activation (secure mode 3): where the issued device secret is kept
+    /// before the cloud's push is acknowledged (see [`crate::SecretStore`]).
+    pub secret_store: Option<crate::SecretStore>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -97,6 +100,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("request_timeout", &self.request_timeout)
             .field("client_id", &self.client_id)
             .field("subscribe_command_topics", &self.subscribe_command_topics)
+            .field("secret_store", &self.secret_store)
             .finish()
     }
 }
@@ -124,6 +128,7 @@ impl ClientOptions {
             request_timeout: 30,
             client_id: None,
             subscribe_command_topics: false,
+            secret_store: None,
         }
     }
 
@@ -166,6 +171,7 @@ impl ClientOptions {
         config.keep_alive = secs("keep_alive", self.keep_alive, true)?;
         config.request_timeout = secs("request_timeout", self.request_timeout, false)?;
         config.subscribe_command_topics = self.subscribe_command_topics;
+        config.secret_store = self.secret_store.clone();
         config.tls = if tls {
             let ca = self
                 .ca

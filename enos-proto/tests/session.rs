@@ -752,6 +752,73 @@ fn dynamic_activation_replies_and_switches_to_mode_2() {
 }
 
 #[test]
+fn an_activation_push_to_a_device_not_activating_is_ignored_and_not_acknowledged() {
+    let mut p = Pair::connected(config());
+    p.cloud.publish(ACTIVATE_TOPIC, ACTIVATION, QoS::AtLeastOnce);
+    p.drive();
+    assert!(pubs_to(&p.cloud, "/ext/session/pk1234ab/dev_001/thing/activate/info_reply").is_empty());
+    assert!(p
+        .events
+        .contains(&Event::Error(ClientError::UnexpectedActivation { device: keys("pk1234ab", "dev_001") })));
+    assert!(!p.events.iter().any(|e| matches!(e, Event::Activated { .. })));
+    // It keeps its own secret: the next CONNECT signs with it.
+    p.cut();
+    p.advance(secs(3));
+    let connects: Vec<_> =
+        p.cloud.received.iter().filter_map(|x| if let Packet::Connect(c) = x { Some(c) } else { None }).collect();
+    assert!(connects[1].client_id.contains("securemode=2"));
+    let ts: u64 = connects[1].client_id.split("timestamp=").nth(1).unwrap().trim_end_matches('|').parse().unwrap();
+    let f = enos_proto::sign::connect_fields(
+        &keys("pk1234ab", "dev_001"),
+        "dev_001",
+        enos_proto::SecureMode::DeviceSecret,
+        enos_proto::SignMethod::Sha256,
+        ts,
+        &"DS0123456789abcdefgh".into(),
+    );
+    assert_eq!(connects[1].login.as_ref().unwrap().password, f.password.expose());
+}
+
+#[test]
+fn an_issued_secret_is_stored_before_the_push_is_acknowledged() {
+    use std::sync::{Arc, Mutex};
+    let reply_topic = "/ext/session/pk1234ab/dev_001/thing/activate/info_reply";
+    // A store that fails: no acknowledgement, no switch to the new secret.
+    let mut c = config();
+    c.credentials = Credentials::ProductSecret("PSzyxw9876".into());
+    c.secret_store = Some(enos_proto::SecretStore::new(|_, _| Err("disk full".into())));
+    let mut p = Pair::connected(c);
+    p.cloud.publish(ACTIVATE_TOPIC, ACTIVATION, QoS::AtLeastOnce);
+    p.drive();
+    assert!(pubs_to(&p.cloud, reply_topic).is_empty(), "not acknowledged");
+    assert!(p.events.contains(&Event::Error(ClientError::ActivationNotStored {
+        device: keys("pk1234ab", "dev_001"),
+        reason: "disk full".into()
+    })));
+    assert!(!p.events.iter().any(|e| matches!(e, Event::Activated { .. })));
+    // A store that keeps it: called with the device and its secret, then acknowledged.
+    let kept: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let mut c = config();
+    c.credentials = Credentials::ProductSecret("PSzyxw9876".into());
+    let k = kept.clone();
+    c.secret_store = Some(enos_proto::SecretStore::new(move |d, s| {
+        k.lock().unwrap().push((d.to_string(), s.expose().to_owned()));
+        Ok(())
+    }));
+    let mut p = Pair::connected(c);
+    p.cloud.publish(ACTIVATE_TOPIC, ACTIVATION, QoS::AtLeastOnce);
+    p.drive();
+    assert_eq!(*kept.lock().unwrap(), [("pk1234ab/dev_001".to_owned(), "NewDeviceSecret12345".to_owned())]);
+    assert_eq!(pubs_to(&p.cloud, reply_topic).len(), 1);
+    assert!(p.events.iter().any(|e| matches!(e, Event::Activated { .. })));
+    // The same push again on this session (its acknowledgement was lost): acknowledged
+    // again.
+    p.cloud.publish(ACTIVATE_TOPIC, ACTIVATION, QoS::AtLeastOnce);
+    p.drive();
+    assert_eq!(pubs_to(&p.cloud, reply_topic).len(), 2);
+}
+
+#[test]
 fn certificate_mode_sends_mode_2_fields_or_user_name_only() {
     let mut c = config();
     c.credentials = Credentials::Certificate { device_secret: Some("DS0123456789abcdefgh".into()) };
