@@ -1,6 +1,6 @@
 //! [`Client`]: one device's or gateway's whole session, as a state machine.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,7 +176,11 @@ pub struct Client {
     dead: usize,
 
     /// Commands handed to the application and not answered yet, by ticket.
-    running_commands: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// Commands handed out and not answered, by ticket, with where their answer goes.
+    running_commands: HashMap<u64, ReplyTo, BuildHasherDefault<IdHasher>>,
+    /// Their deadlines in the order they were handed out (entries of answered ones are
+    /// skipped, and swept as the request deadlines are).
+    command_deadlines: VecDeque<(Instant, u64)>,
     /// Commands waiting for one of those to be answered, oldest first.
     held_commands: VecDeque<Command>,
     next_ticket: u64,
@@ -269,7 +273,8 @@ impl Client {
             queued: 0,
             queued_bytes: 0,
             dead: 0,
-            running_commands: HashSet::default(),
+            running_commands: HashMap::default(),
+            command_deadlines: VecDeque::new(),
             held_commands: VecDeque::new(),
             next_ticket: 1,
             logged_in: BTreeMap::new(),
@@ -522,6 +527,7 @@ impl Client {
                 self.finish(id, Err(RequestError::TimedOut(timeout)));
             }
         }
+        self.expire_commands();
         self.flush();
     }
 
@@ -729,6 +735,11 @@ impl Client {
         if self.state == State::Closed {
             return Err(SubmitError::Closed);
         }
+        // One answer per command: a second one, or one after the core answered at the
+        // deadline, is refused.
+        if reply.ticket != 0 && !self.running_commands.contains_key(&reply.ticket) {
+            return Err(SubmitError::AlreadyAnswered);
+        }
         // The command is answered, whether or not its reply can be sent.
         self.answered(reply.ticket);
         if reply.payload.len() > self.config.max_payload_bytes {
@@ -765,7 +776,7 @@ impl Client {
 
     /// A handed-out command was answered: the oldest held one is handed out in its place.
     fn answered(&mut self, ticket: u64) {
-        if ticket != 0 && self.running_commands.remove(&ticket) {
+        if ticket != 0 && self.running_commands.remove(&ticket).is_some() {
             if let Some(cmd) = self.held_commands.pop_front() {
                 self.hand_out(cmd);
             }
@@ -786,7 +797,7 @@ impl Client {
             }
             #[cfg(feature = "tracing")]
             tracing::warn!(device = %self.config.device, topic = cmd.reply_to.topic(), "command queue full: answered 1102");
-            self.events.push_back(Event::Error(ClientError::CommandQueueFull { topic: cmd.reply_to.topic().into() }));
+            self.events.push_back(Event::Error(ClientError::CommandQueueFull { topic: command_topic(&cmd.reply_to) }));
         }
     }
 
@@ -794,8 +805,32 @@ impl Client {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         cmd.reply_to.ticket = ticket;
-        self.running_commands.insert(ticket);
+        self.running_commands.insert(ticket, cmd.reply_to.clone());
+        self.command_deadlines.push_back((later(self.now, self.config.command_timeout), ticket));
+        if self.command_deadlines.len() > 2 * self.running_commands.len() + 64 {
+            let running = &self.running_commands;
+            self.command_deadlines.retain(|(_, t)| running.contains_key(t));
+        }
         self.events.push_back(Event::Command(Box::new(cmd)));
+    }
+
+    /// Answers 1102 the commands whose handlers let their deadline pass.
+    fn expire_commands(&mut self) {
+        while let Some(&(at, ticket)) = self.command_deadlines.front() {
+            if at > self.now {
+                break;
+            }
+            self.command_deadlines.pop_front();
+            let Some(reply_to) = self.running_commands.get(&ticket).cloned() else { continue };
+            let timeout = self.config.command_timeout;
+            if !reply_to.is_raw() {
+                let reason = format!("no answer within {} s", timeout.as_secs());
+                self.reply_now(reply_to.handler_failed(&reason));
+            }
+            self.answered(ticket);
+            self.events
+                .push_back(Event::Error(ClientError::CommandTimedOut { topic: command_topic(&reply_to), timeout }));
+        }
     }
 
     /// Opens a transport now if the client is idle (after a failure with automatic
@@ -893,6 +928,7 @@ impl Client {
         self.queued_bytes = 0;
         self.dead = 0;
         self.running_commands.clear();
+        self.command_deadlines.clear();
         self.held_commands.clear();
     }
 
@@ -921,10 +957,10 @@ impl Client {
     /// The next deadline, without draining anything.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.next(), self.pending.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // A command deadline at the front may belong to one answered since: an early
+        // wake-up is harmless.
+        let command = self.command_deadlines.front().map(|(at, _)| *at);
+        [self.timers.next(), self.pending.next_deadline(), command].into_iter().flatten().min()
     }
 
     fn push_ctl(&mut self, o: Output) {
@@ -1733,6 +1769,12 @@ fn clone_reply(o: &Outgoing) -> Outgoing {
 
 /// Messages whose payload holds a secret the cloud issues (activation, the replies of
 /// logins and registrations): never copied into `Event::Message`.
+/// The topic a command came on: its reply topic without `_reply`.
+fn command_topic(reply_to: &ReplyTo) -> String {
+    let t = reply_to.topic();
+    t.strip_suffix("_reply").unwrap_or(t).to_owned()
+}
+
 fn carries_secret(topic: &str) -> bool {
     ["/thing/activate/info", "/combine/login_reply", "/combine/login/batch_reply", "/thing/device/register_reply"]
         .iter()

@@ -164,6 +164,11 @@ pub struct Config {
     /// Commands waiting behind those, at most; past it a command is answered 1102 at once
     /// (`ClientError::CommandQueueFull`). 1,024 by default.
     pub max_queued_commands: usize,
+    /// How long the application may take to answer a command handed to it. Past it the
+    /// core answers 1102 (`command handler execution failed, no answer within ...`),
+    /// frees its place for the next command and refuses a late answer
+    /// ([`crate::SubmitError::AlreadyAnswered`]). 60 s by default.
+    pub command_timeout: Duration,
     /// Subscribe the device's and logged-in sub-devices' command topics after each
     /// CONNACK. EnOS delivers commands without a subscription; a plain broker such as
     /// mosquitto needs one. Off by default.
@@ -206,6 +211,7 @@ impl Config {
             max_packet_bytes: 1 << 20,
             max_running_commands: 64,
             max_queued_commands: 1024,
+            command_timeout: Duration::from_secs(60),
             subscribe_command_topics: false,
             emit_all_messages: false,
             #[cfg(feature = "tls")]
@@ -245,6 +251,9 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError::new(field, "must be above zero"));
             }
+        }
+        if self.command_timeout.is_zero() {
+            return Err(ConfigError::new("command_timeout", "must be above zero"));
         }
         if self.reconnect_jitter_percent > 100 {
             return Err(ConfigError::new("reconnect_jitter_percent", "must be at most 100"));

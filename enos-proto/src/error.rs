@@ -270,6 +270,10 @@ pub enum SubmitError {
     /// The payload or topic cannot be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The command was already answered: by an earlier reply, or by the core with 1102
+    /// when its handler did not answer within `Config::command_timeout`. Nothing is sent.
+    #[error("the command was already answered")]
+    AlreadyAnswered,
 }
 
 /// A packet or payload that cannot be put on the wire.

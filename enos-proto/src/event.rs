@@ -227,6 +227,16 @@ pub enum ClientError {
         /// The command topic.
         topic: String,
     },
+    /// A command's handler did not answer within `Config::command_timeout`: the core
+    /// answered it 1102 (a raw one is dropped) and handed out the next; a later answer
+    /// is refused.
+    #[error("command on {topic} not answered within {timeout:?}: answered 1102")]
+    CommandTimedOut {
+        /// The command topic.
+        topic: String,
+        /// The deadline it had.
+        timeout: Duration,
+    },
     /// The cloud refused to log these sub-devices in again after a reconnect (it named
     /// them in `failedSubDevices`): they are forgotten. A re-login that could not be sent
     /// also ends here, for the devices it was for.

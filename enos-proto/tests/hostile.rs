@@ -10,7 +10,7 @@ use enos_proto::codec::{self, Packet, QoS};
 use enos_proto::ops::{MeasurepointPost, TagQuery};
 use enos_proto::{
     ClientError, DecodeError, DisconnectCause, Event, Operation, PacketKind, ProtocolError, RequestError,
-    RequestOptions,
+    RequestOptions, SubmitError,
 };
 use serde_json::json;
 use support::*;
@@ -218,12 +218,51 @@ fn a_flood_of_commands_in_one_read_is_bounded_answered_1102_past_the_queue_and_t
     p.client.dismiss(p.now, &next[0].reply_to);
     p.drive();
     assert_eq!(commands(&p).iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [(2 * running).to_string()]);
-    // A second answer to the same command hands out nothing more.
+    // A second answer to the same command is refused and hands out nothing more.
     p.events.clear();
+    let replies_before = p.cloud.publishes().len();
     p.client.reply(p.now, next[1].reply_to.ok_empty()).unwrap();
-    p.client.reply(p.now, next[1].reply_to.ok_empty()).unwrap();
+    assert_eq!(p.client.reply(p.now, next[1].reply_to.ok_empty()), Err(SubmitError::AlreadyAnswered));
     p.drive();
     assert_eq!(commands(&p).len(), 1);
+    assert_eq!(p.cloud.publishes().len(), replies_before + 1, "one answer on the wire");
+}
+
+#[test]
+fn a_command_its_handler_never_answers_is_answered_1102_at_its_deadline() {
+    let commands = |p: &Pair| -> Vec<enos_proto::Command> {
+        p.events.iter().filter_map(|e| if let Event::Command(c) = e { Some((**c).clone()) } else { None }).collect()
+    };
+    let mut c = config();
+    c.max_running_commands = 1;
+    let mut p = Pair::connected(c);
+    let topic = "/sys/pk1234ab/dev_001/thing/service/restart";
+    for id in ["1", "2"] {
+        let body = format!(r#"{{"id":"{id}","version":"1.0","method":"thing.service.restart","params":{{}}}}"#);
+        p.cloud.publish(topic, body.as_bytes(), QoS::AtMostOnce);
+    }
+    p.drive();
+    let first = commands(&p);
+    assert_eq!(first.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["1"], "the second waits for a place");
+    p.events.clear();
+    p.advance(Duration::from_secs(59));
+    assert!(commands(&p).is_empty());
+    p.advance(Duration::from_secs(1));
+    // At 60 s: 1102 for the first, its place to the second.
+    let replies = pubs_to(&p.cloud, &format!("{topic}_reply"));
+    assert_eq!(replies.len(), 1);
+    let r: serde_json::Value = serde_json::from_slice(&replies[0].payload).unwrap();
+    assert_eq!((r["id"].as_str(), r["code"].as_i64()), (Some("1"), Some(1102)));
+    assert!(r["message"].as_str().unwrap().contains("no answer within 60 s"), "{r}");
+    assert!(p.events.contains(&Event::Error(ClientError::CommandTimedOut {
+        topic: topic.into(),
+        timeout: Duration::from_secs(60)
+    })));
+    assert_eq!(commands(&p).iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["2"]);
+    // The handler's late answer is refused; nothing more goes out.
+    assert_eq!(p.client.reply(p.now, first[0].reply_to.ok_empty()), Err(SubmitError::AlreadyAnswered));
+    p.drive();
+    assert_eq!(pubs_to(&p.cloud, &format!("{topic}_reply")).len(), 1);
 }
 
 #[test]

@@ -1312,6 +1312,13 @@ fn close_sends_accepted_command_replies_and_stale_replies_are_dropped() {
     assert!(p.client.is_connected());
     assert!(pubs_to(&p.cloud, "/sys/pk1234ab/dev_001/thing/service/go_reply").is_empty());
     // Connected: a reply accepted just before close still goes out, before DISCONNECT.
+    let cmd = br#"{"id":"2","version":"1.0","method":"thing.service.go","params":{}}"#;
+    p.cloud.publish("/sys/pk1234ab/dev_001/thing/service/go", cmd, QoS::AtLeastOnce);
+    p.drive();
+    let Some(Event::Command(c)) = p.events.iter().rev().find(|e| matches!(e, Event::Command(_))).cloned() else {
+        panic!()
+    };
+    assert_eq!(c.id, "2");
     p.cloud.auto_puback = false;
     p.client.request(p.now, post(), RequestOptions::new().need_reply(false)).unwrap();
     p.client.reply(p.now, c.reply_to.ok_empty()).unwrap();
