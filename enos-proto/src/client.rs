@@ -519,6 +519,11 @@ impl Client {
                     }
                 }
                 Timer::Relogin => self.relogin_again(),
+                Timer::Suback => {
+                    if self.state == State::Connected && !self.subscribing.is_empty() {
+                        self.lost(DisconnectCause::SubscribeTimeout(self.config.ping_timeout));
+                    }
+                }
             }
         }
         while let Some(id) = self.pending.pop_expired(now) {
@@ -812,6 +817,14 @@ impl Client {
             self.command_deadlines.retain(|(_, t)| running.contains_key(t));
         }
         self.events.push_back(Event::Command(Box::new(cmd)));
+    }
+
+    /// A SUBSCRIBE went out: its SUBACK is due within the ping timeout, unless one is
+    /// already awaited (then that one's deadline stands).
+    fn arm_suback(&mut self) {
+        if self.timers.get(Timer::Suback).is_none() {
+            self.timers.set(Timer::Suback, later(self.now, self.config.ping_timeout));
+        }
     }
 
     /// Answers 1102 the commands whose handlers let their deadline pass.
@@ -1253,6 +1266,12 @@ impl Client {
             self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
             return;
         };
+        // The broker answers: the next SUBACK due gets a full ping timeout from now.
+        if self.subscribing.is_empty() {
+            self.timers.stop(Timer::Suback);
+        } else {
+            self.timers.set(Timer::Suback, later(self.now, self.config.ping_timeout));
+        }
         let SubPurpose::Replies(topics) = purpose else {
             if codes.contains(&SubscribeReasonCode::Failure) {
                 self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: "command topics".into() }));
@@ -1677,6 +1696,7 @@ impl Client {
             if codec::encode_subscribe(&mut self.out, pkid, chunk.iter().map(String::as_str), QoS::AtLeastOnce).is_ok()
             {
                 self.subscribing.insert(pkid, SubPurpose::Commands);
+                self.arm_suback();
                 self.sent();
             }
         }
@@ -1694,6 +1714,7 @@ impl Client {
             let pkid = self.alloc_pkid();
             if codec::encode_subscribe(&mut self.out, pkid, topics.iter().map(|t| &**t), QoS::AtLeastOnce).is_ok() {
                 self.subscribing.insert(pkid, SubPurpose::Replies(topics));
+                self.arm_suback();
                 self.sent();
             }
         }

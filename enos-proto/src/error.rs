@@ -189,6 +189,10 @@ pub enum DisconnectCause {
     /// No PINGRESP within the ping timeout: the peer is gone.
     #[error("no ping response within {0:?}")]
     PingTimeout(Duration),
+    /// A SUBSCRIBE was not acknowledged within the ping timeout: the broker is not
+    /// answering (requests behind that subscription could never go out).
+    #[error("no subscribe acknowledgement within {0:?}")]
+    SubscribeTimeout(Duration),
     /// The peer sent bytes that do not parse.
     #[error(transparent)]
     Decode(DecodeError),

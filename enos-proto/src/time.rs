@@ -56,9 +56,11 @@ pub(crate) enum Timer {
     Reconnect = 3,
     /// Log in again the sub-devices a re-login did not confirm.
     Relogin = 4,
+    /// A SUBACK must arrive by then (re-armed by each SUBACK while others are due).
+    Suback = 5,
 }
 
-const TIMER_COUNT: usize = 5;
+const TIMER_COUNT: usize = 6;
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Clone, Default)]
@@ -91,7 +93,7 @@ impl TimerTable {
     /// Disarms and returns the timers due at `now`, in table order.
     pub(crate) fn expired(&mut self, now: Instant) -> impl Iterator<Item = Timer> {
         const ALL: [Timer; TIMER_COUNT] =
-            [Timer::Connect, Timer::KeepAlive, Timer::PingResponse, Timer::Reconnect, Timer::Relogin];
+            [Timer::Connect, Timer::KeepAlive, Timer::PingResponse, Timer::Reconnect, Timer::Relogin, Timer::Suback];
         let mut due = [None; TIMER_COUNT];
         for (slot, timer) in due.iter_mut().zip(ALL) {
             if matches!(self.at[timer as usize], Some(at) if at <= now) {

@@ -126,6 +126,27 @@ fn full_jitter_spreads_a_fleet_over_the_whole_delay() {
 }
 
 #[test]
+fn a_subscribe_never_acknowledged_ends_the_session_and_the_request_goes_out_after() {
+    let mut p = Pair::connected(config());
+    p.cloud.auto_suback = false;
+    let id = p.client.request(p.now, TagQuery::new(["a"]), RequestOptions::new().timeout(secs(120))).unwrap();
+    p.drive();
+    assert!(p.cloud.subscribed().contains(&"/sys/pk1234ab/dev_001/thing/tag/query_reply".to_owned()));
+    p.advance(secs(29));
+    assert!(p.client.is_connected());
+    p.advance(secs(1));
+    assert!(p.events.iter().any(|e| matches!(
+        e,
+        Event::Disconnected { cause: DisconnectCause::SubscribeTimeout(d), .. } if *d == secs(30)
+    )));
+    // Back with a broker that answers: the request goes out and gets its reply.
+    p.cloud.auto_suback = true;
+    p.advance(secs(3));
+    assert!(p.client.is_connected());
+    assert!(matches!(p.response(id), Ok(Reply::Json(_))));
+}
+
+#[test]
 fn reconnect_disabled_stays_idle_until_asked() {
     let mut c = config();
     c.reconnect_period = Duration::ZERO;
