@@ -231,7 +231,7 @@ impl<N: AsyncNet> Conn<N> {
                     Poll::Ready(Ok(0)) => return self.lost(link, io::Error::from(io::ErrorKind::WriteZero).into()),
                     Poll::Ready(Ok(k)) => {
                         self.wq.advance(k);
-                        link.written(self.wq.bytes());
+                        link.written(self.epoch, &mut self.wq);
                         return Step::Progress;
                     }
                     Poll::Ready(Err(e)) => return self.lost(link, e.into()),

@@ -38,6 +38,8 @@ pub const MAX_SLICES: usize = 64;
 pub struct WriteQueue {
     q: VecDeque<Bytes>,
     bytes: usize,
+    /// Buffers written whole since the last [`WriteQueue::take_completed`].
+    completed: u64,
 }
 
 impl WriteQueue {
@@ -69,6 +71,12 @@ impl WriteQueue {
     pub fn clear(&mut self) {
         self.q.clear();
         self.bytes = 0;
+        self.completed = 0;
+    }
+
+    /// How many buffers were written whole since the last call.
+    pub fn take_completed(&mut self) -> u64 {
+        std::mem::take(&mut self.completed)
     }
 
     /// Fills `slices` from the front for one vectored write; how many were filled.
@@ -103,6 +111,7 @@ impl WriteQueue {
             if n >= front.len() {
                 n -= front.len();
                 self.q.pop_front();
+                self.completed += 1;
             } else {
                 let _ = front.split_to(n);
                 n = 0;
@@ -557,12 +566,25 @@ impl<R: Runtime> Link<R> {
         self.shared.lock().waiting.len()
     }
 
-    /// `backlog` bytes are still queued for the socket after a write.
-    pub fn written(&self, backlog: usize) {
-        let room = Self::backlog(&mut self.shared.lock(), backlog);
+    /// A write to the transport of `epoch` completed: the core learns which of its
+    /// buffers are written whole (a QoS 0 request ends delivered only then), and
+    /// callers held back by the write backlog go on when it is low again.
+    pub fn written(&self, epoch: u64, wq: &mut WriteQueue) {
+        let done = wq.take_completed();
+        let mut routed = Routed::default();
+        let mut st = self.shared.lock();
+        if done > 0 && st.epoch == epoch {
+            let ended = st.core.as_mut().is_some_and(|c| c.handle_written(Now::system(), done));
+            if ended {
+                Shared::<R>::drain(&mut st, &mut routed);
+            }
+        }
+        let room = Self::backlog(&mut st, wq.bytes());
+        drop(st);
         for w in room {
             w.wake();
         }
+        self.shared.hand_over(routed);
     }
 
     /// Wakes whoever polls this link (a thread that fed the core tells the writer).

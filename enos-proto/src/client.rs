@@ -152,6 +152,13 @@ pub struct Client {
     reconnected: bool,
     /// Failed or short-lived sessions in a row: the exponent of the back-off.
     failures: u32,
+    /// Transmit outputs handed to the driver on this transport, and how many of them the
+    /// driver reported written (`handle_written`).
+    transmits: u64,
+    written: u64,
+    /// QoS 0 requests without a reply, each with the transmit that carries its last byte:
+    /// delivered once that transmit is written.
+    unwritten: VecDeque<(u64, RequestId)>,
     /// When the current session's CONNACK came.
     connected_at: Option<Instant>,
     /// This session logged in with the product secret: an activation push is expected.
@@ -257,6 +264,9 @@ impl Client {
             ever_connected: false,
             reconnected: false,
             failures: 0,
+            transmits: 0,
+            written: 0,
+            unwritten: VecDeque::new(),
             connected_at: None,
             activation_open: false,
             rng: config.jitter_seed | 1,
@@ -408,6 +418,30 @@ impl Client {
             debug_assert!(false, "CONNECT did not encode: {e}");
         }
         self.sent();
+    }
+
+    /// The oldest `transmits` [`Output::Transmit`] buffers not yet reported have been
+    /// written to the transport whole, in the order they were handed out. A driver
+    /// reports them as its writes complete: a QoS 0 request without a reply ends
+    /// [`Reply::Delivered`] only then, and one whose bytes were still unwritten when the
+    /// transport closed ends [`RequestError::ConnectionLost`]. Reports for a transport
+    /// that has closed must not be made. Whether a request ended (its response waits in
+    /// [`poll_output`](Client::poll_output)): without one there is nothing new to drain.
+    pub fn handle_written(&mut self, now: Now, transmits: u64) -> bool {
+        self.tick(now);
+        self.written = self.written.saturating_add(transmits).min(self.transmits);
+        let mut ended = false;
+        while let Some(&(seq, id)) = self.unwritten.front() {
+            if seq > self.written {
+                break;
+            }
+            self.unwritten.pop_front();
+            if self.pending.get(id).is_some() {
+                self.finish(id, Ok(Reply::Delivered));
+                ended = true;
+            }
+        }
+        ended
     }
 
     /// Bytes read from the transport, in any chunking (ciphertext with [`Config::tls`]).
@@ -942,6 +976,8 @@ impl Client {
         self.dead = 0;
         self.running_commands.clear();
         self.command_deadlines.clear();
+        self.unwritten.clear();
+        (self.transmits, self.written) = (0, 0);
         self.held_commands.clear();
     }
 
@@ -997,9 +1033,13 @@ impl Client {
                 }
             }
             tls.take_ciphertext_into(&mut self.wire);
-            return (!self.wire.is_empty()).then(|| self.wire.split().freeze());
+            let bytes = (!self.wire.is_empty()).then(|| self.wire.split().freeze());
+            self.transmits += u64::from(bytes.is_some());
+            return bytes;
         }
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        let bytes = (!self.out.is_empty()).then(|| self.out.split().freeze());
+        self.transmits += u64::from(bytes.is_some());
+        bytes
     }
 
     // ----- connection life -----
@@ -1035,6 +1075,12 @@ impl Client {
         let was_up = self.state == State::Connected;
         self.state = State::Idle;
         self.activation_open = false;
+        // QoS 0 requests whose bytes were not reported written are not known to have left.
+        let unwritten: Vec<RequestId> = self.unwritten.drain(..).map(|(_, id)| id).collect();
+        for id in unwritten {
+            self.finish(id, Err(RequestError::ConnectionLost));
+        }
+        (self.transmits, self.written) = (0, 0);
         self.timers.clear();
         self.decoder.reset();
         self.out.clear();
@@ -1770,7 +1816,9 @@ impl Client {
         } else if req.wants_reply {
             req.stage = Stage::Sent;
         } else {
-            self.finish(id, Ok(Reply::Delivered));
+            // Delivered when the transmit that carries it is written, not before.
+            req.stage = Stage::Sent;
+            self.unwritten.push_back((self.transmits + 1, id));
         }
     }
 }

@@ -233,7 +233,7 @@ pub enum Reply {
     Json(JsonReply),
     /// The bytes of a raw reply (`up_raw_reply`).
     Raw(Bytes),
-    /// No reply was wanted: the request was acknowledged (QoS 1) or handed to the
+    /// No reply was wanted: the request was acknowledged (QoS 1) or written to the
     /// transport (QoS 0).
     Delivered,
 }

@@ -27,7 +27,10 @@ impl RequestId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Qos {
-    /// At most once: no PUBACK; a request without a reply ends when handed over.
+    /// At most once: no PUBACK, nothing retransmitted. A request without a reply ends
+    /// `Delivered` once its bytes were written to the transport (the driver reports it,
+    /// `Client::handle_written`): that says they left this device, not that the broker
+    /// took them. Bytes still unwritten when the link drops end it `ConnectionLost`.
     AtMostOnce,
     /// At least once (the default): retransmitted with DUP after a reconnect until the
     /// PUBACK comes.
@@ -42,8 +45,8 @@ pub struct RequestOptions {
     /// QoS 1 by default.
     pub qos: Qos,
     /// Wait for the cloud's reply (the default). When false, the request ends at its
-    /// PUBACK (QoS 1) or when handed to the transport (QoS 0), and its reply topic is not
-    /// subscribed: the seed's `needReply = false`.
+    /// PUBACK (QoS 1) or once written to the transport (QoS 0), and its reply topic is
+    /// not subscribed: the seed's `needReply = false`.
     pub need_reply: bool,
     /// The request's timeout; `Config::request_timeout` when `None`.
     pub timeout: Option<Duration>,

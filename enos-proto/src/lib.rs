@@ -10,6 +10,7 @@
 //!
 //! ```text
 //!  socket ──► Client::handle_input(now, &[u8])  ─┐
+//!  socket ──► Client::handle_written(now, n)     │
 //!  dialer ──► Client::handle_connected / _closed ├─► Client::poll_output() ─► Output::Transmit(bytes) ──► socket
 //!  timer  ──► Client::handle_timeout(now)        │                          Output::OpenTransport / CloseTransport ──► dialer
 //!  app    ──► Client::request(now, op, opts)    ─┘                          Output::Event(Connected, Response, Command, ..) ──► app
@@ -119,12 +120,17 @@
 //!     // 1. Do what the core asks, until it waits.
 //!     let deadline = loop {
 //!         match client.poll_output() {
-//!             Output::Transmit(bytes) => {
-//!                 if let Some(Err(e)) = socket.as_mut().map(|s| s.write_all(&bytes)) {
+//!             Output::Transmit(bytes) => match socket.as_mut().map(|s| s.write_all(&bytes)) {
+//!                 // Written whole: a QoS 0 request in it counts as delivered.
+//!                 Some(Ok(())) => {
+//!                     client.handle_written(Now::system(), 1);
+//!                 }
+//!                 Some(Err(e)) => {
 //!                     socket = None;
 //!                     client.handle_closed(Now::system(), e.into());
 //!                 }
-//!             }
+//!                 None => {}
+//!             },
 //!             Output::OpenTransport => match TcpStream::connect("127.0.0.1:11883") {
 //!                 Ok(s) => {
 //!                     s.set_nodelay(true)?;

@@ -147,6 +147,35 @@ fn a_subscribe_never_acknowledged_ends_the_session_and_the_request_goes_out_afte
 }
 
 #[test]
+fn a_qos0_request_is_delivered_once_written_and_lost_with_unwritten_bytes() {
+    let mut p = Pair::connected(config());
+    let qos0 = || RequestOptions::new().qos(Qos::AtMostOnce).need_reply(false);
+    // Handed to the transport, not yet written: not delivered.
+    p.hold_writes = true;
+    let a = p.client.request(p.now, post(), qos0()).unwrap();
+    p.drive();
+    assert_eq!(pubs_to(&p.cloud, "/sys/pk1234ab/dev_001/thing/measurepoint/post").len(), 1);
+    assert!(p.responses(a).is_empty());
+    // The transport reports the write: delivered.
+    assert!(p.client.handle_written(p.now, 1));
+    p.drive();
+    assert_eq!(p.response(a), Ok(Reply::Delivered));
+    // Unwritten when the link drops: it is not known to have left, and is not sent again.
+    let b = p.client.request(p.now, post(), qos0()).unwrap();
+    p.drive();
+    p.cut();
+    assert_eq!(p.response(b), Err(RequestError::ConnectionLost));
+    p.hold_writes = false;
+    p.advance(secs(3));
+    assert!(p.client.is_connected());
+    assert_eq!(pubs_to(&p.cloud, "/sys/pk1234ab/dev_001/thing/measurepoint/post").len(), 2);
+    // Reports count from the new transport: the next one is delivered at its own write.
+    let c = p.client.request(p.now, post(), qos0()).unwrap();
+    p.drive();
+    assert_eq!(p.response(c), Ok(Reply::Delivered));
+}
+
+#[test]
 fn reconnect_disabled_stays_idle_until_asked() {
     let mut c = config();
     c.reconnect_period = Duration::ZERO;

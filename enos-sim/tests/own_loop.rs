@@ -29,12 +29,16 @@ fn a_loop_over_std_net_connects_posts_and_answers_a_command() {
         // 1. Do what the core asks, until it waits.
         let deadline = loop {
             match client.poll_output() {
-                Output::Transmit(bytes) => {
-                    if let Some(Err(e)) = socket.as_mut().map(|s| s.write_all(&bytes)) {
+                Output::Transmit(bytes) => match socket.as_mut().map(|s| s.write_all(&bytes)) {
+                    Some(Ok(())) => {
+                        client.handle_written(Now::system(), 1);
+                    }
+                    Some(Err(e)) => {
                         socket = None;
                         client.handle_closed(Now::system(), e.into());
                     }
-                }
+                    None => {}
+                },
                 Output::OpenTransport => match TcpStream::connect(addr) {
                     Ok(s) => {
                         s.set_nodelay(true).unwrap();

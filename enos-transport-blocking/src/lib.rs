@@ -567,7 +567,7 @@ impl Conn {
             let e = match out.wq.write_to(&mut { s }) {
                 Ok(0) => io::ErrorKind::WriteZero.into(),
                 Ok(_) => {
-                    self.link.written(out.wq.bytes());
+                    self.link.written(out.epoch, &mut out.wq);
                     continue;
                 }
                 Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => return false,

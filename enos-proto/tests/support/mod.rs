@@ -184,6 +184,8 @@ pub struct Pair {
     pub dialing: bool,
     pub opens: usize,
     pub closes: usize,
+    /// The transport does not report its writes (they stay in its buffer).
+    pub hold_writes: bool,
 }
 
 pub const T0_UNIX_MS: u64 = 1_600_000_000_000;
@@ -224,6 +226,7 @@ impl Pair {
             dialing: false,
             opens: 0,
             closes: 0,
+            hold_writes: false,
         }
     }
 
@@ -244,6 +247,9 @@ impl Pair {
                     Output::Transmit(b) => {
                         assert!(self.link, "transmit without a transport");
                         self.cloud.receive(&b);
+                        if !self.hold_writes {
+                            self.client.handle_written(self.now, 1);
+                        }
                         progressed = true;
                     }
                     Output::OpenTransport => {

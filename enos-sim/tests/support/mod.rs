@@ -149,9 +149,14 @@ async fn drain(
         match core.poll_output() {
             Output::Transmit(b) => {
                 if let Some(s) = link {
-                    if let Err(e) = s.write_all(&b).await {
-                        *link = None;
-                        core.handle_closed(Now::system(), e.into());
+                    match s.write_all(&b).await {
+                        Ok(()) => {
+                            core.handle_written(Now::system(), 1);
+                        }
+                        Err(e) => {
+                            *link = None;
+                            core.handle_closed(Now::system(), e.into());
+                        }
                     }
                 }
             }
