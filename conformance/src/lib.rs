@@ -65,6 +65,7 @@ macro_rules! suite {
             close_ends_each_request_in_flight_exactly_once,
             close_is_idempotent_a_client_connects_again_and_dropping_it_closes,
             malformed_bytes_end_the_session_with_a_typed_cause_and_it_comes_back,
+            a_peer_that_sends_and_never_reads_is_read_no_further,
             against_mosquitto_plain_tls_and_client_certificates
         );
     };
@@ -870,6 +871,45 @@ pub async fn malformed_bytes_end_the_session_with_a_typed_cause_and_it_comes_bac
 }
 
 // ----- a real broker -----
+
+/// A peer that floods the device with QoS 1 commands and never reads what the device owes
+/// it (PUBACKs, replies): the device stops reading once its write queue is full, so the
+/// peer's writes block. Without that, the device would read for ever and queue without
+/// bound.
+pub async fn a_peer_that_sends_and_never_reads_is_read_no_further<R: Rt>() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = side(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap(); // the CONNECT (its content does not matter here)
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+        s.set_write_timeout(Some(secs(2))).unwrap();
+        let mut burst = bytes::BytesMut::new();
+        let topic = format!("/sys/{DEVICE_PRODUCT}/{DEVICE}/thing/service/flood");
+        for i in 0..1000u32 {
+            let body = format!(r#"{{"id":"{i}","version":"1.0","method":"thing.service.flood","params":{{}}}}"#);
+            let pkid = (i % 60_000 + 1) as u16;
+            let qos = enos_proto::codec::QoS::AtLeastOnce;
+            enos_proto::codec::encode_publish(&mut burst, &topic, body.as_bytes(), qos, pkid, false).unwrap();
+        }
+        let (mut written, limit) = (0usize, 256 << 20);
+        while written < limit {
+            match s.write(&burst) {
+                Ok(n) => written += n,
+                Err(_) => break, // blocked for 2 s: the device reads no more
+            }
+        }
+        written
+    });
+    let c = DeviceClient::<R>::new(options(format!("tcp://{addr}"), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET)).unwrap();
+    let _ = w!(c.connect());
+    until("the peer's writes to block", || peer.is_finished()).await;
+    let written = peer.join().unwrap();
+    assert!(written < 64 << 20, "the device read {written} bytes from a peer that takes nothing");
+    drop(c);
+}
 
 async fn through_broker<R: Rt>(broker: &Mosquitto, tls: Option<(&pki::Ca, Option<&pki::CertPem>)>) {
     let sim = SimThread::start(Sim::builder().no_tcp()).unwrap();

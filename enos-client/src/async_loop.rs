@@ -22,7 +22,7 @@ use enos_proto::CloseCause;
 use enos_proto::Command;
 
 use crate::handlers::{async_handler, handle_async, AsyncHandler, Responder};
-use crate::session::{Closing, Link, Todo, WriteQueue, MAX_SLICES};
+use crate::session::{Closing, Link, Todo, WriteQueue, MAX_SLICES, WRITE_BACKLOG_HIGH};
 use crate::{Error, IntoHandler, Runtime};
 
 /// An async runtime, as an async driver gives it: where tasks run, and its sockets and
@@ -252,7 +252,10 @@ impl<N: AsyncNet> Conn<N> {
                     return Step::Progress;
                 }
             }
-        } else if let Some(s) = &mut self.stream {
+        } else if let Some(s) = self.stream.as_mut().filter(|_| self.wq.bytes() < WRITE_BACKLOG_HIGH) {
+            // Nothing is read while the peer does not take what is already owed to it
+            // (acknowledgements, replies): a peer that sends and never reads cannot grow
+            // the write queue. The write's readiness wakes this loop again.
             let read = READ_BUF.with(|b| {
                 let mut b = b.borrow_mut();
                 match N::poll_read(s, cx, &mut b) {

@@ -400,6 +400,10 @@ impl Turn {
             }
             let _ = self.stream.set_read_timeout(Some(left));
         }
+        if self.conn.upgrade().is_some_and(|c| lock(&c.out).wq.bytes() >= WRITE_BACKLOG_HIGH) {
+            thread::sleep(TURN_NAP); // the peer takes nothing: read nothing more from it
+            return true;
+        }
         let mut buf = [0u8; 4 * 1024];
         let read = (&*self.stream).read(&mut buf);
         let Some(c) = self.conn.upgrade() else { return false };
