@@ -846,7 +846,7 @@ impl Client {
         cmd.reply_to.ticket = ticket;
         self.running_commands.insert(ticket, cmd.reply_to.clone());
         self.command_deadlines.push_back((later(self.now, self.config.command_timeout), ticket));
-        if self.command_deadlines.len() > 2 * self.running_commands.len() + 64 {
+        if self.command_deadlines.len() > 2 * self.running_commands.len() + crate::pending::SLACK {
             let running = &self.running_commands;
             self.command_deadlines.retain(|(_, t)| running.contains_key(t));
         }
@@ -1075,11 +1075,6 @@ impl Client {
         let was_up = self.state == State::Connected;
         self.state = State::Idle;
         self.activation_open = false;
-        // QoS 0 requests whose bytes were not reported written are not known to have left.
-        let unwritten: Vec<RequestId> = self.unwritten.drain(..).map(|(_, id)| id).collect();
-        for id in unwritten {
-            self.finish(id, Err(RequestError::ConnectionLost));
-        }
         (self.transmits, self.written) = (0, 0);
         self.timers.clear();
         self.decoder.reset();
@@ -1108,8 +1103,8 @@ impl Client {
         if let Some(id) = self.relogin_retry.take() {
             self.finish(id, Err(RequestError::Closed));
         }
-        // The re-login after the next CONNACK asks for every sub-device anyway.
-        self.timers.stop(Timer::Relogin);
+        // The re-login after the next CONNACK asks for every sub-device anyway (its timer
+        // went with the others).
         self.unconfirmed.clear();
         // Unacknowledged QoS 1 publishes go out again, first, with DUP.
         let mut again: Vec<InFlight> = self.inflight.drain().map(|(_, f)| f).collect();
@@ -1132,9 +1127,13 @@ impl Client {
             self.queued_bytes += out.payload.len();
             self.ready.push_front(out);
         }
-        // Raw replies carry no id: one still due on the lost connection could no longer be
-        // told from a later raw request's, so the requests waiting for them end here.
-        let orphans: Vec<RequestId> = self.topics.values_mut().flat_map(|t| t.raw_fifo.drain(..)).collect();
+        // What the lost connection hides the outcome of ends here: QoS 0 requests whose
+        // bytes were not reported written, and raw requests whose reply was due on it (raw
+        // replies carry no id, so a later one could not be told from it). Raw requests
+        // still unacknowledged left the FIFO above, to be sent again.
+        let unwritten = self.unwritten.drain(..).map(|(_, id)| id);
+        let orphans: Vec<RequestId> =
+            unwritten.chain(self.topics.values_mut().flat_map(|t| t.raw_fifo.drain(..))).collect();
         for id in orphans {
             self.finish(id, Err(RequestError::ConnectionLost));
         }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use crate::event::RequestId;
 use crate::ops::Effect;
 
-/// Deadline entries of ended requests tolerated beyond twice the live ones.
-const SLACK: usize = 64;
+/// Deadline entries of ended requests (or answered commands) tolerated beyond twice the
+/// live ones, before a sweep.
+pub(crate) const SLACK: usize = 64;
 
 /// A fast hasher for the core's own keys (request and envelope ids, packet ids, topics
 /// the core built itself): a multiply per 8 bytes. Not for keys an attacker chooses in
