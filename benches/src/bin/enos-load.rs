@@ -178,11 +178,19 @@ fn comparison_post(id: u64) -> Result<String, serde_json::Error> {
     ))
 }
 
-/// A reply as the comparison clients read it: its id and code.
-#[derive(serde::Deserialize)]
-struct ComparisonReply<'a> {
-    id: &'a str,
-    code: Option<i64>,
+/// A reply as the comparison clients read it, on their post's reply topic: the post id it
+/// answers and whether its code is 200. `None` for anything else.
+fn comparison_reply(topic: &str, payload: &[u8], reply_topic: &str) -> Option<(u64, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Reply<'a> {
+        id: &'a str,
+        code: Option<i64>,
+    }
+    if topic != reply_topic {
+        return None;
+    }
+    let r: Reply = serde_json::from_slice(payload).ok()?;
+    Some((r.id.parse().ok()?, r.code == Some(200)))
 }
 
 /// How a comparison client's request ended.
@@ -251,14 +259,9 @@ async fn plain_mqtt(
                     }
                     // A late reply to a post that already timed out is ignored; anything
                     // else that is not this post's reply is an error.
-                    let reply = serde_json::from_slice::<ComparisonReply>(&p.payload).ok();
-                    let answers =
-                        reply.as_ref().filter(|_| p.topic == reply_topic).and_then(|r| r.id.parse::<u64>().ok());
-                    match answers {
-                        Some(n) if n == id => {
-                            break if reply.and_then(|r| r.code) == Some(200) { Ended::Ok } else { Ended::Refused };
-                        }
-                        Some(n) if n < id => {}
+                    match comparison_reply(&p.topic, &p.payload, &reply_topic) {
+                        Some((n, ok)) if n == id => break if ok { Ended::Ok } else { Ended::Refused },
+                        Some((n, _)) if n < id => {}
                         _ => stats.wrong_reply(),
                     }
                 }
@@ -336,14 +339,14 @@ async fn rumqttc_client(
             Err(_) => {}
             Ok(event) => match event? {
                 Event::Incoming(Packet::SubAck(_)) => subscribed = true,
-                Event::Incoming(Packet::Publish(p)) => match serde_json::from_slice::<ComparisonReply>(&p.payload) {
-                    Ok(r) if p.topic == reply_topic => match r.id.parse().ok().and_then(|n: u64| sent.remove(&n)) {
-                        Some(started) => stats.end((r.code == Some(200)).then_some(started), false),
+                Event::Incoming(Packet::Publish(p)) => match comparison_reply(&p.topic, &p.payload, &reply_topic) {
+                    Some((n, ok)) => match sent.remove(&n) {
+                        Some(started) => stats.end(ok.then_some(started), false),
                         // A late reply to a post already counted as timed out.
-                        None if r.id.parse::<u64>().is_ok_and(|n| n <= id) => {}
+                        None if n <= id => {}
                         None => stats.wrong_reply(),
                     },
-                    _ => stats.wrong_reply(),
+                    None => stats.wrong_reply(),
                 },
                 _ => {}
             },
