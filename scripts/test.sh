@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 JOBS="${JOBS:-2}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 export CARGO_BUILD_JOBS="$JOBS"
+# One build from scratch gains nothing from incremental caches, which would double the disk
+# the debug build takes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
