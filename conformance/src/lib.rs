@@ -30,6 +30,7 @@ use enos_proto::codec::ConnectReturnCode;
 use enos_proto::ops::{
     BatchEntry, DeviceName, Firmware, MeasurepointBatchPost, MeasurepointBatchResume, SubDeviceRegistration,
 };
+use enos_proto::store::OfflineStore;
 use enos_proto::{
     CloseCause, Command, CommandKind, ConnectRefusal, DecodeError, DeviceKeys, PacketKind, Qos, SubmitError,
 };
@@ -61,6 +62,7 @@ macro_rules! suite {
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
             x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
             a_reconnect_restores_subscriptions_logins_and_queued_requests,
+            posts_made_while_the_cloud_is_away_are_kept_and_resumed_at_their_time,
             requests_time_out_each_at_its_own_deadline,
             close_ends_each_request_in_flight_exactly_once,
             close_is_idempotent_a_client_connects_again_and_dropping_it_closes,
@@ -766,6 +768,52 @@ pub async fn a_reconnect_restores_subscriptions_logins_and_queued_requests<R: Rt
     .await;
     next_event(&mut ev, "back in", |e| matches!(e, ClientEvent::Connect { reconnect: true })).await;
     w!(g.device_data().post_measurepoint(json!({"temp": 5.0}), o())).unwrap();
+}
+
+pub async fn posts_made_while_the_cloud_is_away_are_kept_and_resumed_at_their_time<R: Rt>() {
+    let sim = cloud();
+    let store = OfflineStore::memory();
+    let mut options = device_options(&sim);
+    options.offline_store = Some(store.clone());
+    let c = DeviceClient::<R>::new(options).unwrap();
+    w!(c.connect()).unwrap();
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let mut ev = c.events();
+    // The cloud goes away: the link is cut and every reconnect refused until it is back.
+    sim.refuse_next_connects(u32::MAX, ConnectReturnCode::ServiceUnavailable);
+    sim.cut(&dev);
+    next_event(&mut ev, "the cut", |e| matches!(e, ClientEvent::Close { .. })).await;
+    const T: u64 = 1_700_000_000_000;
+    // One after the other (each waits for its resume): stored in this order.
+    let mut posts = Vec::new();
+    for i in 0..3u64 {
+        let c = c.clone();
+        posts.push(side(move || {
+            let points = json!({"temp": i as f64});
+            smol::block_on(async { w!(c.device_data().post_measurepoint_at(points, T + i, o())) })
+        }));
+        until("the post kept in the store", || store.len() == i as usize + 1).await;
+    }
+    assert!(posts.iter().all(|p| !p.is_finished()), "a stored post waits for its resume");
+    sim.refuse_next_connects(0, ConnectReturnCode::ServiceUnavailable);
+    next_event(&mut ev, "the reconnect", |e| matches!(e, ClientEvent::Connect { reconnect: true })).await;
+    for p in posts {
+        assert_eq!(p.join().unwrap().unwrap().code, 200, "each caller ends with its resume's reply");
+    }
+    let sent = |path: &str| -> Vec<serde_json::Value> {
+        sim.record(&dev)
+            .into_iter()
+            .filter(|r| r.direction == Direction::In && r.topic.as_deref().is_some_and(|t| t.ends_with(path)))
+            .map(|r| serde_json::from_slice(&r.payload).unwrap())
+            .collect()
+    };
+    let times: Vec<u64> = sent("measurepoint/resume").iter().map(|v| v["params"]["time"].as_u64().unwrap()).collect();
+    assert_eq!(times, vec![T, T + 1, T + 2], "resumed oldest first, each at its own time");
+    assert!(sent("measurepoint/post").is_empty());
+    assert!(store.is_empty(), "delivered records are forgotten");
+    // Up again: a post is a post.
+    w!(c.device_data().post_measurepoint(json!({"temp": 9.0}), o())).unwrap();
+    assert_eq!(sent("measurepoint/post").len(), 1);
 }
 
 pub async fn requests_time_out_each_at_its_own_deadline<R: Rt>() {

@@ -121,6 +121,12 @@ impl<R: Runtime> DeviceClient<R> {
         self.shared().has_reconnected()
     }
 
+    /// What store-and-forward has done (with `ClientOptions::offline_store`): posts
+    /// stored while the session was down, delivered, refused, dropped, retried.
+    pub fn offline_stats(&self) -> enos_proto::OfflineStats {
+        self.shared().offline_stats()
+    }
+
     /// A new subscription to the client's events; several may exist at once. Streams end
     /// when the client is closed.
     pub fn events(&self) -> Events<R> {

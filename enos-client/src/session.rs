@@ -293,6 +293,10 @@ impl<R: Runtime> Shared<R> {
         self.lock().core.as_ref().is_some_and(Client::has_reconnected)
     }
 
+    pub(crate) fn offline_stats(&self) -> enos_proto::OfflineStats {
+        self.lock().core.as_ref().map(Client::offline_stats).unwrap_or_default()
+    }
+
     pub(crate) fn events(&self) -> Events<R> {
         let (sub, events) = subscription();
         self.lock().subscribers.push(sub);

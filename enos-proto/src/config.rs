@@ -136,6 +136,11 @@ pub struct Config {
     /// acknowledged. Without one, the secret is handed over only by
     /// [`crate::Event::Activated`], after the acknowledgement has gone out.
     pub secret_store: Option<SecretStore>,
+    /// Store-and-forward (see [`crate::store`]): measure point posts made while the
+    /// session is down are kept in this store with their time, and sent oldest first
+    /// as resumes once it is up again. `None` by default: such posts wait in the queue
+    /// like any request, for at most their timeout.
+    pub offline_store: Option<crate::store::OfflineStore>,
     /// How long a request may take before it ends with `RequestError::TimedOut`. 30 s by
     /// default (per request with `RequestOptions::timeout`).
     pub request_timeout: Duration,
@@ -202,6 +207,7 @@ impl Config {
             reconnect_jitter_percent: 100,
             jitter_seed,
             secret_store: None,
+            offline_store: None,
             request_timeout: Duration::from_secs(30),
             max_inflight: 256,
             max_queued_requests: 10_000,

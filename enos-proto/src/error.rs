@@ -248,6 +248,10 @@ pub enum RequestError {
     /// replies carry no id, spec §7): whether the cloud took it is not known.
     #[error("connection lost before the reply, which carries no id to match it later")]
     ConnectionLost,
+    /// The post was kept in the offline store, which dropped it to make room for newer
+    /// ones (`WhenFull::DropOldest`): it was never sent.
+    #[error("dropped from the full offline store before it was sent")]
+    Dropped,
 }
 
 /// A request or reply the core refused to take (nothing was sent or queued).
@@ -278,6 +282,17 @@ pub enum SubmitError {
     /// when its handler did not answer within `Config::command_timeout`. Nothing is sent.
     #[error("the command was already answered")]
     AlreadyAnswered,
+    /// The session is down and the offline store is full (`WhenFull::RejectNew`).
+    #[error("offline store full ({records} records, {bytes} bytes)")]
+    OfflineStoreFull {
+        /// Records kept.
+        records: usize,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// The session is down and the offline store could not keep the post.
+    #[error("offline store failed: {0}")]
+    OfflineStore(String),
 }
 
 /// A packet or payload that cannot be put on the wire.

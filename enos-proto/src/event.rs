@@ -281,4 +281,30 @@ pub enum ClientError {
         /// When the next attempt goes out.
         retry_at: Instant,
     },
+    /// A record of the offline store was dropped to make room (`WhenFull::DropOldest`):
+    /// its data will not reach the cloud. Its request, if its caller still waits, ends
+    /// with `RequestError::Dropped`.
+    #[error("offline record {seq} dropped: the offline store is full")]
+    OfflineDropped {
+        /// The record's number in the store.
+        seq: u64,
+    },
+    /// The cloud refused a record of the offline store that no request waits for (one
+    /// stored by an earlier run of the program): it is forgotten.
+    #[error("offline record {seq} refused with code {code}: {message}")]
+    OfflineRejected {
+        /// The record's number in the store.
+        seq: u64,
+        /// The reply's code.
+        code: i32,
+        /// The reply's message.
+        message: String,
+    },
+    /// The offline store failed to read or forget a record (it is tried again on the
+    /// next connection), or holds a record the core cannot read (it is forgotten).
+    #[error("offline store: {reason}")]
+    OfflineStore {
+        /// What failed.
+        reason: String,
+    },
 }

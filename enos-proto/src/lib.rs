@@ -219,12 +219,13 @@ mod packet;
 mod pending;
 mod secret;
 pub mod sign;
+pub mod store;
 mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topic;
 
-pub use client::Client;
+pub use client::{Client, OfflineStats};
 pub use command::{Command, CommandKind, CommandReply, ReplyTo};
 pub use config::{Config, Credentials, SecretStore};
 pub use envelope::{JsonReply, Reply};

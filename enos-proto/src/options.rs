@@ -74,6 +74,9 @@ pub struct ClientOptions {
     /// With dynamic activation (secure mode 3): where the issued device secret is kept
     /// before the cloud's push is acknowledged (see [`crate::SecretStore`]).
     pub secret_store: Option<crate::SecretStore>,
+    /// Store-and-forward: measure point posts made while the session is down are kept
+    /// here and sent as resumes once it is up (see [`crate::store::OfflineStore`]).
+    pub offline_store: Option<crate::store::OfflineStore>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -101,6 +104,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("client_id", &self.client_id)
             .field("subscribe_command_topics", &self.subscribe_command_topics)
             .field("secret_store", &self.secret_store)
+            .field("offline_store", &self.offline_store)
             .finish()
     }
 }
@@ -129,6 +133,7 @@ impl ClientOptions {
             client_id: None,
             subscribe_command_topics: false,
             secret_store: None,
+            offline_store: None,
         }
     }
 
@@ -172,6 +177,7 @@ impl ClientOptions {
         config.request_timeout = secs("request_timeout", self.request_timeout, false)?;
         config.subscribe_command_topics = self.subscribe_command_topics;
         config.secret_store = self.secret_store.clone();
+        config.offline_store = self.offline_store.clone();
         config.tls = if tls {
             let ca = self
                 .ca

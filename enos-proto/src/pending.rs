@@ -54,6 +54,19 @@ pub(crate) enum Stage {
     InFlight(u16),
     /// On the wire; awaiting its reply.
     Sent,
+    /// Kept in the offline store; it ends with the reply to the record's resume.
+    Stored,
+}
+
+/// Whom a request's end is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The application: its `Event::Response`.
+    App,
+    /// The core's re-login of sub-devices.
+    Relogin,
+    /// The core's resume of offline record `seq`.
+    Stored(u64),
 }
 
 #[derive(Debug)]
@@ -65,7 +78,7 @@ pub(crate) struct Req {
     pub(crate) envelope: Option<u32>,
     pub(crate) wants_reply: bool,
     pub(crate) effect: Effect,
-    pub(crate) internal: bool,
+    pub(crate) origin: Origin,
     /// Payload bytes, for the queue's accounting while the request is queued.
     pub(crate) bytes: usize,
     /// Whether it is a raw request (replies matched per topic, oldest first).
@@ -218,7 +231,7 @@ mod tests {
             envelope: None,
             wants_reply: true,
             effect: Effect::None,
-            internal: false,
+            origin: Origin::App,
             bytes: 0,
             raw: false,
         }

@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use super::{unit_reply, write_json, EncodeContext, Operation};
+use super::{unit_reply, write_json, EncodeContext, OfflineForm, Operation};
 use crate::envelope::Reply;
 use crate::error::{EncodeError, RequestError};
 use crate::topic::DeviceKeys;
@@ -51,6 +51,9 @@ macro_rules! single_post {
             }
             fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
                 unit_reply(reply)
+            }
+            fn offline_form(&self) -> Option<OfflineForm> {
+                Some(OfflineForm(false))
             }
         }
     };
@@ -171,6 +174,9 @@ macro_rules! batch_post {
             }
             fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
                 unit_reply(reply)
+            }
+            fn offline_form(&self) -> Option<OfflineForm> {
+                Some(OfflineForm(true))
             }
         }
     };

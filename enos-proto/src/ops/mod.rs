@@ -99,7 +99,19 @@ pub trait Operation {
     fn session_effect(&self) -> SessionEffect {
         SessionEffect(Effect::None)
     }
+
+    /// Whether the core may keep it in the offline store while the session is down, to
+    /// send it later as a resume. Only the crate's measure point posts have one.
+    #[doc(hidden)]
+    fn offline_form(&self) -> Option<OfflineForm> {
+        None
+    }
 }
+
+/// How a stored post goes out later: as a single or a batch resume.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineForm(pub(crate) bool);
 
 /// What a successful reply changes in the core's session state.
 #[doc(hidden)]

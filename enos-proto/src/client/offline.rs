@@ -1,0 +1,390 @@
+//! Store-and-forward: measure point posts kept in the offline store while the session is
+//! down, and sent as resumes once it is up (see [`crate::store`]).
+
+use super::*;
+use crate::store::{OfflineStore, WhenFull};
+
+/// The version byte of a record's layout.
+const RECORD_V1: u8 = 1;
+const FLAG_BATCH: u8 = 1;
+const FLAG_ALLOW_OFFLINE: u8 = 2;
+const FLAG_SKIP_INVALID: u8 = 4;
+/// Room for a resume's envelope around its stored parameters.
+const ENVELOPE_ROOM: usize = 128;
+
+/// The core's side of the offline store.
+#[derive(Debug, Default)]
+pub(super) struct Offline {
+    /// Records of this run's posts whose callers wait: record → their request.
+    callers: HashMap<u64, RequestId, BuildHasherDefault<IdHasher>>,
+    /// Records on their way as resumes: record → the resume request.
+    sending: HashMap<u64, RequestId, BuildHasherDefault<IdHasher>>,
+    /// The last record read for sending; records after it are read next.
+    cursor: Option<u64>,
+    /// Every record was read (until one is appended, or a resume fails).
+    exhausted: bool,
+    stats: OfflineStats,
+}
+
+/// What store-and-forward has done since the client was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OfflineStats {
+    /// Posts kept in the store.
+    pub stored: u64,
+    /// Records whose resume the cloud accepted (200).
+    pub delivered: u64,
+    /// Records whose resume the cloud refused with another code (forgotten).
+    pub rejected: u64,
+    /// Records dropped to make room (`WhenFull::DropOldest`).
+    pub dropped: u64,
+    /// Resumes sent again after a timeout (each may reach the cloud twice).
+    pub retried: u64,
+}
+
+/// A stored post, as the record keeps it.
+#[derive(Debug)]
+struct Record<'a> {
+    batch: bool,
+    flags: [(&'static str, bool); 2],
+    device: DeviceKeys,
+    params: &'a [u8],
+}
+
+/// Layout: version, flags, the topic device's product key and device key (each a u16
+/// length and the bytes), then the JSON `params` as they were encoded at the post's time.
+fn encode_record(out: &mut Vec<u8>, flags: u8, device: &DeviceKeys, params: &[u8]) {
+    out.clear();
+    out.push(RECORD_V1);
+    out.push(flags);
+    for k in [device.product_key(), device.device_key()] {
+        // Keys are at most a few dozen bytes (DeviceKeys validates them).
+        out.extend_from_slice(&u16::try_from(k.len()).unwrap_or(u16::MAX).to_le_bytes());
+        out.extend_from_slice(k.as_bytes());
+    }
+    out.extend_from_slice(params);
+}
+
+fn decode_record(body: &[u8]) -> Result<Record<'_>, String> {
+    fn key(b: &[u8]) -> Option<(&str, &[u8])> {
+        let n = usize::from(u16::from_le_bytes(b.get(..2)?.try_into().ok()?));
+        let k = std::str::from_utf8(b.get(2..2 + n)?).ok()?;
+        Some((k, &b[2 + n..]))
+    }
+    let (&version, rest) = body.split_first().ok_or("empty record")?;
+    if version != RECORD_V1 {
+        return Err(format!("record layout {version} unknown"));
+    }
+    let (&flags, rest) = rest.split_first().ok_or("record cut short")?;
+    let (pk, rest) = key(rest).ok_or("record cut short")?;
+    let (dk, params) = key(rest).ok_or("record cut short")?;
+    let device = DeviceKeys::new(pk, dk).map_err(|e| e.to_string())?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(params).is_err() {
+        return Err("record parameters are not JSON".into());
+    }
+    Ok(Record {
+        batch: flags & FLAG_BATCH != 0,
+        flags: [
+            ("allowOfflineSubDevice", flags & FLAG_ALLOW_OFFLINE != 0),
+            ("skipInvalidMeasurepoints", flags & FLAG_SKIP_INVALID != 0),
+        ],
+        device,
+        params,
+    })
+}
+
+/// A single post's parameters `{"measurepoints":..,"time":..}` as the one entry of a
+/// batch that names `device`.
+fn batch_entry(device: &DeviceKeys, params: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(params.len() + 64);
+    v.extend_from_slice(b"[{\"productKey\":");
+    // Strings always serialize.
+    let _ = serde_json::to_writer(&mut v, device.product_key());
+    v.extend_from_slice(b",\"deviceKey\":");
+    let _ = serde_json::to_writer(&mut v, device.device_key());
+    // The rest of the object, after its `{` (decode_record checked it is JSON).
+    let rest = params.trim_ascii().strip_prefix(b"{").unwrap_or(b"}");
+    if !rest.trim_ascii_start().starts_with(b"}") {
+        v.push(b',');
+    }
+    v.extend_from_slice(rest);
+    v.push(b']');
+    v
+}
+
+/// A stored post sent as a resume.
+struct Resume<'a>(&'a Record<'a>);
+
+impl Operation for Resume<'_> {
+    type Data = ();
+    fn write_path(&self, out: &mut String) {
+        out.push_str(if self.0.batch { "thing/measurepoint/resume/batch" } else { "thing/measurepoint/resume" });
+    }
+    fn write_method(&self, out: &mut String) {
+        out.push_str(if self.0.batch { "thing.measurepoint.resume.batch" } else { "thing.measurepoint.resume" });
+    }
+    fn write_params(&self, _: &EncodeContext<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.extend_from_slice(self.0.params);
+        Ok(())
+    }
+    fn extras(&self) -> &[(&'static str, bool)] {
+        if self.0.batch {
+            &self.0.flags
+        } else {
+            &[]
+        }
+    }
+    fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
+        ops::unit_reply(reply)
+    }
+}
+
+impl Client {
+    /// What store-and-forward has done since the client was made.
+    pub fn offline_stats(&self) -> OfflineStats {
+        self.offline.stats
+    }
+
+    /// A measure point post made while the session is down: kept in the offline store.
+    pub(super) fn store_post<O: Operation>(
+        &mut self,
+        unix_ms: u64,
+        op: &O,
+        form: ops::OfflineForm,
+        opts: RequestOptions,
+    ) -> Result<RequestId, SubmitError> {
+        let Some(store) = self.config.offline_store.clone() else {
+            return Err(SubmitError::OfflineStore("no offline store".into()));
+        };
+        if self.state == State::Closed {
+            return Err(SubmitError::Closed);
+        }
+        if self.pending.len() >= self.config.max_outstanding_requests {
+            return Err(SubmitError::TooManyRequests(self.config.max_outstanding_requests));
+        }
+        let device = opts.target.clone().unwrap_or_else(|| self.config.device.clone());
+        // The parameters, stamped now (a post without a time gets the time it was made).
+        self.body.clear();
+        let ctx = EncodeContext { unix_ms, own: &self.config.device };
+        op.write_params(&ctx, &mut self.body)?;
+        let size = self.body.len() + ENVELOPE_ROOM;
+        if size > self.config.max_payload_bytes {
+            return Err(EncodeError::PayloadTooLarge { size, max: self.config.max_payload_bytes }.into());
+        }
+        let mut flags = if form.0 { FLAG_BATCH } else { 0 };
+        for (name, on) in op.extras() {
+            match (*name, *on) {
+                ("allowOfflineSubDevice", true) => flags |= FLAG_ALLOW_OFFLINE,
+                ("skipInvalidMeasurepoints", true) => flags |= FLAG_SKIP_INVALID,
+                _ => {}
+            }
+        }
+        let mut record = Vec::with_capacity(self.body.len() + 64);
+        encode_record(&mut record, flags, &device, &self.body);
+        if self.body.capacity() > BODY_KEEP {
+            self.body = Vec::new();
+        }
+        self.make_room(&store, record.len() as u64)?;
+        let seq = store.with(|s| s.append(&record)).map_err(|e| SubmitError::OfflineStore(e.to_string()))?;
+        let id = self.pending.next_id();
+        self.pending.insert(
+            id,
+            Req {
+                // Its end comes with its resume's: no deadline while stored.
+                deadline: later(self.now, Duration::MAX),
+                timeout: opts.timeout.unwrap_or(self.config.request_timeout),
+                stage: Stage::Stored,
+                reply_topic: Arc::from(""),
+                envelope: None,
+                wants_reply: opts.need_reply,
+                effect: Effect::None,
+                origin: Origin::App,
+                bytes: 0,
+                raw: false,
+            },
+            false,
+        );
+        self.offline.callers.insert(seq, id);
+        self.offline.stats.stored += 1;
+        self.offline.exhausted = false;
+        Ok(id)
+    }
+
+    /// Room for a record of `bytes`: refused, or made by dropping the oldest records.
+    fn make_room(&mut self, store: &OfflineStore, bytes: u64) -> Result<(), SubmitError> {
+        loop {
+            let (records, held, oldest) = store.with(|s| (s.len(), s.bytes(), s.oldest()));
+            let fits = records < store.max_records && held.saturating_add(bytes) <= store.max_bytes;
+            if fits {
+                return Ok(());
+            }
+            let Some(seq) = oldest.filter(|_| store.when_full == WhenFull::DropOldest) else {
+                return Err(SubmitError::OfflineStoreFull { records, bytes: held });
+            };
+            store.with(|s| s.remove(seq)).map_err(|e| SubmitError::OfflineStore(e.to_string()))?;
+            self.offline.stats.dropped += 1;
+            #[cfg(feature = "tracing")]
+            tracing::warn!(device = %self.config.device, seq, "offline store full: oldest record dropped");
+            self.events.push_back(Event::Error(ClientError::OfflineDropped { seq }));
+            if let Some(id) = self.offline.callers.remove(&seq) {
+                self.finish(id, Err(RequestError::Dropped));
+            }
+        }
+    }
+
+    /// Sends stored records as resumes, oldest first, while fewer than `max_inflight`
+    /// are on their way: once the session is up and a re-login is answered.
+    pub(super) fn drain_offline(&mut self) {
+        let Some(store) = self.config.offline_store.clone() else { return };
+        if self.state != State::Connected || self.relogin.is_some() || self.offline.exhausted {
+            return;
+        }
+        let window = usize::from(self.config.max_inflight);
+        let mut records = Vec::new();
+        while self.offline.sending.len() < window {
+            records.clear();
+            let want = window - self.offline.sending.len();
+            if let Err(e) = store.with(|s| s.read(self.offline.cursor, want, &mut records)) {
+                // Tried again when the next record is stored or the next session is up.
+                self.offline.exhausted = true;
+                let reason = format!("reading records failed: {e}");
+                self.events.push_back(Event::Error(ClientError::OfflineStore { reason }));
+                return;
+            }
+            if records.is_empty() {
+                self.offline.exhausted = true;
+                return;
+            }
+            for (seq, body) in records.drain(..) {
+                self.offline.cursor = Some(seq);
+                if !self.offline.sending.contains_key(&seq) {
+                    self.send_record(&store, seq, &body);
+                }
+            }
+        }
+    }
+
+    fn send_record(&mut self, store: &OfflineStore, seq: u64, body: &[u8]) {
+        let record = match decode_record(body) {
+            Ok(r) => r,
+            Err(reason) => {
+                let _ = store.with(|s| s.remove(seq));
+                self.offline.stats.rejected += 1;
+                let reason = format!("record {seq} forgotten: {reason}");
+                self.events.push_back(Event::Error(ClientError::OfflineStore { reason: reason.clone() }));
+                if let Some(id) = self.offline.callers.remove(&seq) {
+                    self.finish(id, Err(RequestError::BadReply(reason)));
+                }
+                return;
+            }
+        };
+        // History is history whether or not a sub-device is online now (it may not be
+        // logged in yet after a restart): a sub-device's points go as an entry of the
+        // gateway's batch resume, which takes them with `allowOfflineSubDevice`.
+        let entry: Vec<u8>;
+        let record = if !record.batch && record.device != self.config.device {
+            entry = batch_entry(&record.device, record.params);
+            Record { batch: true, flags: record.flags, device: self.config.device.clone(), params: &entry }
+        } else {
+            record
+        };
+        let mut record = record;
+        if record.batch {
+            record.flags[0].1 = true;
+        }
+        let target = (record.device != self.config.device).then(|| record.device.clone());
+        let opts = RequestOptions { target, ..RequestOptions::default() };
+        match self.submit(self.last_unix_ms, &Resume(&record), opts, Origin::Stored(seq)) {
+            Ok(id) => {
+                self.offline.sending.insert(seq, id);
+            }
+            Err(e) => {
+                // Only a closed client refuses the core's own request; it stays stored.
+                let reason = format!("record {seq} not sent: {e}");
+                self.events.push_back(Event::Error(ClientError::OfflineStore { reason }));
+            }
+        }
+    }
+
+    /// The resume of record `seq` ended.
+    pub(super) fn resumed(&mut self, seq: u64, result: Result<Reply, RequestError>) {
+        self.offline.sending.remove(&seq);
+        let Some(store) = self.config.offline_store.clone() else { return };
+        let code = match &result {
+            Ok(Reply::Json(j)) => j.code,
+            Ok(_) => 200,
+            Err(_) => {
+                // No verdict (timeout, lost, closed): the record stays, read again from
+                // the oldest (records on their way are skipped).
+                if !matches!(result, Err(RequestError::Closed)) {
+                    self.offline.stats.retried += 1;
+                }
+                self.offline.cursor = None;
+                self.offline.exhausted = false;
+                return;
+            }
+        };
+        if let Err(e) = store.with(|s| s.remove(seq)) {
+            let reason = format!("record {seq} delivered but not forgotten (it may be sent again): {e}");
+            self.events.push_back(Event::Error(ClientError::OfflineStore { reason }));
+        }
+        if code == 200 {
+            self.offline.stats.delivered += 1;
+        } else {
+            self.offline.stats.rejected += 1;
+        }
+        match self.offline.callers.remove(&seq) {
+            Some(id) => {
+                let wants_reply = self.pending.get(id).is_some_and(|r| r.wants_reply);
+                let result = match result {
+                    Ok(_) if code == 200 && !wants_reply => Ok(Reply::Delivered),
+                    other => other,
+                };
+                self.finish(id, result);
+            }
+            None if code != 200 => {
+                let message = match &result {
+                    Ok(Reply::Json(j)) => j.message.clone().unwrap_or_default(),
+                    _ => String::new(),
+                };
+                self.events.push_back(Event::Error(ClientError::OfflineRejected { seq, code, message }));
+            }
+            None => {}
+        }
+    }
+
+    /// The client closed: no caller waits any more (records stay in the store).
+    pub(super) fn offline_closed(&mut self) {
+        self.offline.callers.clear();
+        self.offline.sending.clear();
+        self.offline.cursor = None;
+        self.offline.exhausted = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_as_written_and_damage_is_named() {
+        let keys = DeviceKeys::new("pk", "sub-1").unwrap();
+        let mut out = Vec::new();
+        encode_record(&mut out, FLAG_BATCH | FLAG_SKIP_INVALID, &keys, br#"[{"measurepoints":{"a":1},"time":5}]"#);
+        let r = decode_record(&out).unwrap();
+        assert!(r.batch);
+        assert_eq!(r.flags, [("allowOfflineSubDevice", false), ("skipInvalidMeasurepoints", true)]);
+        assert_eq!(r.device, keys);
+        assert_eq!(r.params, br#"[{"measurepoints":{"a":1},"time":5}]"#);
+        for cut in 0..out.len() {
+            assert!(decode_record(&out[..cut]).is_err(), "cut at {cut}");
+        }
+        let entry = batch_entry(&keys, br#" {"measurepoints":{"a":1},"time":5} "#);
+        let v: serde_json::Value = serde_json::from_slice(&entry).unwrap();
+        assert_eq!(v, serde_json::json!([{"productKey":"pk","deviceKey":"sub-1","measurepoints":{"a":1},"time":5}]));
+        let v: serde_json::Value = serde_json::from_slice(&batch_entry(&keys, b"{}")).unwrap();
+        assert_eq!(v, serde_json::json!([{"productKey":"pk","deviceKey":"sub-1"}]));
+        out[0] = 9;
+        assert!(decode_record(&out).unwrap_err().contains("layout 9"));
+    }
+}

@@ -1,0 +1,309 @@
+//! Store-and-forward in the core: posts made while the session is down are kept in the
+//! offline store and sent as resumes once it is up, each ending its caller's request.
+
+mod support;
+
+use std::time::Duration;
+
+use enos_proto::codec::Publish;
+use enos_proto::ops::{BatchEntry, MeasurepointBatchPost, MeasurepointPost, TagQuery};
+use enos_proto::store::{FileStore, Fsync, OfflineStore, RecordStore, WhenFull};
+use enos_proto::{ClientError, Event, Reply, RequestError, RequestId, RequestOptions, SubmitError};
+use serde_json::json;
+use support::*;
+
+const RESUME: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/resume";
+const POST: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/post";
+
+fn with_store(store: OfflineStore) -> enos_proto::Config {
+    let mut c = config();
+    c.offline_store = Some(store);
+    c
+}
+
+fn points(v: f64) -> serde_json::Map<String, serde_json::Value> {
+    json!({ "temp": v }).as_object().unwrap().clone()
+}
+
+/// The pair with its session lost and the cloud unreachable.
+fn offline(store: OfflineStore) -> Pair {
+    let mut p = Pair::connected(with_store(store));
+    p.cloud.reachable = false;
+    p.cut();
+    assert!(!p.client.is_connected());
+    p
+}
+
+/// The cloud is back, and the client dials it without waiting out its back-off.
+fn back(p: &mut Pair) {
+    p.cloud.reachable = true;
+    p.client.connect(p.now);
+    p.drive();
+    assert!(p.client.is_connected());
+}
+
+fn post(p: &mut Pair, v: f64) -> RequestId {
+    p.client.request(p.now, MeasurepointPost::new(points(v)), RequestOptions::default()).unwrap()
+}
+
+fn ended(p: &Pair, id: RequestId) -> bool {
+    !p.responses(id).is_empty()
+}
+
+#[test]
+fn posts_made_while_down_are_resumed_in_order_with_their_own_time_and_end_their_requests() {
+    let store = OfflineStore::memory();
+    let mut p = offline(store.clone());
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push((post(&mut p, f64::from(i)), p.now.unix_ms));
+        p.advance(Duration::from_millis(700));
+    }
+    assert_eq!(store.len(), 5);
+    assert!(made.iter().all(|(id, _)| !ended(&p, *id)), "a stored post waits for its resume");
+    back(&mut p);
+    let resumes = pubs_to(&p.cloud, RESUME);
+    assert_eq!(resumes.len(), 5, "{:?}", p.cloud.publishes());
+    assert!(pubs_to(&p.cloud, POST).is_empty(), "no stored post goes out as a post");
+    for (i, (r, (id, unix_ms))) in resumes.iter().zip(&made).enumerate() {
+        let v = json(&r.payload);
+        assert_eq!(v["method"], "thing.measurepoint.resume");
+        assert_eq!(v["params"], json!({"measurepoints": {"temp": i as f64}, "time": unix_ms}));
+        match p.response(*id) {
+            Ok(Reply::Json(j)) => assert_eq!(j.code, 200),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(store.len(), 0, "delivered records are forgotten");
+    let s = p.client.offline_stats();
+    assert_eq!((s.stored, s.delivered, s.rejected, s.dropped, s.retried), (5, 5, 0, 0, 0));
+}
+
+#[test]
+fn without_a_store_a_post_made_while_down_waits_in_the_queue_as_a_post() {
+    let mut p = Pair::connected(config());
+    p.cloud.reachable = false;
+    p.cut();
+    let id = post(&mut p, 1.0);
+    p.cloud.reachable = true;
+    p.advance(Duration::from_secs(10));
+    assert!(p.response(id).is_ok());
+    assert_eq!(pubs_to(&p.cloud, POST).len(), 1);
+    assert!(pubs_to(&p.cloud, RESUME).is_empty());
+}
+
+#[test]
+fn a_stored_post_has_no_deadline_while_stored() {
+    let mut p = offline(OfflineStore::memory());
+    let id = post(&mut p, 1.0);
+    // Far past the request timeout, still offline.
+    p.advance(Duration::from_secs(600));
+    assert!(!ended(&p, id));
+    back(&mut p);
+    assert!(p.response(id).is_ok());
+}
+
+#[test]
+fn other_requests_made_while_down_are_not_stored() {
+    let store = OfflineStore::memory();
+    let mut p = offline(store.clone());
+    let id = p.client.request(p.now, TagQuery::new(Vec::<String>::new()), RequestOptions::default()).unwrap();
+    assert_eq!(store.len(), 0);
+    back(&mut p);
+    assert!(p.response(id).is_ok());
+}
+
+#[test]
+fn a_resume_that_times_out_is_sent_again_and_ends_its_caller_once() {
+    let store = OfflineStore::memory();
+    let mut p = offline(store.clone());
+    let id = post(&mut p, 1.0);
+    p.cloud.replies = Replies::Hold;
+    back(&mut p);
+    assert_eq!(p.cloud.held.len(), 1);
+    p.cloud.held.clear();
+    // Its resume times out: the record is read again and sent once more.
+    p.advance(Duration::from_secs(31));
+    assert!(!ended(&p, id), "the caller waits for a verdict");
+    assert_eq!(p.cloud.held.len(), 1, "sent again");
+    let again: Publish = p.cloud.held.remove(0);
+    p.cloud.answer(&again, "{}");
+    p.drive();
+    assert!(p.response(id).is_ok());
+    assert_eq!(store.len(), 0);
+    let s = p.client.offline_stats();
+    assert_eq!((s.delivered, s.retried), (1, 1));
+}
+
+#[test]
+fn a_refused_record_ends_its_caller_with_the_code_and_is_forgotten() {
+    let store = OfflineStore::memory();
+    let mut p = offline(store.clone());
+    let id = post(&mut p, 1.0);
+    p.cloud.replies = Replies::Hold;
+    back(&mut p);
+    let r = p.cloud.held.remove(0);
+    p.cloud.reply(&r.topic, &envelope_id(&r), 1204, "null");
+    p.drive();
+    match p.response(id) {
+        Ok(Reply::Json(j)) => assert_eq!(j.code, 1204),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.len(), 0);
+    assert_eq!(p.client.offline_stats().rejected, 1);
+}
+
+#[test]
+fn a_full_store_refuses_new_posts_or_drops_the_oldest_as_chosen() {
+    // Refuse: the caller hears it at once, nothing stored is lost.
+    let store = OfflineStore::memory().max_records(3);
+    let mut p = offline(store.clone());
+    let kept: Vec<RequestId> = (0..3).map(|i| post(&mut p, f64::from(i))).collect();
+    let e = p.client.request(p.now, MeasurepointPost::new(points(9.0)), RequestOptions::default()).unwrap_err();
+    assert!(matches!(e, SubmitError::OfflineStoreFull { records: 3, .. }), "{e:?}");
+    back(&mut p);
+    assert!(kept.iter().all(|id| p.response(*id).is_ok()));
+
+    // Drop the oldest: its caller hears it, and an event says which record.
+    let store = OfflineStore::memory().max_records(3).when_full(WhenFull::DropOldest);
+    let mut p = offline(store.clone());
+    let ids: Vec<RequestId> = (0..5).map(|i| post(&mut p, f64::from(i))).collect();
+    p.drive();
+    assert_eq!(store.len(), 3);
+    assert_eq!(p.response(ids[0]), Err(RequestError::Dropped));
+    assert_eq!(p.response(ids[1]), Err(RequestError::Dropped));
+    assert_eq!(p.count_events(|e| matches!(e, Event::Error(ClientError::OfflineDropped { .. }))), 2);
+    back(&mut p);
+    let sent: Vec<f64> = pubs_to(&p.cloud, RESUME)
+        .iter()
+        .map(|r| json(&r.payload)["params"]["measurepoints"]["temp"].as_f64().unwrap())
+        .collect();
+    assert_eq!(sent, vec![2.0, 3.0, 4.0]);
+    assert!(ids[2..].iter().all(|id| p.response(*id).is_ok()));
+    assert_eq!(p.client.offline_stats().dropped, 2);
+
+    // By bytes too.
+    let store = OfflineStore::memory().max_bytes(200);
+    let mut p = offline(store.clone());
+    let mut n = 0;
+    while p.client.request(p.now, MeasurepointPost::new(points(1.0)), RequestOptions::default()).is_ok() {
+        n += 1;
+    }
+    assert!(n >= 1 && store.bytes() <= 200, "{n} records, {} bytes", store.bytes());
+}
+
+#[test]
+fn resumes_in_transit_are_bounded_by_the_window() {
+    let store = OfflineStore::memory();
+    let mut c = with_store(store.clone());
+    c.max_inflight = 8;
+    let mut p = Pair::connected(c);
+    p.cloud.reachable = false;
+    p.cut();
+    let ids: Vec<RequestId> = (0..100).map(|i| post(&mut p, f64::from(i))).collect();
+    p.cloud.replies = Replies::Hold;
+    back(&mut p);
+    let mut answered = 0;
+    while !p.cloud.held.is_empty() {
+        assert!(p.cloud.held.len() <= 8, "{} resumes out at once", p.cloud.held.len());
+        let r = p.cloud.held.remove(0);
+        p.cloud.answer(&r, "{}");
+        answered += 1;
+        p.drive();
+    }
+    assert_eq!(answered, 100);
+    assert!(ids.iter().all(|id| p.response(*id).is_ok()));
+}
+
+#[test]
+fn records_of_an_earlier_run_are_delivered_and_a_killed_run_loses_nothing_stored() {
+    let dir = std::env::temp_dir().join(format!("enos-offline-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("offline.log");
+    // The first run stores three posts and is killed: no close, no goodbye.
+    {
+        let store = OfflineStore::new(FileStore::open(&path, Fsync::Always).unwrap());
+        let mut p = offline(store);
+        for i in 0..3 {
+            post(&mut p, f64::from(i));
+        }
+        std::mem::forget(p);
+    }
+    // The next run finds them and sends them; nobody waits for them, and a refusal is
+    // reported as an event.
+    let store = OfflineStore::new(FileStore::open(&path, Fsync::Always).unwrap());
+    assert_eq!(store.len(), 3);
+    let mut p = Pair::new(with_store(store.clone()));
+    p.cloud.replies = Replies::Hold;
+    p.drive();
+    assert_eq!(p.cloud.held.len(), 3);
+    let held = std::mem::take(&mut p.cloud.held);
+    p.cloud.answer(&held[0], "{}");
+    p.cloud.reply(&held[1].topic, &envelope_id(&held[1]), 1204, "null");
+    p.cloud.answer(&held[2], "{}");
+    p.drive();
+    assert_eq!(store.len(), 0);
+    assert_eq!(p.count_events(|e| matches!(e, Event::Response { .. })), 0);
+    assert_eq!(
+        p.count_events(|e| matches!(e, Event::Error(ClientError::OfflineRejected { code: 1204, .. }))),
+        1,
+        "{:?}",
+        p.events
+    );
+    drop(p);
+    let reopened = FileStore::open(&path, Fsync::Always).unwrap();
+    assert_eq!(reopened.len(), 0, "delivered records stay forgotten");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn closing_ends_stored_posts_and_keeps_their_records() {
+    let store = OfflineStore::memory();
+    let mut p = offline(store.clone());
+    let id = post(&mut p, 1.0);
+    p.client.close(p.now);
+    p.drive();
+    assert_eq!(p.response(id), Err(RequestError::Closed));
+    assert_eq!(store.len(), 1, "the record stays for the next start");
+    p.cloud.reachable = true;
+    p.client.connect(p.now);
+    p.drive();
+    assert_eq!(pubs_to(&p.cloud, RESUME).len(), 1);
+    assert_eq!(store.len(), 0);
+}
+
+#[test]
+fn a_gateway_resumes_a_sub_device_post_as_a_batch_entry_that_allows_it_offline() {
+    let mut c = gateway_config();
+    c.offline_store = Some(OfflineStore::memory());
+    let mut p = Pair::connected(c);
+    let sub = keys("subPK001", "sub_01");
+    p.cloud.reachable = false;
+    p.cut();
+    let opts = RequestOptions::new().target(sub.clone());
+    let single = p.client.request(p.now, MeasurepointPost::new(points(1.0)), opts).unwrap();
+    let batch = p
+        .client
+        .request(
+            p.now,
+            MeasurepointBatchPost::new(vec![BatchEntry::of(sub.clone(), points(2.0), Some(5))]),
+            RequestOptions::default(),
+        )
+        .unwrap();
+    let at = p.now.unix_ms;
+    back(&mut p);
+    let resumes = pubs_to(&p.cloud, "/sys/gwPK0001/gw_dev_01/thing/measurepoint/resume/batch");
+    assert_eq!(resumes.len(), 2, "{:?}", p.cloud.publishes());
+    let first = json(&resumes[0].payload);
+    assert_eq!(first["method"], "thing.measurepoint.resume.batch");
+    assert_eq!(
+        first["params"],
+        json!([{"productKey": "subPK001", "deviceKey": "sub_01", "measurepoints": {"temp": 1.0}, "time": at}])
+    );
+    assert_eq!(first["allowOfflineSubDevice"], true);
+    let second = json(&resumes[1].payload);
+    assert_eq!(second["params"][0]["time"], 5);
+    assert_eq!(second["allowOfflineSubDevice"], true);
+    assert!(p.response(single).is_ok() && p.response(batch).is_ok());
+}
