@@ -83,6 +83,8 @@ pub(crate) struct Req {
     pub(crate) bytes: usize,
     /// Whether it is a raw request (replies matched per topic, oldest first).
     pub(crate) raw: bool,
+    /// A post the offline store may take, if its link is lost before it reached the cloud.
+    pub(crate) offline: Option<crate::ops::OfflineForm>,
 }
 
 /// Requests by id, with two deadline queues: one in order for the default timeout (its
@@ -234,6 +236,7 @@ mod tests {
             origin: Origin::App,
             bytes: 0,
             raw: false,
+            offline: None,
         }
     }
 

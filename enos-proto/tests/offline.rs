@@ -43,7 +43,9 @@ fn back(p: &mut Pair) {
 }
 
 fn post(p: &mut Pair, v: f64) -> RequestId {
-    p.client.request(p.now, MeasurepointPost::new(points(v)), RequestOptions::default()).unwrap()
+    let id = p.client.request(p.now, MeasurepointPost::new(points(v)), RequestOptions::default()).unwrap();
+    p.drive();
+    id
 }
 
 fn ended(p: &Pair, id: RequestId) -> bool {
@@ -306,4 +308,43 @@ fn a_gateway_resumes_a_sub_device_post_as_a_batch_entry_that_allows_it_offline()
     assert_eq!(second["params"][0]["time"], 5);
     assert_eq!(second["allowOfflineSubDevice"], true);
     assert!(p.response(single).is_ok() && p.response(batch).is_ok());
+}
+
+#[test]
+fn a_post_cut_off_before_its_puback_moves_to_the_store_and_waits_for_its_resume() {
+    let store = OfflineStore::memory();
+    let mut p = Pair::connected(with_store(store.clone()));
+    p.cloud.auto_puback = false;
+    p.cloud.replies = Replies::Hold;
+    let unacked = post(&mut p, 1.0);
+    assert_eq!(p.cloud.held.len(), 1, "on the wire, unacknowledged");
+    p.cloud.held.clear();
+    p.cloud.reachable = false;
+    p.cut();
+    assert_eq!(store.len(), 1, "moved to the store with the link");
+    // Long past its timeout, the outage goes on: it waits.
+    p.advance(Duration::from_secs(600));
+    assert!(!ended(&p, unacked));
+    p.cloud.auto_puback = true;
+    p.cloud.replies = Replies::Ok;
+    back(&mut p);
+    let resumes = pubs_to(&p.cloud, RESUME);
+    assert_eq!(resumes.len(), 1);
+    assert_eq!(json(&resumes[0].payload)["params"]["measurepoints"], json!({"temp": 1.0}));
+    assert!(p.response(unacked).is_ok());
+    assert_eq!(store.len(), 0);
+}
+
+#[test]
+fn a_post_the_cloud_acknowledged_before_the_cut_is_not_stored_again() {
+    let store = OfflineStore::memory();
+    let mut p = Pair::connected(with_store(store.clone()));
+    p.cloud.replies = Replies::Hold;
+    let id = post(&mut p, 1.0);
+    // PUBACKed: the cloud has it; only its reply is missing.
+    p.cut();
+    assert_eq!(store.len(), 0);
+    p.advance(Duration::from_secs(31));
+    assert!(matches!(p.response(id), Err(RequestError::TimedOut(_))));
+    assert!(pubs_to(&p.cloud, RESUME).is_empty());
 }

@@ -519,7 +519,8 @@ impl Client {
             }
         }
         while let Some(id) = self.pending.pop_expired(now) {
-            if let Some(req) = self.pending.get(id) {
+            // A post moved to the offline store waits for its resume, with no deadline.
+            if let Some(req) = self.pending.get(id).filter(|r| r.stage != Stage::Stored) {
                 let timeout = req.timeout;
                 self.finish(id, Err(RequestError::TimedOut(timeout)));
             }

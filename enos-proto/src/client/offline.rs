@@ -201,6 +201,7 @@ impl Client {
                 origin: Origin::App,
                 bytes: 0,
                 raw: false,
+                offline: None,
             },
             false,
         );
@@ -208,6 +209,67 @@ impl Client {
         self.offline.stats.stored += 1;
         self.offline.exhausted = false;
         Ok(id)
+    }
+
+    /// The link is lost: posts that have not reached the cloud (queued, or sent and not
+    /// acknowledged) move from the outbox to the store, where no timeout runs, to go out
+    /// as resumes like those made offline. What the store cannot take stays queued.
+    pub(super) fn store_unsent(&mut self) {
+        if self.config.offline_store.is_none() {
+            return;
+        }
+        for out in self.outbox.take_all() {
+            if !self.store_outgoing(&out) {
+                self.outbox.push(out);
+            }
+        }
+    }
+
+    /// Moves one queued post to the store; false when it is not a post or does not fit.
+    fn store_outgoing(&mut self, out: &Outgoing) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            params: &'a serde_json::value::RawValue,
+            #[serde(rename = "allowOfflineSubDevice", default)]
+            allow_offline: bool,
+            #[serde(rename = "skipInvalidMeasurepoints", default)]
+            skip_invalid: bool,
+        }
+        let Some(store) = self.config.offline_store.clone() else { return false };
+        let Some(id) = out.req else { return false };
+        let Some(form) = self.pending.get(id).filter(|r| r.origin == Origin::App).and_then(|r| r.offline) else {
+            return false;
+        };
+        let Some(device) =
+            topic::parse_topic(&out.topic).and_then(|t| DeviceKeys::new(t.product_key, t.device_key).ok())
+        else {
+            return false;
+        };
+        let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&out.payload) else { return false };
+        let mut flags = if form.0 { FLAG_BATCH } else { 0 };
+        if envelope.allow_offline {
+            flags |= FLAG_ALLOW_OFFLINE;
+        }
+        if envelope.skip_invalid {
+            flags |= FLAG_SKIP_INVALID;
+        }
+        let mut record = Vec::with_capacity(out.payload.len() + 64);
+        encode_record(&mut record, flags, &device, envelope.params.get().as_bytes());
+        if self.make_room(&store, record.len() as u64).is_err() {
+            return false;
+        }
+        let Ok(seq) = store.with(|s| s.append(&record)) else { return false };
+        // Its request now ends with its record's resume.
+        let Some(req) = self.pending.get_mut(id) else { return false };
+        req.stage = Stage::Stored;
+        if let Some(e) = req.envelope.take() {
+            self.by_envelope.remove(&e);
+        }
+        self.offline.callers.insert(seq, id);
+        self.offline.stats.stored += 1;
+        self.offline.exhausted = false;
+        true
     }
 
     /// Room for a record of `bytes`: refused, or made by dropping the oldest records.

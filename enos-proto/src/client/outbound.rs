@@ -126,6 +126,7 @@ impl Client {
                 origin,
                 bytes: payload.len(),
                 raw: envelope.is_none(),
+                offline: op.offline_form(),
             },
             timeout == self.config.request_timeout,
         );

@@ -216,6 +216,7 @@ impl Client {
             out.dup = true;
             self.outbox.push_front(out);
         }
+        self.store_unsent();
         // What the lost connection hides the outcome of ends here: QoS 0 requests whose
         // bytes were not reported written, and raw requests whose reply was due on it (raw
         // replies carry no id, so a later one could not be told from it). Raw requests
