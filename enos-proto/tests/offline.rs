@@ -348,3 +348,24 @@ fn a_post_the_cloud_acknowledged_before_the_cut_is_not_stored_again() {
     assert!(matches!(p.response(id), Err(RequestError::TimedOut(_))));
     assert!(pubs_to(&p.cloud, RESUME).is_empty());
 }
+
+#[test]
+fn resumes_cut_off_by_a_lost_link_go_again_at_once_on_the_next_session() {
+    let store = OfflineStore::memory();
+    let mut p = offline(store.clone());
+    let ids: Vec<RequestId> = (0..3).map(|i| post(&mut p, f64::from(i))).collect();
+    p.cloud.replies = Replies::Hold;
+    back(&mut p);
+    assert_eq!(p.cloud.held.len(), 3);
+    p.cloud.held.clear();
+    // The link drops with their replies: no waiting for their timeouts.
+    p.cut();
+    back(&mut p);
+    assert_eq!(p.cloud.held.len(), 3, "sent again on the new session");
+    for r in std::mem::take(&mut p.cloud.held) {
+        p.cloud.answer(&r, "{}");
+    }
+    p.drive();
+    assert!(ids.iter().all(|id| p.response(*id).is_ok()));
+    assert_eq!((store.len(), p.client.offline_stats().retried), (0, 3));
+}

@@ -38,7 +38,7 @@ pub struct OfflineStats {
     pub rejected: u64,
     /// Records dropped to make room (`WhenFull::DropOldest`).
     pub dropped: u64,
-    /// Resumes sent again after a timeout (each may reach the cloud twice).
+    /// Resumes sent again after a timeout or a lost link (each may reach the cloud twice).
     pub retried: u64,
 }
 
@@ -412,6 +412,14 @@ impl Client {
                 self.events.push_back(Event::Error(ClientError::OfflineRejected { seq, code, message }));
             }
             None => {}
+        }
+    }
+
+    /// The link is lost: every resume on its way ends without a verdict.
+    pub(super) fn resumes_lost(&mut self) {
+        let lost: Vec<RequestId> = self.offline.sending.values().copied().collect();
+        for id in lost {
+            self.finish(id, Err(RequestError::ConnectionLost));
         }
     }
 

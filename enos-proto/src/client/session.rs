@@ -197,6 +197,9 @@ impl Client {
         // The re-login after the next CONNACK asks for every sub-device anyway (its timer
         // went with the others).
         self.unconfirmed.clear();
+        // Resumes of stored records end with the link (their replies went with it): the
+        // records stay, and the next session reads them again. The store is their queue.
+        self.resumes_lost();
         // Unacknowledged QoS 1 publishes go out again, first, with DUP.
         let mut again: Vec<InFlight> = self.inflight.drain().map(|(_, f)| f).collect();
         again.sort_by_key(|f| f.seq);
