@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::future::Future;
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use enos_proto::codec::{self, ConnAck, ConnectReturnCode, Packet, PubAck, QoS, SubAck, SubscribeReasonCode};
 use enos_proto::{Client, Config, Credentials, DeviceKeys, Now, Output};
@@ -210,4 +213,49 @@ impl CloudFixture {
         let ctx = enos_proto::ops::EncodeContext { unix_ms: 1_600_000_000_000, own: &gateway };
         enos_proto::ops::encode(&op, &gateway, id, &ctx).expect("a batch encodes").payload
     }
+}
+
+/// Where a driver's users run their code: tasks of its runtime, or threads.
+pub trait LoadRuntime: enos_client::Runtime {
+    /// Runs `f` to its end there.
+    fn run(f: impl Future<Output = ()> + Send + 'static);
+    /// Waits until `at` there.
+    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send;
+}
+
+impl LoadRuntime for enos_transport_tokio::Tokio {
+    fn run(f: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(f);
+    }
+    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep_until(at.into())
+    }
+}
+
+impl LoadRuntime for enos_transport_smol::Smol {
+    fn run(f: impl Future<Output = ()> + Send + 'static) {
+        smol::spawn(f).detach();
+    }
+    async fn sleep_until(at: Instant) {
+        smol::Timer::at(at).await;
+    }
+}
+
+impl LoadRuntime for enos_transport_blocking::Blocking {
+    fn run(f: impl Future<Output = ()> + Send + 'static) {
+        std::thread::spawn(move || enos_transport_blocking::block_on(f));
+    }
+    // On the worker's own thread: blocking it is what the blocking driver's users do.
+    async fn sleep_until(at: Instant) {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// A field of this process's `/proc/self/status` in KiB (`"VmRSS:"`, `"VmHWM:"`); 0
+/// where there is none.
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
 }

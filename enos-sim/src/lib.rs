@@ -153,6 +153,7 @@ mod cloud;
 pub mod connect;
 pub mod mosquitto;
 pub mod pki;
+pub mod proxy;
 pub mod registry;
 pub mod responder;
 mod server;

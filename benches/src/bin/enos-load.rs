@@ -19,14 +19,13 @@
 //!     cargo run --release -p enos-benches --bin enos-load -- --rumqttc --window 1000   # the same through rumqttc
 //!     cargo run --release -p enos-benches --bin enos-load -- --driver blocking --sequential
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use enos_benches::TypicalPoints;
-use enos_client::{ClientOptions, DeviceClient, DeviceKeys, GatewayClient, RequestOptions, Runtime, SubDeviceInfo};
+use enos_benches::{status_kib, LoadRuntime, TypicalPoints};
+use enos_client::{ClientOptions, DeviceClient, DeviceKeys, GatewayClient, RequestOptions, SubDeviceInfo};
 use enos_proto::ops::{BatchEntry, MeasurepointBatchPost, MeasurepointPost};
 use enos_sim::registry::defaults::*;
 use enos_sim::{Registry, Sim};
@@ -112,42 +111,6 @@ enum Driver {
     Tokio,
     Smol,
     Blocking,
-}
-
-/// Where a driver's users run their code: tasks of its runtime, or threads.
-trait LoadRuntime: Runtime {
-    /// Runs `f` to its end there.
-    fn run(f: impl Future<Output = ()> + Send + 'static);
-    /// Waits until `at` there.
-    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send;
-}
-
-impl LoadRuntime for enos_transport_tokio::Tokio {
-    fn run(f: impl Future<Output = ()> + Send + 'static) {
-        tokio::spawn(f);
-    }
-    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send {
-        tokio::time::sleep_until(at.into())
-    }
-}
-
-impl LoadRuntime for enos_transport_smol::Smol {
-    fn run(f: impl Future<Output = ()> + Send + 'static) {
-        smol::spawn(f).detach();
-    }
-    async fn sleep_until(at: Instant) {
-        smol::Timer::at(at).await;
-    }
-}
-
-impl LoadRuntime for enos_transport_blocking::Blocking {
-    fn run(f: impl Future<Output = ()> + Send + 'static) {
-        std::thread::spawn(move || enos_transport_blocking::block_on(f));
-    }
-    // On the worker's own thread: blocking it is what the blocking driver's users do.
-    async fn sleep_until(at: Instant) {
-        std::thread::sleep(at.saturating_duration_since(Instant::now()))
-    }
 }
 
 /// The measure point post topic of the device the comparison clients (`--plain-mqtt`,
@@ -423,13 +386,6 @@ fn print_latency(h: &Mutex<Option<Histogram<u64>>>) -> Result<(), &'static str> 
         h.max()
     );
     Ok(())
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
 }
 
 /// The run's accounting, the same for the SDK and the comparison clients: every request
