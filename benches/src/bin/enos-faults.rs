@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use enos_benches::{status_kib, LoadRuntime};
 use enos_client::{ClientOptions, DeviceClient, DeviceKeys, Error, RequestError, RequestOptions};
-use enos_proto::store::OfflineStore;
+use enos_proto::store::{FileStore, Fsync, OfflineStore};
 use enos_sim::proxy::FaultProxy;
 use enos_sim::registry::defaults::*;
 use enos_sim::{Registry, Sim, SimThread};
@@ -51,6 +51,22 @@ struct Args {
     /// keep-alive, and the session come back.
     #[arg(long)]
     half_open: bool,
+    /// Instead: the device runs as a child process with a file store, and is killed
+    /// (SIGKILL) this many times while it posts or sends what it stored; every post its
+    /// store accepted must reach the cloud.
+    #[arg(long)]
+    kills: Option<u32>,
+    /// (The child of --kills.) Its store file.
+    #[arg(long, hide = true)]
+    child_store: Option<std::path::PathBuf>,
+    /// (The child of --kills.) The cloud's URL.
+    #[arg(long, hide = true, default_value = "")]
+    child_url: String,
+    /// (The child of --kills.) The values it posts, from..to.
+    #[arg(long, hide = true, default_value_t = 0)]
+    child_from: u64,
+    #[arg(long, hide = true, default_value_t = 0)]
+    child_to: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +106,27 @@ struct Row {
     seconds: f64,
 }
 
+/// Runs `$f::<Runtime>($args)` on the runtime of driver `$d` (tokio entered for it).
+macro_rules! on_driver {
+    ($d:expr, $f:ident($($a:expr),*)) => {
+        match $d {
+            Driver::Tokio => {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+                let _g = rt.enter();
+                $f::<enos_transport_tokio::Tokio>($($a),*)
+            }
+            Driver::Smol => $f::<enos_transport_smol::Smol>($($a),*),
+            Driver::Blocking => $f::<enos_transport_blocking::Blocking>($($a),*),
+            Driver::All => unreachable!("expanded before"),
+        }
+    };
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(path) = &args.child_store {
+        return on_driver!(args.driver, child(&args, path));
+    }
     let proxy_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("proxy").enable_all().build()?;
     let drivers: Vec<Driver> = match args.driver {
@@ -102,6 +137,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.half_open {
         println!("| driver | half-open link found by | session back after |");
         println!("|---|---|---|");
+    } else if args.kills.is_some() {
+        println!("| driver | device runs | SIGKILLs | posts the store accepted | in the cloud | duplicates | lost | torn bytes cut off on reopening | seconds |");
+        println!("|---|---|---|---|---|---|---|---|---|");
     } else {
         println!(
             "| driver | posts | delivered | duplicates | failed (reasons) | failed, yet in the cloud | lost | cuts | longest outage | stored offline | peak RSS | seconds |"
@@ -115,46 +153,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let upstream = sim.tcp_addr().ok_or("the cloud has no TCP listener")?;
         let proxy = Arc::new(proxy_rt.block_on(FaultProxy::start(upstream))?);
         let run = Run { args: args.clone(), sim, proxy, device: DeviceKeys::new(DEVICE_PRODUCT, DEVICE)? };
-        let result = match (d, args.half_open) {
-            (Driver::Tokio, false) => {
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-                let _g = rt.enter();
-                posts::<enos_transport_tokio::Tokio>(&run, "tokio")
-            }
-            (Driver::Smol, false) => posts::<enos_transport_smol::Smol>(&run, "smol"),
-            (Driver::Blocking, false) => posts::<enos_transport_blocking::Blocking>(&run, "blocking"),
-            (Driver::Tokio, true) => {
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-                let _g = rt.enter();
-                half_open::<enos_transport_tokio::Tokio>(&run, "tokio")
-            }
-            (Driver::Smol, true) => half_open::<enos_transport_smol::Smol>(&run, "smol"),
-            (Driver::Blocking, true) => half_open::<enos_transport_blocking::Blocking>(&run, "blocking"),
-            (Driver::All, _) => unreachable!("expanded above"),
+        let result = if args.half_open {
+            on_driver!(d, half_open(&run, d))
+        } else if args.kills.is_some() {
+            kills(&run, d)
+        } else {
+            on_driver!(d, posts(&run, d))
         };
         match result {
-            Ok(Some(row)) => {
-                let reasons: Vec<String> = row.failed.iter().map(|(r, n)| format!("{n} {r}")).collect();
-                let failed_n: u64 = row.failed.values().sum();
-                println!(
-                    "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} ms | {} | {:.1} MiB | {:.1} |",
-                    row.driver,
-                    row.sent,
-                    row.delivered,
-                    row.duplicates,
-                    failed_n,
-                    if reasons.is_empty() { "none".into() } else { reasons.join(", ") },
-                    row.failed_but_arrived,
-                    row.lost,
-                    row.cuts,
-                    row.longest_outage.as_millis(),
-                    row.stored,
-                    row.peak_kib as f64 / 1024.0,
-                    row.seconds
-                );
-                failed |= row.lost > 0;
-            }
-            Ok(None) => {}
+            Ok(ok) => failed |= !ok,
             Err(e) => {
                 eprintln!("{d:?}: {e}");
                 failed = true;
@@ -165,6 +172,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("a post was lost, or the run did not finish".into());
     }
     Ok(())
+}
+
+fn name(d: Driver) -> &'static str {
+    match d {
+        Driver::Tokio => "tokio",
+        Driver::Smol => "smol",
+        Driver::Blocking => "blocking",
+        Driver::All => "all",
+    }
 }
 
 /// The device, through the proxy, with store-and-forward in memory and quick reconnects.
@@ -250,7 +266,9 @@ fn cut_loop<R: LoadRuntime>(proxy: &FaultProxy, c: &DeviceClient<R>, args: &Args
     longest
 }
 
-fn posts<R: LoadRuntime>(run: &Run, name: &'static str) -> Result<Option<Row>, Box<dyn std::error::Error>> {
+/// Prints the run's row; whether nothing was lost.
+fn posts<R: LoadRuntime>(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
+    let name = name(d);
     let args = &run.args;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.deadline);
@@ -326,12 +344,31 @@ fn posts<R: LoadRuntime>(run: &Run, name: &'static str) -> Result<Option<Row>, B
     }
     drop(outcomes);
     enos_transport_blocking::block_on(R::into_future(c.close()))?;
-    Ok(Some(row))
+    let reasons: Vec<String> = row.failed.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    let failed_n: u64 = row.failed.values().sum();
+    println!(
+        "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} ms | {} | {:.1} MiB | {:.1} |",
+        row.driver,
+        row.sent,
+        row.delivered,
+        row.duplicates,
+        failed_n,
+        if reasons.is_empty() { "none".into() } else { reasons.join(", ") },
+        row.failed_but_arrived,
+        row.lost,
+        row.cuts,
+        row.longest_outage.as_millis(),
+        row.stored,
+        row.peak_kib as f64 / 1024.0,
+        row.seconds
+    );
+    Ok(row.lost == 0)
 }
 
 /// A link that goes silent without closing: the keep-alive must find it, and the session
 /// come back; a post made meanwhile arrives.
-fn half_open<R: LoadRuntime>(run: &Run, name: &'static str) -> Result<Option<Row>, Box<dyn std::error::Error>> {
+fn half_open<R: LoadRuntime>(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
+    let name = name(d);
     let keep_alive = Duration::from_secs(1);
     let c = client::<R>(run, keep_alive)?;
     enos_transport_blocking::block_on(R::into_future(c.connect()))?;
@@ -379,9 +416,227 @@ fn half_open<R: LoadRuntime>(run: &Run, name: &'static str) -> Result<Option<Row
         }
     );
     enos_transport_blocking::block_on(R::into_future(c.close()))?;
-    Ok(None)
+    Ok(true)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The device of `--kills`, in a process of its own: a file store, the cloud reached
+/// through the parent's proxy. It posts values `from..to` one after the other, printing
+/// `stored I` once post I is in the store (the cloud is away while it posts), then
+/// `posted`, and goes on sending what it stored until it is killed; with nothing to post
+/// it prints `drained` once the store is empty, and exits.
+fn child<R: LoadRuntime>(args: &Args, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let file = FileStore::open(path, Fsync::Always)?;
+    println!("recovered {}", file.recovered());
+    let store = OfflineStore::new(file);
+    let mut o = ClientOptions::new(args.child_url.clone(), DEVICE_PRODUCT, DEVICE);
+    o.device_secret = Some(DEVICE_SECRET.into());
+    o.offline_store = Some(store.clone());
+    let (mut config, transport) = o.build()?;
+    config.retry_first_connect = true;
+    config.reconnect_period = Duration::from_millis(50);
+    config.max_reconnect_period = Duration::from_millis(200);
+    config.request_timeout = Duration::from_secs(5);
+    let c = DeviceClient::<R>::from_parts(config, transport);
+    {
+        let c = c.clone();
+        R::run(async move {
+            let _ = R::into_future(c.connect()).await;
+        });
+    }
+    // The connect call starts the client (its first dial waits for the cloud).
+    std::thread::sleep(Duration::from_millis(50));
+    for i in args.child_from..args.child_to {
+        let before = c.offline_stats().stored;
+        let c2 = c.clone();
+        R::run(async move {
+            let points = serde_json::json!({ "temp": i as f64 });
+            let r = R::into_future(c2.device_data().post_measurepoint_at(points, T0 + i, RequestOptions::new())).await;
+            println!("{} {i}", if r.is_ok() { "ok" } else { "err" });
+        });
+        let wait = Instant::now() + Duration::from_secs(2);
+        while c.offline_stats().stored == before && Instant::now() < wait {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if c.offline_stats().stored > before {
+            println!("stored {i}");
+        }
+    }
+    println!("posted");
+    let mut delivered = 0;
+    loop {
+        if args.child_from == args.child_to && store.is_empty() {
+            println!("drained");
+            return Ok(());
+        }
+        let now = c.offline_stats().delivered;
+        if now != delivered {
+            delivered = now;
+            println!("delivered {now}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The lines a child printed, read on a thread of their own.
+struct ChildOut {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildOut {
+    fn spawn(d: Driver, path: &std::path::Path, url: &str, from: u64, to: u64) -> std::io::Result<ChildOut> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["--driver", name(d), "--child-url", url])
+            .arg("--child-store")
+            .arg(path)
+            .args(["--child-from", &from.to_string(), "--child-to", &to.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let out = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ChildOut { child, lines })
+    }
+
+    /// The next line within `d`.
+    fn next(&self, d: Duration) -> Option<String> {
+        self.lines.recv_timeout(d).ok()
+    }
+
+    /// SIGKILL, then every line it printed before it died.
+    fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lines.iter().collect()
+    }
+}
+
+/// `--kills N`: the device is killed N times (the first while it posts, the others while
+/// it sends what it stored), restarted on its store file each time; then a last run sends
+/// what is left. Every post the store accepted (`stored I`) must be in the cloud.
+fn kills(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let kills = run.args.kills.unwrap_or(3).max(1);
+    let dir = std::env::temp_dir().join(format!("enos-faults-{}-{}", std::process::id(), name(d)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("offline.log");
+    let per_run = (run.args.posts / u64::from(kills)).max(1);
+    let mut rng = run.args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut recovered = 0u64;
+    let mut read = |lines: &[String], accepted: &mut std::collections::BTreeSet<u64>| {
+        for l in lines {
+            if let Some(i) = l.strip_prefix("stored ").and_then(|n| n.parse::<u64>().ok()) {
+                accepted.insert(i);
+            }
+            if let Some(n) = l.strip_prefix("recovered ").and_then(|n| n.parse::<u64>().ok()) {
+                recovered += n;
+            }
+        }
+    };
+    let wait = Duration::from_secs(30);
+    for k in 0..u64::from(kills) {
+        // The cloud is away while the device posts: every post goes to its store.
+        run.proxy.set_refuse(true);
+        run.proxy.cut();
+        let (from, to) = (k * per_run, (k + 1) * per_run);
+        let child = ChildOut::spawn(d, &path, &run.proxy.url(), from, to)?;
+        let mut seen = Vec::new();
+        if k == 0 {
+            // Killed while it posts.
+            let stop_after = 1 + rand(per_run.max(2) - 1);
+            let mut stored = 0;
+            while stored < stop_after {
+                let Some(l) = child.next(wait) else { return Err("the device stopped printing".into()) };
+                stored += u64::from(l.starts_with("stored "));
+                let posted = l == "posted";
+                seen.push(l);
+                if posted {
+                    break;
+                }
+            }
+        } else {
+            // Killed while it sends what it stored (this run's and the last runs' records).
+            loop {
+                let Some(l) = child.next(wait) else { return Err("the device stopped printing".into()) };
+                let posted = l == "posted";
+                seen.push(l);
+                if posted {
+                    break;
+                }
+            }
+            run.proxy.set_refuse(false);
+            // Once some (not all) of them are through.
+            let stop_after = 1 + rand(per_run / 2);
+            loop {
+                let Some(l) = child.next(wait) else { return Err("the device stopped printing".into()) };
+                let through = l.strip_prefix("delivered ").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                seen.push(l);
+                if through >= stop_after {
+                    break;
+                }
+            }
+        }
+        seen.extend(child.kill());
+        read(&seen, &mut accepted);
+    }
+    // The last run: the cloud is there, and nothing new is posted.
+    run.proxy.set_refuse(false);
+    let last = ChildOut::spawn(d, &path, &run.proxy.url(), 0, 0)?;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(run.args.deadline);
+    loop {
+        let Some(l) = last.next(deadline.saturating_duration_since(Instant::now())) else {
+            return Err("the last run never emptied its store".into());
+        };
+        let done = l == "drained";
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    seen.extend(last.kill());
+    read(&seen, &mut accepted);
+    let history = run.sim.sim().device(&run.device).ok_or("the device is not in the cloud")?.history;
+    let mut count: BTreeMap<u64, u64> = BTreeMap::new();
+    for (_, point, stamped) in &history {
+        if let Some(v) = stamped.value.as_f64().filter(|_| point == "temp") {
+            *count.entry(v as u64).or_default() += 1;
+        }
+    }
+    let arrived = accepted.iter().filter(|i| count.contains_key(i)).count() as u64;
+    let duplicates: u64 = count.values().map(|n| n - 1).sum();
+    let lost = accepted.len() as u64 - arrived;
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+        name(d),
+        kills + 1,
+        kills,
+        accepted.len(),
+        arrived,
+        duplicates,
+        lost,
+        recovered,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(lost == 0 && !accepted.is_empty())
 }
