@@ -64,10 +64,11 @@ cargo run --release -p enos-benches --bin enos-load -- --gateway-subs 300 --batc
 cargo run --release -p enos-benches --bin enos-load -- --rumqttc --window 8 --seconds 1 "${LOSS[@]}"
 cargo run --release -p enos-benches --bin enos-load -- --plain-mqtt --seconds 4 "${LOSS[@]}"
 
-step "faults, for every driver: posts through a link cut again and again, a half-open link, and a device killed three times with a file store (a post that ended Ok, or that the store accepted, and is not in the cloud fails the run)"
+step "faults, for every driver: posts through a link cut again and again, a half-open link, a device killed three times with a file store, a gateway's sub-devices logged in again after each cut (a post that ended Ok, or that the store accepted, and is not in the cloud fails the run)"
 cargo run --release -p enos-benches --bin enos-faults -- --posts 2000 --cuts 10
 cargo run --release -p enos-benches --bin enos-faults -- --half-open
 cargo run --release -p enos-benches --bin enos-faults -- --kills 3 --posts 600
+cargo run --release -p enos-benches --bin enos-faults -- --gateway-subs 200 --cuts 4
 
 step "fuzz targets: build, then ${FUZZ_SECONDS}s each"
 bash scripts/fuzz.sh "$FUZZ_SECONDS"

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use enos_benches::{status_kib, LoadRuntime};
-use enos_client::{ClientOptions, DeviceClient, DeviceKeys, Error, RequestError, RequestOptions};
+use enos_client::{
+    ClientOptions, DeviceClient, DeviceKeys, Error, GatewayClient, RequestError, RequestOptions, SubDeviceInfo,
+};
+use enos_proto::ops::{BatchEntry, MeasurepointBatchPost};
 use enos_proto::store::{FileStore, Fsync, OfflineStore};
 use enos_sim::proxy::FaultProxy;
 use enos_sim::registry::defaults::*;
@@ -56,6 +59,10 @@ struct Args {
     /// store accepted must reach the cloud.
     #[arg(long)]
     kills: Option<u32>,
+    /// Instead: a gateway with this many logged-in sub-devices through `--cuts` cuts; all
+    /// must be logged in again after each, and a batch post of all of them arrive.
+    #[arg(long)]
+    gateway_subs: Option<usize>,
     /// (The child of --kills.) Its store file.
     #[arg(long, hide = true)]
     child_store: Option<std::path::PathBuf>,
@@ -137,6 +144,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.half_open {
         println!("| driver | half-open link found by | session back after |");
         println!("|---|---|---|");
+    } else if args.gateway_subs.is_some() {
+        println!("| driver | sub-devices | cuts | all logged in again after | slowest re-login | batch posts of all delivered | seconds |");
+        println!("|---|---|---|---|---|---|---|");
     } else if args.kills.is_some() {
         println!("| driver | device runs | SIGKILLs | posts the store accepted | in the cloud | duplicates | lost | torn bytes cut off on reopening | seconds |");
         println!("|---|---|---|---|---|---|---|---|---|");
@@ -149,6 +159,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for d in drivers {
         let mut registry = Registry::builtin();
         registry.history_limit = usize::try_from(args.posts * 4).unwrap_or(usize::MAX).max(1_000);
+        if let Some(n) = args.gateway_subs {
+            registry.history_limit = 4;
+            registry.max_sub_devices_online = registry.max_sub_devices_online.max(n);
+            let gw = DeviceKeys::new(GATEWAY_PRODUCT, GATEWAY)?;
+            for i in 0..n {
+                let k = DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}"))?;
+                registry.add_device(k.clone(), Some(FLEET_SECRET.into()))?;
+                registry.add_topology(&gw, k);
+            }
+        }
         let sim = SimThread::start(Sim::builder().registry(registry))?;
         let upstream = sim.tcp_addr().ok_or("the cloud has no TCP listener")?;
         let proxy = Arc::new(proxy_rt.block_on(FaultProxy::start(upstream))?);
@@ -157,6 +177,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             on_driver!(d, half_open(&run, d))
         } else if args.kills.is_some() {
             kills(&run, d)
+        } else if args.gateway_subs.is_some() {
+            on_driver!(d, gateway(&run, d))
         } else {
             on_driver!(d, posts(&run, d))
         };
@@ -235,8 +257,13 @@ fn cut_loop<R: LoadRuntime>(proxy: &FaultProxy, c: &DeviceClient<R>, args: &Args
             longest = longest.max(t.elapsed());
         }
     };
-    for k in 0..args.cuts {
-        let at = start + every * u32::try_from(k + 1).unwrap_or(u32::MAX);
+    // The proxy counts the cuts that ended a link: an attempt that found none open (the
+    // session between two links) is made again, up to twice as many attempts in all.
+    let base = proxy.stats().cuts;
+    let mut k = 0;
+    while proxy.stats().cuts - base < args.cuts && k < 2 * args.cuts {
+        k += 1;
+        let at = start + every * u32::try_from(k.min(args.cuts)).unwrap_or(u32::MAX);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         back(cut_at);
         let before = proxy.stats().cuts;
@@ -402,8 +429,13 @@ fn half_open<R: LoadRuntime>(run: &Run, d: Driver) -> Result<bool, Box<dyn std::
     }
     let back = started.elapsed();
     let r = post.join().map_err(|_| "the post's thread panicked")?;
-    let arrived =
-        run.sim.sim().device(&run.device).is_some_and(|d| d.measurepoints.get("temp").is_some_and(|p| p.value == 1.5));
+    // A post moved to the offline store comes back as a resume: in the history, not the
+    // last values.
+    let arrived = run
+        .sim
+        .sim()
+        .device(&run.device)
+        .is_some_and(|d| d.history.iter().any(|(_, point, v)| point == "temp" && v.value == 1.5));
     println!(
         "| {name} | {:.2} s (keep-alive {} s) | {:.2} s; the post made on the dead link: {} |",
         found.as_secs_f64(),
@@ -639,4 +671,95 @@ fn kills(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(lost == 0 && !accepted.is_empty())
+}
+
+/// `--gateway-subs N`: a gateway with N logged-in sub-devices through `--cuts` cuts; after
+/// each, every sub-device must be logged in again in the cloud, and a batch post of all of
+/// them must arrive.
+fn gateway<R: LoadRuntime>(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let n = run.args.gateway_subs.unwrap_or(1_000);
+    let mut o = ClientOptions::new(run.proxy.url(), GATEWAY_PRODUCT, GATEWAY);
+    o.device_secret = Some(GATEWAY_SECRET.into());
+    let (mut config, transport) = o.build()?;
+    config.reconnect_period = Duration::from_millis(100);
+    config.max_reconnect_period = Duration::from_millis(800);
+    config.request_timeout = Duration::from_secs(10);
+    let g = GatewayClient::<R>::from_parts(config, transport);
+    enos_transport_blocking::block_on(R::into_future(g.connect()))?;
+    let subs: Vec<SubDeviceInfo> = (0..n)
+        .map(|i| DeviceKeys::new(SUB_PRODUCT, format!("sub_{i}")).map(|k| SubDeviceInfo::new(k, FLEET_SECRET)))
+        .collect::<Result<_, _>>()?;
+    for chunk in subs.chunks(1000) {
+        let login = g.sub_device_management().batch_login_sub_device(chunk.to_vec(), RequestOptions::new());
+        let r = enos_transport_blocking::block_on(R::into_future(login))?;
+        if !r.data.failed.is_empty() {
+            return Err(format!("{} sub-devices refused", r.data.failed.len()).into());
+        }
+    }
+    let keys: Vec<DeviceKeys> = subs.into_iter().map(|s| s.keys).collect();
+    let all_online = || run.sim.sim().with_cloud(|cloud| keys.iter().all(|k| cloud.is_online(k)));
+    let (mut relogged, mut delivered, mut slowest) = (0, 0, Duration::ZERO);
+    let mut rng = run.args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for k in 0..run.args.cuts {
+        let before = run.proxy.stats().cuts;
+        if k % 2 == 0 {
+            run.proxy.cut();
+        } else {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            run.proxy.cut_after(rng % 4_000);
+            // A post gives the link the traffic to be cut in.
+            let _ = enos_transport_blocking::block_on(R::into_future(
+                g.device_data().post_measurepoint(serde_json::json!({"temp": 0.5}), RequestOptions::new()),
+            ));
+        }
+        let wait = Instant::now() + Duration::from_secs(2);
+        while run.proxy.stats().cuts == before && Instant::now() < wait {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        run.proxy.clear_cut_after();
+        if run.proxy.stats().cuts == before {
+            run.proxy.cut();
+        }
+        let cut_at = Instant::now();
+        // The cloud forgets the logins with the link; the gateway's re-login restores them.
+        let wait = Instant::now() + Duration::from_secs(30);
+        while !(g.connected() && all_online()) && Instant::now() < wait {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !all_online() {
+            eprintln!("{}: after cut {k}, not every sub-device is logged in again", name(d));
+            continue;
+        }
+        relogged += 1;
+        slowest = slowest.max(cut_at.elapsed());
+        let value = k as f64 + 1.0;
+        let entries =
+            keys.iter().map(|s| BatchEntry::of(s.clone(), serde_json::json!({ "temp": value }), None)).collect();
+        let post = g.device_data().batch_post_measurepoint(MeasurepointBatchPost::new(entries), RequestOptions::new());
+        if enos_transport_blocking::block_on(R::into_future(post)).is_ok()
+            && run.sim.sim().with_cloud(|cloud| {
+                keys.iter().all(|s| {
+                    cloud
+                        .registry
+                        .devices
+                        .get(s)
+                        .is_some_and(|d| d.measurepoints.get("temp").is_some_and(|p| p.value == value))
+                })
+            })
+        {
+            delivered += 1;
+        }
+    }
+    enos_transport_blocking::block_on(R::into_future(g.close()))?;
+    println!(
+        "| {} | {n} | {} | {relogged} | {} ms | {delivered} | {:.1} |",
+        name(d),
+        run.args.cuts,
+        slowest.as_millis(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(relogged == run.args.cuts && delivered == run.args.cuts)
 }
