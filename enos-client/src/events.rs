@@ -47,7 +47,29 @@ pub enum ClientEvent {
 
 /// Events a subscriber holds before it misses some: a subscriber that falls behind
 /// loses events (counted in [`Events::missed`]), never responses or commands.
+///
+/// News that cannot be had again ([`ClientEvent::is_news`]: an issued secret, sub-devices
+/// the cloud refused to log in again, offline records dropped or refused) is not lost
+/// that way: when the queue is full, the oldest other event makes room for it. Only
+/// when this many such events wait unread is one missed.
 pub const EVENTS_PER_SUBSCRIBER: usize = 1024;
+
+impl ClientEvent {
+    /// Whether it is news that cannot be had again, kept for a subscriber that falls
+    /// behind (see [`EVENTS_PER_SUBSCRIBER`]).
+    pub fn is_news(&self) -> bool {
+        matches!(
+            self,
+            ClientEvent::Activated { .. }
+                | ClientEvent::Error(
+                    ClientError::ReloginFailed { .. }
+                        | ClientError::ActivationNotStored { .. }
+                        | ClientError::OfflineDropped { .. }
+                        | ClientError::OfflineRejected { .. }
+                )
+        )
+    }
+}
 
 #[derive(Default)]
 struct Queue {
@@ -70,8 +92,19 @@ impl Subscriber {
         let waker = {
             let mut q = lock(&self.0);
             if q.items.len() >= EVENTS_PER_SUBSCRIBER {
+                // News takes the place of the oldest other event, while news is fewer
+                // than the bound.
+                let other = if e.is_news() { q.items.iter().position(|x| !x.is_news()) } else { None };
+                match other {
+                    Some(i) => {
+                        q.items.remove(i);
+                    }
+                    None => {
+                        q.missed += 1;
+                        return true;
+                    }
+                }
                 q.missed += 1;
-                return true;
             }
             q.items.push_back(e.clone());
             q.waker.take()
@@ -150,5 +183,51 @@ impl<R> futures_core::Stream for Events<R> {
     type Item = ClientEvent;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
         self.poll_event(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(i: usize) -> ClientEvent {
+        ClientEvent::Message { topic: format!("t/{i}"), payload: Bytes::new() }
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_misses_messages_but_not_news() {
+        let (sub, mut events) = subscription::<()>();
+        for i in 0..EVENTS_PER_SUBSCRIBER + 10 {
+            assert!(sub.push(&message(i)));
+        }
+        let refused = ClientEvent::Error(ClientError::ReloginFailed {
+            devices: vec![DeviceKeys::new("pk", "sub").unwrap()],
+            reason: "code 1009".into(),
+        });
+        sub.push(&refused);
+        assert_eq!(events.missed(), 11, "ten messages past the bound, and one making room");
+        let mut got = Vec::new();
+        while let Some(e) = events.try_recv() {
+            got.push(e);
+        }
+        assert_eq!(got.len(), EVENTS_PER_SUBSCRIBER);
+        assert_eq!(got.last(), Some(&refused));
+        // The oldest message made room for it.
+        assert_eq!(got.first(), Some(&message(1)));
+    }
+
+    #[test]
+    fn news_is_bounded_too() {
+        let (sub, mut events) = subscription::<()>();
+        let news = ClientEvent::Error(ClientError::OfflineDropped { seq: 1 });
+        for _ in 0..EVENTS_PER_SUBSCRIBER + 5 {
+            sub.push(&news);
+        }
+        assert_eq!(events.missed(), 5);
+        let mut n = 0;
+        while events.try_recv().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, EVENTS_PER_SUBSCRIBER);
     }
 }
