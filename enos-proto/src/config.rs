@@ -144,6 +144,10 @@ pub struct Config {
     /// How long a request may take before it ends with `RequestError::TimedOut`. 30 s by
     /// default (per request with `RequestOptions::timeout`).
     pub request_timeout: Duration,
+    /// Reply topics kept subscribed at once (one per operation and device a request was
+    /// made for): past it, the least recently used ones that no request waits on are
+    /// unsubscribed (a later request subscribes again, one round trip). 1,024 by default.
+    pub max_reply_subscriptions: usize,
     /// QoS 1 publishes awaiting their PUBACK at once. 256 by default.
     pub max_inflight: u16,
     /// Requests waiting to be sent (offline, or behind a full window): past this count a
@@ -216,6 +220,7 @@ impl Config {
             max_payload_bytes: 512 << 10,
             max_packet_bytes: 1 << 20,
             max_running_commands: 64,
+            max_reply_subscriptions: 1024,
             max_queued_commands: 1024,
             command_timeout: Duration::from_secs(60),
             subscribe_command_topics: false,

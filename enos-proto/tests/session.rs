@@ -1532,3 +1532,53 @@ fn close_before_the_session_is_up_ends_the_start_as_closed() {
     p.drive();
     assert_eq!(started(&p), [&Err(enos_proto::StartError::Closed)]);
 }
+
+#[test]
+fn idle_reply_subscriptions_are_dropped_past_the_bound_and_come_back_when_used() {
+    let mut c = gateway_config();
+    c.max_reply_subscriptions = 8;
+    let mut p = Pair::connected(c);
+    let sub = |i: usize| keys("subPK001", &format!("sub_{i}"));
+    // Posts on behalf of 40 sub-devices, one after the other: a reply topic each.
+    for i in 0..40 {
+        let id = p.client.request(p.now, post(), RequestOptions::new().target(sub(i))).unwrap();
+        p.drive();
+        assert!(p.response(id).is_ok(), "post {i}");
+        let live = p.cloud.reply_subscriptions().len();
+        assert!(live <= 8, "{live} reply topics subscribed after post {i}");
+    }
+    assert!(p.cloud.count(|x| matches!(x, Packet::Unsubscribe(_))) > 0);
+    // The most recent stay; an evicted one is subscribed again when used.
+    let live = p.cloud.reply_subscriptions();
+    assert!(live.contains("/sys/subPK001/sub_39/thing/measurepoint/post_reply"));
+    assert!(!live.contains("/sys/subPK001/sub_0/thing/measurepoint/post_reply"));
+    let id = p.client.request(p.now, post(), RequestOptions::new().target(sub(0))).unwrap();
+    p.drive();
+    assert!(p.response(id).is_ok());
+    assert!(p.cloud.reply_subscriptions().contains("/sys/subPK001/sub_0/thing/measurepoint/post_reply"));
+}
+
+#[test]
+fn a_reply_topic_a_request_waits_on_is_never_unsubscribed() {
+    let mut c = gateway_config();
+    c.max_reply_subscriptions = 2;
+    let mut p = Pair::connected(c);
+    p.cloud.replies = Replies::Hold;
+    // Four requests wait on four topics: none of those can go.
+    let ids: Vec<_> = (0..4)
+        .map(|i| {
+            let id = p
+                .client
+                .request(p.now, post(), RequestOptions::new().target(keys("subPK001", &format!("s{i}"))))
+                .unwrap();
+            p.drive();
+            id
+        })
+        .collect();
+    assert_eq!(p.cloud.count(|x| matches!(x, Packet::Unsubscribe(_))), 0);
+    for r in std::mem::take(&mut p.cloud.held) {
+        p.cloud.answer(&r, "{}");
+    }
+    p.drive();
+    assert!(ids.iter().all(|id| p.response(*id).is_ok()));
+}

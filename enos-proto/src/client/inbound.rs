@@ -118,6 +118,7 @@ impl Client {
             (State::Connected, Packet::Publish(p)) => self.on_publish(p),
             (State::Connected, Packet::PubAck(ack)) => self.on_puback(ack.pkid),
             (State::Connected, Packet::SubAck(ack)) => self.on_suback(ack.pkid, &ack.return_codes),
+            (State::Connected, Packet::UnsubAck(ack)) => self.on_unsuback(ack.pkid),
             (State::Connected, Packet::PingResp) => self.timers.stop(Timer::PingResponse),
             (_, p) => self.lost(DisconnectCause::Protocol(ProtocolError::UnexpectedPacket(codec::kind(&p)))),
         }
@@ -148,17 +149,26 @@ impl Client {
         } else {
             self.timers.set(Timer::Suback, later(self.now, self.config.ping_timeout));
         }
-        let SubPurpose::Replies(topics) = purpose else {
-            if codes.contains(&SubscribeReasonCode::Failure) {
-                self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: "command topics".into() }));
+        let topics = match purpose {
+            SubPurpose::Replies(topics) => topics,
+            SubPurpose::Unsubscribe => {
+                self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
+                return;
             }
-            return;
+            SubPurpose::Commands => {
+                if codes.contains(&SubscribeReasonCode::Failure) {
+                    let topic = "command topics".into();
+                    self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic }));
+                }
+                return;
+            }
         };
         for (i, topic) in topics.into_iter().enumerate() {
             let ok = !matches!(codes.get(i), Some(SubscribeReasonCode::Failure) | None);
             let Some(t) = self.topics.get_mut(&topic) else { continue };
             if ok {
                 t.sub = SubState::Subscribed;
+                self.reply_subs += 1;
                 self.outbox.unpark(&topic);
                 continue;
             }
@@ -173,6 +183,28 @@ impl Client {
                 }
             }
             self.events.push_back(Event::Error(ClientError::SubscribeRefused { topic: topic.to_string() }));
+        }
+        self.evict_idle_replies();
+    }
+
+    pub(super) fn on_unsuback(&mut self, pkid: u16) {
+        match self.subscribing.remove(&pkid) {
+            Some(SubPurpose::Unsubscribe) => {}
+            Some(other) => {
+                // Not an UNSUBSCRIBE's: still awaited as what it is.
+                self.subscribing.insert(pkid, other);
+                self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
+                return;
+            }
+            None => {
+                self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
+                return;
+            }
+        }
+        if self.subscribing.is_empty() {
+            self.timers.stop(Timer::Suback);
+        } else {
+            self.timers.set(Timer::Suback, later(self.now, self.config.ping_timeout));
         }
     }
 

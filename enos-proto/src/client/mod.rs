@@ -77,12 +77,23 @@ struct TopicState {
     sub: SubState,
     /// Raw requests on the wire awaiting a reply on this topic, oldest first.
     raw_fifo: VecDeque<RequestId>,
+    /// When a request last used it (a count of requests), for the eviction of idle
+    /// subscriptions.
+    used_at: std::cell::Cell<u64>,
+}
+
+impl TopicState {
+    fn new(request_topic: Arc<str>) -> Self {
+        TopicState { request_topic, sub: SubState::None, raw_fifo: VecDeque::new(), used_at: Default::default() }
+    }
 }
 
 #[derive(Debug)]
 enum SubPurpose {
     Replies(Vec<Arc<str>>),
     Commands,
+    /// An UNSUBSCRIBE of idle reply topics.
+    Unsubscribe,
 }
 
 /// A point in time `d` after `now`, far in the future when that overflows.
@@ -168,6 +179,10 @@ pub struct Client {
     next_envelope: u32,
     by_envelope: HashMap<u32, RequestId, BuildHasherDefault<IdHasher>>,
     topics: HashMap<Arc<str>, TopicState, BuildHasherDefault<IdHasher>>,
+    /// Reply topics subscribed on this connection.
+    reply_subs: usize,
+    /// Requests made, the clock of `TopicState::used_at`.
+    uses: u64,
     /// Publishes waiting to be sent, with their counts.
     outbox: Outbox,
     /// Store-and-forward's state.
@@ -270,6 +285,8 @@ impl Client {
             next_envelope: 1,
             by_envelope: HashMap::default(),
             topics: HashMap::default(),
+            reply_subs: 0,
+            uses: 0,
             outbox: Outbox::default(),
             offline: offline::Offline::default(),
             running_commands: HashMap::default(),

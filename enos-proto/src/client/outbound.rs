@@ -160,15 +160,16 @@ impl Client {
     /// The request and reply topic for the topic in `scratch`, interned.
     pub(super) fn intern_topic(&mut self) -> (Arc<str>, Arc<str>, bool) {
         self.scratch.push_str("_reply");
+        self.uses += 1;
         if let Some((k, t)) = self.topics.get_key_value(self.scratch.as_str()) {
+            t.used_at.set(self.uses);
             return (t.request_topic.clone(), k.clone(), t.sub == SubState::Subscribed);
         }
         let reply: Arc<str> = Arc::from(self.scratch.as_str());
         let request: Arc<str> = Arc::from(&self.scratch[..self.scratch.len() - 6]);
-        self.topics.insert(
-            reply.clone(),
-            TopicState { request_topic: request.clone(), sub: SubState::None, raw_fifo: VecDeque::new() },
-        );
+        let t = TopicState::new(request.clone());
+        t.used_at.set(self.uses);
+        self.topics.insert(reply.clone(), t);
         (request, reply, false)
     }
 
@@ -232,11 +233,7 @@ impl Client {
     /// Where an outgoing publish waits: behind its reply topic's subscription, or ready.
     pub(super) fn route(&mut self, out: Outgoing) {
         if let Some(topic) = out.needs.clone() {
-            let t = self.topics.entry(topic.clone()).or_insert_with(|| TopicState {
-                request_topic: out.topic.clone(),
-                sub: SubState::None,
-                raw_fifo: VecDeque::new(),
-            });
+            let t = self.topics.entry(topic.clone()).or_insert_with(|| TopicState::new(out.topic.clone()));
             if t.sub != SubState::Subscribed {
                 self.outbox.park(&topic, out);
                 self.want_subscription(&topic);
@@ -276,6 +273,40 @@ impl Client {
                 self.sent();
             }
         }
+    }
+
+    /// Past `Config::max_reply_subscriptions` reply topics subscribed, the least
+    /// recently used ones that no live request waits on are unsubscribed, down to three
+    /// quarters of the bound (so the scan is paid once per quarter of it). A later
+    /// request on one subscribes it again.
+    pub(super) fn evict_idle_replies(&mut self) {
+        let max = self.config.max_reply_subscriptions.max(1);
+        if self.reply_subs <= max || self.state != State::Connected {
+            return;
+        }
+        let used = self.pending.reply_topics();
+        let mut idle: Vec<(u64, Arc<str>)> = self
+            .topics
+            .iter()
+            .filter(|(k, t)| t.sub == SubState::Subscribed && !used.contains(*k))
+            .map(|(k, t)| (t.used_at.get(), k.clone()))
+            .collect();
+        idle.sort_unstable();
+        let n = (self.reply_subs - max * 3 / 4).min(idle.len());
+        let gone: Vec<Arc<str>> = idle.into_iter().take(n).map(|(_, k)| k).collect();
+        for chunk in gone.chunks(MAX_FILTERS_PER_SUBSCRIBE) {
+            let pkid = self.alloc_pkid();
+            let topics = chunk.iter().map(|t| t.to_string()).collect();
+            if codec::encode_packet(&mut self.out, &Packet::Unsubscribe(codec::Unsubscribe { pkid, topics })).is_ok() {
+                self.subscribing.insert(pkid, SubPurpose::Unsubscribe);
+                self.arm_suback();
+                self.sent();
+            }
+        }
+        for t in &gone {
+            self.topics.remove(t);
+        }
+        self.reply_subs -= gone.len();
     }
 
     /// Sends what can go now: pending SUBSCRIBEs, the re-login, then (once the re-login

@@ -182,6 +182,7 @@ impl Client {
             }
         }
         // Clean session: every subscription is gone with the connection.
+        self.reply_subs = 0;
         for t in self.topics.values_mut() {
             t.sub = SubState::None;
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use enos_proto::codec::{
-    self, ConnAck, ConnectReturnCode, Decoder, Packet, PubAck, Publish, QoS, SubAck, SubscribeReasonCode,
+    self, ConnAck, ConnectReturnCode, Decoder, Packet, PubAck, Publish, QoS, SubAck, SubscribeReasonCode, UnsubAck,
 };
 use enos_proto::{
     Client, CloseCause, Config, Credentials, DeviceKeys, Event, Now, Output, Reply, RequestError, RequestId,
@@ -123,6 +123,7 @@ impl FakeCloud {
                 self.send(Packet::SubAck(SubAck::new(s.pkid, codes)));
             }
             Packet::PingReq if self.auto_pingresp => self.send(Packet::PingResp),
+            Packet::Unsubscribe(u) if self.auto_suback => self.send(Packet::UnsubAck(UnsubAck::new(u.pkid))),
             Packet::Publish(p) => {
                 if p.qos == QoS::AtLeastOnce && self.auto_puback {
                     self.send(Packet::PubAck(PubAck::new(p.pkid)));
@@ -158,6 +159,26 @@ impl FakeCloud {
             .filter_map(|p| if let Packet::Subscribe(s) = p { Some(s) } else { None })
             .flat_map(|s| s.filters.iter().map(|f| f.path.clone()))
             .collect()
+    }
+
+    /// Reply topics subscribed now: those of every SUBSCRIBE, less those of every
+    /// UNSUBSCRIBE since, on the current connection.
+    pub fn reply_subscriptions(&self) -> std::collections::BTreeSet<String> {
+        let mut live = std::collections::BTreeSet::new();
+        for p in &self.received {
+            match p {
+                Packet::Connect(_) => live.clear(),
+                Packet::Subscribe(s) => live.extend(s.filters.iter().map(|f| f.path.clone())),
+                Packet::Unsubscribe(u) => {
+                    for t in &u.topics {
+                        live.remove(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        live.retain(|t| t.ends_with("_reply"));
+        live
     }
 
     pub fn count(&self, f: impl Fn(&Packet) -> bool) -> usize {
