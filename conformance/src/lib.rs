@@ -807,8 +807,12 @@ pub async fn posts_made_while_the_cloud_is_away_are_kept_and_resumed_at_their_ti
             .map(|r| serde_json::from_slice(&r.payload).unwrap())
             .collect()
     };
-    let times: Vec<u64> = sent("measurepoint/resume").iter().map(|v| v["params"]["time"].as_u64().unwrap()).collect();
-    assert_eq!(times, vec![T, T + 1, T + 2], "resumed oldest first, each at its own time");
+    // Together in one batch resume, oldest first, each at its own time.
+    let batches = sent("measurepoint/resume/batch");
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    let times: Vec<u64> =
+        batches[0]["params"].as_array().unwrap().iter().map(|e| e["time"].as_u64().unwrap()).collect();
+    assert_eq!(times, vec![T, T + 1, T + 2]);
     assert!(sent("measurepoint/post").is_empty());
     assert!(store.is_empty(), "delivered records are forgotten");
     // Up again: a post is a post.

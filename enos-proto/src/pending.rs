@@ -65,8 +65,8 @@ pub(crate) enum Origin {
     App,
     /// The core's re-login of sub-devices.
     Relogin,
-    /// The core's resume of offline record `seq`.
-    Stored(u64),
+    /// The core's resume of offline records.
+    Stored,
 }
 
 #[derive(Debug)]

@@ -111,13 +111,15 @@ pub enum WhenFull {
 /// While the session is down, a measure point post (single or batch) is kept here as
 /// a record, with the time it was made, instead of waiting in memory for its timeout.
 /// Once the session is up again (and a gateway's sub-devices are logged back in), the
-/// records are sent oldest first as `thing.measurepoint.resume` (or
-/// `thing.measurepoint.resume.batch`) requests, at most `max_inflight` at a time. A
-/// record is forgotten when the cloud answers its resume: with 200 it is delivered,
-/// with another code it is refused for good (and the caller gets that code). A resume
-/// that times out or whose connection drops is sent again, so a record reaches the
-/// cloud at least once. The request of a stored post ends with the reply of its resume,
-/// so it has no timeout of its own while stored.
+/// records are sent oldest first as resumes, at most `max_inflight` requests at a time:
+/// records of single posts together, up to 100 in one `thing.measurepoint.resume.batch`
+/// (a sub-device's entry naming it, with `allowOfflineSubDevice`), a batch post's as its
+/// own batch resume. A record is forgotten when the cloud answers its resume: with 200
+/// it is delivered, with another code it is refused for good (and the caller gets that
+/// code); a refused batch is first split, each record sent again alone for a verdict of
+/// its own. A resume that times out or whose connection drops is sent again, so a record
+/// reaches the cloud at least once. The request of a stored post ends with the reply of
+/// its resume, so it has no timeout of its own while stored.
 #[derive(Clone)]
 pub struct OfflineStore {
     store: Arc<Mutex<dyn RecordStore>>,

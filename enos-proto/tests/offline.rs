@@ -13,7 +13,24 @@ use serde_json::json;
 use support::*;
 
 const RESUME: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/resume";
+const RESUME_BATCH: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/resume/batch";
 const POST: &str = "/sys/pk1234ab/dev_001/thing/measurepoint/post";
+
+/// The `temp` of every stored post the cloud received, single or in a batch, in order.
+fn resumed_values(p: &Pair) -> Vec<f64> {
+    let mut v = Vec::new();
+    for r in p.cloud.publishes() {
+        let body = json(&r.payload);
+        if r.topic == RESUME {
+            v.push(body["params"]["measurepoints"]["temp"].as_f64().unwrap());
+        } else if r.topic == RESUME_BATCH {
+            for e in body["params"].as_array().unwrap() {
+                v.push(e["measurepoints"]["temp"].as_f64().unwrap());
+            }
+        }
+    }
+    v
+}
 
 fn with_store(store: OfflineStore) -> enos_proto::Config {
     let mut c = config();
@@ -64,13 +81,15 @@ fn posts_made_while_down_are_resumed_in_order_with_their_own_time_and_end_their_
     assert_eq!(store.len(), 5);
     assert!(made.iter().all(|(id, _)| !ended(&p, *id)), "a stored post waits for its resume");
     back(&mut p);
-    let resumes = pubs_to(&p.cloud, RESUME);
-    assert_eq!(resumes.len(), 5, "{:?}", p.cloud.publishes());
+    // Together, in one batch resume of the device's own points (no keys in its entries).
+    let resumes = pubs_to(&p.cloud, RESUME_BATCH);
+    assert_eq!(resumes.len(), 1, "{:?}", p.cloud.publishes());
     assert!(pubs_to(&p.cloud, POST).is_empty(), "no stored post goes out as a post");
-    for (i, (r, (id, unix_ms))) in resumes.iter().zip(&made).enumerate() {
-        let v = json(&r.payload);
-        assert_eq!(v["method"], "thing.measurepoint.resume");
-        assert_eq!(v["params"], json!({"measurepoints": {"temp": i as f64}, "time": unix_ms}));
+    let v = json(&resumes[0].payload);
+    assert_eq!(v["method"], "thing.measurepoint.resume.batch");
+    assert_eq!(v["allowOfflineSubDevice"], true);
+    for (i, (id, unix_ms)) in made.iter().enumerate() {
+        assert_eq!(v["params"][i], json!({"measurepoints": {"temp": i as f64}, "time": unix_ms}));
         match p.response(*id) {
             Ok(Reply::Json(j)) => assert_eq!(j.code, 200),
             other => panic!("{other:?}"),
@@ -176,11 +195,7 @@ fn a_full_store_refuses_new_posts_or_drops_the_oldest_as_chosen() {
     assert_eq!(p.response(ids[1]), Err(RequestError::Dropped));
     assert_eq!(p.count_events(|e| matches!(e, Event::Error(ClientError::OfflineDropped { .. }))), 2);
     back(&mut p);
-    let sent: Vec<f64> = pubs_to(&p.cloud, RESUME)
-        .iter()
-        .map(|r| json(&r.payload)["params"]["measurepoints"]["temp"].as_f64().unwrap())
-        .collect();
-    assert_eq!(sent, vec![2.0, 3.0, 4.0]);
+    assert_eq!(resumed_values(&p), vec![2.0, 3.0, 4.0]);
     assert!(ids[2..].iter().all(|id| p.response(*id).is_ok()));
     assert_eq!(p.client.offline_stats().dropped, 2);
 
@@ -202,19 +217,22 @@ fn resumes_in_transit_are_bounded_by_the_window() {
     let mut p = Pair::connected(c);
     p.cloud.reachable = false;
     p.cut();
-    let ids: Vec<RequestId> = (0..100).map(|i| post(&mut p, f64::from(i))).collect();
+    let ids: Vec<RequestId> = (0..2000).map(|i| post(&mut p, f64::from(i))).collect();
     p.cloud.replies = Replies::Hold;
     back(&mut p);
+    let entries = |r: &Publish| json(&r.payload)["params"].as_array().map_or(1, Vec::len);
     let mut answered = 0;
     while !p.cloud.held.is_empty() {
-        assert!(p.cloud.held.len() <= 8, "{} resumes out at once", p.cloud.held.len());
+        let out: usize = p.cloud.held.iter().map(entries).sum();
+        assert!(out <= 8, "{out} records out at once");
         let r = p.cloud.held.remove(0);
+        answered += entries(&r);
         p.cloud.answer(&r, "{}");
-        answered += 1;
         p.drive();
     }
-    assert_eq!(answered, 100);
+    assert_eq!(answered, 2000);
     assert!(ids.iter().all(|id| p.response(*id).is_ok()));
+    assert_eq!(resumed_values(&p), (0..2000).map(f64::from).collect::<Vec<_>>(), "oldest first");
 }
 
 #[test]
@@ -232,14 +250,20 @@ fn records_of_an_earlier_run_are_delivered_and_a_killed_run_loses_nothing_stored
         }
         std::mem::forget(p);
     }
-    // The next run finds them and sends them; nobody waits for them, and a refusal is
-    // reported as an event.
+    // The next run finds them and sends them; nobody waits for them. Their batch is
+    // refused: each goes again alone, and the one refused alone is reported.
     let store = OfflineStore::new(FileStore::open(&path, Fsync::Always).unwrap());
     assert_eq!(store.len(), 3);
     let mut p = Pair::new(with_store(store.clone()));
     p.cloud.replies = Replies::Hold;
     p.drive();
-    assert_eq!(p.cloud.held.len(), 3);
+    assert_eq!(p.cloud.held.len(), 1, "one batch");
+    let batch = p.cloud.held.remove(0);
+    p.cloud.reply(&batch.topic, &envelope_id(&batch), 1204, "null");
+    p.drive();
+    assert_eq!(store.len(), 3, "a batch's refusal forgets nothing");
+    assert_eq!(p.cloud.held.len(), 3, "each alone");
+    assert!(p.cloud.held.iter().all(|r| r.topic == RESUME));
     let held = std::mem::take(&mut p.cloud.held);
     p.cloud.answer(&held[0], "{}");
     p.cloud.reply(&held[1].topic, &envelope_id(&held[1]), 1204, "null");
@@ -356,16 +380,28 @@ fn resumes_cut_off_by_a_lost_link_go_again_at_once_on_the_next_session() {
     let ids: Vec<RequestId> = (0..3).map(|i| post(&mut p, f64::from(i))).collect();
     p.cloud.replies = Replies::Hold;
     back(&mut p);
-    assert_eq!(p.cloud.held.len(), 3);
+    assert_eq!(p.cloud.held.len(), 1, "one batch of three");
     p.cloud.held.clear();
     // The link drops with their replies: no waiting for their timeouts.
     p.cut();
     back(&mut p);
-    assert_eq!(p.cloud.held.len(), 3, "sent again on the new session");
+    assert_eq!(p.cloud.held.len(), 1, "sent again on the new session");
+    assert_eq!(json(&p.cloud.held[0].payload)["params"].as_array().unwrap().len(), 3);
     for r in std::mem::take(&mut p.cloud.held) {
         p.cloud.answer(&r, "{}");
     }
     p.drive();
     assert!(ids.iter().all(|id| p.response(*id).is_ok()));
     assert_eq!((store.len(), p.client.offline_stats().retried), (0, 3));
+}
+
+#[test]
+fn single_posts_go_together_up_to_a_hundred_a_resume() {
+    let mut p = offline(OfflineStore::memory());
+    let ids: Vec<RequestId> = (0..250).map(|i| post(&mut p, f64::from(i))).collect();
+    back(&mut p);
+    let sizes: Vec<usize> =
+        pubs_to(&p.cloud, RESUME_BATCH).iter().map(|r| json(&r.payload)["params"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, vec![100, 100, 50]);
+    assert!(ids.iter().all(|id| p.response(*id).is_ok()));
 }

@@ -11,6 +11,8 @@ const FLAG_ALLOW_OFFLINE: u8 = 2;
 const FLAG_SKIP_INVALID: u8 = 4;
 /// Room for a resume's envelope around its stored parameters.
 const ENVELOPE_ROOM: usize = 128;
+/// Single posts' records sent together in one batch resume, at most.
+pub(super) const RESUME_BATCH: usize = 100;
 
 /// The core's side of the offline store.
 #[derive(Debug, Default)]
@@ -19,6 +21,10 @@ pub(super) struct Offline {
     callers: HashMap<u64, RequestId, BuildHasherDefault<IdHasher>>,
     /// Records on their way as resumes: record → the resume request.
     sending: HashMap<u64, RequestId, BuildHasherDefault<IdHasher>>,
+    /// Resumes on their way: request → the records it carries.
+    groups: HashMap<RequestId, Vec<u64>, BuildHasherDefault<IdHasher>>,
+    /// Records to send alone: the batch they were in was refused.
+    alone: std::collections::HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// The last record read for sending; records after it are read next.
     cursor: Option<u64>,
     /// Every record was read (until one is appended, or a resume fails).
@@ -93,23 +99,25 @@ fn decode_record(body: &[u8]) -> Result<Record<'_>, String> {
     })
 }
 
-/// A single post's parameters `{"measurepoints":..,"time":..}` as the one entry of a
-/// batch that names `device`.
-fn batch_entry(device: &DeviceKeys, params: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(params.len() + 64);
-    v.extend_from_slice(b"[{\"productKey\":");
-    // Strings always serialize.
-    let _ = serde_json::to_writer(&mut v, device.product_key());
-    v.extend_from_slice(b",\"deviceKey\":");
-    let _ = serde_json::to_writer(&mut v, device.device_key());
+/// Appends a single post's parameters `{"measurepoints":..,"time":..}` as an entry of a
+/// batch, naming `device` (none: the topic's device).
+fn write_entry(out: &mut Vec<u8>, device: Option<&DeviceKeys>, params: &[u8]) {
     // The rest of the object, after its `{` (decode_record checked it is JSON).
     let rest = params.trim_ascii().strip_prefix(b"{").unwrap_or(b"}");
+    let Some(device) = device else {
+        out.push(b'{');
+        out.extend_from_slice(rest);
+        return;
+    };
+    out.extend_from_slice(b"{\"productKey\":");
+    // Strings always serialize.
+    let _ = serde_json::to_writer(&mut *out, device.product_key());
+    out.extend_from_slice(b",\"deviceKey\":");
+    let _ = serde_json::to_writer(&mut *out, device.device_key());
     if !rest.trim_ascii_start().starts_with(b"}") {
-        v.push(b',');
+        out.push(b',');
     }
-    v.extend_from_slice(rest);
-    v.push(b']');
-    v
+    out.extend_from_slice(rest);
 }
 
 /// A stored post sent as a resume.
@@ -295,7 +303,11 @@ impl Client {
     }
 
     /// Sends stored records as resumes, oldest first, while fewer than `max_inflight`
-    /// are on their way: once the session is up and a re-login is answered.
+    /// records are on their way (so that a lost link or a restart sends at most that many
+    /// twice): once the session is up and a re-login is answered.
+    /// Records of single posts go together, up to [`RESUME_BATCH`] in one batch resume
+    /// within the payload limit; a record of a batch post, or one whose batch was refused,
+    /// goes alone.
     pub(super) fn drain_offline(&mut self) {
         let Some(store) = self.config.offline_store.clone() else { return };
         if self.state != State::Connected || self.relogin.is_some() || self.offline.exhausted {
@@ -317,35 +329,92 @@ impl Client {
                 self.offline.exhausted = true;
                 return;
             }
+            let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut bytes = 0;
             for (seq, body) in records.drain(..) {
                 self.offline.cursor = Some(seq);
-                if !self.offline.sending.contains_key(&seq) {
+                if self.offline.sending.contains_key(&seq) {
+                    continue;
+                }
+                let single =
+                    matches!(body.get(1), Some(f) if f & FLAG_BATCH == 0) && !self.offline.alone.contains(&seq);
+                if single {
+                    if batch.len() == RESUME_BATCH || bytes + body.len() + ENVELOPE_ROOM > self.config.max_payload_bytes
+                    {
+                        self.send_batch(&store, std::mem::take(&mut batch));
+                        bytes = 0;
+                    }
+                    bytes += body.len() + 1;
+                    batch.push((seq, body));
+                } else {
+                    // In order: what waits in the batch goes first.
+                    self.send_batch(&store, std::mem::take(&mut batch));
+                    bytes = 0;
                     self.send_record(&store, seq, &body);
                 }
             }
+            self.send_batch(&store, batch);
+        }
+    }
+
+    /// Single posts' records in one batch resume (one record: as it is).
+    fn send_batch(&mut self, store: &OfflineStore, batch: Vec<(u64, Vec<u8>)>) {
+        if batch.len() <= 1 {
+            for (seq, body) in batch {
+                self.send_record(store, seq, &body);
+            }
+            return;
+        }
+        let mut params = Vec::with_capacity(batch.iter().map(|(_, b)| b.len() + 48).sum());
+        let mut seqs = Vec::with_capacity(batch.len());
+        params.push(b'[');
+        for (seq, body) in &batch {
+            match decode_record(body) {
+                Ok(r) => {
+                    if !seqs.is_empty() {
+                        params.push(b',');
+                    }
+                    let own = (r.device != self.config.device).then_some(&r.device);
+                    write_entry(&mut params, own, r.params);
+                    seqs.push(*seq);
+                }
+                Err(reason) => self.forget_unreadable(store, *seq, &reason),
+            }
+        }
+        params.push(b']');
+        let record = Record {
+            batch: true,
+            flags: [("allowOfflineSubDevice", true), ("skipInvalidMeasurepoints", false)],
+            device: self.config.device.clone(),
+            params: &params,
+        };
+        self.send_group(seqs, &record);
+    }
+
+    /// A record that cannot be read is forgotten; its caller, if any, hears why.
+    fn forget_unreadable(&mut self, store: &OfflineStore, seq: u64, reason: &str) {
+        let _ = store.with(|s| s.remove(seq));
+        self.offline.stats.rejected += 1;
+        let reason = format!("record {seq} forgotten: {reason}");
+        self.events.push_back(Event::Error(ClientError::OfflineStore { reason: reason.clone() }));
+        if let Some(id) = self.offline.callers.remove(&seq) {
+            self.finish(id, Err(RequestError::BadReply(reason)));
         }
     }
 
     fn send_record(&mut self, store: &OfflineStore, seq: u64, body: &[u8]) {
         let record = match decode_record(body) {
             Ok(r) => r,
-            Err(reason) => {
-                let _ = store.with(|s| s.remove(seq));
-                self.offline.stats.rejected += 1;
-                let reason = format!("record {seq} forgotten: {reason}");
-                self.events.push_back(Event::Error(ClientError::OfflineStore { reason: reason.clone() }));
-                if let Some(id) = self.offline.callers.remove(&seq) {
-                    self.finish(id, Err(RequestError::BadReply(reason)));
-                }
-                return;
-            }
+            Err(reason) => return self.forget_unreadable(store, seq, &reason),
         };
         // History is history whether or not a sub-device is online now (it may not be
         // logged in yet after a restart): a sub-device's points go as an entry of the
         // gateway's batch resume, which takes them with `allowOfflineSubDevice`.
-        let entry: Vec<u8>;
+        let mut entry = Vec::new();
         let record = if !record.batch && record.device != self.config.device {
-            entry = batch_entry(&record.device, record.params);
+            entry.push(b'[');
+            write_entry(&mut entry, Some(&record.device), record.params);
+            entry.push(b']');
             Record { batch: true, flags: record.flags, device: self.config.device.clone(), params: &entry }
         } else {
             record
@@ -354,40 +423,71 @@ impl Client {
         if record.batch {
             record.flags[0].1 = true;
         }
+        self.send_group(vec![seq], &record);
+    }
+
+    /// One resume carrying records `seqs`.
+    fn send_group(&mut self, seqs: Vec<u64>, record: &Record<'_>) {
+        if seqs.is_empty() {
+            return;
+        }
         let target = (record.device != self.config.device).then(|| record.device.clone());
         let opts = RequestOptions { target, ..RequestOptions::default() };
-        match self.submit(self.last_unix_ms, &Resume(&record), opts, Origin::Stored(seq)) {
+        match self.submit(self.last_unix_ms, &Resume(record), opts, Origin::Stored) {
             Ok(id) => {
-                self.offline.sending.insert(seq, id);
+                for seq in &seqs {
+                    self.offline.sending.insert(*seq, id);
+                }
+                self.offline.groups.insert(id, seqs);
             }
             Err(e) => {
-                // Only a closed client refuses the core's own request; it stays stored.
-                let reason = format!("record {seq} not sent: {e}");
+                // Only a closed client refuses the core's own request; they stay stored.
+                let reason = format!("records {seqs:?} not sent: {e}");
                 self.events.push_back(Event::Error(ClientError::OfflineStore { reason }));
             }
         }
     }
 
-    /// The resume of record `seq` ended.
-    pub(super) fn resumed(&mut self, seq: u64, result: Result<Reply, RequestError>) {
-        self.offline.sending.remove(&seq);
+    /// Resume `id` ended: its records are delivered, refused, or sent again.
+    pub(super) fn resumed(&mut self, id: RequestId, result: Result<Reply, RequestError>) {
+        let Some(seqs) = self.offline.groups.remove(&id) else { return };
+        for seq in &seqs {
+            self.offline.sending.remove(seq);
+        }
         let Some(store) = self.config.offline_store.clone() else { return };
         let code = match &result {
             Ok(Reply::Json(j)) => j.code,
             Ok(_) => 200,
             Err(_) => {
-                // No verdict (timeout, lost, closed): the record stays, read again from
+                // No verdict (timeout, lost, closed): the records stay, read again from
                 // the oldest (records on their way are skipped).
                 if !matches!(result, Err(RequestError::Closed)) {
-                    self.offline.stats.retried += 1;
+                    self.offline.stats.retried += seqs.len() as u64;
                 }
                 self.offline.cursor = None;
                 self.offline.exhausted = false;
                 return;
             }
         };
+        if code != 200 && seqs.len() > 1 {
+            // A batch's code is for all of it: each record goes again alone, for a
+            // verdict of its own.
+            self.offline.alone.extend(seqs);
+            self.offline.cursor = None;
+            self.offline.exhausted = false;
+            return;
+        }
+        for seq in seqs {
+            self.offline.alone.remove(&seq);
+            self.record_answered(&store, seq, code, &result);
+        }
+    }
+
+    /// The cloud answered record `seq`'s resume with `code`: it is forgotten, and its
+    /// caller (if one waits) gets the reply.
+    fn record_answered(&mut self, store: &OfflineStore, seq: u64, code: i32, result: &Result<Reply, RequestError>) {
         if let Err(e) = store.with(|s| s.remove(seq)) {
-            let reason = format!("record {seq} delivered but not forgotten (it may be sent again): {e}");
+            let reason = format!("record {seq} answered but not forgotten (it may be sent again): {e}");
             self.events.push_back(Event::Error(ClientError::OfflineStore { reason }));
         }
         if code == 200 {
@@ -400,12 +500,12 @@ impl Client {
                 let wants_reply = self.pending.get(id).is_some_and(|r| r.wants_reply);
                 let result = match result {
                     Ok(_) if code == 200 && !wants_reply => Ok(Reply::Delivered),
-                    other => other,
+                    other => other.clone(),
                 };
                 self.finish(id, result);
             }
             None if code != 200 => {
-                let message = match &result {
+                let message = match result {
                     Ok(Reply::Json(j)) => j.message.clone().unwrap_or_default(),
                     _ => String::new(),
                 };
@@ -417,7 +517,7 @@ impl Client {
 
     /// The link is lost: every resume on its way ends without a verdict.
     pub(super) fn resumes_lost(&mut self) {
-        let lost: Vec<RequestId> = self.offline.sending.values().copied().collect();
+        let lost: Vec<RequestId> = self.offline.groups.keys().copied().collect();
         for id in lost {
             self.finish(id, Err(RequestError::ConnectionLost));
         }
@@ -427,6 +527,7 @@ impl Client {
     pub(super) fn offline_closed(&mut self) {
         self.offline.callers.clear();
         self.offline.sending.clear();
+        self.offline.groups.clear();
         self.offline.cursor = None;
         self.offline.exhausted = false;
     }
@@ -449,11 +550,22 @@ mod tests {
         for cut in 0..out.len() {
             assert!(decode_record(&out[..cut]).is_err(), "cut at {cut}");
         }
-        let entry = batch_entry(&keys, br#" {"measurepoints":{"a":1},"time":5} "#);
+        let mut entry = b"[".to_vec();
+        write_entry(&mut entry, Some(&keys), br#" {"measurepoints":{"a":1},"time":5} "#);
+        entry.push(b',');
+        write_entry(&mut entry, None, br#"{"measurepoints":{"b":2},"time":6}"#);
+        entry.push(b',');
+        write_entry(&mut entry, Some(&keys), b"{}");
+        entry.push(b']');
         let v: serde_json::Value = serde_json::from_slice(&entry).unwrap();
-        assert_eq!(v, serde_json::json!([{"productKey":"pk","deviceKey":"sub-1","measurepoints":{"a":1},"time":5}]));
-        let v: serde_json::Value = serde_json::from_slice(&batch_entry(&keys, b"{}")).unwrap();
-        assert_eq!(v, serde_json::json!([{"productKey":"pk","deviceKey":"sub-1"}]));
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"productKey":"pk","deviceKey":"sub-1","measurepoints":{"a":1},"time":5},
+                {"measurepoints":{"b":2},"time":6},
+                {"productKey":"pk","deviceKey":"sub-1"}
+            ])
+        );
         out[0] = 9;
         assert!(decode_record(&out).unwrap_err().contains("layout 9"));
     }

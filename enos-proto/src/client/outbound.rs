@@ -226,7 +226,7 @@ impl Client {
                     self.relogin_done(result);
                 }
             }
-            Origin::Stored(seq) => self.resumed(seq, result),
+            Origin::Stored => self.resumed(id, result),
         }
     }
 
