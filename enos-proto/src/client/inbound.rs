@@ -143,12 +143,7 @@ impl Client {
             self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
             return;
         };
-        // The broker answers: the next SUBACK due gets a full ping timeout from now.
-        if self.subscribing.is_empty() {
-            self.timers.stop(Timer::Suback);
-        } else {
-            self.timers.set(Timer::Suback, later(self.now, self.config.ping_timeout));
-        }
+        self.sub_answered();
         let topics = match purpose {
             SubPurpose::Replies(topics) => topics,
             SubPurpose::Unsubscribe => {
@@ -189,18 +184,20 @@ impl Client {
 
     pub(super) fn on_unsuback(&mut self, pkid: u16) {
         match self.subscribing.remove(&pkid) {
-            Some(SubPurpose::Unsubscribe) => {}
-            Some(other) => {
+            Some(SubPurpose::Unsubscribe) => self.sub_answered(),
+            other => {
                 // Not an UNSUBSCRIBE's: still awaited as what it is.
-                self.subscribing.insert(pkid, other);
+                if let Some(p) = other {
+                    self.subscribing.insert(pkid, p);
+                }
                 self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
-                return;
-            }
-            None => {
-                self.events.push_back(Event::Error(ClientError::UnknownPacketId(pkid)));
-                return;
             }
         }
+    }
+
+    /// The broker answered a SUBSCRIBE or an UNSUBSCRIBE: the next answer due gets a
+    /// full ping timeout from now.
+    fn sub_answered(&mut self) {
         if self.subscribing.is_empty() {
             self.timers.stop(Timer::Suback);
         } else {
