@@ -44,7 +44,8 @@ pub struct OfflineStats {
     pub rejected: u64,
     /// Records dropped to make room (`WhenFull::DropOldest`).
     pub dropped: u64,
-    /// Resumes sent again after a timeout or a lost link (each may reach the cloud twice).
+    /// Records sent again after their resume timed out or its link was lost (each may
+    /// reach the cloud twice).
     pub retried: u64,
 }
 
@@ -293,6 +294,7 @@ impl Client {
             };
             store.with(|s| s.remove(seq)).map_err(|e| SubmitError::OfflineStore(e.to_string()))?;
             self.offline.stats.dropped += 1;
+            self.offline.alone.remove(&seq);
             #[cfg(feature = "tracing")]
             tracing::warn!(device = %self.config.device, seq, "offline store full: oldest record dropped");
             self.events.push_back(Event::Error(ClientError::OfflineDropped { seq }));
@@ -309,10 +311,11 @@ impl Client {
     /// within the payload limit; a record of a batch post, or one whose batch was refused,
     /// goes alone.
     pub(super) fn drain_offline(&mut self) {
-        let Some(store) = self.config.offline_store.clone() else { return };
-        if self.state != State::Connected || self.relogin.is_some() || self.offline.exhausted {
+        // Called on every flush: the cheap checks first.
+        if self.offline.exhausted || self.state != State::Connected || self.relogin.is_some() {
             return;
         }
+        let Some(store) = self.config.offline_store.clone() else { return };
         let window = usize::from(self.config.max_inflight);
         let mut records = Vec::new();
         while self.offline.sending.len() < window {
