@@ -708,9 +708,25 @@ pub async fn x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed<R: Rt>() {
     let sim2 = tls_sim(None);
     let mut s = options(sim2.tls_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
     s.ca = Some(p.ca.pem.clone().into_bytes());
-    let c = DeviceClient::<R>::new(s).unwrap();
+    let c = DeviceClient::<R>::new(s.clone()).unwrap();
     w!(c.connect()).unwrap();
     assert_eq!(w!(c.device_data().query_tag(Vec::<String>::new(), RequestOptions::new())).unwrap().code, 200);
+    w!(c.close()).unwrap();
+    // A broker reached by a name its certificate does not hold (an edge broker by IP):
+    // refused, unless the options say, loudly, to accept any name; the chain is still
+    // verified either way.
+    let mut edge = s.clone();
+    edge.server_name = Some("edge.example".into());
+    let m = tls_refusal::<R>(edge.clone()).await;
+    assert!(m.to_lowercase().contains("not valid for name"), "{m}");
+    edge.dangerous_accept_any_server_name = true;
+    let c = DeviceClient::<R>::new(edge.clone()).unwrap();
+    w!(c.connect()).unwrap();
+    assert_eq!(w!(c.device_data().query_tag(Vec::<String>::new(), RequestOptions::new())).unwrap().code, 200);
+    w!(c.close()).unwrap();
+    edge.ca = Some(pki::Ca::new("other").unwrap().pem.into_bytes());
+    let m = tls_refusal::<R>(edge).await;
+    assert!(m.contains("UnknownIssuer"), "{m}");
 }
 
 // ----- faults -----

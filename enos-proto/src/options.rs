@@ -58,6 +58,13 @@ pub struct ClientOptions {
     pub passphrase: Option<Secret>,
     /// The TLS server name when it differs from the URL's host.
     pub server_name: Option<String>,
+    /// Accept a broker whose certificate does not name the host it is reached by (an
+    /// EnOS edge broker reached by IP address), as the vendor's Java and Python SDKs do by
+    /// default. Off by default. The chain is still verified against `ca`; what is given
+    /// up is that any server with a certificate from that CA, for any name, can pose as
+    /// the broker: use it only with a CA that signs nothing but your brokers (see
+    /// [`crate::tls::dangerous`]).
+    pub dangerous_accept_any_server_name: bool,
     /// Seconds for the transport and the CONNACK (30).
     pub connection_timeout: u64,
     /// Seconds between reconnect attempts (3, doubling up to 60 on repeated failures);
@@ -97,6 +104,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("pfx", &hidden(&self.pfx))
             .field("passphrase", &self.passphrase)
             .field("server_name", &self.server_name)
+            .field("dangerous_accept_any_server_name", &self.dangerous_accept_any_server_name)
             .field("connection_timeout", &self.connection_timeout)
             .field("reconnect_period", &self.reconnect_period)
             .field("keep_alive", &self.keep_alive)
@@ -126,6 +134,7 @@ impl ClientOptions {
             pfx: None,
             passphrase: None,
             server_name: None,
+            dangerous_accept_any_server_name: false,
             connection_timeout: 30,
             reconnect_period: 3,
             keep_alive: 60,
@@ -184,7 +193,12 @@ impl ClientOptions {
                 .as_deref()
                 .ok_or_else(|| ConfigError::new("ca", "ssl:// needs the CA that signed the broker"))?;
             let identity = self.identity()?;
-            let cfg = client_config(ca, identity.as_ref()).map_err(|e| ConfigError::new("ca", e.to_string()))?;
+            let cfg = if self.dangerous_accept_any_server_name {
+                crate::tls::dangerous::client_config_accepting_any_server_name(ca, identity.as_ref())
+            } else {
+                client_config(ca, identity.as_ref())
+            };
+            let cfg = cfg.map_err(|e| ConfigError::new("ca", e.to_string()))?;
             Some(TlsTarget::new(cfg, self.server_name.clone().unwrap_or_else(|| host.clone())))
         } else {
             if self.cert.is_some() || self.pfx.is_some() {

@@ -3,6 +3,12 @@
 //! only, and certificates and keys come in as bytes (PEM, or PKCS#12 with the `pkcs12`
 //! feature). The crypto provider is ring; there is no OpenSSL anywhere.
 //!
+//! The server is always verified: its chain against the CAs given, its dates, and its
+//! name against the host dialed. The vendor's Java and Python SDKs skip the name check
+//! by default (spec E8); here that takes an explicit, loudly named choice, for edge
+//! brokers reached by IP address: [`dangerous::client_config_accepting_any_server_name`]
+//! (`ClientOptions::dangerous_accept_any_server_name`).
+//!
 //! ```
 //! # use enos_proto::tls::{client_config, TlsLayer};
 //! # let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap().cert.pem();
@@ -153,6 +159,94 @@ pub fn client_config(ca_pem: &[u8], identity: Option<&Identity>) -> Result<Arc<C
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// Configurations that turn off part of the server's verification. Each says what it
+/// gives up; none is ever a default.
+pub mod dangerous {
+    use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::pki_types::UnixTime;
+    use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+    /// Like [`client_config`], but a server whose certificate does not name the host it
+    /// was reached by is accepted: the vendor's Java and Python SDKs connect this way by
+    /// default (spec E8), and EnOS edge brokers reached by IP address need it.
+    ///
+    /// The certificate chain is still verified against the CAs in `ca_pem`, with its
+    /// dates and signatures. What is given up: any server holding a certificate from one
+    /// of those CAs, for any name, can pose as this broker. Use it only with a CA that
+    /// signs nothing but your brokers (an edge CA of your own), never with a public one.
+    ///
+    /// # Errors
+    ///
+    /// As [`client_config`].
+    pub fn client_config_accepting_any_server_name(
+        ca_pem: &[u8],
+        identity: Option<&Identity>,
+    ) -> Result<Arc<ClientConfig>, TlsError> {
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerName(chain)));
+        let config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(id.certs.clone(), id.key.clone_key())
+                .map_err(|e| TlsError::Config(e.to_string()))?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+
+    /// The WebPKI verifier with its verdict on the server's name set aside (the chain is
+    /// verified before the name, so any other failure still refuses).
+    #[derive(Debug)]
+    struct AnyServerName(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for AnyServerName {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
 }
 
 /// A server configuration with `identity`; when `client_ca_pem` is given, every client

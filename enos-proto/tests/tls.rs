@@ -2,7 +2,8 @@
 //! identities, and every refusal path.
 #![cfg(feature = "tls")]
 
-use enos_proto::tls::{client_config, server_config, Identity, TlsError, TlsLayer};
+use enos_proto::options::ClientOptions;
+use enos_proto::tls::{client_config, dangerous, server_config, Identity, TlsError, TlsLayer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 struct Ca {
@@ -357,4 +358,49 @@ mod in_the_core {
         config.tls = Some(TlsTarget::new(client_config(ca.pem.as_bytes(), None).unwrap(), "not a name!"));
         assert_eq!(config.validate().unwrap_err().field, "server_name");
     }
+}
+
+#[test]
+fn accepting_any_server_name_still_verifies_the_chain_and_its_dates() {
+    let ca1 = ca("edge ca");
+    let ca2 = ca("another ca");
+    let (cert, key) = leaf(&ca1, &["localhost"], false);
+    let server = server_config(&Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(), None).unwrap();
+    let any_name = |ca: &Ca| dangerous::client_config_accepting_any_server_name(ca.pem.as_bytes(), None).unwrap();
+    // An edge broker reached by an address its certificate does not name: accepted.
+    let mut c = TlsLayer::client(any_name(&ca1), "10.0.0.7").unwrap();
+    let mut s = TlsLayer::server(server.clone()).unwrap();
+    handshake(&mut c, &mut s).unwrap();
+    // A certificate of another CA: refused as ever.
+    let mut c = TlsLayer::client(any_name(&ca2), "10.0.0.7").unwrap();
+    let mut s = TlsLayer::server(server).unwrap();
+    assert!(matches!(handshake(&mut c, &mut s), Err(TlsError::Session(m)) if m.contains("UnknownIssuer")));
+    // An expired one: refused.
+    let (cert, key) = leaf(&ca1, &["localhost"], true);
+    let expired = server_config(&Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(), None).unwrap();
+    let mut c = TlsLayer::client(any_name(&ca1), "localhost").unwrap();
+    let mut s = TlsLayer::server(expired).unwrap();
+    let r = handshake(&mut c, &mut s);
+    assert!(matches!(&r, Err(TlsError::Session(m)) if m.to_lowercase().contains("expired")), "{r:?}");
+}
+
+#[test]
+fn client_options_check_the_server_name_unless_told_otherwise() {
+    let ca1 = ca("edge ca");
+    let (cert, key) = leaf(&ca1, &["edge.local"], false);
+    let server = server_config(&Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(), None).unwrap();
+    let mut o = ClientOptions::new("ssl://10.0.0.7:18883", "pk", "dk");
+    o.device_secret = Some("secret".into());
+    o.ca = Some(ca1.pem.clone().into_bytes());
+    let session = |o: &ClientOptions| {
+        let target = o.build().unwrap().0.tls.unwrap();
+        assert_eq!(target.server_name, "10.0.0.7");
+        let mut c = TlsLayer::client(target.config.clone(), &target.server_name).unwrap();
+        let mut s = TlsLayer::server(server.clone()).unwrap();
+        handshake(&mut c, &mut s)
+    };
+    assert!(matches!(session(&o), Err(TlsError::Session(m)) if m.to_lowercase().contains("not valid for name")));
+    o.dangerous_accept_any_server_name = true;
+    session(&o).unwrap();
+    assert!(format!("{o:?}").contains("dangerous_accept_any_server_name: true"));
 }
