@@ -152,6 +152,15 @@ pub fn client_config(ca_pem: &[u8], identity: Option<&Identity>) -> Result<Arc<C
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_root_certificates(roots(ca_pem)?);
+    with_identity(builder, identity)
+}
+
+/// A client configuration with its server verification chosen, and `identity` for
+/// mutual TLS when given.
+fn with_identity(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<&Identity>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let config = match identity {
         Some(id) => builder
             .with_client_auth_cert(id.certs.clone(), id.key.clone_key())
@@ -194,13 +203,7 @@ pub mod dangerous {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerName(chain)));
-        let config = match identity {
-            Some(id) => builder
-                .with_client_auth_cert(id.certs.clone(), id.key.clone_key())
-                .map_err(|e| TlsError::Config(e.to_string()))?,
-            None => builder.with_no_client_auth(),
-        };
-        Ok(Arc::new(config))
+        with_identity(builder, identity)
     }
 
     /// The WebPKI verifier with its verdict on the server's name set aside (the chain is
