@@ -60,7 +60,15 @@ struct Record<'a> {
 
 /// Layout: version, flags, the topic device's product key and device key (each a u16
 /// length and the bytes), then the JSON `params` as they were encoded at the post's time.
-fn encode_record(out: &mut Vec<u8>, flags: u8, device: &DeviceKeys, params: &[u8]) {
+fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
+    let mut flags = if record.batch { FLAG_BATCH } else { 0 };
+    if record.flags[0].1 {
+        flags |= FLAG_ALLOW_OFFLINE;
+    }
+    if record.flags[1].1 {
+        flags |= FLAG_SKIP_INVALID;
+    }
+    let (device, params) = (&record.device, record.params);
     out.clear();
     out.push(RECORD_V1);
     out.push(flags);
@@ -70,6 +78,11 @@ fn encode_record(out: &mut Vec<u8>, flags: u8, device: &DeviceKeys, params: &[u8
         out.extend_from_slice(k.as_bytes());
     }
     out.extend_from_slice(params);
+}
+
+/// Whether a record keeps a batch post (read without decoding the rest).
+fn is_batch_record(body: &[u8]) -> bool {
+    body.get(1).is_some_and(|f| f & FLAG_BATCH != 0)
 }
 
 fn decode_record(body: &[u8]) -> Result<Record<'_>, String> {
@@ -180,21 +193,17 @@ impl Client {
         if size > self.config.max_payload_bytes {
             return Err(EncodeError::PayloadTooLarge { size, max: self.config.max_payload_bytes }.into());
         }
-        let mut flags = if form.0 { FLAG_BATCH } else { 0 };
-        for (name, on) in op.extras() {
-            match (*name, *on) {
-                ("allowOfflineSubDevice", true) => flags |= FLAG_ALLOW_OFFLINE,
-                ("skipInvalidMeasurepoints", true) => flags |= FLAG_SKIP_INVALID,
-                _ => {}
-            }
+        let on = |flag: &str| op.extras().iter().any(|(name, on)| *name == flag && *on);
+        let flags = [
+            ("allowOfflineSubDevice", on("allowOfflineSubDevice")),
+            ("skipInvalidMeasurepoints", on("skipInvalidMeasurepoints")),
+        ];
+        let body = std::mem::take(&mut self.body);
+        let kept = self.keep(&store, &Record { batch: form.0, flags, device, params: &body });
+        if body.capacity() <= BODY_KEEP {
+            self.body = body;
         }
-        let mut record = Vec::with_capacity(self.body.len() + 64);
-        encode_record(&mut record, flags, &device, &self.body);
-        if self.body.capacity() > BODY_KEEP {
-            self.body = Vec::new();
-        }
-        self.make_room(&store, record.len() as u64)?;
-        let seq = store.with(|s| s.append(&record)).map_err(|e| SubmitError::OfflineStore(e.to_string()))?;
+        let seq = kept?;
         let id = self.pending.next_id();
         self.pending.insert(
             id,
@@ -215,9 +224,18 @@ impl Client {
             false,
         );
         self.offline.callers.insert(seq, id);
+        Ok(id)
+    }
+
+    /// Keeps `record` in the store, making room as the store's policy says; its number.
+    fn keep(&mut self, store: &OfflineStore, record: &Record<'_>) -> Result<u64, SubmitError> {
+        let mut body = Vec::with_capacity(record.params.len() + 64);
+        encode_record(&mut body, record);
+        self.make_room(store, body.len() as u64)?;
+        let seq = store.with(|s| s.append(&body)).map_err(|e| SubmitError::OfflineStore(e.to_string()))?;
         self.offline.stats.stored += 1;
         self.offline.exhausted = false;
-        Ok(id)
+        Ok(seq)
     }
 
     /// The link is lost: posts that have not reached the cloud (queued, or sent and not
@@ -256,19 +274,16 @@ impl Client {
             return false;
         };
         let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&out.payload) else { return false };
-        let mut flags = if form.0 { FLAG_BATCH } else { 0 };
-        if envelope.allow_offline {
-            flags |= FLAG_ALLOW_OFFLINE;
-        }
-        if envelope.skip_invalid {
-            flags |= FLAG_SKIP_INVALID;
-        }
-        let mut record = Vec::with_capacity(out.payload.len() + 64);
-        encode_record(&mut record, flags, &device, envelope.params.get().as_bytes());
-        if self.make_room(&store, record.len() as u64).is_err() {
-            return false;
-        }
-        let Ok(seq) = store.with(|s| s.append(&record)) else { return false };
+        let record = Record {
+            batch: form.0,
+            flags: [
+                ("allowOfflineSubDevice", envelope.allow_offline),
+                ("skipInvalidMeasurepoints", envelope.skip_invalid),
+            ],
+            device,
+            params: envelope.params.get().as_bytes(),
+        };
+        let Ok(seq) = self.keep(&store, &record) else { return false };
         // Its request now ends with its record's resume.
         let Some(req) = self.pending.get_mut(id) else { return false };
         req.stage = Stage::Stored;
@@ -276,8 +291,6 @@ impl Client {
             self.by_envelope.remove(&e);
         }
         self.offline.callers.insert(seq, id);
-        self.offline.stats.stored += 1;
-        self.offline.exhausted = false;
         true
     }
 
@@ -339,8 +352,7 @@ impl Client {
                 if self.offline.sending.contains_key(&seq) {
                     continue;
                 }
-                let single =
-                    matches!(body.get(1), Some(f) if f & FLAG_BATCH == 0) && !self.offline.alone.contains(&seq);
+                let single = !is_batch_record(&body) && !self.offline.alone.contains(&seq);
                 if single {
                     if batch.len() == RESUME_BATCH || bytes + body.len() + ENVELOPE_ROOM > self.config.max_payload_bytes
                     {
@@ -544,7 +556,10 @@ mod tests {
     fn records_read_back_as_written_and_damage_is_named() {
         let keys = DeviceKeys::new("pk", "sub-1").unwrap();
         let mut out = Vec::new();
-        encode_record(&mut out, FLAG_BATCH | FLAG_SKIP_INVALID, &keys, br#"[{"measurepoints":{"a":1},"time":5}]"#);
+        let params = br#"[{"measurepoints":{"a":1},"time":5}]"#;
+        let flags = [("allowOfflineSubDevice", false), ("skipInvalidMeasurepoints", true)];
+        encode_record(&mut out, &Record { batch: true, flags, device: keys.clone(), params });
+        assert!(is_batch_record(&out));
         let r = decode_record(&out).unwrap();
         assert!(r.batch);
         assert_eq!(r.flags, [("allowOfflineSubDevice", false), ("skipInvalidMeasurepoints", true)]);
