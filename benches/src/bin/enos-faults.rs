@@ -231,18 +231,63 @@ fn reason(e: &Error) -> String {
     }
 }
 
+/// The seeded generator of the cut points and kill times (xorshift64).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Cut number `k` of every open link: at once when `k` is even, else once a random number
+/// of bytes went through it (mid-packet, most often), `traffic` giving it something to
+/// carry; when no link ended within `wait`, at once.
+fn cut(proxy: &FaultProxy, k: u64, rng: &mut Rng, wait: Duration, traffic: impl FnOnce()) {
+    let before = proxy.stats().cuts;
+    if k % 2 == 0 {
+        proxy.cut();
+    } else {
+        proxy.cut_after(rng.below(4_000));
+        traffic();
+    }
+    let until = Instant::now() + wait;
+    while proxy.stats().cuts == before && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    proxy.clear_cut_after();
+    if proxy.stats().cuts == before {
+        // Too little traffic for the bytes drawn: cut now.
+        proxy.cut();
+    }
+}
+
+/// How many times each value of `temp` is in the device's history in the cloud.
+fn arrivals(run: &Run) -> Result<BTreeMap<u64, u64>, Box<dyn std::error::Error>> {
+    let history = run.sim.sim().device(&run.device).ok_or("the device is not in the cloud")?.history;
+    let mut count = BTreeMap::new();
+    for (_, point, stamped) in &history {
+        if let Some(v) = stamped.value.as_f64().filter(|_| point == "temp") {
+            *count.entry(v as u64).or_default() += 1;
+        }
+    }
+    Ok(count)
+}
+
 /// Cuts the link `args.cuts` times over `span`: half at once, half after a random number
 /// of bytes (mid-packet, most often); after each, with a chance of one in two, the cloud
 /// refuses reconnects for up to half the time to the next cut.
 /// Returns the longest time the session took to come back after a cut.
 fn cut_loop<R: LoadRuntime>(proxy: &FaultProxy, c: &DeviceClient<R>, args: &Args, span: Duration) -> Duration {
-    let mut rng = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut rand = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n.max(1)
-    };
+    let mut rng = Rng::new(args.seed);
     let start = Instant::now();
     let every = span / u32::try_from(args.cuts + 1).unwrap_or(u32::MAX);
     let mut longest = Duration::ZERO;
@@ -266,26 +311,13 @@ fn cut_loop<R: LoadRuntime>(proxy: &FaultProxy, c: &DeviceClient<R>, args: &Args
         let at = start + every * u32::try_from(k.min(args.cuts)).unwrap_or(u32::MAX);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         back(cut_at);
-        let before = proxy.stats().cuts;
-        if k % 2 == 0 {
-            proxy.cut();
-        } else {
-            proxy.cut_after(rand(4_000));
-        }
-        let wait = Instant::now() + Duration::from_secs(1);
-        while proxy.stats().cuts == before && Instant::now() < wait {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        proxy.clear_cut_after();
-        if proxy.stats().cuts == before {
-            // Too little traffic for the bytes drawn: cut now.
-            proxy.cut();
-        }
+        // The posts flowing give the link its traffic.
+        cut(proxy, k, &mut rng, Duration::from_secs(1), || {});
         cut_at = Some(Instant::now());
-        if rand(2) == 0 {
+        if rng.below(2) == 0 {
             proxy.set_refuse(true);
             let most = u64::try_from(every.as_millis() / 2).unwrap_or(u64::MAX).max(1);
-            std::thread::sleep(Duration::from_millis(rand(most)));
+            std::thread::sleep(Duration::from_millis(rng.below(most)));
             proxy.set_refuse(false);
         }
     }
@@ -333,15 +365,8 @@ fn posts<R: LoadRuntime>(run: &Run, d: Driver) -> Result<bool, Box<dyn std::erro
     let seconds = started.elapsed().as_secs_f64();
     let stats = c.offline_stats();
     // Every post, looked up in the cloud's history by its value.
-    let history = run.sim.sim().device(&run.device).ok_or("the device is not in the cloud")?.history;
-    let mut seen = vec![0u64; args.posts as usize];
-    for (_, point, stamped) in &history {
-        if point == "temp" {
-            if let Some(i) = stamped.value.as_f64().map(|v| v as usize).filter(|i| *i < seen.len()) {
-                seen[i] += 1;
-            }
-        }
-    }
+    let count = arrivals(run)?;
+    let seen = |i: usize| count.get(&(i as u64)).copied().unwrap_or(0);
     let outcomes = lock(&outcomes);
     let mut row = Row {
         driver: name,
@@ -358,13 +383,13 @@ fn posts<R: LoadRuntime>(run: &Run, d: Driver) -> Result<bool, Box<dyn std::erro
         seconds,
     };
     for (i, o) in outcomes.iter().enumerate() {
-        row.duplicates += seen[i].saturating_sub(1);
+        row.duplicates += seen(i).saturating_sub(1);
         match o {
-            Some(Ok(())) if seen[i] > 0 => row.delivered += 1,
+            Some(Ok(())) if seen(i) > 0 => row.delivered += 1,
             Some(Ok(())) => row.lost += 1,
             Some(Err(r)) => {
                 *row.failed.entry(r.clone()).or_default() += 1;
-                row.failed_but_arrived += u64::from(seen[i] > 0);
+                row.failed_but_arrived += u64::from(seen(i) > 0);
             }
             None => return Err(format!("{name}: post {i} never ended").into()),
         }
@@ -565,13 +590,7 @@ fn kills(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("offline.log");
     let per_run = (run.args.posts / u64::from(kills)).max(1);
-    let mut rng = run.args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut rand = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n.max(1)
-    };
+    let mut rng = Rng::new(run.args.seed);
     let mut accepted = std::collections::BTreeSet::new();
     let mut recovered = 0u64;
     let mut read = |lines: &[String], accepted: &mut std::collections::BTreeSet<u64>| {
@@ -594,7 +613,7 @@ fn kills(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
         let mut seen = Vec::new();
         if k == 0 {
             // Killed while it posts.
-            let stop_after = 1 + rand(per_run.max(2) - 1);
+            let stop_after = 1 + rng.below(per_run.max(2) - 1);
             let mut stored = 0;
             while stored < stop_after {
                 let Some(l) = child.next(wait) else { return Err("the device stopped printing".into()) };
@@ -617,7 +636,7 @@ fn kills(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
             }
             run.proxy.set_refuse(false);
             // Once some (not all) of them are through.
-            let stop_after = 1 + rand(per_run / 2);
+            let stop_after = 1 + rng.below(per_run / 2);
             loop {
                 let Some(l) = child.next(wait) else { return Err("the device stopped printing".into()) };
                 let through = l.strip_prefix("delivered ").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
@@ -647,13 +666,7 @@ fn kills(run: &Run, d: Driver) -> Result<bool, Box<dyn std::error::Error>> {
     }
     seen.extend(last.kill());
     read(&seen, &mut accepted);
-    let history = run.sim.sim().device(&run.device).ok_or("the device is not in the cloud")?.history;
-    let mut count: BTreeMap<u64, u64> = BTreeMap::new();
-    for (_, point, stamped) in &history {
-        if let Some(v) = stamped.value.as_f64().filter(|_| point == "temp") {
-            *count.entry(v as u64).or_default() += 1;
-        }
-    }
+    let count = arrivals(run)?;
     let arrived = accepted.iter().filter(|i| count.contains_key(i)).count() as u64;
     let duplicates: u64 = count.values().map(|n| n - 1).sum();
     let lost = accepted.len() as u64 - arrived;
@@ -700,29 +713,14 @@ fn gateway<R: LoadRuntime>(run: &Run, d: Driver) -> Result<bool, Box<dyn std::er
     let keys: Vec<DeviceKeys> = subs.into_iter().map(|s| s.keys).collect();
     let all_online = || run.sim.sim().with_cloud(|cloud| keys.iter().all(|k| cloud.is_online(k)));
     let (mut relogged, mut delivered, mut slowest) = (0, 0, Duration::ZERO);
-    let mut rng = run.args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng::new(run.args.seed);
     for k in 0..run.args.cuts {
-        let before = run.proxy.stats().cuts;
-        if k % 2 == 0 {
-            run.proxy.cut();
-        } else {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            run.proxy.cut_after(rng % 4_000);
-            // A post gives the link the traffic to be cut in.
+        // A post gives the link the traffic to be cut in.
+        cut(&run.proxy, k, &mut rng, Duration::from_secs(2), || {
             let _ = enos_transport_blocking::block_on(R::into_future(
                 g.device_data().post_measurepoint(serde_json::json!({"temp": 0.5}), RequestOptions::new()),
             ));
-        }
-        let wait = Instant::now() + Duration::from_secs(2);
-        while run.proxy.stats().cuts == before && Instant::now() < wait {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        run.proxy.clear_cut_after();
-        if run.proxy.stats().cuts == before {
-            run.proxy.cut();
-        }
+        });
         let cut_at = Instant::now();
         // The cloud forgets the logins with the link; the gateway's re-login restores them.
         let wait = Instant::now() + Duration::from_secs(30);
