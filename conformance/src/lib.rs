@@ -28,7 +28,8 @@ use enos_client::{
 };
 use enos_proto::codec::ConnectReturnCode;
 use enos_proto::ops::{
-    BatchEntry, DeviceName, Firmware, MeasurepointBatchPost, MeasurepointBatchResume, SubDeviceRegistration,
+    BatchEntry, ConnectionNode, ConnectionStatePost, DeviceName, Firmware, LogPost, MeasurepointBatchPost,
+    MeasurepointBatchResume, NetworkStatusReport, NodeState, SubDeviceRegistration,
 };
 use enos_proto::store::OfflineStore;
 use enos_proto::{
@@ -58,6 +59,7 @@ macro_rules! suite {
             a_handler_that_panics_answers_1102_and_later_commands_still_run,
             calls_from_many_threads_at_once_each_end_with_their_own_reply,
             a_command_after_a_run_of_calls_reaches_its_handler,
+            device_reports_reach_the_cloud_and_traffic_control_is_answered,
             secure_mode_2_and_a_refused_connect,
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
             x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
@@ -563,6 +565,62 @@ pub async fn a_command_after_a_run_of_calls_reaches_its_handler<R: Rt>() {
         let r = within(secs(5), "the command after the calls", command).await.unwrap();
         assert_eq!(r.data, json!({"pong": true}), "round {round}");
     }
+}
+
+// ----- what the vendor's newest SDK adds -----
+
+pub async fn device_reports_reach_the_cloud_and_traffic_control_is_answered<R: Rt>() {
+    let sim = cloud();
+    let c = device::<R>(&sim).await;
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let d = c.device_data();
+    let log = LogPost::new().trace_id("t-1").level("info").module("modbus").content("slave 3 timed out");
+    w!(d.post_log(log.at(1_600_000_000_000), o())).unwrap();
+    let mut net = NetworkStatusReport::new();
+    net.rssi = Some(-67.5);
+    net.network_type = Some("4G".into());
+    w!(d.report_network_status(net, o())).unwrap();
+    let nodes = vec![
+        ConnectionNode::new("#1", NodeState::Connected).name("gateway"),
+        ConnectionNode::new("#2", NodeState::Disconnected).info("no heartbeat"),
+    ];
+    w!(d.post_connection_state(ConnectionStatePost::full(nodes).relation("#1", ["#2"]), o())).unwrap();
+    let update = ConnectionStatePost::update(vec![ConnectionNode::new("#2", NodeState::Connected)]);
+    w!(d.post_connection_state(update, o())).unwrap();
+    // An update with relations is refused before it is sent.
+    let bad = ConnectionStatePost::update(vec![ConnectionNode::new("#2", NodeState::Connected)]).relation("#1", ["#2"]);
+    let e = w!(d.post_connection_state(bad, o())).unwrap_err();
+    assert!(matches!(e, Error::Submit(SubmitError::Encode(_))), "{e:?}");
+
+    let reports = sim.device(&dev).unwrap().reports;
+    let methods: Vec<&str> = reports.iter().map(|(m, _, _)| m.as_str()).collect();
+    assert_eq!(methods, ["thing.log.post", "network.status.report", "connection.state.post", "connection.state.post"]);
+    assert_eq!(reports[0].1["logs"]["module"], "modbus");
+    assert_eq!(reports[0].1["time"], 1_600_000_000_000u64);
+    assert_eq!(reports[1].1["rssi"], -67.5);
+    assert_eq!(reports[2].1["relations"], json!({"#1": ["#2"]}));
+    assert_eq!(reports[3].1["nodes"], json!([{"nodeId": "#2", "state": 1}]));
+
+    // Without a handler, traffic control is answered 200.
+    let traffic = |params: serde_json::Value| {
+        let d = dev.clone();
+        sim.run(move |s| async move { s.traffic_control(&d, params).await })
+    };
+    let r = within(secs(5), "traffic control without a handler", traffic(json!({}))).await.unwrap();
+    assert_eq!((r.code, r.data), (200, json!({})));
+    // With one, it takes the method and params as sent and answers as it likes.
+    c.device_command().on_traffic_control(
+        None,
+        now(|c, res| {
+            let CommandKind::TrafficControl { method, params } = &c.kind else { panic!("{:?}", c.kind) };
+            res.ok(json!({"method": method, "limit": params["limit"]}));
+        }),
+    );
+    let r = within(secs(5), "traffic control with a handler", traffic(json!({"limit": 10}))).await.unwrap();
+    assert_eq!((r.code, r.data), (200, json!({"method": "traffic.control", "limit": 10})));
+    let replies: Vec<String> =
+        sim.record(&dev).into_iter().filter(|r| r.direction == Direction::In).filter_map(|r| r.topic).collect();
+    assert_eq!(replies.iter().filter(|t| t.ends_with("/traffic/control_reply")).count(), 2);
 }
 
 // ----- authentication -----

@@ -7,11 +7,11 @@ use std::future::Future;
 
 use bytes::Bytes;
 use enos_proto::ops::{
-    AttributeDelete, AttributeQuery, AttributeUpdate, BatchLoginResult, EventPost, Firmware, LoginResult,
-    MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume, OtaGetVersion, OtaInform,
-    OtaProgress, RawUp, RegisteredDevice, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, SubDeviceRegister,
-    SubDeviceRegistration, TagDelete, TagQuery, TagUpdate, TopoAdd, TopoDelete, TopoEntry, TopoGet, TslTemplate,
-    TslTemplateGet,
+    AttributeDelete, AttributeQuery, AttributeUpdate, BatchLoginResult, ConnectionStatePost, EventPost, Firmware,
+    LogPost, LoginResult, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume,
+    NetworkStatusReport, OtaGetVersion, OtaInform, OtaProgress, RawUp, RegisteredDevice, SubDeviceBatchLogin,
+    SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TagDelete, TagQuery, TagUpdate, TopoAdd,
+    TopoDelete, TopoEntry, TopoGet, TslTemplate, TslTemplateGet,
 };
 use enos_proto::{Command, DeviceKeys, RequestOptions, SubDeviceInfo};
 use serde::Serialize;
@@ -207,6 +207,43 @@ impl<'a, R: Runtime> DeviceData<'a, R> {
         self.c.request(EventPost::new(event_id, params), o)
     }
 
+    /// Device log (the vendor's newest Java SDK): one entry, built with [`LogPost`].
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn post_log(&self, log: LogPost, o: RequestOptions) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(log, o)
+    }
+
+    /// Network status (the vendor's newest Java SDK): the state of the device's link.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn report_network_status(
+        &self,
+        report: NetworkStatusReport,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(report, o)
+    }
+
+    /// Connection state (the vendor's newest Java SDK): the state of the nodes behind the
+    /// device, a full snapshot or an update.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request); an update with relations,
+    /// or a node without an id, is refused before it is sent.
+    pub fn post_connection_state(
+        &self,
+        state: ConnectionStatePost,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(state, o)
+    }
+
     /// `upRawModel`: raw bytes up; the reply is the cloud's raw bytes.
     ///
     /// # Errors
@@ -306,6 +343,17 @@ impl<'a, R: Runtime> DeviceCommand<'a, R> {
         R: IntoHandler<Out>,
     {
         self.c.on(Kind::Device, None, f);
+    }
+
+    /// Traffic control (the vendor's newest Java SDK): the cloud asks the device to limit
+    /// its traffic. Its `method` and `params` come as sent; no source says what they hold
+    /// or what the device must do. Without a handler it is answered 200.
+    pub fn on_traffic_control<F, Out>(&self, device: Option<DeviceKeys>, f: F)
+    where
+        F: Fn(Command, Responder) -> Out + Send + Sync + 'static,
+        R: IntoHandler<Out>,
+    {
+        self.c.on(Kind::TrafficControl, device, f);
     }
 }
 

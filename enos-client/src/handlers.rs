@@ -32,6 +32,7 @@ pub(crate) enum Kind {
     OtaUpgrade,
     Device,
     RawDown,
+    TrafficControl,
 }
 
 fn kind_of(c: &CommandKind) -> Option<Kind> {
@@ -44,10 +45,11 @@ fn kind_of(c: &CommandKind) -> Option<Kind> {
         CommandKind::DeleteSubDevices { .. } => Kind::DeleteSubDevices,
         CommandKind::OtaUpgrade { .. } => Kind::OtaUpgrade,
         CommandKind::RawDown { .. } => Kind::RawDown,
+        CommandKind::TrafficControl { .. } => Kind::TrafficControl,
         CommandKind::EnableDevice { .. } | CommandKind::DisableDevice { .. } | CommandKind::DeleteDevice { .. } => {
             Kind::Device
         }
-        // A kind no handler can be registered for yet: answered 1101.
+        // A kind no handler can be registered for yet: answered as `unhandled_reply` says.
         _ => return None,
     })
 }

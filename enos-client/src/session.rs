@@ -388,13 +388,14 @@ impl<R: Runtime> Shared<R> {
                             routed.commands.push((h, *cmd));
                             todo.handed_over = true;
                         }
-                        // Raw down without a handler gets no reply (spec §7).
-                        None if cmd.reply_to.is_raw() => core.dismiss(Now::system(), &cmd.reply_to),
-                        None => {
-                            if let Err(e) = core.reply(Now::system(), cmd.reply_to.no_handler()) {
-                                tracing::warn!(error = %e, "1101 not sent");
+                        None => match cmd.unhandled_reply() {
+                            Some(reply) => {
+                                if let Err(e) = core.reply(Now::system(), reply) {
+                                    tracing::warn!(error = %e, "the reply to an unhandled command was not sent");
+                                }
                             }
-                        }
+                            None => core.dismiss(Now::system(), &cmd.reply_to),
+                        },
                     }
                     continue;
                 }

@@ -78,6 +78,16 @@ pub enum CommandKind {
         /// The parameters as sent.
         params: serde_json::Value,
     },
+    /// `traffic/control` (extensions spec E6): the cloud asks the device to limit its
+    /// traffic. No source defines its `method` or `params`, nor what the device must do
+    /// (spec E11): both are handed over as sent. Without a handler it is answered 200,
+    /// since what an error would mean is not known.
+    TrafficControl {
+        /// The `method` as sent (empty when absent).
+        method: String,
+        /// The parameters as sent (`{}` when absent).
+        params: serde_json::Value,
+    },
     /// `thing/model/down_raw`: opaque bytes; the reply is bytes too.
     RawDown {
         /// The bytes.
@@ -96,6 +106,18 @@ pub struct Command {
     pub id: String,
     /// Where and how to answer it.
     pub reply_to: ReplyTo,
+}
+
+impl Command {
+    /// The reply for a command no handler takes: none for raw down (spec §7), 200 for
+    /// traffic control (extensions spec C13), 1101 for every other command.
+    pub fn unhandled_reply(&self) -> Option<CommandReply> {
+        match self.kind {
+            CommandKind::RawDown { .. } => None,
+            CommandKind::TrafficControl { .. } => Some(self.reply_to.ok_empty()),
+            _ => Some(self.reply_to.no_handler()),
+        }
+    }
 }
 
 /// The address of a command's reply: its topic and the id to echo, and the command's
@@ -236,6 +258,7 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
         Delete,
         Raw,
         Activate,
+        Traffic,
     }
     let kind = match (parts.scope, parts.path) {
         (Scope::Sys, "thing/service/measurepoint/set") => K::Set,
@@ -245,6 +268,7 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
         (Scope::Sys, "thing/enable") => K::Enable,
         (Scope::Sys, "thing/disable") => K::Disable,
         (Scope::Sys, "thing/delete") => K::Delete,
+        (Scope::Sys, "traffic/control") => K::Traffic,
         (Scope::ExtSession, "combine/enable") => K::SubEnable,
         (Scope::ExtSession, "combine/disable") => K::SubDisable,
         (Scope::ExtSession, "combine/delete") => K::SubDelete,
@@ -277,7 +301,7 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
         // No id, nothing to answer: dropped without a reply (spec §4).
         Err(reason) => return Some(Inbound::Bad { reason, reply: None }),
     };
-    let CommandWire { id, id_json, params } = wire;
+    let CommandWire { id, id_json, method, params } = wire;
     let reply_to = ReplyTo { topic: reply_topic(topic), id: id.clone(), id_json, raw: false, ticket: 0 };
     let text = params.as_deref().map_or("null", |p| p.get());
     if let K::Activate = kind {
@@ -304,6 +328,9 @@ pub(crate) fn classify(topic: &str, parts: &TopicParts<'_>, device: &DeviceKeys,
             K::Enable => CommandKind::EnableDevice { params: object_or_empty(text)? },
             K::Disable => CommandKind::DisableDevice { params: object_or_empty(text)? },
             K::Delete => CommandKind::DeleteDevice { params: object_or_empty(text)? },
+            K::Traffic => {
+                CommandKind::TrafficControl { method: method.unwrap_or_default(), params: object_or_empty(text)? }
+            }
             K::Raw | K::Activate => return Err(serde::de::Error::custom("handled above")),
         })
     })();
@@ -319,7 +346,12 @@ fn is_command_path(parts: &TopicParts<'_>) -> bool {
         (Scope::Sys, p) => {
             matches!(
                 p,
-                "thing/model/down_raw" | "ota/device/upgrade" | "thing/enable" | "thing/disable" | "thing/delete"
+                "thing/model/down_raw"
+                    | "ota/device/upgrade"
+                    | "thing/enable"
+                    | "thing/disable"
+                    | "thing/delete"
+                    | "traffic/control"
             ) || p.strip_prefix("thing/service/").is_some_and(|rest| !rest.is_empty())
         }
         (Scope::ExtSession, p) => {

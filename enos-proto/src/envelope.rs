@@ -433,6 +433,8 @@ pub(crate) struct CommandWire {
     pub(crate) id: String,
     /// The id exactly as sent (JSON text), to echo unchanged.
     pub(crate) id_json: String,
+    /// The `method` as sent, when it is a string.
+    pub(crate) method: Option<String>,
     pub(crate) params: Option<Box<RawValue>>,
 }
 
@@ -440,6 +442,8 @@ pub(crate) struct CommandWire {
 struct CommandWireBorrowed<'a> {
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     params: Option<&'a RawValue>,
 }
@@ -453,7 +457,12 @@ pub(crate) fn parse_command(payload: &[u8]) -> Result<CommandWire, String> {
         return Err("command has no id".into());
     }
     let (id, id_json) = id_of(wire.id)?;
-    Ok(CommandWire { id, id_json, params: wire.params.map(|p| p.to_owned()) })
+    Ok(CommandWire {
+        id,
+        id_json,
+        method: wire.method.map(std::borrow::Cow::into_owned),
+        params: wire.params.map(|p| p.to_owned()),
+    })
 }
 
 #[cfg(test)]

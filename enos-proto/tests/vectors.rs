@@ -6,10 +6,11 @@ mod support;
 use bytes::Bytes;
 use enos_proto::codec::{Packet, QoS};
 use enos_proto::ops::{
-    self, AttributeDelete, AttributeQuery, AttributeUpdate, BatchEntry, DeviceName, EncodeContext, EventPost,
-    MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume, OtaGetVersion, OtaInform,
-    OtaProgress, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration,
-    TagDelete, TagQuery, TagUpdate, TopoAdd, TopoDelete, TopoGet, TslTemplateGet,
+    self, AttributeDelete, AttributeQuery, AttributeUpdate, BatchEntry, ConnectionNode, ConnectionStatePost,
+    DeviceName, EncodeContext, EventPost, LogPost, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost,
+    MeasurepointResume, NetworkStatusReport, NodeState, OtaGetVersion, OtaInform, OtaProgress, SubDeviceBatchLogin,
+    SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TagDelete, TagQuery, TagUpdate, TopoAdd,
+    TopoDelete, TopoGet, TslTemplateGet,
 };
 use enos_proto::sign::{connect_fields, sign_device, SecureMode, SignMethod};
 use enos_proto::{
@@ -25,6 +26,16 @@ use support::*;
 fn sign_vectors() -> Vec<Value> {
     let v: Value = serde_json::from_str(include_str!("data/sign.json")).unwrap();
     v["vectors"].as_array().unwrap().clone()
+}
+
+fn extensions() -> Vec<Value> {
+    let v: Value = serde_json::from_str(include_str!("data/extensions.json")).unwrap();
+    v["vectors"].as_array().unwrap().clone()
+}
+
+/// The extension vector called `name`.
+fn extension(name: &str) -> Value {
+    extensions().into_iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no vector {name}"))
 }
 
 fn messages() -> Value {
@@ -633,4 +644,117 @@ fn qos_of(v: &Value) -> QoS {
         Some(1) => QoS::AtLeastOnce,
         q => panic!("qos {q:?}"),
     }
+}
+
+/// The device's reports about itself (extensions spec E5): each built from the vector's
+/// inputs through the typed operation, encoded to the vector's topic and payload, sent at
+/// its QoS, and ended by its example reply.
+#[test]
+fn every_device_report_vector() {
+    let mut checked = 0;
+    for v in extensions().iter().filter(|v| v["kind"] == "message") {
+        let name = s(&v["name"]);
+        let p = &v["payload"]["params"];
+        let own = keys("pk1234ab", "dev_001");
+        // The extension vectors carry their id in the payload only.
+        let mut v = v.clone();
+        v["inputs"]["id"] = v["payload"]["id"].clone();
+        v["connection"] = json!("direct");
+        let v = &v;
+        match name {
+            "log_post" => {
+                let l = &p["logs"];
+                let log = LogPost::new()
+                    .trace_id(s(&l["traceId"]))
+                    .level(s(&l["level"]))
+                    .module(s(&l["module"]))
+                    .content(s(&l["content"]))
+                    .at(p["time"].as_u64().unwrap());
+                check_op(v, log, &own)
+            }
+            "network_status_report" | "network_status_report_minimal" => {
+                let mut r = NetworkStatusReport::new();
+                r.report_time = p["reportTime"].as_u64();
+                r.collect_time = p["collectTime"].as_u64();
+                r.rssi = p["rssi"].as_f64();
+                r.snr = p["snr"].as_f64();
+                r.packet_loss_rate = p["packetLossRate"].as_f64();
+                r.network_type = p["networkType"].as_str().map(String::from);
+                r.error_info = p["errorInfo"].as_str().map(String::from);
+                check_op(v, r, &own)
+            }
+            "connection_state_post_full" | "connection_state_post_update" => {
+                let nodes = p["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| {
+                        let state = match n["state"].as_u64().unwrap() {
+                            1 => NodeState::Connected,
+                            2 => NodeState::Disconnected,
+                            _ => NodeState::Unknown,
+                        };
+                        let text = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
+                        ConnectionNode::new(s(&n["nodeId"]), state)
+                            .asset_id(text("assetId"))
+                            .name(text("name"))
+                            .info(text("info"))
+                    })
+                    .collect();
+                let mut post = if p["isFull"] == true {
+                    ConnectionStatePost::full(nodes)
+                } else {
+                    ConnectionStatePost::update(nodes)
+                };
+                for (parent, children) in p["relations"].as_object().unwrap() {
+                    post = post.relation(parent.clone(), strings(children));
+                }
+                check_op(v, post.at(p["reportTime"].as_u64().unwrap()), &own)
+            }
+            n if n.starts_with("integration_") => continue,
+            n => panic!("no test for extension vector {n}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+}
+
+#[test]
+fn a_connection_state_update_with_relations_is_refused_before_it_is_sent() {
+    let own = keys("pk1234ab", "dev_001");
+    let ctx = EncodeContext { unix_ms: T0_UNIX_MS, own: &own };
+    let update =
+        ConnectionStatePost::update(vec![ConnectionNode::new("#1", NodeState::Connected)]).relation("#1", ["#2"]);
+    assert!(matches!(ops::encode(&update, &own, 1, &ctx), Err(enos_proto::EncodeError::Invalid { .. })));
+    let no_id = ConnectionStatePost::full(vec![ConnectionNode::new("", NodeState::Connected)]);
+    assert!(matches!(ops::encode(&no_id, &own, 1, &ctx), Err(enos_proto::EncodeError::Invalid { .. })));
+}
+
+/// Traffic control (extensions spec E6, C13): handed over with its method and params as
+/// sent, and answered 200 on `…/traffic/control_reply` at QoS 0 when no handler takes it.
+#[test]
+fn traffic_control_vector() {
+    let v = extension("traffic_control");
+    let mut p = Pair::connected(config());
+    let before = p.cloud.publishes().len();
+    p.cloud.publish(s(&v["inbound"]["topic"]), s(&v["inbound"]["payloadText"]).as_bytes(), QoS::AtLeastOnce);
+    p.drive();
+    let cmd = last_command(&p);
+    assert_eq!(cmd.id, s(&v["inputs"]["id"]));
+    assert_eq!(
+        cmd.kind,
+        CommandKind::TrafficControl {
+            method: "traffic.control".into(),
+            params: v["inbound"]["payload"]["params"].clone()
+        }
+    );
+    p.client.reply(p.now, cmd.unhandled_reply().unwrap()).unwrap();
+    p.drive();
+    let sent: Vec<_> = p.cloud.publishes().into_iter().skip(before).collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let want = &v["reply"];
+    assert_eq!(sent[0].topic, s(&want["topic"]));
+    assert_eq!(sent[0].qos, qos_of(&want["qos"]));
+    assert_eq!(sent[0].retain, want["retain"].as_bool().unwrap());
+    assert_eq!(json(&sent[0].payload), want["payload"]);
 }

@@ -4,12 +4,13 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /devices` | | `[{productKey, deviceKey, online, enabled, activated}]` |
-//! | `GET /devices/{pk}/{dk}` | | tags, attributes, measure points, events, firmware |
+//! | `GET /devices/{pk}/{dk}` | | tags, attributes, measure points, events, reports (log, network status, connection state), firmware |
 //! | `GET /devices/{pk}/{dk}/points` | | `{point: {value, time}}` |
 //! | `GET /devices/{pk}/{dk}/record` | | the packet record |
 //! | `POST /devices/{pk}/{dk}/services/{id}` | params | `{code, data, message}` |
 //! | `POST /devices/{pk}/{dk}/points/set` | `{point: value}` | `{code, data, message}` |
 //! | `POST /devices/{pk}/{dk}/points/get` | `[point]` | `{code, data, message}` |
+//! | `POST /devices/{pk}/{dk}/traffic-control` | params | `{code, data, message}` |
 //! | `POST /devices/{pk}/{dk}/ota` | firmware | `{code, ..}` or `{queued: true}` |
 //! | `POST /devices/{pk}/{dk}/raw` | `"hex"` | `{reply: "hex"}` |
 //! | `POST /devices/{pk}/{dk}/cut` | | `{cut: bool}` |
@@ -360,6 +361,7 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
                     json!({"productKey": pk, "deviceKey": dk, "assetId": d.asset_id, "online": sim.is_online(&k),
                        "enabled": d.enabled, "activated": d.activated, "tags": d.tags, "attributes": d.attributes,
                        "measurepoints": points, "events": d.events.iter().map(|(e, p, t)| json!({"event": e, "params": p, "time": t})).collect::<Vec<_>>(),
+                       "reports": d.reports.iter().map(|(m, p, t)| json!({"method": m, "params": p, "time": t})).collect::<Vec<_>>(),
                        "firmwareVersion": d.firmware_version}),
                 ),
                 ["points"] => (200, Value::Object(points)),
@@ -387,6 +389,7 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
             match rest {
                 ["services", id] => command(sim.invoke_service(&k, id, tryv!(json_body())).await),
                 ["points", "set"] => command(sim.set_measurepoints(&k, tryv!(json_body())).await),
+                ["traffic-control"] => command(sim.traffic_control(&k, tryv!(json_body())).await),
                 ["points", "get"] => {
                     let ids: Vec<String> = tryv!(serde_json::from_value(tryv!(json_body())).map_err(|e| err(400, e)));
                     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();

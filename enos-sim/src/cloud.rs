@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use crate::diagnostics;
 use crate::registry::{DataType, Device, OtaTask, Registry, Stamped};
 
 /// One entry of a batch post as the cloud reads it.
@@ -169,6 +170,9 @@ enum Op {
     OtaInform,
     OtaProgress,
     OtaGetVersion,
+    LogPost,
+    NetworkStatus,
+    ConnectionState,
 }
 
 fn classify(scope: Scope, path: &str) -> Option<Op> {
@@ -192,6 +196,9 @@ fn classify(scope: Scope, path: &str) -> Option<Op> {
         (Scope::Sys, "ota/device/inform") => Op::OtaInform,
         (Scope::Sys, "ota/device/progress") => Op::OtaProgress,
         (Scope::Sys, "ota/device/getversion") => Op::OtaGetVersion,
+        (Scope::Sys, "thing/log/post") => Op::LogPost,
+        (Scope::Sys, "network/status/report") => Op::NetworkStatus,
+        (Scope::Sys, "connection/state/post") => Op::ConnectionState,
         (Scope::ExtSession, "combine/login") => Op::Login,
         (Scope::ExtSession, "combine/login/batch") => Op::BatchLogin,
         (Scope::ExtSession, "combine/logout") => Op::Logout,
@@ -232,6 +239,9 @@ impl Op {
             Op::OtaInform => "ota.device.inform".into(),
             Op::OtaProgress => "ota.device.progress".into(),
             Op::OtaGetVersion => "ota.device.getversion".into(),
+            Op::LogPost => "thing.log.post".into(),
+            Op::NetworkStatus => "network.status.report".into(),
+            Op::ConnectionState => "connection.state.post".into(),
         }
     }
 }
@@ -610,6 +620,15 @@ impl Cloud {
             }
             return out;
         }
+        if own && parts.scope == Scope::Sys && parts.path == "traffic/control" {
+            // The vendor's Java SDK answers traffic control on the command topic itself
+            // (extensions spec C13): taken as the reply, and never sent back.
+            let answered = serde_json::from_slice::<Value>(payload).ok().is_some_and(|v| v.get("code").is_some());
+            if answered {
+                out.command_reply = Some((format!("{topic}_reply"), payload.clone()));
+            }
+            return out;
+        }
         let Some(op) = classify(parts.scope, parts.path) else { return out };
         if !own {
             // Optional 1009 for a known device that is not logged in through here.
@@ -843,6 +862,21 @@ impl Cloud {
                 let limit = self.registry.history_limit;
                 if let Some(d) = self.device_mut(keys) {
                     Device::keep(&mut d.events, (event.clone(), Value::Object(values.clone()), time), limit);
+                }
+                Answer::ok(json!({}))
+            }
+            Op::LogPost | Op::NetworkStatus | Op::ConnectionState => {
+                let check = match op {
+                    Op::LogPost => diagnostics::check_log,
+                    Op::NetworkStatus => diagnostics::check_network_status,
+                    _ => diagnostics::check_connection_state,
+                };
+                if let Err(why) = check(params) {
+                    return Answer::err(1220, format!("Payload format error: {why}"));
+                }
+                let limit = self.registry.history_limit;
+                if let Some(d) = self.device_mut(keys) {
+                    Device::keep(&mut d.reports, (op.method(), params.clone(), now_ms), limit);
                 }
                 Answer::ok(json!({}))
             }
@@ -1645,5 +1679,60 @@ mod tests {
         // Eight of the valid ones went the fast way (a duplicate envelope field, a point
         // named twice and a name with escapes go the general way, which accepts them too).
         assert_eq!(took_fast, 8);
+    }
+
+    #[test]
+    fn device_reports_are_kept_and_a_wrong_shape_is_refused_1220() {
+        let mut c = connected(false, 1_000);
+        let keys = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
+        let topic = |path: &str| enos_proto::topic::topic(Scope::Sys, &keys, path);
+        let cases = [
+            (
+                "thing/log/post",
+                r#"{"id":"1","params":{"logs":{"level":"info"},"time":5},"method":"thing.log.post"}"#,
+                200,
+            ),
+            ("thing/log/post", r#"{"id":"2","params":{"logs":"text"},"method":"thing.log.post"}"#, 1220),
+            (
+                "network/status/report",
+                r#"{"id":"3","params":{"reportTime":5,"rssi":-60},"method":"network.status.report"}"#,
+                200,
+            ),
+            ("network/status/report", r#"{"id":"4","params":{"rssi":-60},"method":"network.status.report"}"#, 1220),
+            (
+                "connection/state/post",
+                r##"{"id":"5","params":{"isFull":false,"nodes":[{"nodeId":"#1","state":2}],"relations":{},"reportTime":5},"method":"connection.state.post"}"##,
+                200,
+            ),
+            (
+                "connection/state/post",
+                r##"{"id":"6","params":{"isFull":false,"nodes":[],"relations":{"#1":["#2"]}},"method":"connection.state.post"}"##,
+                1220,
+            ),
+        ];
+        for (path, body, code) in cases {
+            let out = c.publish(1, &topic(path), &Bytes::from(body), 1_000);
+            let r: Value = serde_json::from_slice(&out.replies[0].payload).unwrap();
+            assert_eq!(r["code"], code, "{body}");
+            assert_eq!(out.replies[0].topic, format!("{}_reply", topic(path)));
+        }
+        let kept = &c.registry.devices[&keys].reports;
+        let methods: Vec<&str> = kept.iter().map(|(m, _, _)| m.as_str()).collect();
+        assert_eq!(methods, ["thing.log.post", "network.status.report", "connection.state.post"]);
+    }
+
+    #[test]
+    fn a_traffic_control_reply_on_the_command_topic_is_taken_as_the_reply_and_not_echoed() {
+        let mut c = connected(false, 1_000);
+        let keys = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
+        let topic = enos_proto::topic::topic(Scope::Sys, &keys, "traffic/control");
+        let j2 = Bytes::from_static(br#"{"code":200,"id":"9200","message":""}"#);
+        let out = c.publish(1, &topic, &j2, 1_000);
+        assert!(out.replies.is_empty());
+        assert_eq!(out.command_reply, Some((format!("{topic}_reply"), j2)));
+        // The command itself, seen again (a broker's echo), is nobody's reply.
+        let command = Bytes::from_static(br#"{"id":"9200","version":"1.0","params":{},"method":"traffic.control"}"#);
+        let out = c.publish(1, &topic, &command, 1_000);
+        assert!(out.replies.is_empty() && out.command_reply.is_none());
     }
 }

@@ -151,6 +151,7 @@ use tokio::task::JoinHandle;
 pub mod admin;
 mod cloud;
 pub mod connect;
+mod diagnostics;
 pub mod mosquitto;
 pub mod pki;
 pub mod proxy;
@@ -699,6 +700,17 @@ impl Sim {
     /// As [`Sim::invoke_service`].
     pub async fn set_measurepoints(&self, keys: &DeviceKeys, points: Value) -> Result<CommandResponse, CommandError> {
         self.command(keys, Scope::Sys, "thing/service/measurepoint/set", "thing.service.measurepoint.set", points).await
+    }
+
+    /// Sends traffic control (extensions spec E6) to a device with these `params`, and
+    /// waits for its reply (on `…/traffic/control_reply`, or the vendor's Java SDK's on the
+    /// command topic itself).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sim::invoke_service`].
+    pub async fn traffic_control(&self, keys: &DeviceKeys, params: Value) -> Result<CommandResponse, CommandError> {
+        self.command(keys, Scope::Sys, "traffic/control", "traffic.control", params).await
     }
 
     /// Reads measure points from a device.

@@ -108,6 +108,13 @@ enum Cmd {
         device: String,
         points: Vec<String>,
     },
+    /// Send traffic control to a device (its params as JSON) and print the reply.
+    TrafficControl {
+        #[arg(long)]
+        device: String,
+        #[arg(default_value = "{}")]
+        params: String,
+    },
     /// Push an OTA upgrade (JSON firmware: version, signMethod, sign, fileUrl, fileSize).
     Ota {
         #[arg(long)]
@@ -319,6 +326,10 @@ fn client(admin_addr: SocketAddr, token_file: Option<PathBuf>, cmd: Cmd) -> Resu
         Cmd::GetPoints { device, points } => {
             let (pk, dk) = split(&device)?;
             ("POST", format!("/devices/{pk}/{dk}/points/get"), Some(json!(points)))
+        }
+        Cmd::TrafficControl { device, params } => {
+            let (pk, dk) = split(&device)?;
+            ("POST", format!("/devices/{pk}/{dk}/traffic-control"), Some(parse(&params)?))
         }
         Cmd::Ota { device, firmware } => {
             let (pk, dk) = split(&device)?;

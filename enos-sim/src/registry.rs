@@ -170,6 +170,9 @@ pub struct Device {
     pub history: VecDeque<(&'static str, String, Stamped)>,
     /// Events posted, oldest first: (event id, params, time); bounded the same way.
     pub events: VecDeque<(String, Value, u64)>,
+    /// The device's reports about itself (log, network status, connection state), oldest
+    /// first: (method, params, time received); bounded the same way.
+    pub reports: VecDeque<(String, Value, u64)>,
     /// The firmware version last reported.
     pub firmware_version: Option<String>,
     /// The current OTA task.
@@ -224,6 +227,7 @@ impl Device {
             measurepoints: BTreeMap::new(),
             history: VecDeque::new(),
             events: VecDeque::new(),
+            reports: VecDeque::new(),
             firmware_version: None,
             ota: None,
         }

@@ -14,6 +14,7 @@ use crate::topic::{DeviceKeys, Scope};
 use crate::Secret;
 
 mod attribute;
+mod diagnostics;
 mod event;
 mod measurepoint;
 mod ota;
@@ -22,6 +23,7 @@ mod sub_device;
 mod tag;
 
 pub use attribute::{AttributeDelete, AttributeQuery, AttributeUpdate};
+pub use diagnostics::{ConnectionNode, ConnectionStatePost, LogPost, NetworkStatusReport, NodeState};
 pub use event::EventPost;
 pub use measurepoint::{
     BatchEntry, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume,
