@@ -27,6 +27,7 @@ use enos_client::{
     RequestOptions, Responder, Runtime, SecureMode, SubDeviceInfo,
 };
 use enos_proto::codec::ConnectReturnCode;
+use enos_proto::compress::Compression;
 use enos_proto::ops::{
     BatchEntry, ConnectionNode, ConnectionStatePost, DeviceName, Firmware, LogPost, MeasurepointBatchPost,
     MeasurepointBatchResume, NetworkStatusReport, NodeState, SubDeviceRegistration,
@@ -60,6 +61,7 @@ macro_rules! suite {
             calls_from_many_threads_at_once_each_end_with_their_own_reply,
             a_command_after_a_run_of_calls_reaches_its_handler,
             device_reports_reach_the_cloud_and_traffic_control_is_answered,
+            compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_and_lz4,
             secure_mode_2_and_a_refused_connect,
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
             x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
@@ -621,6 +623,38 @@ pub async fn device_reports_reach_the_cloud_and_traffic_control_is_answered<R: R
     let replies: Vec<String> =
         sim.record(&dev).into_iter().filter(|r| r.direction == Direction::In).filter_map(|r| r.topic).collect();
     assert_eq!(replies.iter().filter(|t| t.ends_with("/traffic/control_reply")).count(), 2);
+}
+
+pub async fn compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_and_lz4<R: Rt>() {
+    let sim = cloud();
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    for codec in [Compression::Gzip, Compression::Lz4] {
+        let mut options = device_options(&sim);
+        options.compression = Some(codec);
+        let c = DeviceClient::<R>::new(options).unwrap();
+        w!(c.connect()).unwrap();
+        c.device_command().on_invoke_service(
+            "echo",
+            None,
+            now(|c, res| {
+                let CommandKind::InvokeService { params, .. } = &c.kind else { panic!("{:?}", c.kind) };
+                res.ok(params.clone());
+            }),
+        );
+        let text = "compressible ".repeat(100);
+        w!(c.device_data().post_measurepoint(json!({"temp": 30.5}), o())).unwrap();
+        assert_eq!(sim.device(&dev).unwrap().measurepoints["temp"].value, 30.5, "{codec:?}");
+        assert_eq!(w!(c.device_data().update_tag([("note", text.as_str())], o())).unwrap().code, 200);
+        assert_eq!(w!(c.device_data().query_tag(["note"], o())).unwrap().data["note"], text, "{codec:?}");
+        let raw = w!(c.device_data().up_raw_model(&b"\x01\x02\x03"[..], o())).unwrap();
+        assert_eq!(&raw.data[..], b"\x01\x02\x03", "{codec:?}");
+        let d = dev.clone();
+        let params = json!({"text": text});
+        let call = sim.run(move |s| async move { s.invoke_service(&d, "echo", params).await });
+        let r = within(secs(5), "a command to a compressing device", call).await.unwrap();
+        assert_eq!(r.data["text"], text, "{codec:?}");
+        w!(c.close()).unwrap();
+    }
 }
 
 // ----- authentication -----

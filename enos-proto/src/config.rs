@@ -185,6 +185,10 @@ pub struct Config {
     /// Report every inbound message as `Event::Message`, not only those that are
     /// neither replies nor commands. Off by default.
     pub emit_all_messages: bool,
+    /// Payload compression (extensions spec E7): announced in the client id, and applied
+    /// to every PUBLISH payload in both directions. `None` (no compression) by default;
+    /// the cloud must support the codec.
+    pub compression: Option<crate::compress::Compression>,
     /// TLS over the transport (feature `tls`): when set, the core runs the handshake
     /// after `handle_connected`, takes ciphertext in and gives ciphertext out; the
     /// CONNECT follows the handshake. `None` (plain TCP) by default.
@@ -225,6 +229,7 @@ impl Config {
             command_timeout: Duration::from_secs(60),
             subscribe_command_topics: false,
             emit_all_messages: false,
+            compression: None,
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -208,6 +208,16 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
+    /// A message of a compressing session whose payload does not decompress, or would
+    /// be larger than `Config::max_packet_bytes` once decompressed; dropped (a reply's
+    /// request ends at its timeout).
+    #[error("undecodable compressed payload on {topic}: {error}")]
+    BadCompressedPayload {
+        /// Its topic.
+        topic: String,
+        /// Why.
+        error: crate::compress::CompressionError,
+    },
     /// A command that could not be handed over: unreadable (dropped, no reply
     /// possible) or with parameters of the wrong shape (answered with code 1102).
     #[error("bad command on {topic}: {reason}")]

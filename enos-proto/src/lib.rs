@@ -208,6 +208,7 @@
 mod client;
 pub mod codec;
 pub mod command;
+pub mod compress;
 mod config;
 pub mod envelope;
 mod error;

@@ -84,6 +84,9 @@ pub struct ClientOptions {
     /// Store-and-forward: measure point posts made while the session is down are kept
     /// here and sent as resumes once it is up (see [`crate::store::OfflineStore`]).
     pub offline_store: Option<crate::store::OfflineStore>,
+    /// Payload compression, GZIP or LZ4 (the vendor's newest Java SDK); `None` by
+    /// default. The cloud must support the codec. See [`crate::compress`].
+    pub compression: Option<crate::compress::Compression>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -113,6 +116,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("subscribe_command_topics", &self.subscribe_command_topics)
             .field("secret_store", &self.secret_store)
             .field("offline_store", &self.offline_store)
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -143,6 +147,7 @@ impl ClientOptions {
             subscribe_command_topics: false,
             secret_store: None,
             offline_store: None,
+            compression: None,
         }
     }
 
@@ -187,6 +192,7 @@ impl ClientOptions {
         config.subscribe_command_topics = self.subscribe_command_topics;
         config.secret_store = self.secret_store.clone();
         config.offline_store = self.offline_store.clone();
+        config.compression = self.compression;
         config.tls = if tls {
             let ca = self
                 .ca

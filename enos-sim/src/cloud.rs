@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use enos_proto::codec::ConnectReturnCode;
+use enos_proto::compress::{ClientId, Compression};
 use enos_proto::ops::Firmware;
 use enos_proto::sign::{sign_device, SignMethod};
 use enos_proto::topic::{parse_topic, Scope};
@@ -111,6 +112,8 @@ pub struct Accepted {
     pub takeover: Vec<ConnId>,
     /// Messages to push at once (the activation push, a queued OTA upgrade).
     pub push: Vec<Outbound>,
+    /// The payload codec the device announced (extensions spec E7).
+    pub compression: Option<Compression>,
 }
 
 #[derive(Debug)]
@@ -369,29 +372,16 @@ impl Cloud {
     ///
     /// The CONNACK return code of the refusal.
     pub fn connect(&mut self, conn: ConnId, c: ConnectInfo<'_>) -> Result<Accepted, ConnectReturnCode> {
-        // CID|securemode=M,signmethod=SM,timestamp=TS|
-        let parsed = (|| {
-            let (cid, rest) = c.client_id.split_once('|')?;
-            let fields = rest.strip_suffix('|')?;
-            let mut mode = None;
-            let mut method = None;
-            let mut ts = None;
-            for f in fields.split(',') {
-                let (k, v) = f.split_once('=')?;
-                match k {
-                    "securemode" => mode = Some(v),
-                    "signmethod" => method = Some(v),
-                    "timestamp" => ts = Some(v),
-                    _ => {}
-                }
-            }
-            Some((cid, mode?, method?, ts?))
-        })();
-        let Some((cid, mode, method, ts)) = parsed else { return Err(ConnectReturnCode::BadClientId) };
+        // CID[{ip=..,version=..,compress=..}]|securemode=M,signmethod=SM,timestamp=TS|
+        let Some(id) = ClientId::parse(c.client_id) else { return Err(ConnectReturnCode::BadClientId) };
+        // The signature covers the client id with its block; the length limit does not.
+        let (cid, mode, method, ts) = (id.signed, id.secure_mode, id.sign_method, id.timestamp);
+        // LZO, or a codec not known: refused as the spec's choice says.
+        let compression = id.compression().map_err(|_| ConnectReturnCode::BadClientId)?;
         if !self.fresh(ts) {
             return Err(ConnectReturnCode::NotAuthorized);
         }
-        if cid.is_empty() || cid.chars().count() > 64 {
+        if id.cid.is_empty() || id.cid.chars().count() > 64 {
             return Err(ConnectReturnCode::BadClientId);
         }
         let Some((dk, pk)) = c.username.split_once('&').filter(|(_, pk)| !pk.contains('&')) else {
@@ -466,7 +456,7 @@ impl Cloud {
             .insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: HashSet::new() });
         self.by_client_id.insert(c.client_id.to_owned(), conn);
         self.online.insert(keys.clone(), conn);
-        Ok(Accepted { device: keys, takeover, push })
+        Ok(Accepted { device: keys, takeover, push, compression })
     }
 
     /// Connects `keys` as connection `conn` with a CONNECT signed by its device secret
@@ -1734,5 +1724,38 @@ mod tests {
         let command = Bytes::from_static(br#"{"id":"9200","version":"1.0","params":{},"method":"traffic.control"}"#);
         let out = c.publish(1, &topic, &command, 1_000);
         assert!(out.replies.is_empty() && out.command_reply.is_none());
+    }
+
+    #[test]
+    fn a_client_id_block_is_signed_its_codec_taken_and_lzo_refused() {
+        let keys = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
+        let connect = |c: &mut Cloud, signed: &str, lower: bool| {
+            let sign = enos_proto::sign::sign_device(SignMethod::Sha256, signed, &keys, "1", &DEVICE_SECRET.into());
+            let password = if lower { sign.to_lowercase() } else { sign };
+            let client_id = format!("{signed}|securemode=2,signmethod=sha256,timestamp=1|");
+            let info = ConnectInfo {
+                client_id: &client_id,
+                username: "demo_device&demo_pk",
+                password: &password,
+                certificate: &[],
+            };
+            c.connect(7, info).map(|a| a.compression)
+        };
+        let mut c = Cloud::new(Registry::builtin());
+        // The vendor's Java form: ip and version too, lower-case hex.
+        let java = format!("{DEVICE}{{ip=192.168.1.10,version=enos-mqtt-2.2.16,compress=GZIP}}");
+        assert_eq!(connect(&mut c, &java, true), Ok(Some(Compression::Gzip)));
+        assert_eq!(connect(&mut c, &format!("{DEVICE}{{compress=lz4}}"), false), Ok(Some(Compression::Lz4)));
+        assert_eq!(connect(&mut c, &format!("{DEVICE}{{compress=DEFAULT}}"), false), Ok(None));
+        assert_eq!(connect(&mut c, &format!("{DEVICE}{{compress=LZO}}"), false), Err(ConnectReturnCode::BadClientId));
+        // The block is part of what is signed: a signature over the bare id is refused.
+        let sign = enos_proto::sign::sign_device(SignMethod::Sha256, DEVICE, &keys, "1", &DEVICE_SECRET.into());
+        let client_id = format!("{DEVICE}{{compress=GZIP}}|securemode=2,signmethod=sha256,timestamp=1|");
+        let info =
+            ConnectInfo { client_id: &client_id, username: "demo_device&demo_pk", password: &sign, certificate: &[] };
+        assert_eq!(c.connect(8, info).map(|a| a.compression), Err(ConnectReturnCode::NotAuthorized));
+        // The 64-character limit is the id's without its block.
+        let long = format!("{}{{compress=GZIP}}", "d".repeat(64));
+        assert_eq!(connect(&mut c, &long, false), Ok(Some(Compression::Gzip)));
     }
 }

@@ -84,6 +84,8 @@ struct Conn {
     backlog: bool,
     /// The QoS of replies and of commands, as the registry set them when it connected.
     delivery: crate::cloud::Delivery,
+    /// The codec the device announced in its client id: every payload both ways.
+    encoder: Option<enos_proto::compress::Encoder>,
 }
 
 async fn serve(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<ServerConfig>>) {
@@ -134,6 +136,7 @@ async fn serve_conn(
         close: false,
         backlog: false,
         delivery: inner.cloud().delivery(),
+        encoder: None,
     };
     let connect_deadline = Instant::now() + inner.connect_timeout;
     // One timer for the connection's life, moved only when the deadline comes earlier
@@ -376,6 +379,7 @@ impl Conn {
                 self.inner.record(&accepted.device, Direction::In, PacketKind::Connect, None, Bytes::new());
                 tracing::info!(device = %accepted.device, peer = %self.peer, "connected");
                 self.device = Some(accepted.device);
+                self.encoder = accepted.compression.map(enos_proto::compress::Encoder::new);
                 self.keep_alive = (p.keep_alive > 0).then(|| Duration::from_secs(u64::from(p.keep_alive)));
                 self.connack(ConnectReturnCode::Success);
                 for o in accepted.push {
@@ -404,12 +408,35 @@ impl Conn {
         if let Some(d) = &self.device {
             self.inner.record(d, Direction::Out, PacketKind::Publish, Some(&o.topic), o.payload.clone());
         }
-        let _ = codec::encode_publish(&mut self.out, &o.topic, &o.payload, qos, pkid, false);
+        match &mut self.encoder {
+            None => {
+                let _ = codec::encode_publish(&mut self.out, &o.topic, &o.payload, qos, pkid, false);
+            }
+            Some(e) => {
+                let mut z = Vec::new();
+                e.compress(&o.payload, &mut z);
+                let _ = codec::encode_publish(&mut self.out, &o.topic, &z, qos, pkid, false);
+            }
+        }
     }
 
-    fn on_packet(&mut self, p: Packet) {
+    fn on_packet(&mut self, mut p: Packet) {
         let Some(device) = self.device.clone() else { return };
         self.packets_in += 1;
+        if let (Some(c), Packet::Publish(pb)) = (self.encoder.as_ref().map(|e| e.codec()), &mut p) {
+            // A compressing session compresses every payload (extensions spec E10); one that
+            // does not decompress is acknowledged and dropped.
+            match c.decompress(&pb.payload, MAX_PACKET) {
+                Ok(plain) => pb.payload = Bytes::from(plain),
+                Err(e) => {
+                    tracing::info!(device = %device, topic = %pb.topic, error = %e, "payload dropped");
+                    if pb.qos == QoS::AtLeastOnce {
+                        let _ = codec::encode_packet(&mut self.out, &Packet::PubAck(PubAck::new(pb.pkid)));
+                    }
+                    return;
+                }
+            }
+        }
         let (topic, payload) = match &p {
             Packet::Publish(pb) => (Some(pb.topic.as_str()), pb.payload.clone()),
             _ => (None, Bytes::new()),

@@ -98,8 +98,10 @@ pub type Ota<'a> = enos_client::Ota<'a, Blocking>;
 pub const HANDLER_THREADS: usize = 4;
 /// How long a handler thread waits for a command before it ends.
 const HANDLER_IDLE: Duration = Duration::from_secs(60);
-/// Stack of the connection threads.
-const STACK: usize = 256 * 1024;
+/// Stack of the connection threads: reserved, and only touched as used. A compressing
+/// session builds its codec's state (some 200 KiB for GZIP, made on the stack before it
+/// is boxed in unoptimized builds) on them.
+const STACK: usize = 1024 * 1024;
 /// How long one write may block before the writer looks at its timers again.
 const WRITE_SLICE: Duration = Duration::from_millis(50);
 /// The longest the keeping thread sleeps.

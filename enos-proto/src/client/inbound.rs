@@ -205,7 +205,7 @@ impl Client {
         }
     }
 
-    pub(super) fn on_publish(&mut self, p: codec::Publish) {
+    pub(super) fn on_publish(&mut self, mut p: codec::Publish) {
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
@@ -215,6 +215,17 @@ impl Client {
             QoS::ExactlyOnce => {
                 self.lost(DisconnectCause::Protocol(ProtocolError::QoS2Publish));
                 return;
+            }
+        }
+        if let Some(c) = self.config.compression {
+            // Everything the cloud sends a compressing session is compressed; what does
+            // not decompress is dropped, as the vendor's SDK does.
+            match c.decompress(&p.payload, self.config.max_packet_bytes) {
+                Ok(plain) => p.payload = Bytes::from(plain),
+                Err(error) => {
+                    self.events.push_back(Event::Error(ClientError::BadCompressedPayload { topic: p.topic, error }));
+                    return;
+                }
             }
         }
         if self.config.emit_all_messages && !carries_secret(&p.topic) {
@@ -335,7 +346,7 @@ impl Client {
 
     /// A reply the core itself sends at once (activation, bad parameters).
     pub(super) fn reply_now(&mut self, r: CommandReply) {
-        if codec::encode_publish(&mut self.out, &r.topic, &r.payload, QoS::AtMostOnce, 0, false).is_ok() {
+        if self.write_publish(&r.topic, &r.payload, QoS::AtMostOnce, 0, false).is_ok() {
             self.sent();
         }
     }

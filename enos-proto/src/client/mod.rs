@@ -143,6 +143,10 @@ pub struct Client {
     timers: TimerTable,
     decoder: Decoder,
     out: BytesMut,
+    /// A compressing session's encoder, and its scratch space: the payload being
+    /// compressed.
+    encoder: Option<crate::compress::Encoder>,
+    compressed: Vec<u8>,
     ctl: VecDeque<Output>,
     events: VecDeque<Event>,
     now: Instant,
@@ -260,6 +264,8 @@ impl Client {
             timers: TimerTable::default(),
             decoder: Decoder::new(config.max_packet_bytes),
             out: BytesMut::new(),
+            encoder: config.compression.map(crate::compress::Encoder::new),
+            compressed: Vec::new(),
             ctl: VecDeque::new(),
             events: VecDeque::new(),
             now: now.instant,

@@ -349,13 +349,34 @@ impl Client {
         }
     }
 
+    /// Writes one PUBLISH, its payload compressed when the session compresses (every
+    /// payload the device sends goes through here).
+    pub(super) fn write_publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        pkid: u16,
+        dup: bool,
+    ) -> Result<(), EncodeError> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return codec::encode_publish(&mut self.out, topic, payload, qos, pkid, dup);
+        };
+        let mut z = std::mem::take(&mut self.compressed);
+        z.clear();
+        encoder.compress(payload, &mut z);
+        let r = codec::encode_publish(&mut self.out, topic, &z, qos, pkid, dup);
+        self.compressed = z;
+        r
+    }
+
     /// Puts one live publish on the wire.
     pub(super) fn transmit(&mut self, out: Outgoing) {
         if out.expires.is_some_and(|at| at <= self.now) {
             return;
         }
         let pkid = if out.qos == QoS::AtLeastOnce { self.alloc_pkid() } else { 0 };
-        if codec::encode_publish(&mut self.out, &out.topic, &out.payload, out.qos, pkid, out.dup).is_err() {
+        if self.write_publish(&out.topic, &out.payload, out.qos, pkid, out.dup).is_err() {
             // Topic and payload sizes were checked at submission: nothing else can fail.
             debug_assert!(false, "a checked publish did not encode");
             return;

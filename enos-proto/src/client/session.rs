@@ -6,7 +6,9 @@ impl Client {
     /// The CONNECT, signed at the last wall-clock time given.
     pub(super) fn send_connect(&mut self) {
         let unix_ms = self.last_unix_ms;
-        let (keys, cid, method) = (&self.config.device, self.config.cid(), self.config.sign_method);
+        let (keys, method) = (&self.config.device, self.config.sign_method);
+        let signed = crate::compress::signed_client_id(self.config.cid(), self.config.compression);
+        let cid = signed.as_ref();
         let mut connect = match self.credentials.signing() {
             Some((mode, secret)) => {
                 let f = connect_fields(keys, cid, mode, method, unix_ms, secret);

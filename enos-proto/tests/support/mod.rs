@@ -44,6 +44,11 @@ pub struct FakeCloud {
     pub refuse_subscriptions: Vec<String>,
     /// Answer nothing at all.
     pub silent: bool,
+    /// The codec of a compressing session: what the client sends is decompressed before
+    /// it is kept in `received`, and what the cloud publishes is compressed.
+    pub compression: Option<enos_proto::compress::Compression>,
+    /// The payloads of the client's PUBLISHes as they were on the wire.
+    pub wire_payloads: Vec<bytes::Bytes>,
 }
 
 impl FakeCloud {
@@ -62,6 +67,8 @@ impl FakeCloud {
             chunk: usize::MAX,
             refuse_subscriptions: Vec::new(),
             silent: false,
+            compression: None,
+            wire_payloads: Vec::new(),
         }
     }
 
@@ -71,6 +78,14 @@ impl FakeCloud {
 
     /// Publishes `payload` on `topic` to the client at `qos` (packet id 77 for QoS 1).
     pub fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS) {
+        let mut compressed = Vec::new();
+        let payload = match self.compression {
+            Some(c) => {
+                c.compress(payload, &mut compressed);
+                &compressed[..]
+            }
+            None => payload,
+        };
         codec::encode_publish(
             &mut self.outbox,
             topic,
@@ -96,7 +111,13 @@ impl FakeCloud {
 
     fn receive(&mut self, bytes: &[u8]) {
         self.decoder.feed(bytes);
-        while let Some(p) = self.decoder.next_packet().expect("client sent a bad packet") {
+        while let Some(mut p) = self.decoder.next_packet().expect("client sent a bad packet") {
+            if let Packet::Publish(pb) = &mut p {
+                self.wire_payloads.push(pb.payload.clone());
+                if let Some(c) = self.compression {
+                    pb.payload = c.decompress(&pb.payload, 1 << 22).expect("a payload that does not decompress").into();
+                }
+            }
             self.on_packet(&p);
             self.received.push(p);
         }
