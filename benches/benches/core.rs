@@ -24,6 +24,50 @@ fn post_payload() -> bytes::Bytes {
     .payload
 }
 
+/// Compressing and decompressing a typical measure point post and a 100-entry batch, with
+/// each codec: the cost a compressing session adds per payload, and what it saves.
+fn compression_benches(c: &mut Criterion) {
+    use enos_proto::compress::{Compression, Encoder};
+    let single = post_payload().to_vec();
+    let batch: Vec<u8> = {
+        let mut b = b"{\"id\":\"1\",\"version\":\"1.0\",\"params\":[".to_vec();
+        for i in 0..100 {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(
+                format!("{{\"time\":{},\"measurepoints\":", 1_600_000_000_000u64 + i * 1000).as_bytes(),
+            );
+            b.extend_from_slice(&serde_json::to_vec(&typical_points()).unwrap());
+            b.push(b'}');
+        }
+        b.extend_from_slice(b"],\"method\":\"thing.measurepoint.resume.batch\"}");
+        b
+    };
+    for (name, plain) in [("post", &single), ("batch of 100", &batch)] {
+        for codec in [Compression::Gzip, Compression::Lz4] {
+            let mut e = Encoder::new(codec);
+            let mut wire = Vec::new();
+            e.compress(plain, &mut wire);
+            let mut g = c.benchmark_group(format!(
+                "compression {} {name} ({} B to {} B)",
+                codec.name(),
+                plain.len(),
+                wire.len()
+            ));
+            g.throughput(Throughput::Bytes(plain.len() as u64));
+            g.bench_function("compress", |b| {
+                b.iter(|| {
+                    wire.clear();
+                    e.compress(black_box(plain), &mut wire);
+                })
+            });
+            g.bench_function("decompress", |b| b.iter(|| codec.decompress(black_box(&wire), 1 << 20).unwrap()));
+            g.finish();
+        }
+    }
+}
+
 fn codec_benches(c: &mut Criterion) {
     let payload = post_payload();
     let n = 1000;
@@ -247,5 +291,5 @@ struct EntryRead<'a> {
     time: u64,
 }
 
-criterion_group!(benches, codec_benches, sign_benches, cycle_bench, command_bench, sim_bench);
+criterion_group!(benches, codec_benches, compression_benches, sign_benches, cycle_bench, command_bench, sim_bench);
 criterion_main!(benches);
