@@ -29,8 +29,8 @@ use enos_client::{
 use enos_proto::codec::ConnectReturnCode;
 use enos_proto::compress::Compression;
 use enos_proto::ops::{
-    BatchEntry, ConnectionNode, ConnectionStatePost, DeviceName, Firmware, LogPost, MeasurepointBatchPost,
-    MeasurepointBatchResume, NetworkStatusReport, NodeState, SubDeviceRegistration,
+    BatchEntry, ConnectionNode, ConnectionStatePost, DeviceName, Firmware, IntegrationPost, LogPost,
+    MeasurepointBatchPost, MeasurepointBatchResume, NetworkStatusReport, NodeState, SubDeviceRegistration,
 };
 use enos_proto::store::OfflineStore;
 use enos_proto::{
@@ -62,6 +62,7 @@ macro_rules! suite {
             a_command_after_a_run_of_calls_reaches_its_handler,
             device_reports_reach_the_cloud_and_traffic_control_is_answered,
             compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_and_lz4,
+            the_integration_channel_posts_for_many_devices_each_request_whole_or_refused,
             secure_mode_2_and_a_refused_connect,
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
             x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
@@ -654,6 +655,45 @@ pub async fn compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_
         let r = within(secs(5), "a command to a compressing device", call).await.unwrap();
         assert_eq!(r.data["text"], text, "{codec:?}");
         w!(c.close()).unwrap();
+    }
+}
+
+pub async fn the_integration_channel_posts_for_many_devices_each_request_whole_or_refused<R: Rt>() {
+    let sim = cloud();
+    let url = sim.tcp_url().unwrap();
+    let c = DeviceClient::<R>::new(ClientOptions::integration_channel(&url, DEVICE_PRODUCT, DEVICE_PRODUCT_SECRET))
+        .unwrap();
+    w!(c.connect()).unwrap();
+    let (dev, new) = (keys(DEVICE_PRODUCT, DEVICE), keys(DEVICE_PRODUCT, ACTIVATING_DEVICE));
+    let i = c.integration();
+    let history = IntegrationPost::measurepoints()
+        .entry(DEVICE, Some(1_000), json!({"temp": 1.5}))
+        .entry(DEVICE, Some(2_000), json!({"temp": 2.5}))
+        .entry(ACTIVATING_DEVICE, Some(1_000), json!({"temp": 3.5}));
+    assert_eq!(w!(i.post(history, o())).unwrap().code, 200);
+    let times: Vec<u64> = sim.device(&dev).unwrap().history.iter().map(|(_, _, s)| s.time).collect();
+    assert_eq!(times, [1_000, 2_000]);
+    assert_eq!(sim.device(&new).unwrap().history.len(), 1);
+    // One unknown device refuses the whole request.
+    let mixed = IntegrationPost::measurepoints().entry(DEVICE, Some(3_000), json!({"temp": 4.5})).entry(
+        "no_such_device",
+        Some(3_000),
+        json!({"temp": 5.5}),
+    );
+    let e = w!(i.post(mixed, o())).unwrap_err();
+    assert!(matches!(e, Error::Request(RequestError::Rejected { code: 1257, .. })), "{e:?}");
+    assert_eq!(sim.device(&dev).unwrap().history.len(), 2);
+    let events = IntegrationPost::events().entry(DEVICE, Some(4_000), json!({"overheat": {"level": 2, "msg": "warm"}}));
+    w!(i.post(events, o())).unwrap();
+    assert_eq!(sim.device(&dev).unwrap().events.back().unwrap().2, 4_000);
+    let attributes = IntegrationPost::attributes().entry(ACTIVATING_DEVICE, None, json!({"name": "meter-7"}));
+    w!(i.post(attributes, o())).unwrap();
+    assert_eq!(sim.device(&new).unwrap().attributes["name"], "meter-7");
+    assert_eq!(&w!(i.up_raw(&b"\x07\x08"[..], o())).unwrap().data[..], b"\x07\x08");
+    // A product without a channel, or the wrong secret, is refused at CONNECT.
+    for (pk, secret) in [(GATEWAY_PRODUCT, GATEWAY_PRODUCT_SECRET), (DEVICE_PRODUCT, "wrong")] {
+        let bad = DeviceClient::<R>::new(ClientOptions::integration_channel(&url, pk, secret)).unwrap();
+        assert_eq!(w!(bad.connect()), Err(Error::Connect(DisconnectCause::Refused(ConnectRefusal::NotAuthorized))));
     }
 }
 

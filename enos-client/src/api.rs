@@ -8,10 +8,10 @@ use std::future::Future;
 use bytes::Bytes;
 use enos_proto::ops::{
     AttributeDelete, AttributeQuery, AttributeUpdate, BatchLoginResult, ConnectionStatePost, EventPost, Firmware,
-    LogPost, LoginResult, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume,
-    NetworkStatusReport, OtaGetVersion, OtaInform, OtaProgress, RawUp, RegisteredDevice, SubDeviceBatchLogin,
-    SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration, TagDelete, TagQuery, TagUpdate, TopoAdd,
-    TopoDelete, TopoEntry, TopoGet, TslTemplate, TslTemplateGet,
+    IntegrationPost, IntegrationRawUp, LogPost, LoginResult, MeasurepointBatchPost, MeasurepointBatchResume,
+    MeasurepointPost, MeasurepointResume, NetworkStatusReport, OtaGetVersion, OtaInform, OtaProgress, RawUp,
+    RegisteredDevice, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration,
+    TagDelete, TagQuery, TagUpdate, TopoAdd, TopoDelete, TopoEntry, TopoGet, TslTemplate, TslTemplateGet,
 };
 use enos_proto::{Command, DeviceKeys, RequestOptions, SubDeviceInfo};
 use serde::Serialize;
@@ -564,5 +564,60 @@ impl<'a, R: Runtime> SubDeviceManagement<'a, R> {
         R: IntoHandler<Out>,
     {
         self.c.on(Kind::DeleteSubDevices, None, f);
+    }
+}
+
+/// The message-integration channel (secure mode 4; the vendor's newest Java and Python
+/// SDKs): posts for many devices of one product through one connection, made with
+/// `ClientOptions::integration_channel`. Each call is taken whole or refused with the
+/// cloud's first error (1257 device not found, 1204 model validation failed).
+pub struct Integration<'a, R: Runtime> {
+    c: &'a DeviceClient<R>,
+}
+
+impl<R: Runtime> Clone for Integration<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Runtime> Copy for Integration<'_, R> {}
+
+impl<R: Runtime> std::fmt::Debug for Integration<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integration").field("product", &self.c.device().product_key()).finish()
+    }
+}
+
+impl<'a, R: Runtime> Integration<'a, R> {
+    pub(crate) fn new(c: &'a DeviceClient<R>) -> Self {
+        Integration { c }
+    }
+
+    /// Posts measure points, events or attributes of many devices (build the post with
+    /// `IntegrationPost::measurepoints().entry(..)`, `::events()` or `::attributes()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn post<T: Serialize + Send + 'static>(
+        &self,
+        post: IntegrationPost<T>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(post, o)
+    }
+
+    /// Raw bytes on the channel; the reply is the cloud's raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn up_raw(
+        &self,
+        payload: impl Into<Bytes>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<Bytes>> + Send> {
+        self.c.request(IntegrationRawUp::new(payload), o)
     }
 }

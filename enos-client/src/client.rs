@@ -6,7 +6,7 @@ use std::sync::Arc;
 use enos_proto::options::{ClientOptions, Transport};
 use enos_proto::{Command, Config, DeviceKeys, Operation, RequestOptions, Secret};
 
-use crate::api::{DeviceCommand, DeviceData, Ota, SubDeviceManagement};
+use crate::api::{DeviceCommand, DeviceData, Integration, Ota, SubDeviceManagement};
 use crate::error::{typed, Error, Response};
 use crate::events::Events;
 use crate::handlers::{Kind, Responder};
@@ -167,6 +167,12 @@ impl<R: Runtime> DeviceClient<R> {
     /// OTA and the thing model (what the vendor's Java and Python SDKs add).
     pub fn ota(&self) -> Ota<'_, R> {
         Ota::new(self)
+    }
+
+    /// The message-integration channel, for a client made with
+    /// `ClientOptions::integration_channel` (the vendor's newest SDKs).
+    pub fn integration(&self) -> Integration<'_, R> {
+        Integration::new(self)
     }
 
     pub(crate) fn on<F, Out>(&self, kind: Kind, device: Option<DeviceKeys>, f: F)

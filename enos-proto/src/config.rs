@@ -26,7 +26,15 @@ pub enum Credentials {
         /// The device secret, when known.
         device_secret: Option<Secret>,
     },
+    /// Secure mode 4, the message-integration channel of a product (extensions spec E4):
+    /// signed with the product secret, with the device key
+    /// [`INTEGRATION_DEVICE_KEY`]; the client id is the product key. The product must
+    /// have its channel created in the console.
+    IntegrationChannel(Secret),
 }
+
+/// The device key of an integration-channel connection: `%channel%`.
+pub const INTEGRATION_DEVICE_KEY: &str = "%channel%";
 
 impl Credentials {
     pub(crate) fn signing(&self) -> Option<(SecureMode, &Secret)> {
@@ -34,6 +42,7 @@ impl Credentials {
             Credentials::DeviceSecret(s) => Some((SecureMode::DeviceSecret, s)),
             Credentials::ProductSecret(s) => Some((SecureMode::ProductSecret, s)),
             Credentials::Certificate { device_secret } => device_secret.as_ref().map(|s| (SecureMode::DeviceSecret, s)),
+            Credentials::IntegrationChannel(s) => Some((SecureMode::Integration, s)),
         }
     }
 }
@@ -235,9 +244,14 @@ impl Config {
         }
     }
 
-    /// The client id in front of the first `|`.
+    /// The client id in front of the first `|`: `client_id`, or by default the device key
+    /// (the product key on the integration channel).
     pub fn cid(&self) -> &str {
-        self.client_id.as_deref().unwrap_or(self.device.device_key())
+        let default = match self.credentials {
+            Credentials::IntegrationChannel(_) => self.device.product_key(),
+            _ => self.device.device_key(),
+        };
+        self.client_id.as_deref().unwrap_or(default)
     }
 
     /// Checks every field.
@@ -251,7 +265,12 @@ impl Config {
             return Err(ConfigError::new("client_id", "must be 1 to 64 characters without '|', ',' or '='"));
         }
         match &self.credentials {
-            Credentials::DeviceSecret(s) | Credentials::ProductSecret(s) if s.is_empty() => {
+            Credentials::IntegrationChannel(_) if self.device.device_key() != INTEGRATION_DEVICE_KEY => {
+                return Err(ConfigError::new("device", "the integration channel's device key is %channel%"));
+            }
+            Credentials::DeviceSecret(s) | Credentials::ProductSecret(s) | Credentials::IntegrationChannel(s)
+                if s.is_empty() =>
+            {
                 return Err(ConfigError::new("credentials", "the secret is empty"));
             }
             _ => {}

@@ -228,7 +228,7 @@ pub mod topic;
 
 pub use client::{Client, OfflineStats};
 pub use command::{Command, CommandKind, CommandReply, ReplyTo};
-pub use config::{Config, Credentials, SecretStore};
+pub use config::{Config, Credentials, SecretStore, INTEGRATION_DEVICE_KEY};
 pub use envelope::{JsonReply, Reply};
 pub use error::{
     CloseCause, ConfigError, ConnectRefusal, DecodeError, DisconnectCause, EncodeError, PacketKind, ProtocolError,

@@ -122,6 +122,19 @@ impl std::fmt::Debug for ClientOptions {
 }
 
 impl ClientOptions {
+    /// Options for the message-integration channel of product `product_key` (secure mode
+    /// 4, extensions spec E4): one connection that posts for many devices of the product.
+    pub fn integration_channel(
+        broker_url: impl Into<String>,
+        product_key: impl Into<String>,
+        product_secret: impl Into<Secret>,
+    ) -> Self {
+        let mut o = ClientOptions::new(broker_url, product_key, crate::INTEGRATION_DEVICE_KEY);
+        o.secure_mode = SecureMode::Integration;
+        o.product_secret = Some(product_secret.into());
+        o
+    }
+
     /// Options for `broker_url` and a device, with every default (secure mode 2, no
     /// secret yet).
     pub fn new(broker_url: impl Into<String>, product_key: impl Into<String>, device_key: impl Into<String>) -> Self {
@@ -172,6 +185,16 @@ impl ClientOptions {
                     .clone()
                     .ok_or_else(|| ConfigError::new("product_secret", "secure mode 3 needs it"))?,
             ),
+            SecureMode::Integration => {
+                if keys.device_key() != crate::INTEGRATION_DEVICE_KEY {
+                    return Err(ConfigError::new("device_key", "the integration channel's is %channel%"));
+                }
+                Credentials::IntegrationChannel(
+                    self.product_secret
+                        .clone()
+                        .ok_or_else(|| ConfigError::new("product_secret", "the integration channel needs it"))?,
+                )
+            }
             _ => {
                 if !tls {
                     return Err(ConfigError::new("broker_url", "certificate mode needs ssl://"));

@@ -122,14 +122,19 @@ pub enum SecureMode {
     /// X.509 (`VIA_CERT`): a client certificate on TLS; the CONNECT carries the mode-2
     /// fields when the device secret is known.
     Certificate,
+    /// Mode 4: the message-integration channel of a product, signed with its product
+    /// secret (extensions spec E4).
+    Integration,
 }
 
 impl SecureMode {
-    /// The number EnOS uses on the wire (2, or 3 for dynamic activation).
+    /// The number EnOS uses on the wire (2, 3 for dynamic activation, 4 for the
+    /// integration channel).
     pub fn number(self) -> u8 {
         match self {
             SecureMode::DeviceSecret | SecureMode::Certificate => 2,
             SecureMode::ProductSecret => 3,
+            SecureMode::Integration => 4,
         }
     }
 }

@@ -836,3 +836,79 @@ fn every_compressing_connect_vector() {
     }
     assert_eq!(checked, 4);
 }
+
+/// The integration channel (extensions spec E4): its CONNECT as this SDK sends it (the
+/// vendor's Python and Java forms sign the same way), and each of its requests built from
+/// the vector's entries, sent at its QoS and ended by its example reply; the refused one
+/// ends with the cloud's code.
+#[test]
+fn every_integration_channel_vector() {
+    use enos_proto::ops::{IntegrationPost, IntegrationRawUp};
+    let mut checked = 0;
+    for v in extensions().iter().filter(|v| s(&v["name"]).starts_with("connect_mode4")) {
+        let (name, i, e) = (s(&v["name"]), &v["inputs"], &v["expected"]);
+        let secret = Secret::new(s(&i["secret"]));
+        let (pk, ts) = (s(&i["productKey"]), s(&i["timestamp"]));
+        let channel = keys(pk, enos_proto::INTEGRATION_DEVICE_KEY);
+        let method = SignMethod::from_label(s(&i["signMethod"])).unwrap();
+        let sign = sign_device(method, s(&i["clientIdBase"]), &channel, ts, &secret);
+        assert!(sign.eq_ignore_ascii_case(s(&e["password"])), "{name}");
+        if i["hexCase"] == "upper" {
+            let mut p = Pair::new(Config::new(channel, Credentials::IntegrationChannel(secret)));
+            p.now.unix_ms = ts.parse().unwrap();
+            p.drive();
+            let Some(Packet::Connect(connect)) = p.cloud.received.first() else { panic!("no CONNECT") };
+            let login = connect.login.as_ref().unwrap();
+            assert_eq!(
+                (connect.client_id.as_str(), login.username.as_str(), login.password.as_str()),
+                (s(&e["clientId"]), s(&e["username"]), s(&e["password"])),
+                "{name}"
+            );
+        }
+        checked += 1;
+    }
+    let own = keys("pk1234ab", "dev_001");
+    for v in extensions().iter().filter(|v| v["kind"] == "message" && s(&v["name"]).starts_with("integration_")) {
+        let name = s(&v["name"]);
+        let mut v = v.clone();
+        v["inputs"]["id"] = v["payload"]["id"].clone();
+        v["inputs"]["deviceKey"] = json!("dev_001");
+        v["connection"] = json!("integration");
+        let mut post = match s(&v["method"]) {
+            "integration.measurepoint.post" => IntegrationPost::measurepoints(),
+            "integration.event.post" => IntegrationPost::events(),
+            _ => IntegrationPost::attributes(),
+        };
+        for e in v["payload"]["params"].as_array().unwrap() {
+            let values = e.as_object().unwrap().iter().find(|(k, _)| *k != "deviceKey" && *k != "time").unwrap().1;
+            post = post.entry(s(&e["deviceKey"]), e["time"].as_u64(), values.clone());
+        }
+        if v["exampleReply"]["payload"]["code"] == 200 {
+            check_op(&v, post, &own);
+        } else {
+            let enc = ops::encode(&post, &own, 104, &EncodeContext { unix_ms: T0_UNIX_MS, own: &own }).unwrap();
+            assert_eq!((enc.topic.as_str(), json(&enc.payload)), (s(&v["topic"]), v["payload"].clone()), "{name}");
+            let r = &v["exampleReply"]["payload"];
+            let code = i32::try_from(r["code"].as_i64().unwrap()).unwrap();
+            let reply = JsonReply::new(s(&r["id"]), code, None, r["message"].as_str()).unwrap();
+            let e = <IntegrationPost as Operation>::parse_reply(&Reply::Json(reply)).unwrap_err();
+            assert!(matches!(e, enos_proto::RequestError::Rejected { code: 1257, .. }), "{name}: {e:?}");
+        }
+        checked += 1;
+    }
+    let v = extension("integration_up_raw");
+    let bytes = hex(s(&v["payloadHex"]));
+    let enc =
+        ops::encode(&IntegrationRawUp::new(bytes.clone()), &own, 1, &EncodeContext { unix_ms: T0_UNIX_MS, own: &own })
+            .unwrap();
+    assert_eq!((enc.topic.as_str(), &enc.payload), (s(&v["topic"]), &bytes));
+    let mut p = Pair::connected(config());
+    p.cloud.replies = Replies::Hold;
+    let id = p.client.request(p.now, IntegrationRawUp::new(bytes), RequestOptions::new()).unwrap();
+    p.drive();
+    p.cloud.publish(s(&v["replyTopic"]), &hex(s(&v["exampleReplyHex"])), QoS::AtMostOnce);
+    p.drive();
+    assert_eq!(p.response(id), Ok(Reply::Raw(hex(s(&v["exampleReplyHex"])))));
+    checked += 1;
+    assert_eq!(checked, 3 + 4 + 1);
+}

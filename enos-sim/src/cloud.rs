@@ -17,6 +17,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::diagnostics;
+
+mod integration;
 use crate::registry::{DataType, Device, OtaTask, Registry, Stamped};
 
 /// One entry of a batch post as the cloud reads it.
@@ -390,6 +392,14 @@ impl Cloud {
         let keys = DeviceKeys::new(pk, dk).map_err(|_| ConnectReturnCode::NotAuthorized)?;
         let product = self.registry.products.get(pk).ok_or(ConnectReturnCode::NotAuthorized)?;
         let (dynamic_activation, product_secret) = (product.dynamic_activation, product.secret.clone());
+        if mode == "4" {
+            // The product's message-integration channel (extensions spec E4, E10).
+            let channel = product.integration_channel && dk == enos_proto::INTEGRATION_DEVICE_KEY;
+            if !channel || !sign_ok(method, cid, &keys, ts, &product_secret, c.password) {
+                return Err(ConnectReturnCode::NotAuthorized);
+            }
+            return Ok(self.open_session(conn, keys, c.client_id, Vec::new(), compression));
+        }
         let allow_reactivation = self.registry.allow_reactivation;
         let device = self.registry.devices.get(&keys).ok_or(ConnectReturnCode::NotAuthorized)?;
         if !device.enabled {
@@ -444,7 +454,20 @@ impl Cloud {
         if let Some(fw) = self.pending_ota.remove(&keys) {
             push.push(self.ota_push(&keys, fw));
         }
-        let mut takeover: Vec<ConnId> = [self.by_client_id.get(c.client_id).copied(), self.online.get(&keys).copied()]
+        Ok(self.open_session(conn, keys, c.client_id, push, compression))
+    }
+
+    /// Opens the session of an accepted CONNECT: it takes over the connections with its
+    /// client id or its device.
+    fn open_session(
+        &mut self,
+        conn: ConnId,
+        keys: DeviceKeys,
+        client_id: &str,
+        push: Vec<Outbound>,
+        compression: Option<Compression>,
+    ) -> Accepted {
+        let mut takeover: Vec<ConnId> = [self.by_client_id.get(client_id).copied(), self.online.get(&keys).copied()]
             .into_iter()
             .flatten()
             .collect();
@@ -453,10 +476,10 @@ impl Cloud {
             self.disconnect(*old);
         }
         self.sessions
-            .insert(conn, Session { device: keys.clone(), client_id: c.client_id.to_owned(), subs: HashSet::new() });
-        self.by_client_id.insert(c.client_id.to_owned(), conn);
+            .insert(conn, Session { device: keys.clone(), client_id: client_id.to_owned(), subs: HashSet::new() });
+        self.by_client_id.insert(client_id.to_owned(), conn);
         self.online.insert(keys.clone(), conn);
-        Ok(Accepted { device: keys, takeover, push, compression })
+        Accepted { device: keys, takeover, push, compression }
     }
 
     /// Connects `keys` as connection `conn` with a CONNECT signed by its device secret
@@ -495,6 +518,14 @@ impl Cloud {
     /// wildcard for them). Anything wider could match another device's messages.
     pub fn may_subscribe(&self, conn: ConnId, filter: &str) -> bool {
         let Some(session) = self.sessions.get(&conn) else { return false };
+        if integration::is_channel(&session.device) {
+            // The channel's own topics only.
+            let pk = session.device.product_key();
+            return filter
+                .strip_prefix("/sys/")
+                .and_then(|f| f.strip_prefix(pk))
+                .is_some_and(|f| f.starts_with("/integration/"));
+        }
         let mut levels = filter.split('/');
         let owner = match (levels.next(), levels.next()) {
             (Some(""), Some("sys")) => (levels.next(), levels.next()),
@@ -585,6 +616,10 @@ impl Cloud {
     pub fn publish(&mut self, conn: ConnId, topic: &str, payload: &Bytes, now_ms: u64) -> Handled {
         let mut out = Handled::default();
         let Some(session) = self.sessions.get(&conn) else { return out };
+        if integration::is_channel(&session.device) {
+            let pk = session.device.product_key().to_owned();
+            return self.integration_publish(&pk, topic, payload, now_ms);
+        }
         let Some(parts) = parse_topic(topic) else { return out };
         let Ok(keys) = DeviceKeys::new(parts.product_key, parts.device_key) else { return out };
         let own = keys == session.device || session.subs.contains(&keys);
@@ -1757,5 +1792,88 @@ mod tests {
         // The 64-character limit is the id's without its block.
         let long = format!("{}{{compress=GZIP}}", "d".repeat(64));
         assert_eq!(connect(&mut c, &long, false), Ok(Some(Compression::Gzip)));
+    }
+
+    /// Connects the built-in device product's integration channel as connection 9.
+    fn channel(c: &mut Cloud, pk: &str, secret: &str) -> Result<Accepted, ConnectReturnCode> {
+        let keys = DeviceKeys::new(pk, enos_proto::INTEGRATION_DEVICE_KEY).unwrap();
+        let f = enos_proto::sign::connect_fields(
+            &keys,
+            pk,
+            enos_proto::SecureMode::Integration,
+            SignMethod::Sha256,
+            1,
+            &secret.into(),
+        );
+        let info = ConnectInfo {
+            client_id: &f.client_id,
+            username: &f.username,
+            password: f.password.expose(),
+            certificate: &[],
+        };
+        c.connect(9, info)
+    }
+
+    #[test]
+    fn the_integration_channel_needs_the_product_s_channel_and_secret() {
+        let mut c = Cloud::new(Registry::builtin());
+        assert!(channel(&mut c, DEVICE_PRODUCT, DEVICE_PRODUCT_SECRET).is_ok());
+        assert_eq!(channel(&mut c, DEVICE_PRODUCT, "wrong").err(), Some(ConnectReturnCode::NotAuthorized));
+        // The gateway product has no channel.
+        assert_eq!(
+            channel(&mut c, GATEWAY_PRODUCT, GATEWAY_PRODUCT_SECRET).err(),
+            Some(ConnectReturnCode::NotAuthorized)
+        );
+        assert!(c.may_subscribe(9, "/sys/demo_pk/integration/measurepoint/post_reply"));
+        assert!(!c.may_subscribe(9, "/sys/demo_pk/demo_device/thing/measurepoint/post_reply"));
+    }
+
+    #[test]
+    fn an_integration_request_is_taken_whole_or_refused_with_its_first_error() {
+        let mut c = Cloud::new(Registry::builtin());
+        channel(&mut c, DEVICE_PRODUCT, DEVICE_PRODUCT_SECRET).unwrap();
+        let topic = "/sys/demo_pk/integration/measurepoint/post";
+        let post = |c: &mut Cloud, params: Value| {
+            let body =
+                json!({"id": "1", "version": "1.0", "params": params, "method": "integration.measurepoint.post"});
+            let out = c.publish(9, topic, &Bytes::from(body.to_string()), 5_000);
+            assert_eq!(out.replies[0].topic, format!("{topic}_reply"));
+            serde_json::from_slice::<Value>(&out.replies[0].payload).unwrap()["code"].as_i64().unwrap()
+        };
+        let dev = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
+        let new = DeviceKeys::new(DEVICE_PRODUCT, ACTIVATING_DEVICE).unwrap();
+        let entry =
+            |dk: &str, t: u64, temp: Value| json!({"deviceKey": dk, "time": t, "measurepoints": {"temp": temp}});
+        // An unknown device, then a value of the wrong type: nothing of either is kept.
+        assert_eq!(post(&mut c, json!([entry(DEVICE, 1_000, json!(1.5)), entry("nobody", 1_000, json!(2.5))])), 1257);
+        assert_eq!(
+            post(&mut c, json!([entry(DEVICE, 1_000, json!(1.5)), entry(ACTIVATING_DEVICE, 1_000, json!("hot"))])),
+            1204
+        );
+        assert!(c.registry.devices[&dev].history.is_empty());
+        let ok = json!([
+            entry(DEVICE, 1_000, json!(1.5)),
+            entry(DEVICE, 2_000, json!(2.5)),
+            entry(ACTIVATING_DEVICE, 1_000, json!(3.5))
+        ]);
+        assert_eq!(post(&mut c, ok), 200);
+        let history: Vec<(&str, u64)> =
+            c.registry.devices[&dev].history.iter().map(|(kind, _, s)| (*kind, s.time)).collect();
+        assert_eq!(history, [("resume", 1_000), ("resume", 2_000)]);
+        assert_eq!(c.registry.devices[&new].history.len(), 1);
+
+        let events = json!({"id": "2", "version": "1.0", "method": "integration.event.post",
+            "params": [{"deviceKey": DEVICE, "time": 7, "events": {"overheat": {"level": 3}}}]});
+        let out = c.publish(9, "/sys/demo_pk/integration/event/post", &Bytes::from(events.to_string()), 5_000);
+        assert_eq!(serde_json::from_slice::<Value>(&out.replies[0].payload).unwrap()["code"], 200);
+        assert_eq!(c.registry.devices[&dev].events.back().map(|(e, _, t)| (e.as_str(), *t)), Some(("overheat", 7)));
+        let attrs = json!({"id": "3", "version": "1.0", "method": "integration.attribute.post",
+            "params": [{"deviceKey": DEVICE, "attributes": {"name": "inverter-9"}}]});
+        let out = c.publish(9, "/sys/demo_pk/integration/attribute/post", &Bytes::from(attrs.to_string()), 5_000);
+        assert_eq!(serde_json::from_slice::<Value>(&out.replies[0].payload).unwrap()["code"], 200);
+        assert_eq!(c.registry.devices[&dev].attributes["name"], "inverter-9");
+        // A device topic is not the channel's.
+        let stray = c.publish(9, "/sys/demo_pk/demo_device/thing/measurepoint/post", &Bytes::from("{}"), 5_000);
+        assert!(stray.replies.is_empty());
     }
 }

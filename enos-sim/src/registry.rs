@@ -114,6 +114,9 @@ pub struct Product {
     pub dynamic_activation: bool,
     /// Whether its devices are gateways.
     pub gateway: bool,
+    /// Whether its message-integration channel exists (secure mode 4): one connection
+    /// posting for all its devices, signed with the product secret.
+    pub integration_channel: bool,
     /// The thing model.
     pub tsl: Tsl,
     /// Firmwares offered to its devices (`ota.device.getversion`).
@@ -304,6 +307,8 @@ struct FileProduct {
     dynamic_activation: bool,
     #[serde(default)]
     gateway: bool,
+    #[serde(default)]
+    integration_channel: bool,
     #[serde(default)]
     tsl: Tsl,
     #[serde(default)]
@@ -516,6 +521,7 @@ impl Registry {
                 secret: Secret::new(p.product_secret),
                 dynamic_activation: p.dynamic_activation,
                 gateway: p.gateway,
+                integration_channel: p.integration_channel,
                 tsl: p.tsl,
                 firmwares: p.firmwares,
             });
@@ -594,6 +600,8 @@ impl Registry {
                 secret: Secret::new(secret),
                 dynamic_activation: true,
                 gateway,
+                // The device product's channel exists: integration posts for its devices.
+                integration_channel: key == DEVICE_PRODUCT,
                 tsl: tsl.clone(),
                 firmwares: vec![firmware.clone()],
             });

@@ -93,6 +93,8 @@ pub type DeviceCommand<'a> = enos_client::DeviceCommand<'a, Blocking>;
 pub type SubDeviceManagement<'a> = enos_client::SubDeviceManagement<'a, Blocking>;
 /// OTA and the thing model.
 pub type Ota<'a> = enos_client::Ota<'a, Blocking>;
+/// The integration channel's calls (`DeviceClient::integration`).
+pub type Integration<'a> = enos_client::Integration<'a, Blocking>;
 
 /// Handler threads a client starts at most, by default.
 pub const HANDLER_THREADS: usize = 4;

@@ -92,6 +92,8 @@ pub type DeviceCommand<'a> = enos_client::DeviceCommand<'a, Smol>;
 pub type SubDeviceManagement<'a> = enos_client::SubDeviceManagement<'a, Smol>;
 /// OTA and the thing model.
 pub type Ota<'a> = enos_client::Ota<'a, Smol>;
+/// The integration channel's calls (`DeviceClient::integration`).
+pub type Integration<'a> = enos_client::Integration<'a, Smol>;
 
 impl AsyncRuntime for Smol {
     type Net = SmolNet;

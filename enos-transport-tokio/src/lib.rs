@@ -90,6 +90,8 @@ pub type DeviceCommand<'a> = enos_client::DeviceCommand<'a, Tokio>;
 pub type SubDeviceManagement<'a> = enos_client::SubDeviceManagement<'a, Tokio>;
 /// OTA and the thing model.
 pub type Ota<'a> = enos_client::Ota<'a, Tokio>;
+/// The integration channel's calls (`DeviceClient::integration`).
+pub type Integration<'a> = enos_client::Integration<'a, Tokio>;
 
 /// Commands in the handlers' hands at once: the core's default
 /// `Config::max_running_commands`.

@@ -233,9 +233,9 @@ impl Client {
         }
         if let Some((key, t)) = self.topics.get_key_value(p.topic.as_str()) {
             let key = key.clone();
-            // Raw replies are never JSON (spec §7): the oldest raw request on the wire
-            // takes them.
-            if key.ends_with("/thing/model/up_raw_reply") {
+            // Raw replies (a device's, or the integration channel's) are never JSON
+            // (spec §7): the oldest raw request on the wire takes them.
+            if key.ends_with("/model/up_raw_reply") {
                 match t.raw_fifo.front().copied() {
                     Some(id) => self.finish(id, Ok(Reply::Raw(p.payload))),
                     None => self.unmatched(

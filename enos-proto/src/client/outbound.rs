@@ -72,8 +72,7 @@ impl Client {
         }
         let keys = opts.target.as_ref().unwrap_or(&self.config.device);
         self.scratch.clear();
-        topic::write_topic(&mut self.scratch, op.scope(), keys, "");
-        op.write_path(&mut self.scratch);
+        op.write_topic(keys, &mut self.scratch);
         if self.scratch.len() + 6 > usize::from(u16::MAX) {
             return Err(EncodeError::StringTooLong { field: "topic", len: self.scratch.len() }.into());
         }

@@ -16,6 +16,7 @@ use crate::Secret;
 mod attribute;
 mod diagnostics;
 mod event;
+mod integration;
 mod measurepoint;
 mod ota;
 mod raw;
@@ -25,6 +26,7 @@ mod tag;
 pub use attribute::{AttributeDelete, AttributeQuery, AttributeUpdate};
 pub use diagnostics::{ConnectionNode, ConnectionStatePost, LogPost, NetworkStatusReport, NodeState};
 pub use event::EventPost;
+pub use integration::{IntegrationEntry, IntegrationKind, IntegrationPost, IntegrationRawUp};
 pub use measurepoint::{
     BatchEntry, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume,
 };
@@ -56,6 +58,14 @@ pub trait Operation {
     /// The topic family: `/sys/` for most operations, `/ext/session/` for logins.
     fn scope(&self) -> Scope {
         Scope::Sys
+    }
+
+    /// Appends the whole topic for `keys`: `/{scope}/{pk}/{dk}/{path}` unless the
+    /// operation's topics are of another form (the integration channel's name the
+    /// product only).
+    fn write_topic(&self, keys: &DeviceKeys, out: &mut String) {
+        crate::topic::write_topic(out, self.scope(), keys, "");
+        self.write_path(out);
     }
 
     /// Appends the topic path below `/{pk}/{dk}/`, e.g. `thing/tag/query`.
@@ -156,8 +166,7 @@ pub fn encode<O: Operation + ?Sized>(
     ctx: &EncodeContext<'_>,
 ) -> Result<Encoded, EncodeError> {
     let mut topic = String::new();
-    crate::topic::write_topic(&mut topic, op.scope(), keys, "");
-    op.write_path(&mut topic);
+    op.write_topic(keys, &mut topic);
     let mut payload = Vec::new();
     encode_payload(op, id, ctx, &mut payload, &mut String::new())?;
     Ok(Encoded { topic, payload: op.raw_payload().cloned().unwrap_or_else(|| Bytes::from(payload)) })
