@@ -213,6 +213,7 @@ mod config;
 pub mod envelope;
 mod error;
 mod event;
+pub mod http;
 pub mod ops;
 #[cfg(feature = "tls")]
 pub mod options;

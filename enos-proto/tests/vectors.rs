@@ -912,3 +912,286 @@ fn every_integration_channel_vector() {
     checked += 1;
     assert_eq!(checked, 3 + 4 + 1);
 }
+
+/// The HTTP transport's requests (extensions spec E1, E2): each login's signature and
+/// body, each request's method, URL, content type, headers and body, the broker URL's
+/// trailing slash, a command's reply, and the fixed names.
+#[test]
+fn every_http_request_vector() {
+    use enos_proto::http::{
+        ByteRange, FileCategory, HttpRequest, HttpTarget, COMMAND_PAYLOAD_HEADER, COMMAND_TOPIC_HEADER,
+    };
+    let wire = |r: &HttpRequest, t: &HttpTarget| {
+        let mut out = Vec::new();
+        r.write(t, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let mut checked = 0;
+    for v in extensions() {
+        let (name, i, e) = (s(&v["name"]), &v["inputs"], &v["expected"]);
+        let target = || HttpTarget::parse(s(&i["brokerUrl"])).unwrap();
+        let sid = i["sessionId"].as_str().unwrap_or_default();
+        let own = || keys(s(&i["productKey"]), s(&i["deviceKey"]));
+        let request = match s(&v["kind"]) {
+            "http_auth_sign" => {
+                let secret = Secret::new(s(&i["deviceSecret"]));
+                let lifetime = i["lifetime"].as_u64().unwrap();
+                assert_eq!(enos_proto::http::auth_sign(&own(), &secret, lifetime), s(&e["sign"]), "{name}");
+                let r = target().login(&own(), &secret, lifetime, &[]);
+                let mut body: Value = serde_json::from_slice(&r.body).unwrap();
+                // The vendor's Java body adds fields this SDK leaves out (spec C21).
+                let want = &e["request"]["body"];
+                if want.get("clientInfo").is_some() {
+                    let accept =
+                        [enos_proto::http::CommandType::OtaUpgrade, enos_proto::http::CommandType::PendingInvoke];
+                    let with = target().login(&own(), &secret, lifetime, &accept);
+                    let with: Value = serde_json::from_slice(&with.body).unwrap();
+                    assert_eq!(with["acceptCommandTypes"], want["acceptCommandTypes"], "{name}");
+                    body["clientInfo"] = want["clientInfo"].clone();
+                    body["acceptCommandTypes"] = want["acceptCommandTypes"].clone();
+                } else {
+                    assert_eq!(&r.body[..], s(&e["request"]["bodyText"]).as_bytes(), "{name}");
+                }
+                assert_eq!(&body, want, "{name}");
+                (r, &e["request"])
+            }
+            "http_request" if name.starts_with("http_publish") => {
+                let raw = e["contentType"] == OCTETS;
+                let body = if raw { hex(s(&e["bodyHex"])) } else { Bytes::from(s(&e["bodyText"]).to_owned()) };
+                (target().publish(s(&i["topic"]), sid, body, raw), e)
+            }
+            "http_request" => {
+                let category = if i["category"] == "ota" { FileCategory::Ota } else { FileCategory::Feature };
+                let r = match name {
+                    "file_download_full" => target().download(&own(), sid, s(&i["fileUri"]), category, None),
+                    "file_download_range" => {
+                        let forms = &e["rangeHeaderForms"];
+                        assert_eq!(ByteRange::From(8).header(), s(&forms["startOnly"]));
+                        assert_eq!(ByteRange::Last(7).header(), s(&forms["endOnly"]));
+                        let range = ByteRange::Span {
+                            start: i["startRange"].as_u64().unwrap(),
+                            end: i["endRange"].as_u64().unwrap(),
+                        };
+                        target().download(&own(), sid, s(&i["fileUri"]), category, Some(range))
+                    }
+                    "file_get_download_url" => target().download_url(&own(), sid, s(&i["fileUri"]), category),
+                    "file_delete" => target().delete_file(&own(), sid, s(&i["fileUri"])),
+                    n => panic!("no test for {n}"),
+                };
+                let headers: Vec<(String, String)> =
+                    r.headers.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+                let want: Vec<(String, String)> = e["requestHeaders"]
+                    .as_object()
+                    .map(|h| h.iter().map(|(k, v)| (k.clone(), s(v).to_owned())).collect())
+                    .unwrap_or_default();
+                assert_eq!(headers, want, "{name}");
+                (r, e)
+            }
+            "http_url_join" => {
+                let t = target();
+                assert_eq!(format!("{}{}{}", t.origin(), t.base_path, s(&i["path"])), s(&e["canonicalUrl"]), "{name}");
+                checked += 1;
+                continue;
+            }
+            "http_command" => {
+                let headers = &e["responseHeaders"];
+                assert!(headers.get(COMMAND_PAYLOAD_HEADER).is_some() && headers.get(COMMAND_TOPIC_HEADER).is_some());
+                let reply = &e["deviceReply"];
+                let topic = format!("{}_reply", s(&headers["topic"]));
+                (target().publish(&topic, sid, Bytes::from(s(&reply["bodyText"]).to_owned()), false), reply)
+            }
+            "constants" => {
+                let paths = &e["paths"];
+                let t = HttpTarget::parse("http://h").unwrap();
+                let k = keys("{pk}", "{dk}");
+                assert_eq!(t.login(&k, &Secret::new("s"), 1, &[]).path, s(&paths["auth"]));
+                assert_eq!(
+                    t.publish("{topic}", "S", Bytes::new(), false).path,
+                    format!("{}?sessionId=S", s(&paths["publish"]))
+                );
+                assert_eq!(
+                    t.multipart("{topic}", "S", "b", Bytes::new()).path,
+                    format!("{}?sessionId=S", s(&paths["multipartPublish"]))
+                );
+                assert!(t
+                    .download(&k, "S", "u", FileCategory::Ota, None)
+                    .path
+                    .starts_with(&format!("{}?", s(&paths["download"]))));
+                assert!(t
+                    .download_url(&k, "S", "u", FileCategory::Feature)
+                    .path
+                    .starts_with(&format!("{}?", s(&paths["downloadUrl"]))));
+                assert!(t.delete_file(&k, "S", "u").path.starts_with(&format!("{}?", s(&paths["delete"]))));
+                assert_eq!(
+                    (FileCategory::Feature.name(), FileCategory::Ota.name()),
+                    (s(&e["categories"]["FEATURE"]), s(&e["categories"]["OTA"]))
+                );
+                checked += 1;
+                continue;
+            }
+            _ => continue,
+        };
+        let (r, want) = request;
+        assert_eq!(r.method, s(&want["method"]), "{name}");
+        assert_eq!(r.url(&target()), s(&want["url"]), "{name}");
+        assert_eq!(r.content_type.as_deref(), want["contentType"].as_str(), "{name}");
+        // (The vendor's Java login body has fields this SDK leaves out: compared above.)
+        if let (Some(text), None) = (want["bodyText"].as_str(), want["body"].get("clientInfo")) {
+            assert_eq!(&r.body[..], text.as_bytes(), "{name}");
+        }
+        // On the wire: the request line, Host, and the body after the head.
+        let w = wire(&r, &target());
+        let line = format!(
+            "{} {} HTTP/1.1\r\nHost: iot-http.example.com\r\n",
+            r.method,
+            &s(&want["url"])["https://iot-http.example.com".len()..]
+        );
+        assert!(w.starts_with(&line), "{name}: {w}");
+        assert!(w.ends_with(&*String::from_utf8_lossy(&r.body)), "{name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 3 + 6 + 1 + 1 + 1);
+}
+
+const OCTETS: &str = "application/octet-stream";
+
+/// A measure point post with files (extensions spec E2.2): the request part with its
+/// `local://` references and `files` map, then one part per file with its name, MD5 and
+/// bytes, in a body a multipart reader splits back into those parts.
+#[test]
+fn every_multipart_vector() {
+    use enos_proto::http::{FileUpload, HttpTarget, MeasurepointFilePost};
+    let mut checked = 0;
+    for v in extensions().iter().filter(|v| v["kind"] == "multipart") {
+        let (name, i, e) = (s(&v["name"]), &v["inputs"], &v["expected"]);
+        let mut post = MeasurepointFilePost::new(Vec::new()).at(i["time"].as_u64().unwrap());
+        for (k, x) in i["otherMeasurepoints"].as_object().into_iter().flatten() {
+            post = post.point(k.clone(), x.clone());
+        }
+        for f in i["files"].as_array().unwrap() {
+            let seed: [u8; 8] = hex(s(&f["randomBytesHex"]))[..].try_into().unwrap();
+            let content = match f["contentText"].as_str() {
+                Some(t) => Bytes::from(t.to_owned()),
+                None => hex(s(&f["contentHex"])),
+            };
+            let mut upload = FileUpload::new(s(&f["measurepointId"]), s(&f["originalFilename"]), content, seed);
+            if let Some(m) = f["structMember"].as_str() {
+                upload = upload.in_struct(m);
+                let others = i["otherStructMembers"].clone();
+                post = post.point(s(&f["measurepointId"]), others);
+            }
+            post.files.push(upload);
+        }
+        let id: u32 = s(&i["id"]).parse().unwrap();
+        let parts = e["parts"].as_array().unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&post.message(id, 0).unwrap()).unwrap(), parts[0]["json"], "{name}");
+        let boundary = "enos-boundary-7f3a";
+        let body = post.body(id, 0, boundary).unwrap();
+        let target = HttpTarget::parse(s(&i["brokerUrl"])).unwrap();
+        let topic = format!("/sys/{}/{}/thing/measurepoint/post", s(&i["productKey"]), s(&i["deviceKey"]));
+        let r = target.multipart(&topic, s(&i["sessionId"]), boundary, body.clone());
+        assert_eq!((r.method, r.url(&target)), (s(&e["method"]), s(&e["url"]).to_owned()), "{name}");
+        assert_eq!(r.content_type.as_deref(), Some(&*format!("multipart/form-data; boundary={boundary}")));
+        // Split the body back into its parts: headers and bytes.
+        let delimiter = format!("--{boundary}");
+        let text = body.clone();
+        let mut pieces = Vec::new();
+        let mut rest = &text[..];
+        while let Some(at) = rest.windows(delimiter.len()).position(|w| w == delimiter.as_bytes()) {
+            pieces.push(&rest[..at]);
+            rest = &rest[at + delimiter.len()..];
+        }
+        assert_eq!(rest, b"--\r\n", "{name}: the closing delimiter");
+        let got: Vec<&[u8]> = pieces[1..].to_vec();
+        assert_eq!(got.len(), parts.len(), "{name}");
+        for (piece, want) in got.iter().zip(parts) {
+            let piece = piece.strip_prefix(b"\r\n").unwrap().strip_suffix(b"\r\n").unwrap();
+            let split = piece.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            let head = String::from_utf8_lossy(&piece[..split]).into_owned();
+            let bytes = &piece[split + 4..];
+            for (k, value) in want["headers"].as_object().unwrap() {
+                assert!(head.contains(&format!("{k}: {}", s(value))), "{name}: {k} in {head}");
+            }
+            match want["contentType"].as_str() {
+                Some(ct) => assert!(head.contains(&format!("Content-Type: {ct}")), "{name}"),
+                None => assert!(!head.contains("Content-Type"), "{name}"),
+            }
+            let want_bytes = match (want["bodyText"].as_str(), want["bodyHex"].as_str()) {
+                (Some(t), _) => t.as_bytes().to_vec(),
+                (None, Some(h)) => hex(h).to_vec(),
+                _ => serde_json::to_vec(&want["json"]).unwrap(),
+            };
+            if want["json"].is_object() {
+                assert_eq!(serde_json::from_slice::<Value>(bytes).unwrap(), want["json"], "{name}");
+            } else {
+                assert_eq!(bytes, &want_bytes[..], "{name}");
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
+
+/// The firmware of an OTA upgrade (extensions spec E3, C14): the digest its command names,
+/// fed in pieces, in any case; a byte changed, a byte missing or an unknown method refused.
+#[test]
+fn every_ota_firmware_vector() {
+    use enos_proto::ops::{Firmware, FirmwareError};
+    let mut checked = 0;
+    for v in extensions().iter().filter(|v| v["kind"] == "ota_firmware") {
+        let (name, e) = (s(&v["name"]), &v["expected"]);
+        let fw: Firmware = serde_json::from_value(e["upgradeCommand"]["payload"]["params"].clone()).unwrap();
+        let bytes = s(&v["inputs"]["firmwareText"]).as_bytes();
+        let check = |fw: &Firmware, bytes: &[u8]| {
+            let mut c = fw.check()?;
+            for piece in bytes.chunks(7) {
+                c.update(piece);
+            }
+            c.finish()
+        };
+        assert_eq!(check(&fw, bytes), Ok(()), "{name}");
+        let upper = Firmware { sign: fw.sign.to_uppercase(), ..fw.clone() };
+        assert_eq!(check(&upper, bytes), Ok(()), "{name}: any case");
+        let mut changed = bytes.to_vec();
+        changed[3] ^= 1;
+        assert!(matches!(check(&fw, &changed), Err(FirmwareError::DigestMismatch { .. })), "{name}");
+        assert!(
+            matches!(check(&fw, &bytes[1..]), Err(FirmwareError::SizeMismatch { expected: 30, got: 29 })),
+            "{name}"
+        );
+        let crc = Firmware { sign_method: "crc32".into(), ..fw.clone() };
+        assert!(matches!(check(&crc, bytes), Err(FirmwareError::UnsupportedSignMethod(_))), "{name}");
+        assert_eq!(fw.sign, s(&e[&fw.sign_method.to_ascii_lowercase()]), "{name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
+
+/// The extension vectors the tests above check, kind by kind (each test counts its own):
+/// a vector added to the file fails here until a test takes it.
+#[test]
+fn every_extension_vector_has_a_test() {
+    let mut kinds = BTreeMap::new();
+    for v in extensions() {
+        *kinds.entry(s(&v["kind"]).to_owned()).or_insert(0) += 1;
+    }
+    let checked: BTreeMap<String, i32> = [
+        ("http_auth_sign", 3),   // every_http_request_vector
+        ("http_request", 6),     // every_http_request_vector
+        ("http_url_join", 1),    // every_http_request_vector
+        ("http_command", 1),     // every_http_request_vector
+        ("constants", 1),        // every_http_request_vector
+        ("multipart", 2),        // every_multipart_vector
+        ("ota_firmware", 2),     // every_ota_firmware_vector
+        ("mqtt_connect", 4 + 3), // every_compressing_connect_vector, every_integration_channel_vector
+        ("client_id_parse", 5),  // every_client_id_parse_vector
+        ("message", 5 + 4),      // every_device_report_vector, every_integration_channel_vector
+        ("raw_message", 1),      // every_integration_channel_vector
+        ("downstream", 1),       // traffic_control_vector
+        ("compression", 5),      // every_compression_vector
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_owned(), n))
+    .collect();
+    assert_eq!(kinds, checked);
+}

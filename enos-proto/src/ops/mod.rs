@@ -16,6 +16,7 @@ use crate::Secret;
 mod attribute;
 mod diagnostics;
 mod event;
+mod firmware_check;
 mod integration;
 mod measurepoint;
 mod ota;
@@ -26,6 +27,7 @@ mod tag;
 pub use attribute::{AttributeDelete, AttributeQuery, AttributeUpdate};
 pub use diagnostics::{ConnectionNode, ConnectionStatePost, LogPost, NetworkStatusReport, NodeState};
 pub use event::EventPost;
+pub use firmware_check::{FirmwareCheck, FirmwareError};
 pub use integration::{IntegrationEntry, IntegrationKind, IntegrationPost, IntegrationRawUp};
 pub use measurepoint::{
     BatchEntry, MeasurepointBatchPost, MeasurepointBatchResume, MeasurepointPost, MeasurepointResume,
