@@ -194,6 +194,10 @@ pub struct Config {
     /// Report every inbound message as `Event::Message`, not only those that are
     /// neither replies nor commands. Off by default.
     pub emit_all_messages: bool,
+    /// The HTTP transport (extensions spec E1) instead of MQTT: requests, replies and
+    /// commands over HTTP/1.1 exchanges, the session opened by a login with the device
+    /// secret. `None` (MQTT) by default.
+    pub http: Option<crate::http::HttpMode>,
     /// Payload compression (extensions spec E7): announced in the client id, and applied
     /// to every PUBLISH payload in both directions. `None` (no compression) by default;
     /// the cloud must support the codec.
@@ -239,6 +243,7 @@ impl Config {
             subscribe_command_topics: false,
             emit_all_messages: false,
             compression: None,
+            http: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -274,6 +279,15 @@ impl Config {
                 return Err(ConfigError::new("credentials", "the secret is empty"));
             }
             _ => {}
+        }
+        if self.http.is_some() {
+            if !matches!(self.credentials, Credentials::DeviceSecret(_)) {
+                return Err(ConfigError::new("credentials", "the HTTP transport logs in with a device secret only"));
+            }
+            if self.compression.is_some() || self.offline_store.is_some() {
+                let field = if self.compression.is_some() { "compression" } else { "offline_store" };
+                return Err(ConfigError::new(field, "is for MQTT; the HTTP transport has none"));
+            }
         }
         if self.keep_alive > Duration::from_secs(u64::from(u16::MAX)) {
             return Err(ConfigError::new("keep_alive", "must be at most 65535 s"));

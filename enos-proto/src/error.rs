@@ -199,6 +199,9 @@ pub enum DisconnectCause {
     /// The peer broke the protocol.
     #[error(transparent)]
     Protocol(ProtocolError),
+    /// An HTTP response that cannot be read (HTTP transport).
+    #[error(transparent)]
+    Http(crate::http::HttpError),
 }
 
 /// Why the first session of a start never came up (`Event::Started`). The client is
@@ -243,6 +246,9 @@ pub enum RequestError {
     /// The client was closed before the request ended.
     #[error("client closed")]
     Closed,
+    /// The HTTP transport's response had this status, not 2xx (its body was not a reply).
+    #[error("HTTP status {0}")]
+    HttpStatus(u16),
     /// The connection closed after the request went out and before its reply, and that
     /// reply could not be told from a later request's on the next connection (raw
     /// replies carry no id, spec §7): whether the cloud took it is not known.

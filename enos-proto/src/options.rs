@@ -34,7 +34,8 @@ use crate::topic::DeviceKeys;
 #[non_exhaustive]
 pub struct ClientOptions {
     /// `tcp://host:port` (plain, default port 11883) or `ssl://host:port` (TLS, default
-    /// port 18883).
+    /// port 18883) for MQTT; `http://host[:port]` or `https://...` for the HTTP transport
+    /// (the same requests, replies and commands over HTTP/1.1; device secret only).
     pub broker_url: String,
     /// How the device authenticates.
     pub secure_mode: SecureMode,
@@ -87,6 +88,9 @@ pub struct ClientOptions {
     /// Payload compression, GZIP or LZ4 (the vendor's newest Java SDK); `None` by
     /// default. The cloud must support the codec. See [`crate::compress`].
     pub compression: Option<crate::compress::Compression>,
+    /// With an `http://` or `https://` broker URL (the HTTP transport): how long, in
+    /// seconds, a login's session lasts before the next login; 300 by default.
+    pub http_session_lifetime: u64,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -117,6 +121,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("secret_store", &self.secret_store)
             .field("offline_store", &self.offline_store)
             .field("compression", &self.compression)
+            .field("http_session_lifetime", &self.http_session_lifetime)
             .finish()
     }
 }
@@ -161,6 +166,7 @@ impl ClientOptions {
             secret_store: None,
             offline_store: None,
             compression: None,
+            http_session_lifetime: 300,
         }
     }
 
@@ -173,7 +179,15 @@ impl ClientOptions {
     /// PKCS#12 file that does not open with its passphrase, ...
     pub fn build(&self) -> Result<(Config, Transport), ConfigError> {
         let keys = DeviceKeys::new(self.product_key.clone(), self.device_key.clone())?;
-        let (tls, host, port) = parse_url(&self.broker_url)?;
+        let scheme = self.broker_url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let http = match scheme.as_deref() {
+            Some("http" | "https") => Some(crate::http::HttpTarget::parse(&self.broker_url)?),
+            _ => None,
+        };
+        let (tls, host, port) = match &http {
+            Some(t) => (t.tls, t.host.clone(), t.port),
+            None => parse_url(&self.broker_url)?,
+        };
         let credentials = match self.secure_mode {
             SecureMode::DeviceSecret => Credentials::DeviceSecret(
                 self.device_secret
@@ -216,11 +230,16 @@ impl ClientOptions {
         config.secret_store = self.secret_store.clone();
         config.offline_store = self.offline_store.clone();
         config.compression = self.compression;
+        config.http = http.map(|target| {
+            let mut mode = crate::http::HttpMode::new(target);
+            mode.lifetime = Duration::from_secs(self.http_session_lifetime.max(1));
+            mode
+        });
         config.tls = if tls {
             let ca = self
                 .ca
                 .as_deref()
-                .ok_or_else(|| ConfigError::new("ca", "ssl:// needs the CA that signed the broker"))?;
+                .ok_or_else(|| ConfigError::new("ca", "ssl:// and https:// need the CA that signed the broker"))?;
             let identity = self.identity()?;
             let cfg = if self.dangerous_accept_any_server_name {
                 crate::tls::dangerous::client_config_accepting_any_server_name(ca, identity.as_ref())

@@ -346,6 +346,20 @@ impl Client {
 
     /// A reply the core itself sends at once (activation, bad parameters).
     pub(super) fn reply_now(&mut self, r: CommandReply) {
+        if self.http.is_some() {
+            // Over HTTP a reply is an exchange of its own, after the one under way.
+            let out = Outgoing {
+                req: None,
+                topic: Arc::from(r.topic),
+                payload: r.payload,
+                qos: QoS::AtMostOnce,
+                dup: false,
+                needs: None,
+                expires: Some(later(self.now, self.config.request_timeout)),
+            };
+            self.outbox.push(out);
+            return;
+        }
         if self.write_publish(&r.topic, &r.payload, QoS::AtMostOnce, 0, false).is_ok() {
             self.sent();
         }

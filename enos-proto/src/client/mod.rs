@@ -26,6 +26,7 @@ use crate::time::{Now, Timer, TimerTable};
 use crate::topic::{self, DeviceKeys, Scope};
 
 mod gateway;
+mod http;
 mod inbound;
 mod offline;
 mod outbound;
@@ -143,6 +144,8 @@ pub struct Client {
     timers: TimerTable,
     decoder: Decoder,
     out: BytesMut,
+    /// The HTTP side of a client in HTTP mode.
+    http: Option<Box<http::HttpState>>,
     /// A compressing session's encoder, and its scratch space: the payload being
     /// compressed.
     encoder: Option<crate::compress::Encoder>,
@@ -264,6 +267,7 @@ impl Client {
             timers: TimerTable::default(),
             decoder: Decoder::new(config.max_packet_bytes),
             out: BytesMut::new(),
+            http: config.http.as_ref().map(|_| Box::new(http::HttpState::new())),
             encoder: config.compression.map(crate::compress::Encoder::new),
             compressed: Vec::new(),
             ctl: VecDeque::new(),
@@ -336,7 +340,11 @@ impl Client {
     /// Whether the session is up (CONNACK accepted and not lost since): the seed's
     /// `connected`.
     pub fn is_connected(&self) -> bool {
-        self.state == State::Connected
+        // Over HTTP the session outlives a connection closed between exchanges.
+        let http_up = self.state == State::Idle
+            && self.connected_at.is_some()
+            && self.http.as_ref().is_some_and(|h| h.logged_in());
+        self.state == State::Connected || http_up
     }
 
     /// Whether the session has come back at least once after a loss: the seed's
@@ -469,6 +477,9 @@ impl Client {
         if !matches!(self.state, State::AwaitConnack | State::Connected) {
             return;
         }
+        if self.http.is_some() {
+            return self.http_input(bytes);
+        }
         self.decoder.feed(bytes);
         loop {
             if !matches!(self.state, State::AwaitConnack | State::Connected) {
@@ -496,7 +507,11 @@ impl Client {
     pub fn handle_closed(&mut self, now: Now, cause: CloseCause) {
         self.tick(now);
         if matches!(self.state, State::Dialing | State::Securing | State::AwaitConnack | State::Connected) {
-            self.lost(DisconnectCause::Transport(cause));
+            if self.http.is_some() {
+                self.http_closed(cause);
+            } else {
+                self.lost(DisconnectCause::Transport(cause));
+            }
         }
     }
 
@@ -549,6 +564,7 @@ impl Client {
             }
         }
         self.expire_commands();
+        self.http_abandon_stale();
         self.flush();
     }
 

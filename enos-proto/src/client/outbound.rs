@@ -135,7 +135,7 @@ impl Client {
             payload,
             qos,
             dup: false,
-            needs: wants_reply.then_some(reply_topic),
+            needs: (wants_reply && self.http.is_none()).then_some(reply_topic),
             expires: None,
         };
         if origin == Origin::Relogin {
@@ -311,6 +311,9 @@ impl Client {
     /// Sends what can go now: pending SUBSCRIBEs, the re-login, then (once the re-login
     /// is answered) ready publishes while the QoS 1 window has room.
     pub(super) fn flush(&mut self) {
+        if self.http.is_some() {
+            return self.http_flush();
+        }
         if self.state != State::Connected {
             return;
         }

@@ -5,6 +5,9 @@ use super::*;
 impl Client {
     /// The CONNECT, signed at the last wall-clock time given.
     pub(super) fn send_connect(&mut self) {
+        if self.http.is_some() {
+            return self.http_ready();
+        }
         let unix_ms = self.last_unix_ms;
         let (keys, method) = (&self.config.device, self.config.sign_method);
         let signed = crate::compress::signed_client_id(self.config.cid(), self.config.compression);
@@ -84,7 +87,7 @@ impl Client {
             return;
         }
         let had_transport = self.state != State::Idle;
-        if self.state == State::Connected {
+        if self.state == State::Connected && self.http.is_none() {
             let replies: Vec<Outgoing> = self.outbox.replies().map(Outgoing::clone_reply).collect();
             for r in replies {
                 self.transmit(r);
@@ -123,6 +126,9 @@ impl Client {
     /// The state of a closed client: nothing outstanding, queued or held.
     pub(super) fn shut(&mut self) {
         self.state = State::Closed;
+        if let Some(h) = self.http.as_mut() {
+            **h = http::HttpState::new();
+        }
         self.timers.clear();
         for id in self.pending.ids() {
             self.finish(id, Err(RequestError::Closed));
@@ -155,7 +161,7 @@ impl Client {
     /// is older: so a link that only sends (QoS 0 telemetry) is still checked for a
     /// living peer.
     pub(super) fn arm_keep_alive(&mut self) {
-        if !self.config.keep_alive.is_zero() && self.state == State::Connected {
+        if !self.config.keep_alive.is_zero() && self.state == State::Connected && self.http.is_none() {
             let since = self.last_sent.min(self.last_received);
             self.timers.set(Timer::KeepAlive, later(since, self.config.keep_alive));
         }
@@ -167,6 +173,7 @@ impl Client {
             _ => None,
         };
         let was_up = self.state == State::Connected;
+        self.http_lost();
         self.state = State::Idle;
         self.activation_open = false;
         (self.transmits, self.written) = (0, 0);

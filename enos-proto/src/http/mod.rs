@@ -61,6 +61,28 @@ pub struct HttpTarget {
     pub base_path: String,
 }
 
+/// How the device reaches EnOS over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpMode {
+    /// The broker.
+    pub target: HttpTarget,
+    /// The session's lifetime: a new login follows once it has passed since the last.
+    pub lifetime: std::time::Duration,
+    /// The commands to receive in responses (none by default).
+    pub accept_commands: Vec<CommandType>,
+}
+
+impl HttpMode {
+    /// The broker at `target`, sessions of 300 s, no commands asked for.
+    pub fn new(target: HttpTarget) -> Self {
+        HttpMode {
+            target,
+            lifetime: std::time::Duration::from_millis(DEFAULT_LIFETIME_MS),
+            accept_commands: Vec::new(),
+        }
+    }
+}
+
 /// The kinds of commands a device may ask to receive in its HTTP responses (E1.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommandType {
