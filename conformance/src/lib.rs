@@ -63,6 +63,7 @@ macro_rules! suite {
             device_reports_reach_the_cloud_and_traffic_control_is_answered,
             compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_and_lz4,
             the_integration_channel_posts_for_many_devices_each_request_whole_or_refused,
+            over_http_a_device_posts_answers_commands_in_responses_and_renews_its_session,
             secure_mode_2_and_a_refused_connect,
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
             x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
@@ -695,6 +696,61 @@ pub async fn the_integration_channel_posts_for_many_devices_each_request_whole_o
         let bad = DeviceClient::<R>::new(ClientOptions::integration_channel(&url, pk, secret)).unwrap();
         assert_eq!(w!(bad.connect()), Err(Error::Connect(DisconnectCause::Refused(ConnectRefusal::NotAuthorized))));
     }
+}
+
+pub async fn over_http_a_device_posts_answers_commands_in_responses_and_renews_its_session<R: Rt>() {
+    let sim = SimThread::start(Sim::builder().http(([127, 0, 0, 1], 0).into())).unwrap();
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let mut http = options(sim.http_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+    http.http_session_lifetime = 1;
+    let c = DeviceClient::<R>::new(http).unwrap();
+    w!(c.connect()).unwrap();
+    assert!(c.connected());
+    let d = c.device_data();
+    w!(d.post_measurepoint(json!({"temp": 31.5}), o())).unwrap();
+    assert_eq!(sim.device(&dev).unwrap().measurepoints["temp"].value, 31.5);
+    w!(d.update_tag([("site", "http")], o())).unwrap();
+    assert_eq!(w!(d.query_tag(["site"], o())).unwrap().data["site"], "http");
+    assert_eq!(&w!(d.up_raw_model(&b"\x05\x06"[..], o())).unwrap().data[..], b"\x05\x06");
+    let e = w!(d.post_measurepoint(json!({"temp": "hot"}), o())).unwrap_err();
+    assert!(matches!(e, Error::Request(RequestError::Rejected { code: 1204, .. })), "{e:?}");
+
+    // A command waits for the device's next response, rides on it, and is answered.
+    c.device_command().on_invoke_service(
+        "echo",
+        None,
+        now(|c, res| {
+            let CommandKind::InvokeService { params, .. } = &c.kind else { panic!("{:?}", c.kind) };
+            res.ok(params.clone());
+        }),
+    );
+    let d2 = dev.clone();
+    let call = sim.run(move |s| async move { s.invoke_service(&d2, "echo", json!({"n": 7})).await });
+    let mut call = Box::pin(call);
+    let answered = within(WAIT, "a command over HTTP", async {
+        loop {
+            w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
+            let poll = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+            if let std::task::Poll::Ready(r) = poll {
+                return r;
+            }
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered.data, json!({"n": 7}));
+
+    // Past its lifetime the session is renewed, without a disconnect.
+    let logins = || sim.record(&dev).iter().filter(|r| r.kind == PacketKind::Connect).count();
+    let before = logins();
+    smol::Timer::after(Duration::from_millis(1100)).await;
+    w!(c.device_data().post_measurepoint(json!({"temp": 2.0}), o())).unwrap();
+    assert_eq!(logins(), before + 1);
+    assert!(c.connected());
+    // A wrong secret is refused at the login.
+    let bad = DeviceClient::<R>::new(options(sim.http_url().unwrap(), DEVICE_PRODUCT, DEVICE, "wrong")).unwrap();
+    assert_eq!(w!(bad.connect()), Err(Error::Connect(DisconnectCause::Refused(ConnectRefusal::NotAuthorized))));
 }
 
 // ----- authentication -----

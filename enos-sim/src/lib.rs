@@ -151,6 +151,7 @@ use tokio::task::JoinHandle;
 pub mod admin;
 mod cloud;
 pub mod connect;
+mod device_http;
 mod diagnostics;
 pub mod mosquitto;
 pub mod pki;
@@ -289,6 +290,8 @@ pub(crate) struct Inner {
     pub(crate) max_pending_connects: usize,
     command_timeout: Mutex<Duration>,
     listeners: Mutex<Vec<Listener>>,
+    /// The device HTTP endpoint, when it runs: its address and task.
+    http: Mutex<Option<(SocketAddr, JoinHandle<()>)>>,
 }
 
 /// The most payload bytes one record entry keeps.
@@ -432,6 +435,7 @@ pub struct SimBuilder {
     max_pending_connects: usize,
     max_clock_skew: Option<Duration>,
     command_timeout: Duration,
+    http: Option<SocketAddr>,
 }
 
 impl SimBuilder {
@@ -444,6 +448,13 @@ impl SimBuilder {
     /// Listen for plain MQTT here (default `127.0.0.1:0`, an ephemeral port).
     pub fn tcp(mut self, addr: SocketAddr) -> Self {
         self.tcp = Some(addr);
+        self
+    }
+
+    /// Also serve the device HTTP endpoint (extensions spec E1) on `addr`, e.g.
+    /// `127.0.0.1:0`: devices log in and send their requests over HTTP there.
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
         self
     }
 
@@ -527,6 +538,7 @@ impl SimBuilder {
             max_pending_connects: self.max_pending_connects,
             command_timeout: Mutex::new(self.command_timeout),
             listeners: Mutex::new(Vec::new()),
+            http: Mutex::new(None),
         });
         let sim = Sim { inner };
         for (addr, tls) in self.tcp.map(|a| (a, None)).into_iter().chain(self.tls.map(|(a, c)| (a, Some(c)))) {
@@ -535,6 +547,13 @@ impl SimBuilder {
             tracing::info!(%addr, tls = tls.is_some(), "listening");
             let task = tokio::spawn(server::accept_loop(sim.inner.clone(), listener, tls.clone()));
             lock(&sim.inner.listeners).push(Listener { addr, tls, task: Some(task) });
+        }
+        if let Some(addr) = self.http {
+            let listener = TcpListener::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "device HTTP endpoint listening");
+            let task = tokio::spawn(device_http::serve(sim.inner.clone(), listener));
+            *lock(&sim.inner.http) = Some((addr, task));
         }
         Ok(sim)
     }
@@ -566,6 +585,7 @@ impl Sim {
             max_pending_connects: 1024,
             max_clock_skew: None,
             command_timeout: Duration::from_secs(10),
+            http: None,
         }
     }
 
@@ -592,6 +612,12 @@ impl Sim {
     /// `localhost` and `127.0.0.1`).
     pub fn tls_url(&self) -> Option<String> {
         self.tls_addr().map(|a| format!("ssl://localhost:{}", a.port()))
+    }
+
+    /// `http://127.0.0.1:PORT`, the device HTTP endpoint's URL, when it runs
+    /// ([`SimBuilder::http`]).
+    pub fn http_url(&self) -> Option<String> {
+        lock(&self.inner.http).as_ref().map(|(a, _)| format!("http://{a}"))
     }
 
     /// Runs `f` on the cloud's state: registry, sessions, raw reply bytes.
