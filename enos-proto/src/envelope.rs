@@ -236,6 +236,8 @@ pub enum Reply {
     /// No reply was wanted: the request was acknowledged (QoS 1) or written to the
     /// transport (QoS 0).
     Delivered,
+    /// Bytes of a stored file (HTTP transport).
+    File(crate::http::FilePart),
 }
 
 impl Reply {
@@ -249,6 +251,7 @@ impl Reply {
             Reply::Json(j) => Ok(j),
             Reply::Raw(_) => Err(RequestError::BadReply("raw reply where JSON was expected".into())),
             Reply::Delivered => Err(RequestError::BadReply("no reply was requested".into())),
+            Reply::File(_) => Err(RequestError::BadReply("file bytes where JSON was expected".into())),
         }
     }
 }

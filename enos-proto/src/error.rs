@@ -288,6 +288,10 @@ pub enum SubmitError {
     /// when its handler did not answer within `Config::command_timeout`. Nothing is sent.
     #[error("the command was already answered")]
     AlreadyAnswered,
+    /// An operation that exists over the HTTP transport only (files), on a client that
+    /// speaks MQTT.
+    #[error("this operation needs the HTTP transport (an http:// or https:// broker URL)")]
+    NeedsHttp,
     /// The session is down and the offline store is full (`WhenFull::RejectNew`).
     #[error("offline store full ({records} records, {bytes} bytes)")]
     OfflineStoreFull {

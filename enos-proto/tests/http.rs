@@ -41,6 +41,8 @@ struct Server {
     close_after: bool,
     /// A command for the next response: (topic, payload).
     command: Option<(String, String)>,
+    /// Refuse every request as unauthorized, whatever the session.
+    refuse_all: bool,
 }
 
 impl Server {
@@ -54,6 +56,7 @@ impl Server {
             secret: SECRET.into(),
             close_after: false,
             command: None,
+            refuse_all: false,
         }
     }
 
@@ -112,9 +115,42 @@ impl Server {
             return self.respond(200, reply.to_string().as_bytes());
         }
         let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
-        let session = query.strip_prefix("sessionId=").unwrap_or_default();
-        if Some(session) != self.current.as_deref() {
+        let session = query.split('&').find_map(|kv| kv.strip_prefix("sessionId=")).unwrap_or_default();
+        if Some(session) != self.current.as_deref() || self.refuse_all {
             return self.respond(401, br#"{"id":"","code":401,"message":"session invalid"}"#);
+        }
+        if let Some(op) = path.strip_prefix("/multipart/sys/pk1234ab/dev_001/file/") {
+            let uri = query.split('&').find_map(|kv| kv.strip_prefix("fileUri=")).unwrap_or_default();
+            let file: &[u8] = b"hello enos file\n";
+            return match op {
+                "download" if uri == "enos-connect://a.txt" => match r.headers.iter().find(|(k, _)| k == "range") {
+                    Some((_, v)) => {
+                        let (s, e) = v.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+                        let (s, e): (usize, usize) =
+                            (s.parse().unwrap(), e.parse::<usize>().unwrap().min(file.len() - 1));
+                        let part = &file[s..=e];
+                        let head = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{e}/{}\r\nContent-Length: {}\r\n\r\n",
+                            file.len(),
+                            part.len()
+                        );
+                        self.out.extend_from_slice(head.as_bytes());
+                        self.out.extend_from_slice(part);
+                    }
+                    None => self.respond(200, file),
+                },
+                "download" => self.respond(404, b""),
+                "download/url" => self.respond(200, br#"{"code":200,"message":"success","data":"http://h/f?sig=1"}"#),
+                "delete" => self.respond(200, br#"{"code":200,"message":"success","data":{}}"#),
+                _ => self.respond(404, b""),
+            };
+        }
+        if let Some(topic) = path.strip_prefix("/multipart") {
+            let ct = &r.headers.iter().find(|(k, _)| k == "content-type").unwrap().1;
+            let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+            assert!(String::from_utf8_lossy(&r.body).ends_with(&format!("--{boundary}--\r\n")));
+            let reply = json!({"id": "x", "code": 200, "data": {"multipart": topic}});
+            return self.respond(200, reply.to_string().as_bytes());
         }
         let topic = path.strip_prefix("/topic").unwrap();
         if topic.ends_with("_reply") {
@@ -374,4 +410,52 @@ fn a_connection_lost_during_an_exchange_sends_its_request_again() {
     p.advance(Duration::from_secs(5));
     assert!(p.response(a).is_ok(), "{:?}", p.events);
     assert_eq!(p.connected_events(), 2, "down, then up again");
+}
+
+#[test]
+fn files_go_by_their_own_exchanges_and_a_client_on_mqtt_refuses_them() {
+    use enos_proto::http::{
+        ByteRange, FileCategory, FileDelete, FileDownload, FileDownloadUrl, FileUpload, MeasurepointFilePost,
+    };
+    let mut p = HttpPair::up(Duration::from_secs(300));
+    let post =
+        MeasurepointFilePost::new(vec![FileUpload::new("newFile", "a.txt", &b"hello"[..], [1; 8])]).point("temp", 1.5);
+    let a = p.client.request(p.now, post.clone(), RequestOptions::new()).unwrap();
+    let download = |range| FileDownload { uri: "enos-connect://a.txt".into(), category: FileCategory::Feature, range };
+    let b = p.client.request(p.now, download(None), RequestOptions::new()).unwrap();
+    let c =
+        p.client.request(p.now, download(Some(ByteRange::Span { start: 6, end: 9 })), RequestOptions::new()).unwrap();
+    let missing = FileDownload { uri: "enos-connect://nope".into(), category: FileCategory::Ota, range: None };
+    let d = p.client.request(p.now, missing, RequestOptions::new()).unwrap();
+    let url = FileDownloadUrl { uri: "enos-connect://a.txt".into(), category: FileCategory::Feature };
+    let e = p.client.request(p.now, url, RequestOptions::new()).unwrap();
+    let f = p.client.request(p.now, FileDelete { uri: "enos-connect://a.txt".into() }, RequestOptions::new()).unwrap();
+    p.drive();
+    assert_eq!(data(&p.response(a)), json!({"multipart": "/sys/pk1234ab/dev_001/thing/measurepoint/post"}));
+    let Ok(Reply::File(whole)) = p.response(b) else { panic!() };
+    assert_eq!((&whole.bytes[..], whole.total()), (&b"hello enos file\n"[..], Some(16)));
+    let Ok(Reply::File(part)) = p.response(c) else { panic!() };
+    assert_eq!((&part.bytes[..], part.total()), (&b"enos"[..], Some(16)));
+    assert_eq!(p.response(d), Err(RequestError::HttpStatus(404)));
+    assert_eq!(
+        <FileDownloadUrl as enos_proto::Operation>::parse_reply(&p.response(e).unwrap()).unwrap(),
+        "http://h/f?sig=1"
+    );
+    assert!(p.response(f).is_ok());
+    let paths = p.paths();
+    assert_eq!(paths[1], "/multipart/sys/pk1234ab/dev_001/thing/measurepoint/post");
+    assert!(p.server.seen[3].headers.contains(&("range".into(), "bytes=6-9".into())));
+    // Over MQTT there is no such exchange: refused before anything is queued.
+    let mut mqtt = Client::new(Config::new(keys(), Credentials::DeviceSecret(SECRET.into())), p.now).unwrap();
+    assert_eq!(mqtt.request(p.now, post, RequestOptions::new()), Err(enos_proto::SubmitError::NeedsHttp));
+}
+
+#[test]
+fn a_request_refused_again_after_a_renewed_login_ends_with_the_refusal() {
+    let mut p = HttpPair::up(Duration::from_secs(300));
+    p.server.refuse_all = true;
+    let a = p.client.request(p.now, MeasurepointPost::new(json!({"temp": 1})), RequestOptions::new()).unwrap();
+    p.drive();
+    assert_eq!(p.response(a), Err(RequestError::HttpStatus(401)));
+    assert_eq!(p.server.sessions, 2, "one renewal, not a loop");
 }

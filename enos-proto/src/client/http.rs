@@ -11,7 +11,9 @@
 //! between exchanges is opened again when there is something to send: that is not a loss.
 
 use super::*;
-use crate::http::{HttpMode, HttpRequest, ReadItem, ResponseHead, ResponseReader};
+use crate::http::{
+    ContentRange, FileExchange, FilePart, HttpMode, HttpRequest, ReadItem, ResponseHead, ResponseReader,
+};
 
 /// What the exchange on the wire is for.
 #[derive(Debug)]
@@ -20,7 +22,6 @@ enum Exchange {
     /// A request or a command's reply, kept to go again after a renewed login.
     Publish {
         out: Outgoing,
-        renewed: bool,
     },
 }
 
@@ -35,6 +36,10 @@ pub(super) struct HttpState {
     body: BytesMut,
     /// The connection closes after the exchange under way.
     closing: bool,
+    /// How the requests that are not publishes (files) are carried.
+    pub(super) files: HashMap<RequestId, FileExchange>,
+    /// Requests already sent again after a renewed login: a second refusal ends them.
+    renewed: HashSet<RequestId>,
 }
 
 impl HttpState {
@@ -46,7 +51,15 @@ impl HttpState {
             head: None,
             body: BytesMut::new(),
             closing: false,
+            files: HashMap::new(),
+            renewed: HashSet::new(),
         }
+    }
+
+    /// Request `id` ended: what was kept for it goes.
+    pub(super) fn ended(&mut self, id: RequestId) {
+        self.files.remove(&id);
+        self.renewed.remove(&id);
     }
 
     /// Whether a session id is held.
@@ -131,17 +144,31 @@ impl Client {
             } else if out.req.is_some() {
                 continue;
             }
-            self.http_publish(out, false);
+            self.http_publish(out);
             return;
         }
     }
 
-    fn http_publish(&mut self, out: Outgoing, renewed: bool) {
+    fn http_publish(&mut self, out: Outgoing) {
         let Some((session, _)) = self.http.as_ref().and_then(|h| h.session.clone()) else { return };
         let Some(mode) = self.http_mode() else { return };
-        let raw = out.topic.ends_with("/model/up_raw") || out.topic.ends_with("/model/down_raw_reply");
-        let request = mode.target.publish(&out.topic, &session, out.payload.clone(), raw);
-        self.http_send(&request, Exchange::Publish { out, renewed });
+        let (target, device) = (&mode.target, &self.config.device);
+        let file = out.req.and_then(|id| self.http.as_ref().and_then(|h| h.files.get(&id)));
+        let request = match file {
+            Some(FileExchange::Post { body, boundary }) => {
+                target.multipart(&out.topic, &session, boundary, body.clone())
+            }
+            Some(FileExchange::Download { uri, category, range }) => {
+                target.download(device, &session, uri, *category, *range)
+            }
+            Some(FileExchange::DownloadUrl { uri, category }) => target.download_url(device, &session, uri, *category),
+            Some(FileExchange::Delete { uri }) => target.delete_file(device, &session, uri),
+            None => {
+                let raw = out.topic.ends_with("/model/up_raw") || out.topic.ends_with("/model/down_raw_reply");
+                target.publish(&out.topic, &session, out.payload.clone(), raw)
+            }
+        };
+        self.http_send(&request, Exchange::Publish { out });
     }
 
     /// Response bytes in.
@@ -202,10 +229,13 @@ impl Client {
     fn http_response(&mut self, exchange: Exchange, head: &ResponseHead, body: Bytes) {
         match exchange {
             Exchange::Login => self.http_logged_in(head, &body),
-            Exchange::Publish { out, renewed } => {
+            Exchange::Publish { out } => {
                 let unauthorized = head.status == 401
                     || (head.is_success() && envelope::parse_reply(&body).is_ok_and(|r| r.code == 401));
-                if unauthorized && !renewed {
+                // A request goes once more after a renewed login; a command's reply does not.
+                let again =
+                    unauthorized && out.req.is_some_and(|id| self.http.as_mut().is_some_and(|h| h.renewed.insert(id)));
+                if again {
                     // The session ended early: log in again, then the same request once more.
                     if let Some(h) = self.http.as_mut() {
                         h.session = None;
@@ -220,8 +250,13 @@ impl Client {
                     return;
                 }
                 let (raw, wants_reply) = self.pending.get(id).map_or((false, true), |r| (r.raw, r.wants_reply));
+                let download =
+                    self.http.as_ref().is_some_and(|h| matches!(h.files.get(&id), Some(FileExchange::Download { .. })));
                 let result = if !head.is_success() {
                     Err(RequestError::HttpStatus(head.status))
+                } else if download {
+                    let range = head.header("content-range").and_then(ContentRange::parse);
+                    Ok(Reply::File(FilePart { bytes: body, range }))
                 } else if !wants_reply {
                     Ok(Reply::Delivered)
                 } else if raw {
@@ -309,7 +344,7 @@ impl Client {
         h.reader = ResponseReader::new();
         h.head = None;
         h.body.clear();
-        if let Some(Exchange::Publish { out, .. }) = h.exchange.take() {
+        if let Some(Exchange::Publish { out }) = h.exchange.take() {
             if let Some(req) = out.req.and_then(|id| self.pending.get_mut(id)) {
                 req.stage = Stage::Queued;
                 self.outbox.push_front(Outgoing { dup: true, ..out });
@@ -322,7 +357,7 @@ impl Client {
     /// not held behind it.
     pub(super) fn http_abandon_stale(&mut self) {
         let stale = match self.http.as_ref().and_then(|h| h.exchange.as_ref()) {
-            Some(Exchange::Publish { out: Outgoing { req: Some(id), .. }, .. }) => self.pending.get(*id).is_none(),
+            Some(Exchange::Publish { out: Outgoing { req: Some(id), .. } }) => self.pending.get(*id).is_none(),
             _ => false,
         };
         if stale && self.state == State::Connected {

@@ -78,8 +78,17 @@ impl Client {
         }
         let raw = op.raw_payload();
         let envelope = if raw.is_none() { Some(self.next_envelope_id()) } else { None };
+        let file = {
+            let ctx = EncodeContext { unix_ms, own: &self.config.device };
+            op.file_exchange(&ctx, envelope.unwrap_or(0)).transpose()?
+        };
+        if file.is_some() && self.http.is_none() {
+            return Err(SubmitError::NeedsHttp);
+        }
         let payload = match raw {
             Some(bytes) => bytes.clone(),
+            // Carried by its own exchange, built at submission.
+            None if file.is_some() => Bytes::new(),
             None => {
                 let ctx = EncodeContext { unix_ms, own: &self.config.device };
                 // Written into a buffer kept for the next request, then copied into the
@@ -129,6 +138,9 @@ impl Client {
             },
             timeout == self.config.request_timeout,
         );
+        if let (Some(f), Some(h)) = (file, self.http.as_mut()) {
+            h.files.insert(id, f);
+        }
         let out = Outgoing {
             req: Some(id),
             topic: request_topic,
@@ -186,6 +198,9 @@ impl Client {
     /// gets its `Event::Response`.
     pub(super) fn finish(&mut self, id: RequestId, result: Result<Reply, RequestError>) {
         let Some(req) = self.pending.remove(id) else { return };
+        if let Some(h) = self.http.as_mut() {
+            h.ended(id);
+        }
         if let Some(e) = req.envelope {
             // Removed in one lookup; put back in the rare case it was another request's.
             if let Some(other) = self.by_envelope.remove(&e) {

@@ -23,12 +23,14 @@
 //! assert!(matches!(reader.read(), Ok(Some(ReadItem::End { reusable: true }))));
 //! ```
 
+mod files;
 mod multipart;
 mod reader;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+pub use files::{ContentRange, FileDelete, FileDownload, FileDownloadUrl, FileExchange, FilePart};
 pub use multipart::{FileUpload, MeasurepointFilePost, MAX_FILE_BYTES, MAX_MESSAGE_PART_BYTES};
 pub use reader::{HttpError, ReadItem, ResponseHead, ResponseReader};
 

@@ -114,6 +114,17 @@ pub trait Operation {
         SessionEffect(Effect::None)
     }
 
+    /// For an operation carried over the HTTP transport only (files, extensions spec E2):
+    /// its exchange, with envelope id `id`. Only the crate's file operations have one.
+    #[doc(hidden)]
+    fn file_exchange(
+        &self,
+        _ctx: &EncodeContext<'_>,
+        _id: u32,
+    ) -> Option<Result<crate::http::FileExchange, EncodeError>> {
+        None
+    }
+
     /// Whether the core may keep it in the offline store while the session is down, to
     /// send it later as a resume. Only the crate's measure point posts have one.
     #[doc(hidden)]

@@ -35,7 +35,9 @@ impl Operation for RawUp {
         match reply {
             Reply::Raw(b) => Ok(b.clone()),
             Reply::Delivered => Ok(Bytes::new()),
-            Reply::Json(_) => Err(RequestError::BadReply("JSON reply where raw bytes were expected".into())),
+            Reply::Json(_) | Reply::File(_) => {
+                Err(RequestError::BadReply("a reply of another kind where raw bytes were expected".into()))
+            }
         }
     }
 }
