@@ -64,6 +64,7 @@ macro_rules! suite {
             compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_and_lz4,
             the_integration_channel_posts_for_many_devices_each_request_whole_or_refused,
             over_http_a_device_posts_answers_commands_in_responses_and_renews_its_session,
+            over_http_files_are_posted_downloaded_by_range_and_deleted_and_firmware_is_checked,
             secure_mode_2_and_a_refused_connect,
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
             x509_with_pem_and_pkcs12_over_tls_and_each_refusal_typed,
@@ -751,6 +752,119 @@ pub async fn over_http_a_device_posts_answers_commands_in_responses_and_renews_i
     // A wrong secret is refused at the login.
     let bad = DeviceClient::<R>::new(options(sim.http_url().unwrap(), DEVICE_PRODUCT, DEVICE, "wrong")).unwrap();
     assert_eq!(w!(bad.connect()), Err(Error::Connect(DisconnectCause::Refused(ConnectRefusal::NotAuthorized))));
+}
+
+pub async fn over_http_files_are_posted_downloaded_by_range_and_deleted_and_firmware_is_checked<R: Rt>() {
+    use enos_proto::http::{ByteRange, FileCategory, FileUpload, MeasurepointFilePost, ReadItem, ResponseReader};
+    use sha2::Digest;
+    let sim = SimThread::start(Sim::builder().http(([127, 0, 0, 1], 0).into())).unwrap();
+    let dev = keys(DEVICE_PRODUCT, DEVICE);
+    let c = DeviceClient::<R>::new(options(sim.http_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET)).unwrap();
+    w!(c.connect()).unwrap();
+    let f = c.files();
+    // Larger than one download exchange, so a download takes several.
+    let log: Vec<u8> = (0..600 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let post = MeasurepointFilePost::new(vec![
+        FileUpload::new("newFile", "/var/log/run.bin", log.clone(), [1; 8]),
+        FileUpload::new("snapshot", "cam.jpg", &b"\xff\xd8\xff\xe0"[..], [2; 8]).in_struct("img"),
+    ])
+    .point("snapshot", json!({"label": "cam1"}))
+    .point("temp", 20.5);
+    w!(f.post_measurepoint(post, o())).unwrap();
+    let uri = "enos-connect://AQEBAQEBAQE.bin";
+    let stored = sim.device(&dev).unwrap();
+    assert_eq!(stored.measurepoints["newFile"].value, uri);
+    assert_eq!(
+        stored.measurepoints["snapshot"].value,
+        json!({"img": "enos-connect://AgICAgICAgI.jpg", "label": "cam1"})
+    );
+    assert_eq!(&sim.file(&dev, uri).unwrap()[..], &log[..]);
+
+    let part =
+        w!(f.download(uri, FileCategory::Feature, Some(ByteRange::Span { start: 10, end: 19 }), o())).unwrap().data;
+    assert_eq!((&part.bytes[..], part.total()), (&log[10..20], Some(log.len() as u64)));
+    let mut out = Vec::new();
+    assert_eq!(w!(f.download_to(uri, FileCategory::Feature, &mut out)).unwrap(), log.len() as u64);
+    assert!(out == log, "the streamed download equals the file");
+    // The direct URL serves the file without a session.
+    let url = w!(f.download_url(uri, FileCategory::Feature, o())).unwrap().data;
+    let (host, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
+    let body = side({
+        let (host, path) = (host.to_owned(), path.to_owned());
+        move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&host).unwrap();
+            write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+            let mut wire = Vec::new();
+            s.read_to_end(&mut wire).unwrap();
+            let mut r = ResponseReader::new();
+            r.feed(&wire);
+            let mut body = Vec::new();
+            while let Ok(Some(item)) = r.read() {
+                if let ReadItem::Body(b) = item {
+                    body.extend_from_slice(&b);
+                }
+            }
+            body
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(body == log, "the direct URL serves the file");
+    w!(f.delete(uri, o())).unwrap();
+    let e = w!(f.download(uri, FileCategory::Feature, None, o())).unwrap_err();
+    assert_eq!(e, Error::Request(RequestError::HttpStatus(404)));
+
+    // Firmware: the upgrade accepted, then the file downloaded, checked and kept.
+    let image: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let fw_uri = "enos-connect://fw_2.0.1.bin";
+    sim.add_file(&dev, fw_uri, FileCategory::Ota, image.clone().into()).unwrap();
+    let firmware = Firmware {
+        version: "2.0.1".into(),
+        sign_method: "SHA256".into(),
+        sign: sha2::Sha256::digest(&image).iter().map(|b| format!("{b:02X}")).collect(),
+        file_url: fw_uri.into(),
+        file_size: image.len() as u64,
+    };
+    c.device_command().on_ota_upgrade(None, now(|_c, res| res.ok(json!({}))));
+    let (d2, fw2) = (dev.clone(), firmware.clone());
+    let mut push = Box::pin(sim.run(move |s| async move { s.push_ota(&d2, fw2).await }));
+    within(WAIT, "the upgrade command over HTTP", async {
+        loop {
+            w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
+            if std::future::poll_fn(|cx| std::task::Poll::Ready(push.as_mut().poll(cx).is_ready())).await {
+                return;
+            }
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("enos-fw-{}-{}", std::process::id(), std::any::type_name::<R>().len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fw.bin");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    let n = w!(c.ota().download_firmware(&firmware, &path, move |_, _| {
+        s2.fetch_add(1, Ordering::SeqCst);
+    }))
+    .unwrap();
+    assert_eq!(n, image.len() as u64);
+    assert!(std::fs::read(&path).unwrap() == image);
+    assert!(seen.load(Ordering::SeqCst) >= 2, "progress for the application");
+    assert_eq!(sim.device(&dev).unwrap().ota.unwrap().step.as_deref(), Some("80"), "progress for the cloud");
+    // A digest that does not match: nothing at the path, no part file, step -3.
+    let bad = Firmware { sign: "00".repeat(32), ..firmware };
+    let other = dir.join("bad.bin");
+    let e = w!(c.ota().download_firmware(&bad, &other, |_, _| {})).unwrap_err();
+    assert!(matches!(e, Error::Firmware(enos_proto::ops::FirmwareError::DigestMismatch { .. })), "{e:?}");
+    assert!(!other.exists() && !dir.join("bad.bin.part").exists());
+    assert_eq!(sim.device(&dev).unwrap().ota.unwrap().step.as_deref(), Some("-3"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Over MQTT files have no exchange: refused before anything is sent.
+    let mqtt = device::<R>(&sim).await;
+    let e = w!(mqtt.files().delete(uri, o())).unwrap_err();
+    assert_eq!(e, Error::Submit(SubmitError::NeedsHttp));
 }
 
 // ----- authentication -----

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use bytes::Bytes;
+use enos_proto::http::{
+    ByteRange, FileCategory, FileDelete, FileDownload, FileDownloadUrl, FilePart, MeasurepointFilePost,
+};
 use enos_proto::ops::{
     AttributeDelete, AttributeQuery, AttributeUpdate, BatchLoginResult, ConnectionStatePost, EventPost, Firmware,
     IntegrationPost, IntegrationRawUp, LogPost, LoginResult, MeasurepointBatchPost, MeasurepointBatchResume,
@@ -13,7 +16,7 @@ use enos_proto::ops::{
     RegisteredDevice, SubDeviceBatchLogin, SubDeviceLogin, SubDeviceLogout, SubDeviceRegister, SubDeviceRegistration,
     TagDelete, TagQuery, TagUpdate, TopoAdd, TopoDelete, TopoEntry, TopoGet, TslTemplate, TslTemplateGet,
 };
-use enos_proto::{Command, DeviceKeys, RequestOptions, SubDeviceInfo};
+use enos_proto::{Command, DeviceKeys, RequestError, RequestOptions, SubDeviceInfo};
 use serde::Serialize;
 
 use crate::handlers::{Kind, Responder};
@@ -394,6 +397,75 @@ impl<'a, R: Runtime> Ota<'a, R> {
         self.c.request(OtaInform::new(version), o)
     }
 
+    /// Downloads the firmware of an upgrade command to `path` and checks it as its bytes
+    /// arrive: its digest (`signMethod` md5, sha1 or sha256, compared in any case) and its
+    /// size (`fileSize`, when above zero). The bytes go to `path` + `.part`, which is
+    /// renamed to `path` only once the check passed: a failed download or check leaves
+    /// nothing at `path` (and removes the part file). Progress goes to `progress` (bytes,
+    /// total when known) after each piece, and to the cloud as `ota.device.progress`
+    /// (steps 20, 40, 60 and 80 while downloading; `-2` when the download fails, `-3` when
+    /// the check fails). Installing, and reporting the new version, is the application's.
+    ///
+    /// The file is fetched with the HTTP transport's download (`fileUrl` as the file's
+    /// URI, category `ota`), [`DOWNLOAD_CHUNK`] bytes per exchange.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Firmware`] for a failed check or an unsupported sign method or URL,
+    /// [`Error::Write`] when `path` cannot be written, or the download's error.
+    pub fn download_firmware<'p>(
+        &self,
+        firmware: &Firmware,
+        path: &'p std::path::Path,
+        mut progress: impl FnMut(u64, Option<u64>) + Send + 'p,
+    ) -> R::Wait<impl Future<Output = Result<u64, Error>> + Send + 'p> {
+        let shared = self.c.shared().clone();
+        let firmware = firmware.clone();
+        R::wait(async move {
+            let report = |step: &str, desc: &str| OtaProgress::new(step, desc);
+            let check = firmware.check().map_err(Error::Firmware)?;
+            if firmware.file_url.starts_with("http://") || firmware.file_url.starts_with("https://") {
+                return Err(Error::Firmware(enos_proto::ops::FirmwareError::DirectUrl(firmware.file_url.clone())));
+            }
+            let part = std::path::PathBuf::from(format!("{}.part", path.display()));
+            let write_error =
+                |e: std::io::Error| Error::Write { what: part.display().to_string(), reason: e.to_string() };
+            let file = std::fs::File::create(&part).map_err(write_error)?;
+            let mut tee = CheckedWriter { file, check };
+            let mut reported = 0u64;
+            let mut on_piece = |got: u64, total: Option<u64>| {
+                progress(got, total);
+                let total = total.filter(|t| *t > 0)?;
+                // A fifth of the way for each quarter downloaded: 20, 40, 60, 80 (installing
+                // and 100 are the application's).
+                let quarter = (got * 4 / total).min(4);
+                (quarter > reported).then(|| {
+                    reported = quarter;
+                    report(&(quarter * 20).to_string(), "downloading")
+                })
+            };
+            let got = download_into(&shared, &firmware.file_url, FileCategory::Ota, &mut tee, &mut on_piece).await;
+            let CheckedWriter { file, check } = tee;
+            let outcome = match got {
+                Err(e) => Err((e, "-2", "download failed")),
+                Ok(n) => match check.finish() {
+                    Err(e) => Err((Error::Firmware(e), "-3", "verification failed")),
+                    Ok(()) => file.sync_all().and_then(|()| std::fs::rename(&part, path)).map(|()| n).map_err(|e| {
+                        (Error::Write { what: path.display().to_string(), reason: e.to_string() }, "-4", "write failed")
+                    }),
+                },
+            };
+            match outcome {
+                Ok(n) => Ok(n),
+                Err((e, step, desc)) => {
+                    let _ = std::fs::remove_file(&part);
+                    let _ = shared.call(report(step, desc), RequestOptions::new()).await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
     /// Reports an upgrade's progress (`"0"`..`"100"`, or a negative failure step).
     ///
     /// # Errors
@@ -619,5 +691,165 @@ impl<'a, R: Runtime> Integration<'a, R> {
         o: RequestOptions,
     ) -> R::Wait<impl Future<Output = Outcome<Bytes>> + Send> {
         self.c.request(IntegrationRawUp::new(payload), o)
+    }
+}
+
+/// Bytes asked for per exchange by [`Files::download_to`]: a download never holds more
+/// than this in memory.
+pub const DOWNLOAD_CHUNK: u64 = 256 * 1024;
+
+/// Stored files (the vendor's newest Java SDK; over the HTTP transport only: a client on
+/// MQTT refuses them with `SubmitError::NeedsHttp`). A measure point post that carries
+/// files, downloads whole, by range or streamed to a writer, direct download URLs, and
+/// deletion.
+pub struct Files<'a, R: Runtime> {
+    c: &'a DeviceClient<R>,
+}
+
+impl<R: Runtime> Clone for Files<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Runtime> Copy for Files<'_, R> {}
+
+impl<R: Runtime> std::fmt::Debug for Files<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Files").field("device", self.c.device()).finish()
+    }
+}
+
+impl<'a, R: Runtime> Files<'a, R> {
+    pub(crate) fn new(c: &'a DeviceClient<R>) -> Self {
+        Files { c }
+    }
+
+    /// Posts measure points with files (FILE-type points, or struct members holding
+    /// them). Files over 100 MB, or a request part over 512 KiB, are refused before
+    /// anything is sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn post_measurepoint(
+        &self,
+        post: MeasurepointFilePost,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(post, o)
+    }
+
+    /// Stored file `uri`, whole or a byte range of it, in memory (see
+    /// [`Files::download_to`] for a large one).
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request); a file the cloud does
+    /// not have ends with `RequestError::HttpStatus(404)`.
+    pub fn download(
+        &self,
+        uri: &str,
+        category: FileCategory,
+        range: Option<ByteRange>,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<FilePart>> + Send> {
+        self.c.request(FileDownload { uri: uri.to_owned(), category, range }, o)
+    }
+
+    /// Stored file `uri` written to `writer` as it arrives, [`DOWNLOAD_CHUNK`] bytes per
+    /// exchange (so never whole in memory): the number of bytes written.
+    ///
+    /// # Errors
+    ///
+    /// As [`Files::download`]; [`Error::Write`] when `writer` fails.
+    pub fn download_to<'w, W: std::io::Write + Send>(
+        &self,
+        uri: &str,
+        category: FileCategory,
+        writer: &'w mut W,
+    ) -> R::Wait<impl Future<Output = Result<u64, Error>> + Send + 'w> {
+        let shared = self.c.shared().clone();
+        let uri = uri.to_owned();
+        R::wait(async move { download_into(&shared, &uri, category, writer, &mut |_, _| None).await })
+    }
+
+    /// A URL that downloads stored file `uri` without a session.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn download_url(
+        &self,
+        uri: &str,
+        category: FileCategory,
+        o: RequestOptions,
+    ) -> R::Wait<impl Future<Output = Outcome<String>> + Send> {
+        self.c.request(FileDownloadUrl { uri: uri.to_owned(), category }, o)
+    }
+
+    /// Deletes stored file `uri`.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceClient::request`](crate::DeviceClient::request).
+    pub fn delete(&self, uri: &str, o: RequestOptions) -> R::Wait<impl Future<Output = Outcome<()>> + Send> {
+        self.c.request(FileDelete { uri: uri.to_owned() }, o)
+    }
+}
+
+/// Downloads `uri` range by range into `writer`, telling `progress` (bytes so far, the
+/// total when known) after each.
+pub(crate) async fn download_into<R: Runtime, W: std::io::Write>(
+    shared: &std::sync::Arc<crate::session::Shared<R>>,
+    uri: &str,
+    category: FileCategory,
+    writer: &mut W,
+    progress: &mut (dyn FnMut(u64, Option<u64>) -> Option<OtaProgress> + Send),
+) -> Result<u64, Error> {
+    let mut offset = 0u64;
+    loop {
+        let range = Some(ByteRange::Span { start: offset, end: offset + DOWNLOAD_CHUNK - 1 });
+        let op = FileDownload { uri: uri.to_owned(), category, range };
+        let reply = match shared.call(op, RequestOptions::new()).await {
+            Ok(r) => r,
+            // An empty file has no byte to give.
+            Err(Error::Request(RequestError::HttpStatus(416))) if offset == 0 => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let part = <FileDownload as enos_proto::Operation>::parse_reply(&reply).map_err(Error::Request)?;
+        writer.write_all(&part.bytes).map_err(|e| Error::Write { what: uri.to_owned(), reason: e.to_string() })?;
+        offset += part.bytes.len() as u64;
+        let total = part.total();
+        if let Some(report) = progress(offset, total) {
+            // Progress for the cloud: its failure does not stop the download.
+            let _ = shared.call(report, RequestOptions::new()).await;
+        }
+        let done = match part.range {
+            // A server that ignores ranges sends the whole file at once.
+            None => true,
+            Some(r) => part.bytes.is_empty() || r.total.is_some_and(|t| offset >= t),
+        };
+        if done {
+            return Ok(offset);
+        }
+    }
+}
+
+/// A file that feeds a firmware check with what is written to it.
+struct CheckedWriter {
+    file: std::fs::File,
+    check: enos_proto::ops::FirmwareCheck,
+}
+
+impl std::io::Write for CheckedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.check.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }

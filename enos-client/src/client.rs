@@ -6,7 +6,7 @@ use std::sync::Arc;
 use enos_proto::options::{ClientOptions, Transport};
 use enos_proto::{Command, Config, DeviceKeys, Operation, RequestOptions, Secret};
 
-use crate::api::{DeviceCommand, DeviceData, Integration, Ota, SubDeviceManagement};
+use crate::api::{DeviceCommand, DeviceData, Files, Integration, Ota, SubDeviceManagement};
 use crate::error::{typed, Error, Response};
 use crate::events::Events;
 use crate::handlers::{Kind, Responder};
@@ -72,7 +72,7 @@ impl<R: Runtime> DeviceClient<R> {
         DeviceClient { handle: Arc::new(Handle { shared: Shared::new(config, transport, runtime) }) }
     }
 
-    fn shared(&self) -> &Arc<Shared<R>> {
+    pub(crate) fn shared(&self) -> &Arc<Shared<R>> {
         &self.handle.shared
     }
 
@@ -167,6 +167,11 @@ impl<R: Runtime> DeviceClient<R> {
     /// OTA and the thing model (what the vendor's Java and Python SDKs add).
     pub fn ota(&self) -> Ota<'_, R> {
         Ota::new(self)
+    }
+
+    /// Stored files (the HTTP transport only).
+    pub fn files(&self) -> Files<'_, R> {
+        Files::new(self)
     }
 
     /// The message-integration channel, for a client made with

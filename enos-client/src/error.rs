@@ -33,6 +33,18 @@ pub enum Error {
     /// The client is closed (or was never connected).
     #[error("client closed")]
     Closed,
+    /// A downloaded firmware failed its check (its digest or size), or names a sign
+    /// method not supported; nothing was installed.
+    #[error(transparent)]
+    Firmware(enos_proto::ops::FirmwareError),
+    /// Writing a downloaded file failed: what failed, and why.
+    #[error("writing {what}: {reason}")]
+    Write {
+        /// The file or writer.
+        what: String,
+        /// The I/O error.
+        reason: String,
+    },
 }
 
 impl From<SubmitError> for Error {

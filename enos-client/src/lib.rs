@@ -52,7 +52,7 @@ mod handlers;
 mod oneshot;
 mod session;
 
-pub use api::{DeviceCommand, DeviceData, Integration, Ota, Outcome, SubDeviceManagement};
+pub use api::{DeviceCommand, DeviceData, Files, Integration, Ota, Outcome, SubDeviceManagement, DOWNLOAD_CHUNK};
 pub use client::{DeviceClient, GatewayClient};
 pub use enos_proto as proto;
 pub use enos_proto::ops::{

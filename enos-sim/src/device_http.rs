@@ -89,17 +89,162 @@ async fn handle(inner: &Arc<Inner>, sessions: &Shared, req: Request<Incoming>) -
         path = &path[1..];
     }
     let query = parts.uri.query().unwrap_or_default();
-    if parts.method != hyper::Method::POST {
-        return json_response(StatusCode::NOT_FOUND, &json!({"code": 404, "message": "unknown route"}));
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('='))).unwrap_or_default()
+    };
+    let post = parts.method == hyper::Method::POST;
+    if let (false, Some(token)) = (post, path.strip_prefix("/files/")) {
+        // A direct download URL: no session.
+        let found = lock(&inner.files).by_token(token);
+        return match found {
+            Some(bytes) => bytes_response(bytes),
+            None => not_found(),
+        };
     }
-    if let Some(rest) = path.strip_prefix("/auth/") {
+    if let (true, Some(rest)) = (post, path.strip_prefix("/auth/")) {
         return login(inner, sessions, rest, &body);
     }
-    if let Some(topic) = path.strip_prefix("/topic") {
-        let session = query.split('&').find_map(|kv| kv.strip_prefix("sessionId=")).unwrap_or_default();
-        return publish(inner, sessions, session, topic, body);
+    if let (true, Some(topic)) = (post, path.strip_prefix("/topic")) {
+        return publish(inner, sessions, param("sessionId"), topic, body);
+    }
+    if let Some(rest) = path.strip_prefix("/multipart") {
+        let Some((keys, conn, command)) = session_of(inner, sessions, param("sessionId")) else {
+            return invalid_session("");
+        };
+        let mut response =
+            if let Some(op) = rest.strip_prefix(&format!("/sys/{}/{}/file/", keys.product_key(), keys.device_key())) {
+                // `fileUrl` is the older pages' spelling (spec C7).
+                let uri = match param("fileUri") {
+                    "" => param("fileUrl"),
+                    u => u,
+                };
+                let host = parts.headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+                let range = parts.headers.get(hyper::header::RANGE).and_then(|h| h.to_str().ok());
+                file_op(inner, &keys, op, post, uri, param("category"), range, host)
+            } else if post {
+                multipart_post(inner, &keys, conn, rest, &parts.headers, &body)
+            } else {
+                not_found()
+            };
+        attach_command(inner, &keys, &mut response, command);
+        return response;
     }
     json_response(StatusCode::NOT_FOUND, &json!({"code": 404, "message": "unknown route"}))
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    let mut r = bytes_response(Bytes::new());
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
+/// The session `id` names, kept alive, with a command waiting for its device.
+fn session_of(inner: &Arc<Inner>, sessions: &Shared, id: &str) -> Option<(DeviceKeys, ConnId, Option<Outbound>)> {
+    let mut s = lock(sessions);
+    expire(inner, &mut s);
+    let v = s.by_id.get_mut(id)?;
+    v.last = Instant::now();
+    let command = match v.commands.try_recv() {
+        Ok(ConnMsg::Publish(o)) => Some(o),
+        _ => None,
+    };
+    Some((v.keys.clone(), v.conn, command))
+}
+
+/// Puts a waiting command in a response's headers.
+fn attach_command(
+    inner: &Arc<Inner>,
+    keys: &DeviceKeys,
+    response: &mut Response<Full<Bytes>>,
+    command: Option<Outbound>,
+) {
+    if let Some(Outbound { topic, payload }) = command {
+        inner.record(keys, Direction::Out, PacketKind::Publish, Some(&topic), payload.clone());
+        let h = response.headers_mut();
+        if let (Ok(p), Ok(t)) =
+            (hyper::header::HeaderValue::from_bytes(&payload), hyper::header::HeaderValue::from_str(&topic))
+        {
+            h.insert(enos_proto::http::COMMAND_PAYLOAD_HEADER, p);
+            h.insert(enos_proto::http::COMMAND_TOPIC_HEADER, t);
+        }
+    }
+}
+
+/// Download, download URL and delete of a stored file of the session's device (E2.3-E2.5).
+#[allow(clippy::too_many_arguments)]
+fn file_op(
+    inner: &Arc<Inner>,
+    keys: &DeviceKeys,
+    op: &str,
+    post: bool,
+    uri: &str,
+    category: &str,
+    range: Option<&str>,
+    host: &str,
+) -> Response<Full<Bytes>> {
+    let mut files = lock(&inner.files);
+    match (op, post) {
+        ("delete", true) => match files.remove(keys, uri) {
+            true => json_response(StatusCode::OK, &json!({"code": 200, "message": "success", "data": {}})),
+            false => not_found(),
+        },
+        ("download" | "download/url", false) => {
+            let Some((cat, bytes)) = files.get(keys, uri).filter(|(c, _)| c.name() == category) else {
+                return not_found();
+            };
+            let _ = cat;
+            if op == "download/url" {
+                let token = files.token(keys, uri);
+                return json_response(
+                    StatusCode::OK,
+                    &json!({"code": 200, "message": "success", "data": format!("http://{host}/files/{token}")}),
+                );
+            }
+            drop(files);
+            ranged(bytes, range)
+        }
+        _ => not_found(),
+    }
+}
+
+/// The whole file, or the single range asked for (RFC 7233): 206, or 416 when it cannot
+/// be satisfied. `Content-Length` is always sent.
+fn ranged(bytes: Bytes, range: Option<&str>) -> Response<Full<Bytes>> {
+    let total = bytes.len() as u64;
+    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")).filter(|s| !s.contains(',')) else {
+        let mut r = bytes_response(bytes);
+        r.headers_mut().insert(hyper::header::ACCEPT_RANGES, hyper::header::HeaderValue::from_static("bytes"));
+        return r;
+    };
+    let span = spec.split_once('-').and_then(|(s, e)| match (s.trim(), e.trim()) {
+        ("", n) => {
+            let n = n.parse::<u64>().ok().filter(|n| *n > 0)?;
+            Some((total.saturating_sub(n), total.checked_sub(1)?))
+        }
+        (s, "") => Some((s.parse().ok()?, total.checked_sub(1)?)),
+        (s, e) => Some((s.parse().ok()?, e.parse::<u64>().ok()?.min(total.checked_sub(1)?))),
+    });
+    match span {
+        Some((start, end)) if start <= end && start < total => {
+            let body = bytes.slice(start as usize..=end as usize);
+            let mut r = bytes_response(body);
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = r.headers_mut();
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
+                h.insert(hyper::header::CONTENT_RANGE, v);
+            }
+            h.insert(hyper::header::ACCEPT_RANGES, hyper::header::HeaderValue::from_static("bytes"));
+            r
+        }
+        _ => {
+            let mut r = bytes_response(Bytes::new());
+            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("bytes */{total}")) {
+                r.headers_mut().insert(hyper::header::CONTENT_RANGE, v);
+            }
+            r
+        }
+    }
 }
 
 /// `POST /auth/{pk}/{dk}`.
@@ -167,46 +312,224 @@ fn end(inner: &Arc<Inner>, conn: ConnId) {
 
 /// `POST /topic{T}?sessionId=..`: the PUBLISH on `T`, answered with its reply.
 fn publish(inner: &Arc<Inner>, sessions: &Shared, session: &str, topic: &str, body: Bytes) -> Response<Full<Bytes>> {
-    let id_of = |b: &[u8]| {
-        serde_json::from_slice::<Value>(b).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+    let Some((keys, conn, command)) = session_of(inner, sessions, session) else {
+        let id = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
+        return invalid_session(&id.unwrap_or_default());
     };
-    let (keys, conn, command) = {
-        let mut s = lock(sessions);
-        expire(inner, &mut s);
-        let Some(v) = s.by_id.get_mut(session) else {
-            return invalid_session(&id_of(&body).unwrap_or_default());
-        };
-        v.last = Instant::now();
-        let command = match v.commands.try_recv() {
-            Ok(ConnMsg::Publish(o)) => Some(o),
-            _ => None,
-        };
-        (v.keys.clone(), v.conn, command)
-    };
-    inner.record(&keys, Direction::In, PacketKind::Publish, Some(topic), body.clone());
+    let mut response = run_publish(inner, &keys, conn, topic, body);
+    attach_command(inner, &keys, &mut response, command);
+    response
+}
+
+/// Runs a PUBLISH on `topic` as the session's connection: its reply's payload, or an
+/// empty 200 for a topic that has no reply (a command's reply).
+fn run_publish(inner: &Arc<Inner>, keys: &DeviceKeys, conn: ConnId, topic: &str, body: Bytes) -> Response<Full<Bytes>> {
+    inner.record(keys, Direction::In, PacketKind::Publish, Some(topic), body.clone());
     let handled = inner.cloud().publish(conn, topic, &body, crate::unix_ms());
     if let Some((t, payload)) = handled.command_reply {
         inner.command_replied(&t, payload);
     }
     let reply_topic = format!("{topic}_reply");
-    let reply = handled.replies.into_iter().find(|r| r.topic == reply_topic);
-    let mut response = match reply {
+    match handled.replies.into_iter().find(|r| r.topic == reply_topic) {
         Some(r) => {
-            inner.record(&keys, Direction::Out, PacketKind::Publish, Some(&r.topic), r.payload.clone());
+            inner.record(keys, Direction::Out, PacketKind::Publish, Some(&r.topic), r.payload.clone());
             bytes_response(r.payload)
         }
-        // A command's reply, or a topic that has none: an empty 200.
         None => bytes_response(Bytes::new()),
+    }
+}
+
+/// A measure point post with files (E2.2): every file's part present, its MD5 and length
+/// as the request says (else 1220), every `local://` reference with a part (else 1206),
+/// the request part at most 512 KiB and each file at most 100 MB (else 1008). The files
+/// are stored as `enos-connect://{fileName}`, and the points posted with those URIs.
+fn multipart_post(
+    inner: &Arc<Inner>,
+    keys: &DeviceKeys,
+    conn: ConnId,
+    topic: &str,
+    headers: &hyper::HeaderMap,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let reply = |id: &str, code: i64, message: &str| {
+        let mut v = json!({"id": id, "code": code, "data": {}});
+        if !message.is_empty() {
+            v["message"] = json!(message);
+        }
+        json_response(StatusCode::OK, &v)
     };
-    if let Some(Outbound { topic, payload }) = command {
-        inner.record(&keys, Direction::Out, PacketKind::Publish, Some(&topic), payload.clone());
-        let h = response.headers_mut();
-        if let (Ok(p), Ok(t)) =
-            (hyper::header::HeaderValue::from_bytes(&payload), hyper::header::HeaderValue::from_str(&topic))
+    let boundary = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').find_map(|p| p.trim().strip_prefix("boundary=")))
+        .map(|b| b.trim_matches('"').to_owned());
+    let Some(parts) = boundary.as_deref().and_then(|b| split_multipart(body, b)) else {
+        return reply("", 1220, "Payload format error");
+    };
+    let Some((first, files)) = parts.split_first().filter(|(p, _)| p.name == "enos-message") else {
+        return reply("", 1220, "Payload format error");
+    };
+    if first.body.len() > enos_proto::http::MAX_MESSAGE_PART_BYTES {
+        return reply("", 1008, "Msg size is too large, discard the message");
+    }
+    let Ok(mut message) = serde_json::from_slice::<Value>(first.body) else {
+        return reply("", 1220, "Payload format error");
+    };
+    let id = message.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let meta = message.as_object_mut().and_then(|m| m.remove("files")).unwrap_or(Value::Null);
+    for f in files {
+        if f.body.len() as u64 > enos_proto::http::MAX_FILE_BYTES {
+            return reply(&id, 1008, "File size is too large");
+        }
+        let Some(m) = meta.get(&f.filename) else {
+            return reply(&id, 1220, "Payload format error: a file not in files");
+        };
+        let md5 = md5_hex(f.body);
+        let length = m.get("fileLength").and_then(Value::as_str).and_then(|l| l.parse::<usize>().ok());
+        if m.get("md5").and_then(Value::as_str) != Some(md5.as_str())
+            || f.content_md5.as_deref().is_some_and(|h| !h.eq_ignore_ascii_case(&md5))
+            || length != Some(f.body.len())
         {
-            h.insert(enos_proto::http::COMMAND_PAYLOAD_HEADER, p);
-            h.insert(enos_proto::http::COMMAND_TOPIC_HEADER, t);
+            return reply(&id, 1220, "Payload format error: a file's md5 or length");
         }
     }
-    response
+    // Every local:// reference names a part; each becomes its stored URI.
+    let mut missing = false;
+    if let Some(points) = message.pointer_mut("/params/measurepoints").and_then(Value::as_object_mut) {
+        for v in points.values_mut() {
+            let mut fix = |v: &mut Value| {
+                if let Some(name) = v.as_str().and_then(|s| s.strip_prefix("local://")) {
+                    if files.iter().any(|f| f.filename == name) {
+                        *v = Value::String(format!("enos-connect://{name}"));
+                    } else {
+                        missing = true;
+                    }
+                }
+            };
+            match v {
+                Value::Object(members) => members.values_mut().for_each(&mut fix),
+                v => fix(v),
+            }
+        }
+    }
+    if missing {
+        return reply(&id, 1206, "A local file reference has no file part");
+    }
+    {
+        let mut store = lock(&inner.files);
+        for f in files {
+            let uri = format!("enos-connect://{}", f.filename);
+            if let Err(e) =
+                store.put(keys, &uri, enos_proto::http::FileCategory::Feature, Bytes::copy_from_slice(f.body))
+            {
+                return reply(&id, 1008, &e);
+            }
+        }
+    }
+    run_publish(inner, keys, conn, topic, Bytes::from(message.to_string()))
+}
+
+struct Part<'a> {
+    name: String,
+    filename: String,
+    content_md5: Option<String>,
+    body: &'a [u8],
+}
+
+/// The parts of a `multipart/form-data` body.
+fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<Part<'a>>> {
+    let delimiter = format!("--{boundary}");
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let mut rest = &body[find(body, delimiter.as_bytes())? + delimiter.len()..];
+    let mut parts = Vec::new();
+    loop {
+        if rest.starts_with(b"--") {
+            return Some(parts);
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
+        let after = &rest[head_end + 4..];
+        let end = find(after, format!("\r\n{delimiter}").as_bytes())?;
+        let (mut name, mut filename, mut content_md5) = (String::new(), String::new(), None);
+        for line in head.split("\r\n") {
+            let (k, v) = line.split_once(':')?;
+            if k.eq_ignore_ascii_case("content-disposition") {
+                for p in v.split(';').map(str::trim) {
+                    if let Some(n) = p.strip_prefix("name=") {
+                        name = n.trim_matches('"').to_owned();
+                    } else if let Some(f) = p.strip_prefix("filename=") {
+                        filename = f.trim_matches('"').replace("%22", "\"").replace("%0D", "\r").replace("%0A", "\n");
+                    }
+                }
+            } else if k.eq_ignore_ascii_case("content-md5") {
+                content_md5 = Some(v.trim().to_owned());
+            }
+        }
+        parts.push(Part { name, filename, content_md5, body: &after[..end] });
+        rest = &after[end + 2 + delimiter.len()..];
+    }
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Files by device and URI, bounded in all (256 MiB), with the tokens of direct URLs.
+#[derive(Default)]
+pub(crate) struct FileStore {
+    files: HashMap<(DeviceKeys, String), (enos_proto::http::FileCategory, Bytes)>,
+    bytes: usize,
+    tokens: HashMap<String, (DeviceKeys, String)>,
+}
+
+/// Bytes the file store holds at most.
+const MAX_STORED_BYTES: usize = 256 * 1024 * 1024;
+
+impl FileStore {
+    pub(crate) fn put(
+        &mut self,
+        keys: &DeviceKeys,
+        uri: &str,
+        category: enos_proto::http::FileCategory,
+        bytes: Bytes,
+    ) -> Result<(), String> {
+        let old = self.files.get(&(keys.clone(), uri.to_owned())).map_or(0, |(_, b)| b.len());
+        if self.bytes - old + bytes.len() > MAX_STORED_BYTES {
+            return Err(format!("the file store is full ({MAX_STORED_BYTES} bytes)"));
+        }
+        self.bytes = self.bytes - old + bytes.len();
+        self.files.insert((keys.clone(), uri.to_owned()), (category, bytes));
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, keys: &DeviceKeys, uri: &str) -> Option<(enos_proto::http::FileCategory, Bytes)> {
+        self.files.get(&(keys.clone(), uri.to_owned())).cloned()
+    }
+
+    pub(crate) fn remove(&mut self, keys: &DeviceKeys, uri: &str) -> bool {
+        let key = (keys.clone(), uri.to_owned());
+        self.tokens.retain(|_, v| *v != key);
+        match self.files.remove(&key) {
+            Some((_, b)) => {
+                self.bytes -= b.len();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn token(&mut self, keys: &DeviceKeys, uri: &str) -> String {
+        let token = crate::registry::Registry::random_secret(20).map(|s| s.expose().to_owned()).unwrap_or_default();
+        self.tokens.insert(token.clone(), (keys.clone(), uri.to_owned()));
+        token
+    }
+
+    pub(crate) fn by_token(&self, token: &str) -> Option<Bytes> {
+        let (keys, uri) = self.tokens.get(token)?;
+        self.get(keys, uri).map(|(_, b)| b)
+    }
 }

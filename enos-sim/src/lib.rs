@@ -292,6 +292,8 @@ pub(crate) struct Inner {
     listeners: Mutex<Vec<Listener>>,
     /// The device HTTP endpoint, when it runs: its address and task.
     http: Mutex<Option<(SocketAddr, JoinHandle<()>)>>,
+    /// Files devices posted, and firmware, served by the HTTP endpoint.
+    pub(crate) files: Mutex<device_http::FileStore>,
 }
 
 /// The most payload bytes one record entry keeps.
@@ -539,6 +541,7 @@ impl SimBuilder {
             command_timeout: Mutex::new(self.command_timeout),
             listeners: Mutex::new(Vec::new()),
             http: Mutex::new(None),
+            files: Mutex::new(device_http::FileStore::default()),
         });
         let sim = Sim { inner };
         for (addr, tls) in self.tcp.map(|a| (a, None)).into_iter().chain(self.tls.map(|(a, c)| (a, Some(c)))) {
@@ -618,6 +621,27 @@ impl Sim {
     /// ([`SimBuilder::http`]).
     pub fn http_url(&self) -> Option<String> {
         lock(&self.inner.http).as_ref().map(|(a, _)| format!("http://{a}"))
+    }
+
+    /// Stores a file for device `keys` under `uri` (a firmware for an OTA upgrade's
+    /// `fileUrl`, with category `ota`), served by the HTTP endpoint's downloads.
+    ///
+    /// # Errors
+    ///
+    /// When the store's bound (256 MiB in all) would be passed.
+    pub fn add_file(
+        &self,
+        keys: &DeviceKeys,
+        uri: &str,
+        category: enos_proto::http::FileCategory,
+        bytes: Bytes,
+    ) -> Result<(), String> {
+        lock(&self.inner.files).put(keys, uri, category, bytes)
+    }
+
+    /// The bytes of a file stored for `keys` under `uri`.
+    pub fn file(&self, keys: &DeviceKeys, uri: &str) -> Option<Bytes> {
+        lock(&self.inner.files).get(keys, uri).map(|(_, b)| b)
     }
 
     /// Runs `f` on the cloud's state: registry, sessions, raw reply bytes.

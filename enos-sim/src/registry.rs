@@ -569,6 +569,9 @@ impl Registry {
                 ("status", DataType::Int),
                 ("branchCurr", DataType::Array),
                 ("temp_setpoint", DataType::Float),
+                // FILE-type points: their value is the stored file's URI.
+                ("newFile", DataType::String),
+                ("snapshot", DataType::Struct),
             ]
             .map(|(k, t)| (k.to_owned(), t))
             .into(),
