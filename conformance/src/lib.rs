@@ -196,6 +196,35 @@ where
     }
 }
 
+/// Answers service `echo` with its parameters.
+fn answer_echo<R: Rt>(c: &DeviceClient<R>) {
+    c.device_command().on_invoke_service(
+        "echo",
+        None,
+        now(|c, res| {
+            let CommandKind::InvokeService { params, .. } = &c.kind else { panic!("{:?}", c.kind) };
+            res.ok(params.clone());
+        }),
+    );
+}
+
+/// Over HTTP a command rides on a response: posts until `call` (the cloud's command) ends.
+async fn while_posting<R: Rt, T>(c: &DeviceClient<R>, what: &str, call: impl Future<Output = T>) -> T {
+    let mut call = Box::pin(call);
+    within(WAIT, what, async {
+        loop {
+            w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
+            if let std::task::Poll::Ready(r) =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await
+            {
+                return r;
+            }
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 // ----- the seed's methods -----
 
 pub async fn seed_data_methods_and_ota_calls_with_typed_replies<R: Rt>() {
@@ -636,14 +665,7 @@ pub async fn compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_
         options.compression = Some(codec);
         let c = DeviceClient::<R>::new(options).unwrap();
         w!(c.connect()).unwrap();
-        c.device_command().on_invoke_service(
-            "echo",
-            None,
-            now(|c, res| {
-                let CommandKind::InvokeService { params, .. } = &c.kind else { panic!("{:?}", c.kind) };
-                res.ok(params.clone());
-            }),
-        );
+        answer_echo(&c);
         let text = "compressible ".repeat(100);
         w!(c.device_data().post_measurepoint(json!({"temp": 30.5}), o())).unwrap();
         assert_eq!(sim.device(&dev).unwrap().measurepoints["temp"].value, 30.5, "{codec:?}");
@@ -717,29 +739,10 @@ pub async fn over_http_a_device_posts_answers_commands_in_responses_and_renews_i
     assert!(matches!(e, Error::Request(RequestError::Rejected { code: 1204, .. })), "{e:?}");
 
     // A command waits for the device's next response, rides on it, and is answered.
-    c.device_command().on_invoke_service(
-        "echo",
-        None,
-        now(|c, res| {
-            let CommandKind::InvokeService { params, .. } = &c.kind else { panic!("{:?}", c.kind) };
-            res.ok(params.clone());
-        }),
-    );
+    answer_echo(&c);
     let d2 = dev.clone();
     let call = sim.run(move |s| async move { s.invoke_service(&d2, "echo", json!({"n": 7})).await });
-    let mut call = Box::pin(call);
-    let answered = within(WAIT, "a command over HTTP", async {
-        loop {
-            w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
-            let poll = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
-            if let std::task::Poll::Ready(r) = poll {
-                return r;
-            }
-            smol::Timer::after(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let answered = while_posting(&c, "a command over HTTP", call).await.unwrap();
     assert_eq!(answered.data, json!({"n": 7}));
 
     // Past its lifetime the session is renewed, without a disconnect.
@@ -828,17 +831,8 @@ pub async fn over_http_files_are_posted_downloaded_by_range_and_deleted_and_firm
     };
     c.device_command().on_ota_upgrade(None, now(|_c, res| res.ok(json!({}))));
     let (d2, fw2) = (dev.clone(), firmware.clone());
-    let mut push = Box::pin(sim.run(move |s| async move { s.push_ota(&d2, fw2).await }));
-    within(WAIT, "the upgrade command over HTTP", async {
-        loop {
-            w!(c.device_data().post_measurepoint(json!({"temp": 1.0}), o())).unwrap();
-            if std::future::poll_fn(|cx| std::task::Poll::Ready(push.as_mut().poll(cx).is_ready())).await {
-                return;
-            }
-            smol::Timer::after(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let push = sim.run(move |s| async move { s.push_ota(&d2, fw2).await });
+    while_posting(&c, "the upgrade command over HTTP", push).await.unwrap();
     let dir = std::env::temp_dir().join(format!("enos-fw-{}-{}", std::process::id(), std::any::type_name::<R>().len()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("fw.bin");

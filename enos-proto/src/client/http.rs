@@ -303,13 +303,7 @@ impl Client {
         self.state = State::Connected;
         self.timers.stop(Timer::Connect);
         if self.connected_at.is_none() {
-            self.connected_at = Some(self.now);
-            let reconnect = self.ever_connected;
-            self.ever_connected = true;
-            self.reconnected |= reconnect;
-            #[cfg(feature = "tracing")]
-            tracing::info!(device = %self.config.device, reconnect, "connected over HTTP");
-            self.events.push_back(Event::Connected { reconnect });
+            self.announce_up();
             self.started(Ok(()));
         }
     }

@@ -303,6 +303,18 @@ impl Client {
         delay.saturating_sub(Duration::from_millis(jitter_ms))
     }
 
+    /// The session is up (a CONNACK, or an HTTP login): `Event::Connected`, a reconnect
+    /// when it had been up before.
+    pub(super) fn announce_up(&mut self) {
+        self.connected_at = Some(self.now);
+        let reconnect = self.ever_connected;
+        self.ever_connected = true;
+        self.reconnected |= reconnect;
+        #[cfg(feature = "tracing")]
+        tracing::info!(device = %self.config.device, reconnect, http = self.http.is_some(), "connected");
+        self.events.push_back(Event::Connected { reconnect });
+    }
+
     pub(super) fn on_connack(&mut self, code: ConnectReturnCode) {
         let refusal = match code {
             ConnectReturnCode::Success => None,
@@ -319,7 +331,6 @@ impl Client {
             return;
         }
         self.state = State::Connected;
-        self.connected_at = Some(self.now);
         // With dynamic activation, the start's deadline runs on until the secret comes.
         let activating = matches!(self.credentials, Credentials::ProductSecret(_));
         self.activation_open = activating;
@@ -327,12 +338,7 @@ impl Client {
             self.timers.stop(Timer::Connect);
         }
         self.arm_keep_alive();
-        let reconnect = self.ever_connected;
-        self.ever_connected = true;
-        self.reconnected |= reconnect;
-        #[cfg(feature = "tracing")]
-        tracing::info!(device = %self.config.device, reconnect, "connected");
-        self.events.push_back(Event::Connected { reconnect });
+        self.announce_up();
         if !activating {
             self.started(Ok(()));
         }

@@ -221,24 +221,7 @@ impl HttpTarget {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in the host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
-                None if after.is_empty() => default_port,
-                None => return Err(bad("unexpected text after the host")),
-            };
-            (h.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad("invalid port"))?),
-                None => (authority.to_owned(), default_port),
-            }
-        };
-        if host.is_empty() || host.contains(['?', '#', '@', ' ']) {
-            return Err(bad("invalid host"));
-        }
+        let (host, port) = crate::options::host_port(authority, if tls { 443 } else { 80 }, &bad)?;
         if path.contains(['?', '#', ' ']) {
             return Err(bad("the URL's path may hold no query"));
         }
