@@ -63,7 +63,7 @@ macro_rules! suite {
             device_reports_reach_the_cloud_and_traffic_control_is_answered,
             compressed_sessions_carry_requests_commands_and_raw_data_with_gzip_and_lz4,
             the_integration_channel_posts_for_many_devices_each_request_whole_or_refused,
-            over_http_a_device_posts_answers_commands_in_responses_and_renews_its_session,
+            over_http_and_https_a_device_posts_answers_commands_in_responses_and_renews_its_session,
             over_http_files_are_posted_downloaded_by_range_and_deleted_and_firmware_is_checked,
             secure_mode_2_and_a_refused_connect,
             dynamic_activation_keeps_the_issued_secret_across_a_reconnect_and_a_close,
@@ -721,7 +721,7 @@ pub async fn the_integration_channel_posts_for_many_devices_each_request_whole_o
     }
 }
 
-pub async fn over_http_a_device_posts_answers_commands_in_responses_and_renews_its_session<R: Rt>() {
+pub async fn over_http_and_https_a_device_posts_answers_commands_in_responses_and_renews_its_session<R: Rt>() {
     let sim = SimThread::start(Sim::builder().http(([127, 0, 0, 1], 0).into())).unwrap();
     let dev = keys(DEVICE_PRODUCT, DEVICE);
     let mut http = options(sim.http_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
@@ -755,6 +755,26 @@ pub async fn over_http_a_device_posts_answers_commands_in_responses_and_renews_i
     // A wrong secret is refused at the login.
     let bad = DeviceClient::<R>::new(options(sim.http_url().unwrap(), DEVICE_PRODUCT, DEVICE, "wrong")).unwrap();
     assert_eq!(w!(bad.connect()), Err(Error::Connect(DisconnectCause::Refused(ConnectRefusal::NotAuthorized))));
+
+    // Over TLS (https://): the same exchanges, through the core's TLS layer.
+    let ca = pki::Ca::new("cloud ca").unwrap();
+    let config = pki::server_tls(&ca.server_cert().unwrap(), None).unwrap();
+    let tls = SimThread::start(Sim::builder().no_tcp().https(([127, 0, 0, 1], 0).into(), config)).unwrap();
+    let secure = |ca: &pki::Ca| {
+        let mut o = options(tls.http_url().unwrap(), DEVICE_PRODUCT, DEVICE, DEVICE_SECRET);
+        o.ca = Some(ca.pem.clone().into_bytes());
+        DeviceClient::<R>::new(o).unwrap()
+    };
+    let s = secure(&ca);
+    w!(s.connect()).unwrap();
+    w!(s.device_data().post_measurepoint(json!({"temp": 41.5}), o())).unwrap();
+    assert_eq!(tls.device(&dev).unwrap().measurepoints["temp"].value, 41.5);
+    w!(s.close()).unwrap();
+    let other = secure(&pki::Ca::new("another ca").unwrap());
+    match w!(other.connect()) {
+        Err(Error::Connect(DisconnectCause::Transport(CloseCause::Tls(_)))) => {}
+        e => panic!("{e:?}"),
+    }
 }
 
 pub async fn over_http_files_are_posted_downloaded_by_range_and_deleted_and_firmware_is_checked<R: Rt>() {

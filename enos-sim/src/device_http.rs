@@ -47,18 +47,36 @@ pub(crate) struct Sessions {
 
 type Shared = Arc<Mutex<Sessions>>;
 
-/// Serves the device HTTP endpoint on `listener` until the task is dropped.
-pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener) {
+/// Serves the device HTTP endpoint on `listener` (over TLS with `tls`) until the task is
+/// dropped.
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    tls: Option<Arc<enos_proto::tls::rustls::ServerConfig>>,
+) {
     let sessions: Shared = Arc::default();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let (inner, sessions) = (inner.clone(), sessions.clone());
+        let (inner, sessions, acceptor) = (inner.clone(), sessions.clone(), acceptor.clone());
         tokio::spawn(async move {
+            let handshake_timeout = inner.connect_timeout;
             let service = hyper::service::service_fn(move |req| {
                 let (inner, sessions) = (inner.clone(), sessions.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(&inner, &sessions, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(a) => {
+                    let handshake = tokio::time::timeout(handshake_timeout, a.accept(stream)).await;
+                    if let Ok(Ok(tls)) = handshake {
+                        let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                    }
+                }
+            }
         });
     }
 }

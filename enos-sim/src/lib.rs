@@ -290,8 +290,8 @@ pub(crate) struct Inner {
     pub(crate) max_pending_connects: usize,
     command_timeout: Mutex<Duration>,
     listeners: Mutex<Vec<Listener>>,
-    /// The device HTTP endpoint, when it runs: its address and task.
-    http: Mutex<Option<(SocketAddr, JoinHandle<()>)>>,
+    /// The device HTTP endpoint, when it runs: its address, whether over TLS, its task.
+    http: Mutex<Option<(SocketAddr, bool, JoinHandle<()>)>>,
     /// Files devices posted, and firmware, served by the HTTP endpoint.
     pub(crate) files: Mutex<device_http::FileStore>,
 }
@@ -437,7 +437,7 @@ pub struct SimBuilder {
     max_pending_connects: usize,
     max_clock_skew: Option<Duration>,
     command_timeout: Duration,
-    http: Option<SocketAddr>,
+    http: Option<(SocketAddr, Option<Arc<ServerConfig>>)>,
 }
 
 impl SimBuilder {
@@ -456,7 +456,13 @@ impl SimBuilder {
     /// Also serve the device HTTP endpoint (extensions spec E1) on `addr`, e.g.
     /// `127.0.0.1:0`: devices log in and send their requests over HTTP there.
     pub fn http(mut self, addr: SocketAddr) -> Self {
-        self.http = Some(addr);
+        self.http = Some((addr, None));
+        self
+    }
+
+    /// Serve the device HTTP endpoint over TLS (`https://`) on `addr`.
+    pub fn https(mut self, addr: SocketAddr, config: Arc<ServerConfig>) -> Self {
+        self.http = Some((addr, Some(config)));
         self
     }
 
@@ -551,12 +557,13 @@ impl SimBuilder {
             let task = tokio::spawn(server::accept_loop(sim.inner.clone(), listener, tls.clone()));
             lock(&sim.inner.listeners).push(Listener { addr, tls, task: Some(task) });
         }
-        if let Some(addr) = self.http {
+        if let Some((addr, tls)) = self.http {
             let listener = TcpListener::bind(addr).await?;
             let addr = listener.local_addr()?;
-            tracing::info!(%addr, "device HTTP endpoint listening");
-            let task = tokio::spawn(device_http::serve(sim.inner.clone(), listener));
-            *lock(&sim.inner.http) = Some((addr, task));
+            tracing::info!(%addr, tls = tls.is_some(), "device HTTP endpoint listening");
+            let secure = tls.is_some();
+            let task = tokio::spawn(device_http::serve(sim.inner.clone(), listener, tls));
+            *lock(&sim.inner.http) = Some((addr, secure, task));
         }
         Ok(sim)
     }
@@ -617,10 +624,14 @@ impl Sim {
         self.tls_addr().map(|a| format!("ssl://localhost:{}", a.port()))
     }
 
-    /// `http://127.0.0.1:PORT`, the device HTTP endpoint's URL, when it runs
-    /// ([`SimBuilder::http`]).
+    /// The device HTTP endpoint's URL, when it runs: `http://127.0.0.1:PORT`
+    /// ([`SimBuilder::http`]), or `https://localhost:PORT` ([`SimBuilder::https`]; the test
+    /// certificates name `localhost`).
     pub fn http_url(&self) -> Option<String> {
-        lock(&self.inner.http).as_ref().map(|(a, _)| format!("http://{a}"))
+        lock(&self.inner.http).as_ref().map(|(a, tls, _)| match tls {
+            false => format!("http://{a}"),
+            true => format!("https://localhost:{}", a.port()),
+        })
     }
 
     /// Stores a file for device `keys` under `uri` (a firmware for an OTA upgrade's
