@@ -867,18 +867,24 @@ pub async fn over_http_files_are_posted_downloaded_by_range_and_deleted_and_firm
     assert!(seen.load(Ordering::SeqCst) >= 2, "progress for the application");
     assert_eq!(sim.device(&dev).unwrap().ota.unwrap().step.as_deref(), Some("80"), "progress for the cloud");
     // A digest that does not match: nothing at the path, no part file, step -3.
-    let bad = Firmware { sign: "00".repeat(32), ..firmware };
+    let bad = Firmware { sign: "00".repeat(32), ..firmware.clone() };
     let other = dir.join("bad.bin");
     let e = w!(c.ota().download_firmware(&bad, &other, |_, _| {})).unwrap_err();
     assert!(matches!(e, Error::Firmware(enos_proto::ops::FirmwareError::DigestMismatch { .. })), "{e:?}");
     assert!(!other.exists() && !dir.join("bad.bin.part").exists());
     assert_eq!(sim.device(&dev).unwrap().ota.unwrap().step.as_deref(), Some("-3"));
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Over MQTT files have no exchange: refused before anything is sent.
     let mqtt = device::<R>(&sim).await;
     let e = w!(mqtt.files().delete(uri, o())).unwrap_err();
     assert_eq!(e, Error::Submit(SubmitError::NeedsHttp));
+    // A firmware at a plain URL is fetched with plain GETs, by a device on MQTT too.
+    let plain = Firmware { file_url: sim.file_url(&dev, fw_uri).unwrap(), ..firmware.clone() };
+    let path = dir.join("plain.bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_eq!(w!(mqtt.ota().download_firmware(&plain, &path, |_, _| {})).unwrap(), image.len() as u64);
+    assert!(std::fs::read(&path).unwrap() == image);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ----- authentication -----

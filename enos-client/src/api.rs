@@ -7,7 +7,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 use enos_proto::http::{
-    ByteRange, FileCategory, FileDelete, FileDownload, FileDownloadUrl, FilePart, MeasurepointFilePost,
+    ByteRange, FileCategory, FileDelete, FileDownload, FileDownloadUrl, FilePart, MeasurepointFilePost, UrlGet,
 };
 use enos_proto::ops::{
     AttributeDelete, AttributeQuery, AttributeUpdate, BatchLoginResult, ConnectionStatePost, EventPost, Firmware,
@@ -406,12 +406,15 @@ impl<'a, R: Runtime> Ota<'a, R> {
     /// (steps 20, 40, 60 and 80 while downloading; `-2` when the download fails, `-3` when
     /// the check fails). Installing, and reporting the new version, is the application's.
     ///
-    /// The file is fetched with the HTTP transport's download (`fileUrl` as the file's
-    /// URI, category `ota`), [`DOWNLOAD_CHUNK`] bytes per exchange.
+    /// A `fileUrl` of the cloud's storage (`enos-connect://...`) is fetched with the HTTP
+    /// transport's file download (category `ota`); a plain `http://` or `https://` URL with
+    /// plain GETs to its host (spec C15: so a device on MQTT gets its firmware too; over
+    /// TLS with the client's own CA). Either way [`DOWNLOAD_CHUNK`] bytes per exchange.
     ///
     /// # Errors
     ///
-    /// [`Error::Firmware`] for a failed check or an unsupported sign method or URL,
+    /// [`Error::Firmware`] for a failed check, an unsupported sign method, or an
+    /// `https://` URL on a client with no CA,
     /// [`Error::Write`] when `path` cannot be written, or the download's error.
     pub fn download_firmware<'p>(
         &self,
@@ -424,9 +427,9 @@ impl<'a, R: Runtime> Ota<'a, R> {
         R::wait(async move {
             let report = |step: &str, desc: &str| OtaProgress::new(step, desc);
             let check = firmware.check().map_err(Error::Firmware)?;
-            if firmware.file_url.starts_with("http://") || firmware.file_url.starts_with("https://") {
-                return Err(Error::Firmware(enos_proto::ops::FirmwareError::DirectUrl(firmware.file_url.clone())));
-            }
+            // A plain URL is a plain GET to its host (spec C15); anything else is a file
+            // of the cloud's storage.
+            let plain = plain_url(&shared, &firmware.file_url)?;
             let part = std::path::PathBuf::from(format!("{}.part", path.display()));
             let write_error =
                 |e: std::io::Error| Error::Write { what: part.display().to_string(), reason: e.to_string() };
@@ -444,7 +447,25 @@ impl<'a, R: Runtime> Ota<'a, R> {
                     report(&(quarter * 20).to_string(), "downloading")
                 })
             };
-            let got = download_into(&shared, &firmware.file_url, FileCategory::Ota, &mut tee, &mut on_piece).await;
+            let url = &firmware.file_url;
+            let got = match &plain {
+                None => {
+                    let make =
+                        |range| FileDownload { uri: url.clone(), category: FileCategory::Ota, range: Some(range) };
+                    download_into(&shared, &shared, url, make, &mut tee, &mut on_piece).await
+                }
+                Some((side, path)) => {
+                    let got = match side.clone().connect().await {
+                        Ok(_) => {
+                            let make = |range| UrlGet { path: path.clone(), range: Some(range) };
+                            download_into(side, &shared, url, make, &mut tee, &mut on_piece).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    side.clone().close().await;
+                    got
+                }
+            };
             let CheckedWriter { file, check } = tee;
             let outcome = match got {
                 Err(e) => Err((e, "-2", "download failed")),
@@ -771,7 +792,10 @@ impl<'a, R: Runtime> Files<'a, R> {
     ) -> R::Wait<impl Future<Output = Result<u64, Error>> + Send + 'w> {
         let shared = self.c.shared().clone();
         let uri = uri.to_owned();
-        R::wait(async move { download_into(&shared, &uri, category, writer, &mut |_, _| None).await })
+        R::wait(async move {
+            let make = |range| FileDownload { uri: uri.clone(), category, range: Some(range) };
+            download_into(&shared, &shared, &uri, make, writer, &mut |_, _| None).await
+        })
     }
 
     /// A URL that downloads stored file `uri` without a session.
@@ -798,32 +822,38 @@ impl<'a, R: Runtime> Files<'a, R> {
     }
 }
 
-/// Downloads `uri` range by range into `writer`, telling `progress` (bytes so far, the
-/// total when known) after each.
-pub(crate) async fn download_into<R: Runtime, W: std::io::Write>(
-    shared: &std::sync::Arc<crate::session::Shared<R>>,
-    uri: &str,
-    category: FileCategory,
+/// Downloads `what` range by range (each asked for with `make`) through `from`, into
+/// `writer`, telling `progress` (bytes so far, the total when known) after each; the
+/// progress reports it gives go to the cloud through `report_to`.
+pub(crate) async fn download_into<R, W, O>(
+    from: &std::sync::Arc<crate::session::Shared<R>>,
+    report_to: &std::sync::Arc<crate::session::Shared<R>>,
+    what: &str,
+    make: impl Fn(ByteRange) -> O,
     writer: &mut W,
     progress: &mut (dyn FnMut(u64, Option<u64>) -> Option<OtaProgress> + Send),
-) -> Result<u64, Error> {
+) -> Result<u64, Error>
+where
+    R: Runtime,
+    W: std::io::Write,
+    O: enos_proto::Operation<Data = FilePart> + Send,
+{
     let mut offset = 0u64;
     loop {
-        let range = Some(ByteRange::Span { start: offset, end: offset + DOWNLOAD_CHUNK - 1 });
-        let op = FileDownload { uri: uri.to_owned(), category, range };
-        let reply = match shared.call(op, RequestOptions::new()).await {
+        let op = make(ByteRange::Span { start: offset, end: offset + DOWNLOAD_CHUNK - 1 });
+        let reply = match from.call(op, RequestOptions::new()).await {
             Ok(r) => r,
             // An empty file has no byte to give.
             Err(Error::Request(RequestError::HttpStatus(416))) if offset == 0 => return Ok(0),
             Err(e) => return Err(e),
         };
-        let part = <FileDownload as enos_proto::Operation>::parse_reply(&reply).map_err(Error::Request)?;
-        writer.write_all(&part.bytes).map_err(|e| Error::Write { what: uri.to_owned(), reason: e.to_string() })?;
+        let part = O::parse_reply(&reply).map_err(Error::Request)?;
+        writer.write_all(&part.bytes).map_err(|e| Error::Write { what: what.to_owned(), reason: e.to_string() })?;
         offset += part.bytes.len() as u64;
         let total = part.total();
         if let Some(report) = progress(offset, total) {
             // Progress for the cloud: its failure does not stop the download.
-            let _ = shared.call(report, RequestOptions::new()).await;
+            let _ = report_to.call(report, RequestOptions::new()).await;
         }
         let done = match part.range {
             // A server that ignores ranges sends the whole file at once.
@@ -852,4 +882,39 @@ impl std::io::Write for CheckedWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
+}
+
+/// For a firmware at a plain `http://` or `https://` URL: a client with no login for the
+/// URL's host (over TLS with the client's own CA), and the path to GET; `None` for a file
+/// of the cloud's storage.
+#[allow(clippy::type_complexity)]
+fn plain_url<R: Runtime>(
+    main: &std::sync::Arc<crate::session::Shared<R>>,
+    url: &str,
+) -> Result<Option<(std::sync::Arc<crate::session::Shared<R>>, String)>, Error> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Ok(None);
+    }
+    let unsupported = || Error::Firmware(enos_proto::ops::FirmwareError::DirectUrl(url.to_owned()));
+    let after = url.find("://").map_or(0, |i| i + 3);
+    let (origin, path) = match url[after..].find('/') {
+        Some(i) => url.split_at(after + i),
+        None => (url, "/"),
+    };
+    let target = enos_proto::http::HttpTarget::parse(origin).map_err(|_| unsupported())?;
+    let mut config =
+        enos_proto::Config::new(main.config.device.clone(), enos_proto::Credentials::DeviceSecret("-".into()));
+    config.tls = match (target.tls, &main.config.tls) {
+        (false, _) => None,
+        (true, Some(t)) => Some(enos_proto::tls::TlsTarget::new(t.config.clone(), target.host.clone())),
+        // No CA to trust the host with.
+        (true, None) => return Err(unsupported()),
+    };
+    let transport = enos_proto::options::Transport { host: target.host.clone(), port: target.port };
+    let mut mode = enos_proto::http::HttpMode::new(target);
+    mode.anonymous = true;
+    config.http = Some(mode);
+    config.request_timeout = main.config.request_timeout;
+    Ok(Some((crate::session::Shared::new(config, transport, R::default()), path.to_owned())))
 }

@@ -280,8 +280,8 @@ impl Config {
             }
             _ => {}
         }
-        if self.http.is_some() {
-            if !matches!(self.credentials, Credentials::DeviceSecret(_)) {
+        if let Some(http) = &self.http {
+            if !http.anonymous && !matches!(self.credentials, Credentials::DeviceSecret(_)) {
                 return Err(ConfigError::new("credentials", "the HTTP transport logs in with a device secret only"));
             }
             if self.compression.is_some() || self.offline_store.is_some() {

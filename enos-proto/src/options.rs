@@ -303,37 +303,11 @@ fn parse_url(url: &str) -> Result<(bool, String, u16), ConfigError> {
         _ => return Err(bad("the scheme must be tcp or ssl")),
     };
     let rest = rest.trim_end_matches('/');
-    let (host, port) = host_port(rest, if tls { 18883 } else { 11883 }, &bad)?;
+    let (host, port) = crate::http::host_port(rest, if tls { 18883 } else { 11883 }, &bad)?;
     if host.contains('/') {
         return Err(bad("invalid host"));
     }
     Ok((tls, host, port))
-}
-
-/// `host[:port]` or `[v6][:port]` of a URL, with `default_port` when none is given.
-pub(crate) fn host_port(
-    authority: &str,
-    default_port: u16,
-    bad: &dyn Fn(&str) -> ConfigError,
-) -> Result<(String, u16), ConfigError> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in the host"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
-            None if after.is_empty() => default_port,
-            None => return Err(bad("unexpected text after the host")),
-        };
-        (h.to_owned(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad("invalid port"))?),
-            None => (authority.to_owned(), default_port),
-        }
-    };
-    if host.is_empty() || host.contains(['?', '#', '@', ' ']) {
-        return Err(bad("invalid host"));
-    }
-    Ok((host, port))
 }
 
 /// Where a driver connects: a TCP address. Whatever runs over it (TLS, then MQTT) is the

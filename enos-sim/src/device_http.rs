@@ -114,8 +114,9 @@ async fn handle(inner: &Arc<Inner>, sessions: &Shared, req: Request<Incoming>) -
     if let (false, Some(token)) = (post, path.strip_prefix("/files/")) {
         // A direct download URL: no session.
         let found = lock(&inner.files).by_token(token);
+        let range = parts.headers.get(hyper::header::RANGE).and_then(|h| h.to_str().ok());
         return match found {
-            Some(bytes) => bytes_response(bytes),
+            Some(bytes) => ranged(bytes, range),
             None => not_found(),
         };
     }

@@ -650,6 +650,15 @@ impl Sim {
         lock(&self.inner.files).put(keys, uri, category, bytes)
     }
 
+    /// A plain URL of a file stored for `keys` under `uri` on the device HTTP endpoint
+    /// (ranges served, no session): a firmware at a plain URL.
+    pub fn file_url(&self, keys: &DeviceKeys, uri: &str) -> Option<String> {
+        let base = self.http_url()?;
+        let mut files = lock(&self.inner.files);
+        files.get(keys, uri)?;
+        Some(format!("{base}/files/{}", files.token(keys, uri)))
+    }
+
     /// The bytes of a file stored for `keys` under `uri`.
     pub fn file(&self, keys: &DeviceKeys, uri: &str) -> Option<Bytes> {
         lock(&self.inner.files).get(keys, uri).map(|(_, b)| b)

@@ -75,11 +75,17 @@ impl Client {
 
     /// The transport (and TLS) is up: log in, or go on with the session held.
     pub(super) fn http_ready(&mut self) {
+        let anonymous = self.http_mode().is_some_and(|m| m.anonymous);
+        let now = self.now;
         let Some(h) = self.http.as_mut() else { return };
         h.reader = ResponseReader::new();
         h.head = None;
         h.body.clear();
         h.closing = false;
+        if anonymous && h.session.is_none() {
+            // No login: a session with no id.
+            h.session = Some((String::new(), now));
+        }
         if h.session.is_some() {
             self.http_up();
             self.flush();
@@ -125,7 +131,7 @@ impl Client {
         if self.state != State::Connected {
             return;
         }
-        let lifetime = self.http_mode().map_or(Duration::MAX, |m| m.lifetime);
+        let lifetime = self.http_mode().map_or(Duration::MAX, |m| if m.anonymous { Duration::MAX } else { m.lifetime });
         let expired = h.session.as_ref().is_none_or(|(_, at)| self.now.saturating_duration_since(*at) >= lifetime);
         if expired && self.outbox.len() > 0 {
             if let Some(h) = self.http.as_mut() {
@@ -163,6 +169,7 @@ impl Client {
             }
             Some(FileExchange::DownloadUrl { uri, category }) => target.download_url(device, &session, uri, *category),
             Some(FileExchange::Delete { uri }) => target.delete_file(device, &session, uri),
+            Some(FileExchange::Get { path, range }) => target.get(path, *range),
             None => {
                 let raw = out.topic.ends_with("/model/up_raw") || out.topic.ends_with("/model/down_raw_reply");
                 target.publish(&out.topic, &session, out.payload.clone(), raw)
@@ -250,8 +257,9 @@ impl Client {
                     return;
                 }
                 let (raw, wants_reply) = self.pending.get(id).map_or((false, true), |r| (r.raw, r.wants_reply));
-                let download =
-                    self.http.as_ref().is_some_and(|h| matches!(h.files.get(&id), Some(FileExchange::Download { .. })));
+                let download = self.http.as_ref().is_some_and(|h| {
+                    matches!(h.files.get(&id), Some(FileExchange::Download { .. } | FileExchange::Get { .. }))
+                });
                 let result = if !head.is_success() {
                     Err(RequestError::HttpStatus(head.status))
                 } else if download {

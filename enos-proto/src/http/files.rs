@@ -22,6 +22,8 @@ pub enum FileExchange {
     DownloadUrl { uri: String, category: FileCategory },
     /// `POST .../file/delete`.
     Delete { uri: String },
+    /// A plain `GET` of a path at the target.
+    Get { path: String, range: Option<ByteRange> },
 }
 
 /// A byte range as a response's `Content-Range` gives it: `bytes START-END/TOTAL`.
@@ -187,6 +189,36 @@ impl Operation for FileDelete {
     }
     fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
         unit_reply(reply)
+    }
+}
+
+/// A plain GET of `path` (with its query) at the broker, a byte range of it or all: a
+/// firmware at a plain `http://` URL (spec C15). Sent by a client in anonymous HTTP mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlGet {
+    /// The path and query, e.g. `/firmware/fw_2.0.1.bin?sig=1`.
+    pub path: String,
+    /// The bytes wanted; `None` for all.
+    pub range: Option<ByteRange>,
+}
+
+impl Operation for UrlGet {
+    type Data = FilePart;
+    fn write_topic(&self, _: &crate::topic::DeviceKeys, out: &mut String) {
+        out.push_str(&self.path);
+    }
+    fn write_path(&self, out: &mut String) {
+        out.push_str(&self.path);
+    }
+    fn write_method(&self, _: &mut String) {}
+    fn write_params(&self, _: &EncodeContext<'_>, _: &mut Vec<u8>) -> Result<(), EncodeError> {
+        http_only()
+    }
+    fn file_exchange(&self, _: &EncodeContext<'_>, _: u32) -> Option<Result<FileExchange, EncodeError>> {
+        Some(Ok(FileExchange::Get { path: self.path.clone(), range: self.range }))
+    }
+    fn parse_reply(reply: &Reply) -> Result<FilePart, RequestError> {
+        file_part(reply)
     }
 }
 

@@ -30,7 +30,7 @@ mod reader;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-pub use files::{ContentRange, FileDelete, FileDownload, FileDownloadUrl, FileExchange, FilePart};
+pub use files::{ContentRange, FileDelete, FileDownload, FileDownloadUrl, FileExchange, FilePart, UrlGet};
 pub use multipart::{FileUpload, MeasurepointFilePost, MAX_FILE_BYTES, MAX_MESSAGE_PART_BYTES};
 pub use reader::{HttpError, ReadItem, ResponseHead, ResponseReader};
 
@@ -72,6 +72,9 @@ pub struct HttpMode {
     pub lifetime: std::time::Duration,
     /// The commands to receive in responses (none by default).
     pub accept_commands: Vec<CommandType>,
+    /// No login: the session is up once connected, for plain GETs of the broker's files
+    /// ([`UrlGet`]: a firmware at a plain URL, spec C15). Off by default.
+    pub anonymous: bool,
 }
 
 impl HttpMode {
@@ -81,6 +84,7 @@ impl HttpMode {
             target,
             lifetime: std::time::Duration::from_millis(DEFAULT_LIFETIME_MS),
             accept_commands: Vec::new(),
+            anonymous: false,
         }
     }
 }
@@ -221,7 +225,7 @@ impl HttpTarget {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        let (host, port) = crate::options::host_port(authority, if tls { 443 } else { 80 }, &bad)?;
+        let (host, port) = host_port(authority, if tls { 443 } else { 80 }, &bad)?;
         if path.contains(['?', '#', ' ']) {
             return Err(bad("the URL's path may hold no query"));
         }
@@ -323,6 +327,17 @@ impl HttpTarget {
         }
     }
 
+    /// A plain GET of `path` (and query) at the target, with a byte range: no session.
+    pub fn get(&self, path: &str, range: Option<ByteRange>) -> HttpRequest {
+        HttpRequest {
+            method: "GET",
+            path: path.to_owned(),
+            content_type: None,
+            headers: range.map(|r| ("Range", r.header())).into_iter().collect(),
+            body: Bytes::new(),
+        }
+    }
+
     /// The deletion of stored file `uri` (E2.5).
     pub fn delete_file(&self, keys: &DeviceKeys, session: &str, uri: &str) -> HttpRequest {
         HttpRequest {
@@ -333,6 +348,32 @@ impl HttpTarget {
             body: Bytes::new(),
         }
     }
+}
+
+/// `host[:port]` or `[v6][:port]` of a URL, with `default_port` when none is given.
+pub(crate) fn host_port(
+    authority: &str,
+    default_port: u16,
+    bad: &dyn Fn(&str) -> ConfigError,
+) -> Result<(String, u16), ConfigError> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in the host"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
+            None if after.is_empty() => default_port,
+            None => return Err(bad("unexpected text after the host")),
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad("invalid port"))?),
+            None => (authority.to_owned(), default_port),
+        }
+    };
+    if host.is_empty() || host.contains(['?', '#', '@', ' ']) {
+        return Err(bad("invalid host"));
+    }
+    Ok((host, port))
 }
 
 /// `/multipart/sys/{pk}/{dk}/file`.

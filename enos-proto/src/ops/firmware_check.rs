@@ -23,9 +23,9 @@ pub enum FirmwareError {
         /// The size received.
         got: u64,
     },
-    /// A firmware at a plain `http://` or `https://` URL: its download (a plain GET,
-    /// extensions spec C15) is not offered yet; the file URIs of EnOS storage are.
-    #[error("firmware at a plain URL ({0}) is not downloaded by this SDK")]
+    /// A firmware at a plain URL this client cannot fetch: an `https://` one on a client
+    /// with no CA to trust its host with, or one that does not parse.
+    #[error("firmware at {0} cannot be fetched by this client (https needs a CA)")]
     DirectUrl(String),
     /// The file's digest differs from the command's `sign`.
     #[error("firmware digest {got} does not match the upgrade's sign {expected}")]
