@@ -91,6 +91,9 @@ pub struct ClientOptions {
     /// With an `http://` or `https://` broker URL (the HTTP transport): how long, in
     /// seconds, a login's session lasts before the next login; 300 by default.
     pub http_session_lifetime: u64,
+    /// With the HTTP transport: the commands to ask for in responses at login
+    /// (`acceptCommandTypes`); none by default, and then the field is not sent.
+    pub http_accept_commands: Vec<crate::http::CommandType>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -122,6 +125,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("offline_store", &self.offline_store)
             .field("compression", &self.compression)
             .field("http_session_lifetime", &self.http_session_lifetime)
+            .field("http_accept_commands", &self.http_accept_commands)
             .finish()
     }
 }
@@ -167,6 +171,7 @@ impl ClientOptions {
             offline_store: None,
             compression: None,
             http_session_lifetime: 300,
+            http_accept_commands: Vec::new(),
         }
     }
 
@@ -233,6 +238,7 @@ impl ClientOptions {
         config.http = http.map(|target| {
             let mut mode = crate::http::HttpMode::new(target);
             mode.lifetime = Duration::from_secs(self.http_session_lifetime.max(1));
+            mode.accept_commands = self.http_accept_commands.clone();
             mode
         });
         config.tls = if tls {

@@ -4,7 +4,7 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /devices` | | `[{productKey, deviceKey, online, enabled, activated}]` |
-//! | `GET /devices/{pk}/{dk}` | | tags, attributes, measure points, events, reports (log, network status, connection state), firmware |
+//! | `GET /devices/{pk}/{dk}` | | tags, attributes, measure points, events, reports (log, network status, connection state), stored files, firmware |
 //! | `GET /devices/{pk}/{dk}/points` | | `{point: {value, time}}` |
 //! | `GET /devices/{pk}/{dk}/record` | | the packet record |
 //! | `POST /devices/{pk}/{dk}/services/{id}` | params | `{code, data, message}` |
@@ -362,6 +362,7 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
                        "enabled": d.enabled, "activated": d.activated, "tags": d.tags, "attributes": d.attributes,
                        "measurepoints": points, "events": d.events.iter().map(|(e, p, t)| json!({"event": e, "params": p, "time": t})).collect::<Vec<_>>(),
                        "reports": d.reports.iter().map(|(m, p, t)| json!({"method": m, "params": p, "time": t})).collect::<Vec<_>>(),
+                       "files": sim.files(&k).into_iter().map(|(uri, category, bytes)| json!({"uri": uri, "category": category.name(), "bytes": bytes})).collect::<Vec<_>>(),
                        "firmwareVersion": d.firmware_version}),
                 ),
                 ["points"] => (200, Value::Object(points)),

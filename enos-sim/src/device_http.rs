@@ -525,6 +525,17 @@ impl FileStore {
         Ok(())
     }
 
+    pub(crate) fn list(&self, keys: &DeviceKeys) -> Vec<(String, enos_proto::http::FileCategory, usize)> {
+        let mut v: Vec<_> = self
+            .files
+            .iter()
+            .filter(|((k, _), _)| k == keys)
+            .map(|((_, u), (c, b))| (u.clone(), *c, b.len()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     pub(crate) fn get(&self, keys: &DeviceKeys, uri: &str) -> Option<(enos_proto::http::FileCategory, Bytes)> {
         self.files.get(&(keys.clone(), uri.to_owned())).cloned()
     }

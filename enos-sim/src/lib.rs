@@ -659,6 +659,11 @@ impl Sim {
         Some(format!("{base}/files/{}", files.token(keys, uri)))
     }
 
+    /// The files stored for `keys`: (URI, category, size), by URI.
+    pub fn files(&self, keys: &DeviceKeys) -> Vec<(String, enos_proto::http::FileCategory, usize)> {
+        lock(&self.inner.files).list(keys)
+    }
+
     /// The bytes of a file stored for `keys` under `uri`.
     pub fn file(&self, keys: &DeviceKeys, uri: &str) -> Option<Bytes> {
         lock(&self.inner.files).get(keys, uri).map(|(_, b)| b)

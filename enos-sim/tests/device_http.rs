@@ -110,6 +110,7 @@ async fn the_endpoint_refuses_what_it_cannot_take_with_its_codes() {
     assert!(sim.file(&keys(), "enos-connect://AwMDAwMDAwM.txt").is_none());
     let r = call(&target, &target.multipart(topic, &sid, "b0undary", body)).await;
     assert_eq!(r.json()["code"], 200);
+    assert_eq!(sim.files(&keys()), [("enos-connect://AwMDAwMDAwM.txt".to_owned(), FileCategory::Feature, 5)]);
 
     // Ranges: the last bytes, one past the end (416), and the older `fileUrl` spelling.
     let uri = "enos-connect://AwMDAwMDAwM.txt";
