@@ -145,6 +145,67 @@ fn cycle_bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same request cycle on the HTTP transport: the request written as HTTP/1.1, the
+/// response (head and reply body) read back, on a kept-alive connection.
+fn http_cycle_bench(c: &mut Criterion) {
+    use enos_proto::http::{HttpMode, HttpTarget};
+    let keys = DeviceKeys::new("pk1234ab", "dev_001").unwrap();
+    let mut config =
+        enos_proto::Config::new(keys, enos_proto::Credentials::DeviceSecret("DS0123456789abcdefgh".into()));
+    config.http = Some(HttpMode::new(HttpTarget::parse("http://127.0.0.1:8080").unwrap()));
+    let now = Now::system();
+    let mut client = enos_proto::Client::new(config, now).unwrap();
+    // Dial, and log in.
+    while !matches!(client.poll_output(), Output::Wait(_)) {}
+    client.handle_connected(now);
+    while !matches!(client.poll_output(), Output::Wait(_)) {}
+    let login = r#"{"code":200,"message":"success","data":{"sessionId":"341a9fa5-2719-4322-a7e1-686555b9e678"}}"#;
+    client.handle_input(now, format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{login}", login.len()).as_bytes());
+    while !matches!(client.poll_output(), Output::Wait(_)) {}
+    assert!(client.is_connected());
+    let k = std::cell::Cell::new(1u64);
+    let answer = || {
+        let n = k.get();
+        k.set(n + 1);
+        let body = format!(r#"{{"id":"{n}","code":200,"data":{{}}}}"#);
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .into_bytes()
+    };
+    let mut g = c.benchmark_group("core");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("request cycle over HTTP, typed points", |b| {
+        b.iter_batched_ref(
+            answer,
+            |answer| {
+                let id = client
+                    .request(now, MeasurepointPost::new(TypicalPoints::new()), RequestOptions::default())
+                    .unwrap();
+                let mut sent = 0;
+                loop {
+                    match client.poll_output() {
+                        Output::Transmit(bytes) => sent += bytes.len(),
+                        Output::Wait(_) => break,
+                        _ => {}
+                    }
+                }
+                black_box(sent);
+                client.handle_input(now, answer);
+                let mut done = None;
+                loop {
+                    match client.poll_output() {
+                        Output::Event(Event::Response { id: r, result }) => done = Some((r, result.is_ok())),
+                        Output::Wait(_) => break,
+                        _ => {}
+                    }
+                }
+                assert_eq!(done, Some((id, true)));
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    g.finish();
+}
+
 fn cycle(
     b: &mut criterion::Bencher<'_>,
     mut submit: impl FnMut(&mut enos_proto::Client, Now) -> enos_proto::RequestId,
@@ -291,5 +352,14 @@ struct EntryRead<'a> {
     time: u64,
 }
 
-criterion_group!(benches, codec_benches, compression_benches, sign_benches, cycle_bench, command_bench, sim_bench);
+criterion_group!(
+    benches,
+    codec_benches,
+    compression_benches,
+    sign_benches,
+    cycle_bench,
+    http_cycle_bench,
+    command_bench,
+    sim_bench
+);
 criterion_main!(benches);
