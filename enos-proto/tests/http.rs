@@ -445,6 +445,11 @@ fn files_go_by_their_own_exchanges_and_a_client_on_mqtt_refuses_them() {
     let paths = p.paths();
     assert_eq!(paths[1], "/multipart/sys/pk1234ab/dev_001/thing/measurepoint/post");
     assert!(p.server.seen[3].headers.contains(&("range".into(), "bytes=6-9".into())));
+    // A URI that would break the request line is refused before anything is queued.
+    for bad in ["enos-connect://a b.txt", "enos-connect://a\r\nX: 1", "enos-connect://a#b"] {
+        let r = p.client.request(p.now, FileDelete { uri: bad.into() }, RequestOptions::new());
+        assert!(matches!(r, Err(enos_proto::SubmitError::Encode(enos_proto::EncodeError::Invalid { .. }))), "{bad:?}");
+    }
     // Over MQTT there is no such exchange: refused before anything is queued.
     let mut mqtt = Client::new(Config::new(keys(), Credentials::DeviceSecret(SECRET.into())), p.now).unwrap();
     assert_eq!(mqtt.request(p.now, post, RequestOptions::new()), Err(enos_proto::SubmitError::NeedsHttp));

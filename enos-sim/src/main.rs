@@ -28,6 +28,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once, at start: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run the cloud: MQTT on TCP (and TLS), the admin API, optionally a responder.
     Serve {
@@ -76,6 +78,10 @@ enum Cmd {
         /// QoS (0 or 1) of commands and pushes to devices; default 1, or `commandQos`.
         #[arg(long, value_parser = qos)]
         command_qos: Option<DeliveryQos>,
+        /// Also serve the device HTTP endpoint (HTTP transport, files, firmware) here,
+        /// e.g. 127.0.0.1:18080.
+        #[arg(long)]
+        http: Option<SocketAddr>,
     },
     /// List the devices.
     Devices,
@@ -166,9 +172,10 @@ fn main() -> ExitCode {
             max_clock_skew,
             reply_qos,
             command_qos,
+            http,
         } => {
             let admin = (cli.admin, cli.token_file);
-            let cloud = Cloud { registry, fleet, record, max_clock_skew, reply_qos, command_qos };
+            let cloud = Cloud { registry, fleet, record, max_clock_skew, reply_qos, command_qos, http };
             serve(admin, tcp, tls, (cert, key, client_ca, tls_dir), cloud, responder, group)
         }
         other => client(cli.admin, cli.token_file, other),
@@ -199,6 +206,7 @@ struct Cloud {
     max_clock_skew: Option<u64>,
     reply_qos: Option<DeliveryQos>,
     command_qos: Option<DeliveryQos>,
+    http: Option<SocketAddr>,
 }
 
 fn qos(s: &str) -> Result<DeliveryQos, String> {
@@ -212,7 +220,7 @@ fn serve(
     tcp: String,
     tls: Option<SocketAddr>,
     (cert, key, client_ca, tls_dir): TlsFiles,
-    Cloud { registry, fleet, record, max_clock_skew, reply_qos, command_qos }: Cloud,
+    Cloud { registry, fleet, record, max_clock_skew, reply_qos, command_qos, http }: Cloud,
     responder: Option<SocketAddr>,
     group: Option<String>,
 ) -> Result<(), String> {
@@ -253,7 +261,13 @@ fn serve(
             let config = enos_proto::tls::server_config(&identity, client_ca.as_deref()).map_err(|e| e.to_string())?;
             b = b.tls(addr, config);
         }
+        if let Some(addr) = http {
+            b = b.http(addr);
+        }
         let sim = b.start().await.map_err(|e| e.to_string())?;
+        if let Some(url) = sim.http_url() {
+            say!("device HTTP endpoint listening on {url}");
+        }
         if let Some(a) = sim.tcp_addr() {
             say!("MQTT (tcp) listening on tcp://{a}");
         }

@@ -42,7 +42,14 @@ async fn call(target: &HttpTarget, r: &HttpRequest) -> Reply {
         reader.feed(&buf[..n]);
         while let Some(item) = reader.read().unwrap() {
             match item {
-                ReadItem::Head(h) => (status, headers) = (h.status, h.headers),
+                ReadItem::Head(h) => {
+                    status = h.status.as_u16();
+                    headers = h
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                        .collect();
+                }
                 ReadItem::Body(b) => body.extend_from_slice(&b),
                 ReadItem::End { .. } => return Reply { status, headers, body },
             }

@@ -96,6 +96,9 @@ impl Client {
     }
 
     fn http_login(&mut self) {
+        // A login unanswered within the connect timeout ends the connection, whether it
+        // opens the session or renews it.
+        self.timers.set(Timer::Connect, later(self.now, self.config.connect_timeout));
         let (Some(mode), Some((_, secret))) = (self.http_mode(), self.credentials.signing()) else { return };
         let lifetime = u64::try_from(mode.lifetime.as_millis()).unwrap_or(u64::MAX);
         let request = mode.target.login(&self.config.device, secret, lifetime, &mode.accept_commands);
@@ -261,7 +264,7 @@ impl Client {
                     matches!(h.files.get(&id), Some(FileExchange::Download { .. } | FileExchange::Get { .. }))
                 });
                 let result = if !head.is_success() {
-                    Err(RequestError::HttpStatus(head.status))
+                    Err(RequestError::HttpStatus(head.status.as_u16()))
                 } else if download {
                     let range = head.header("content-range").and_then(ContentRange::parse);
                     Ok(Reply::File(FilePart { bytes: body, range }))

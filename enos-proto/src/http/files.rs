@@ -72,6 +72,18 @@ fn http_only() -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// A file URI or path as it goes into a request line: refused when it would not be a
+/// valid one (spaces, control characters, a fragment), before anything is sent.
+fn checked(what: &'static str, text: &str, in_query: bool) -> Result<String, EncodeError> {
+    let candidate = if in_query { format!("/f?fileUri={text}") } else { text.to_owned() };
+    match http::uri::PathAndQuery::try_from(candidate.as_str()) {
+        Ok(p) if p.as_str() == candidate && !text.contains('#') && (in_query || text.starts_with('/')) => {
+            Ok(text.to_owned())
+        }
+        _ => Err(EncodeError::Invalid { what, value: text.to_owned() }),
+    }
+}
+
 fn file_part(reply: &Reply) -> Result<FilePart, RequestError> {
     match reply {
         Reply::File(p) => Ok(p.clone()),
@@ -135,7 +147,11 @@ impl Operation for FileDownload {
         http_only()
     }
     fn file_exchange(&self, _: &EncodeContext<'_>, _: u32) -> Option<Result<FileExchange, EncodeError>> {
-        Some(Ok(FileExchange::Download { uri: self.uri.clone(), category: self.category, range: self.range }))
+        Some(checked("file URI", &self.uri, true).map(|uri| FileExchange::Download {
+            uri,
+            category: self.category,
+            range: self.range,
+        }))
     }
     fn parse_reply(reply: &Reply) -> Result<FilePart, RequestError> {
         file_part(reply)
@@ -161,7 +177,7 @@ impl Operation for FileDownloadUrl {
         http_only()
     }
     fn file_exchange(&self, _: &EncodeContext<'_>, _: u32) -> Option<Result<FileExchange, EncodeError>> {
-        Some(Ok(FileExchange::DownloadUrl { uri: self.uri.clone(), category: self.category }))
+        Some(checked("file URI", &self.uri, true).map(|uri| FileExchange::DownloadUrl { uri, category: self.category }))
     }
     fn parse_reply(reply: &Reply) -> Result<String, RequestError> {
         reply.json()?.success()?.data()
@@ -185,7 +201,7 @@ impl Operation for FileDelete {
         http_only()
     }
     fn file_exchange(&self, _: &EncodeContext<'_>, _: u32) -> Option<Result<FileExchange, EncodeError>> {
-        Some(Ok(FileExchange::Delete { uri: self.uri.clone() }))
+        Some(checked("file URI", &self.uri, true).map(|uri| FileExchange::Delete { uri }))
     }
     fn parse_reply(reply: &Reply) -> Result<(), RequestError> {
         unit_reply(reply)
@@ -215,7 +231,7 @@ impl Operation for UrlGet {
         http_only()
     }
     fn file_exchange(&self, _: &EncodeContext<'_>, _: u32) -> Option<Result<FileExchange, EncodeError>> {
-        Some(Ok(FileExchange::Get { path: self.path.clone(), range: self.range }))
+        Some(checked("path", &self.path, false).map(|path| FileExchange::Get { path, range: self.range }))
     }
     fn parse_reply(reply: &Reply) -> Result<FilePart, RequestError> {
         file_part(reply)

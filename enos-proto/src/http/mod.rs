@@ -158,13 +158,13 @@ impl ByteRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     /// `GET` or `POST`.
-    pub method: &'static str,
+    pub method: http::Method,
     /// Path and query below the target's base path, e.g. `/auth/pk/dk`.
     pub path: String,
     /// `Content-Type`, when the request has one.
     pub content_type: Option<String>,
     /// Other headers.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: http::HeaderMap,
     /// The body.
     pub body: Bytes,
 }
@@ -173,7 +173,7 @@ impl HttpRequest {
     /// Writes the request as HTTP/1.1 bytes for `target`. A POST always says its
     /// `Content-Length`, zero included; the connection is kept open.
     pub fn write(&self, target: &HttpTarget, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.method.as_bytes());
+        out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(target.base_path.as_bytes());
         out.extend_from_slice(self.path.as_bytes());
@@ -184,9 +184,12 @@ impl HttpRequest {
             header(out, "Content-Type", ct);
         }
         for (k, v) in &self.headers {
-            header(out, k, v);
+            out.extend_from_slice(k.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        if self.method != "GET" || !self.body.is_empty() {
+        if self.method != http::Method::GET || !self.body.is_empty() {
             header(out, "Content-Length", &self.body.len().to_string());
         }
         out.extend_from_slice(b"\r\n");
@@ -263,10 +266,10 @@ impl HttpTarget {
         let accept: Vec<&'static str> = accept.iter().map(|c| c.name()).collect();
         let body = Body { sign_method: "sha256", lifetime: lifetime_ms, sign: &sign, accept_command_types: &accept };
         HttpRequest {
-            method: "POST",
+            method: http::Method::POST,
             path: format!("/auth/{}/{}", keys.product_key(), keys.device_key()),
             content_type: Some(JSON.into()),
-            headers: Vec::new(),
+            headers: http::HeaderMap::new(),
             body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         }
     }
@@ -275,10 +278,10 @@ impl HttpTarget {
     /// JSON, or raw bytes when `raw`.
     pub fn publish(&self, topic: &str, session: &str, body: impl Into<Bytes>, raw: bool) -> HttpRequest {
         HttpRequest {
-            method: "POST",
+            method: http::Method::POST,
             path: format!("/topic{topic}?sessionId={session}"),
             content_type: Some(if raw { OCTETS } else { JSON }.into()),
-            headers: Vec::new(),
+            headers: http::HeaderMap::new(),
             body: body.into(),
         }
     }
@@ -286,10 +289,10 @@ impl HttpTarget {
     /// A measure point post with files, as `multipart/form-data` with `boundary`.
     pub fn multipart(&self, topic: &str, session: &str, boundary: &str, body: impl Into<Bytes>) -> HttpRequest {
         HttpRequest {
-            method: "POST",
+            method: http::Method::POST,
             path: format!("/multipart{topic}?sessionId={session}"),
             content_type: Some(format!("multipart/form-data; boundary={boundary}")),
-            headers: Vec::new(),
+            headers: http::HeaderMap::new(),
             body: body.into(),
         }
     }
@@ -304,10 +307,10 @@ impl HttpTarget {
         range: Option<ByteRange>,
     ) -> HttpRequest {
         HttpRequest {
-            method: "GET",
+            method: http::Method::GET,
             path: format!("{}/download?sessionId={session}&fileUri={uri}&category={}", files(keys), category.name()),
             content_type: None,
-            headers: range.map(|r| ("Range", r.header())).into_iter().collect(),
+            headers: range_header(range),
             body: Bytes::new(),
         }
     }
@@ -315,14 +318,14 @@ impl HttpTarget {
     /// The direct download URL of stored file `uri` (E2.4).
     pub fn download_url(&self, keys: &DeviceKeys, session: &str, uri: &str, category: FileCategory) -> HttpRequest {
         HttpRequest {
-            method: "GET",
+            method: http::Method::GET,
             path: format!(
                 "{}/download/url?sessionId={session}&fileUri={uri}&category={}",
                 files(keys),
                 category.name()
             ),
             content_type: None,
-            headers: Vec::new(),
+            headers: http::HeaderMap::new(),
             body: Bytes::new(),
         }
     }
@@ -330,10 +333,10 @@ impl HttpTarget {
     /// A plain GET of `path` (and query) at the target, with a byte range: no session.
     pub fn get(&self, path: &str, range: Option<ByteRange>) -> HttpRequest {
         HttpRequest {
-            method: "GET",
+            method: http::Method::GET,
             path: path.to_owned(),
             content_type: None,
-            headers: range.map(|r| ("Range", r.header())).into_iter().collect(),
+            headers: range_header(range),
             body: Bytes::new(),
         }
     }
@@ -341,10 +344,10 @@ impl HttpTarget {
     /// The deletion of stored file `uri` (E2.5).
     pub fn delete_file(&self, keys: &DeviceKeys, session: &str, uri: &str) -> HttpRequest {
         HttpRequest {
-            method: "POST",
+            method: http::Method::POST,
             path: format!("{}/delete?sessionId={session}&fileUri={uri}", files(keys)),
             content_type: None,
-            headers: Vec::new(),
+            headers: http::HeaderMap::new(),
             body: Bytes::new(),
         }
     }
@@ -374,6 +377,16 @@ pub(crate) fn host_port(
         return Err(bad("invalid host"));
     }
     Ok((host, port))
+}
+
+/// A `Range` header for `range`, or none.
+fn range_header(range: Option<ByteRange>) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    // Digits, `bytes=` and `-`: always a valid header value.
+    if let Some(v) = range.and_then(|r| http::HeaderValue::try_from(r.header()).ok()) {
+        h.insert(http::header::RANGE, v);
+    }
+    h
 }
 
 /// `/multipart/sys/{pk}/{dk}/file`.

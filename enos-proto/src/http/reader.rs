@@ -13,15 +13,15 @@ const MAX_HEADERS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
     /// The status code.
-    pub status: u16,
-    /// The headers, names as sent.
-    pub headers: Vec<(String, String)>,
+    pub status: http::StatusCode,
+    /// The headers.
+    pub headers: http::HeaderMap,
 }
 
 impl ResponseHead {
     /// The first header called `name`, in any case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
     }
 
     /// `Content-Length`, when sent and valid.
@@ -31,7 +31,7 @@ impl ResponseHead {
 
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
+        self.status.is_success()
     }
 }
 
@@ -117,7 +117,7 @@ impl ResponseReader {
                 State::Head => {
                     let Some(head) = self.head()? else { return Ok(None) };
                     // Interim responses (100 Continue) carry nothing for us.
-                    if (100..200).contains(&head.status) {
+                    if head.status.is_informational() {
                         continue;
                     }
                     return Ok(Some(ReadItem::Head(head)));
@@ -223,18 +223,24 @@ impl ResponseReader {
             Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
             Err(_) => return Err(HttpError::Malformed("bad status line or header")),
         };
-        let status = r.code.ok_or(HttpError::Malformed("no status"))?;
+        let code = r.code.ok_or(HttpError::Malformed("no status"))?;
+        let status = http::StatusCode::from_u16(code).map_err(|_| HttpError::Malformed("bad status code"))?;
         let http10 = r.version == Some(0);
-        let headers: Vec<(String, String)> =
-            r.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).trim().to_owned())).collect();
+        let mut headers = http::HeaderMap::with_capacity(r.headers.len());
+        for h in r.headers.iter() {
+            let name =
+                http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HttpError::Malformed("bad header name"))?;
+            let value = http::HeaderValue::from_bytes(h.value).map_err(|_| HttpError::Malformed("bad header value"))?;
+            headers.append(name, value);
+        }
         self.buf.advance(used);
         let head = ResponseHead { status, headers };
         let close = head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         self.reusable = !close && !http10;
         let chunked = head.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        self.state = if (100..200).contains(&status) {
+        self.state = if status.is_informational() {
             State::Head
-        } else if status == 204 || status == 304 {
+        } else if status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
             State::Fixed(0)
         } else if chunked {
             State::ChunkSize
@@ -304,8 +310,10 @@ mod tests {
     fn responses_follow_each_other_on_one_connection() {
         let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-1/4\r\nContent-Length: 2\r\n\r\nab";
         let items = read_all(wire, 5).unwrap();
-        let statuses: Vec<u16> =
-            items.iter().filter_map(|i| if let ReadItem::Head(h) = i { Some(h.status) } else { None }).collect();
+        let statuses: Vec<u16> = items
+            .iter()
+            .filter_map(|i| if let ReadItem::Head(h) = i { Some(h.status.as_u16()) } else { None })
+            .collect();
         assert_eq!(statuses, [204, 206]);
         assert_eq!(body(&items), b"ab");
         let ReadItem::Head(h) = &items[2] else { panic!() };
