@@ -134,13 +134,15 @@ fn cycle_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("core");
     g.throughput(Throughput::Elements(1));
     g.bench_function("request cycle, typed points", |b| {
-        cycle(b, |c, now| {
+        cycle(b, &mut enos_benches::primed_client(), enos_benches::cycle_answer, |c, now| {
             c.request(now, MeasurepointPost::new(TypicalPoints::new()), RequestOptions::default()).unwrap()
         })
     });
     let points = typical_points();
     g.bench_function("request cycle, serde_json::Value points", |b| {
-        cycle(b, |c, now| c.request(now, MeasurepointPost::new(&points), RequestOptions::default()).unwrap())
+        cycle(b, &mut enos_benches::primed_client(), enos_benches::cycle_answer, |c, now| {
+            c.request(now, MeasurepointPost::new(&points), RequestOptions::default()).unwrap()
+        })
     });
     g.finish();
 }
@@ -163,68 +165,41 @@ fn http_cycle_bench(c: &mut Criterion) {
     client.handle_input(now, format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{login}", login.len()).as_bytes());
     while !matches!(client.poll_output(), Output::Wait(_)) {}
     assert!(client.is_connected());
-    let k = std::cell::Cell::new(1u64);
-    let answer = || {
-        let n = k.get();
-        k.set(n + 1);
-        let body = format!(r#"{{"id":"{n}","code":200,"data":{{}}}}"#);
+    let answer = |n: u64| {
+        let body = format!(r#"{{"id":"{}","code":200,"data":{{}}}}"#, n + 1);
         format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-            .into_bytes()
     };
     let mut g = c.benchmark_group("core");
     g.throughput(Throughput::Elements(1));
     g.bench_function("request cycle over HTTP, typed points", |b| {
-        b.iter_batched_ref(
-            answer,
-            |answer| {
-                let id = client
-                    .request(now, MeasurepointPost::new(TypicalPoints::new()), RequestOptions::default())
-                    .unwrap();
-                let mut sent = 0;
-                loop {
-                    match client.poll_output() {
-                        Output::Transmit(bytes) => sent += bytes.len(),
-                        Output::Wait(_) => break,
-                        _ => {}
-                    }
-                }
-                black_box(sent);
-                client.handle_input(now, answer);
-                let mut done = None;
-                loop {
-                    match client.poll_output() {
-                        Output::Event(Event::Response { id: r, result }) => done = Some((r, result.is_ok())),
-                        Output::Wait(_) => break,
-                        _ => {}
-                    }
-                }
-                assert_eq!(done, Some((id, true)));
-            },
-            criterion::BatchSize::SmallInput,
-        );
+        cycle(b, &mut client, answer, |c, now| {
+            c.request(now, MeasurepointPost::new(TypicalPoints::new()), RequestOptions::default()).unwrap()
+        })
     });
     g.finish();
 }
 
-fn cycle(
+/// One request, then its answer read, on `client`: `answer(n)` gives the bytes that
+/// answer the `n`-th request (built outside the measured routine).
+fn cycle<A: AsRef<[u8]>>(
     b: &mut criterion::Bencher<'_>,
+    client: &mut enos_proto::Client,
+    answer: impl Fn(u64) -> A,
     mut submit: impl FnMut(&mut enos_proto::Client, Now) -> enos_proto::RequestId,
 ) {
-    let mut client = enos_benches::primed_client();
     let now = Now::system();
     let k = std::cell::Cell::new(0u64);
-    // The cloud's answer is built outside the measured routine.
-    let answer = || {
+    let next = || {
         let n = k.get();
         k.set(n + 1);
-        enos_benches::cycle_answer(n)
+        answer(n)
     };
     // By reference: the answer's buffer is freed outside the measured routine too (a
     // driver reads into a buffer it reuses).
     b.iter_batched_ref(
-        answer,
+        next,
         |answer| {
-            let id = submit(&mut client, now);
+            let id = submit(client, now);
             let mut sent = 0;
             loop {
                 match client.poll_output() {
@@ -234,7 +209,7 @@ fn cycle(
                 }
             }
             black_box(sent);
-            client.handle_input(now, answer);
+            client.handle_input(now, answer.as_ref());
             let mut done = None;
             loop {
                 match client.poll_output() {
