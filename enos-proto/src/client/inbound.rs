@@ -32,15 +32,7 @@ impl Client {
             return Err(EncodeError::StringTooLong { field: "topic", len: reply.topic.len() }.into());
         }
         self.check_queue_room(reply.payload.len())?;
-        let out = Outgoing {
-            req: None,
-            topic: Arc::from(reply.topic),
-            payload: reply.payload,
-            qos: QoS::AtMostOnce,
-            dup: false,
-            needs: None,
-            expires: Some(later(self.now, self.config.request_timeout)),
-        };
+        let out = self.reply_outgoing(reply);
         self.route(out);
         self.flush();
         Ok(())
@@ -348,20 +340,26 @@ impl Client {
     pub(super) fn reply_now(&mut self, r: CommandReply) {
         if self.http.is_some() {
             // Over HTTP a reply is an exchange of its own, after the one under way.
-            let out = Outgoing {
-                req: None,
-                topic: Arc::from(r.topic),
-                payload: r.payload,
-                qos: QoS::AtMostOnce,
-                dup: false,
-                needs: None,
-                expires: Some(later(self.now, self.config.request_timeout)),
-            };
+            let out = self.reply_outgoing(r);
             self.outbox.push(out);
             return;
         }
         if self.write_publish(&r.topic, &r.payload, QoS::AtMostOnce, 0, false).is_ok() {
             self.sent();
+        }
+    }
+
+    /// A command's reply as a queued publish: QoS 0, no reply awaited, dropped if it has
+    /// not left within the request timeout.
+    fn reply_outgoing(&self, r: CommandReply) -> Outgoing {
+        Outgoing {
+            req: None,
+            topic: Arc::from(r.topic),
+            payload: r.payload,
+            qos: QoS::AtMostOnce,
+            dup: false,
+            needs: None,
+            expires: Some(later(self.now, self.config.request_timeout)),
         }
     }
 
