@@ -37,8 +37,10 @@ struct Server {
     sessions: u32,
     current: Option<String>,
     secret: String,
-    /// Close the connection after each response.
+    /// Close the connection after each response (`Connection: close`).
     close_after: bool,
+    /// With `close_after`, also end the connection (else only the header says it will).
+    eof_after: bool,
     /// A command for the next response: (topic, payload).
     command: Option<(String, String)>,
     /// Refuse every request as unauthorized, whatever the session.
@@ -55,6 +57,7 @@ impl Server {
             current: None,
             secret: SECRET.into(),
             close_after: false,
+            eof_after: true,
             command: None,
             refuse_all: false,
         }
@@ -236,7 +239,7 @@ impl HttpPair {
                 for c in bytes.chunks(5) {
                     self.client.handle_input(self.now, c);
                 }
-                if self.server.close_after && self.link {
+                if self.server.close_after && self.server.eof_after && self.link {
                     self.client.handle_closed(self.now, CloseCause::Eof);
                 }
                 continue;
@@ -377,6 +380,22 @@ fn a_connection_the_server_closes_between_exchanges_is_opened_again_quietly() {
     }
     assert_eq!(p.opens, 3, "one connection per exchange once the server closes each");
     assert_eq!(p.server.sessions, 1);
+    assert!(!p.events.iter().any(|e| matches!(e, Event::Disconnected { .. })), "{:?}", p.events);
+}
+
+#[test]
+fn a_response_that_says_connection_close_makes_the_client_close_and_dial_anew() {
+    let mut p = HttpPair::up(Duration::from_secs(300));
+    p.server.close_after = true;
+    // The server says it closes but has not yet: the next request must not go on that
+    // connection.
+    p.server.eof_after = false;
+    for i in 0..3 {
+        let a = p.client.request(p.now, MeasurepointPost::new(json!({"temp": i})), RequestOptions::new()).unwrap();
+        p.drive();
+        assert!(p.response(a).is_ok(), "{i}");
+    }
+    assert_eq!((p.opens, p.closes), (3, 3), "each response closed its connection, and each request dialled");
     assert!(!p.events.iter().any(|e| matches!(e, Event::Disconnected { .. })), "{:?}", p.events);
 }
 

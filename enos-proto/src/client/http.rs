@@ -34,8 +34,6 @@ pub(super) struct HttpState {
     exchange: Option<Exchange>,
     head: Option<ResponseHead>,
     body: BytesMut,
-    /// The connection closes after the exchange under way.
-    closing: bool,
     /// How the requests that are not publishes (files) are carried.
     pub(super) files: HashMap<RequestId, FileExchange>,
     /// Requests already sent again after a renewed login: a second refusal ends them.
@@ -50,7 +48,6 @@ impl HttpState {
             exchange: None,
             head: None,
             body: BytesMut::new(),
-            closing: false,
             files: HashMap::new(),
             renewed: HashSet::new(),
         }
@@ -81,7 +78,6 @@ impl Client {
         h.reader = ResponseReader::new();
         h.head = None;
         h.body.clear();
-        h.closing = false;
         if anonymous && h.session.is_none() {
             // No login: a session with no id.
             h.session = Some((String::new(), now));
@@ -206,13 +202,13 @@ impl Client {
                 Ok(Some(ReadItem::End { reusable })) => {
                     let head = h.head.take();
                     let body = h.body.split().freeze();
-                    h.closing = !reusable;
                     let exchange = h.exchange.take();
                     if let (Some(head), Some(exchange)) = (head, exchange) {
                         self.http_command(&head);
                         self.http_response(exchange, &head, body);
                     }
-                    if self.http.as_ref().is_some_and(|h| h.closing) && self.state != State::Closed {
+                    // A response that ends its connection: the next exchange dials anew.
+                    if !reusable && self.state != State::Closed {
                         self.http_idle();
                     }
                     self.flush();
