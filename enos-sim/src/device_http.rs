@@ -327,6 +327,7 @@ fn expire(inner: &Arc<Inner>, s: &mut Sessions) {
 fn end(inner: &Arc<Inner>, conn: ConnId) {
     lock(&inner.conns).remove(&conn);
     inner.cloud().disconnect(conn);
+    inner.touched();
 }
 
 /// `POST /topic{T}?sessionId=..`: the PUBLISH on `T`, answered with its reply.

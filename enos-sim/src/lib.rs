@@ -294,6 +294,8 @@ pub(crate) struct Inner {
     http: Mutex<Option<(SocketAddr, bool, JoinHandle<()>)>>,
     /// Files devices posted, and firmware, served by the HTTP endpoint.
     pub(crate) files: Mutex<device_http::FileStore>,
+    /// Grows at every packet a device sends or is sent, and at every disconnection.
+    activity: AtomicU64,
 }
 
 /// The most payload bytes one record entry keeps.
@@ -352,6 +354,7 @@ impl Inner {
         topic: Option<&str>,
         payload: Bytes,
     ) {
+        self.touched();
         if self.record_limit == 0 {
             return;
         }
@@ -371,6 +374,11 @@ impl Inner {
             q.pop_front();
         }
         q.push_back(Recorded { at: SystemTime::now(), direction, kind, topic: topic.map(str::to_owned), payload });
+    }
+
+    /// Something a watcher of [`Sim::activity`] should see happened.
+    pub(crate) fn touched(&self) {
+        self.activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn take_refusal(&self) -> Option<ConnectReturnCode> {
@@ -548,6 +556,7 @@ impl SimBuilder {
             listeners: Mutex::new(Vec::new()),
             http: Mutex::new(None),
             files: Mutex::new(device_http::FileStore::default()),
+            activity: AtomicU64::new(0),
         });
         let sim = Sim { inner };
         for (addr, tls) in self.tcp.map(|a| (a, None)).into_iter().chain(self.tls.map(|(a, c)| (a, Some(c)))) {
@@ -697,6 +706,13 @@ impl Sim {
     /// Forgets every device's record.
     pub fn clear_record(&self) {
         lock(&self.inner.record).clear();
+    }
+
+    /// A counter that grows whenever a device sends or is sent a packet, and whenever a
+    /// connection ends: poll it to learn that something may have changed (the web console
+    /// does, to refresh what it shows).
+    pub fn activity(&self) -> u64 {
+        self.inner.activity.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets how long commands wait for the device's reply.

@@ -31,7 +31,8 @@ struct Cli {
 // Parsed once, at start: the size of its largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Cmd {
-    /// Run the cloud: MQTT on TCP (and TLS), the admin API, optionally a responder.
+    /// Run the cloud: MQTT on TCP (and TLS), the admin API and its web console, optionally
+    /// a responder.
     Serve {
         /// Plain MQTT listener ("none" for no plain listener).
         #[arg(long, default_value = "127.0.0.1:11883")]
@@ -282,6 +283,7 @@ fn serve(
             .map_err(|e| format!("admin API token file {}: {e}", token_file.display()))?;
         say!("admin API listening on {admin}");
         say!("admin API token (also in {}, for the subcommands): {}", token_file.display(), options.token.expose());
+        say!("web console: http://{admin}/#token={}", options.token.expose());
         let _responder = match responder {
             Some(broker) => {
                 let mut opts = ResponderOptions::new(broker);

@@ -215,6 +215,7 @@ async fn serve_conn(
     let _ = stream.shutdown().await;
     crate::lock(&inner.conns).remove(&id);
     inner.cloud().disconnect(id);
+    inner.touched();
     if let Some(d) = &c.device {
         tracing::info!(device = %d, "disconnected");
     }

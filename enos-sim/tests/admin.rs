@@ -1,13 +1,17 @@
 //! Who may call the admin API: its token, a loopback `host`, no foreign `origin`, JSON
 //! bodies only, and requests that arrive in time.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use enos_proto::Secret;
 use enos_sim::admin::{self, AdminOptions};
+use enos_sim::registry::defaults::*;
 use enos_sim::Sim;
 use serde_json::{json, Value};
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -96,10 +100,69 @@ async fn a_body_must_be_json_and_arrive_in_time() {
     let mut json_body = base.clone();
     json_body.push("content-type: application/json; charset=utf-8".into());
     assert_eq!(send(addr, request("POST", path, &json_body, &json!({}).to_string())).await.0, 409);
-    // A request that stops half-way is answered 408 once its time is up.
+    // A body that stops half-way is answered 408 once its time is up.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = request("POST", path, &json_body, "{}").replace("content-length: 2", "content-length: 20");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.expect("still waiting").unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    // A head that stops half-way ends the connection once its time is up.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /devices HTTP/1.1\r\nhost: ").await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.expect("still waiting").unwrap();
-    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[tokio::test]
+async fn the_console_s_assets_need_no_token_but_this_listener_s_host_and_hold_no_data() {
+    let (_sim, addr) = start().await;
+    for (path, kind) in [("/", "text/html"), ("/console.js", "text/javascript"), ("/console.css", "text/css")] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request("GET", path, &[format!("host: {addr}")], "").as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{path}: {text}");
+        assert!(text.contains(&format!("content-type: {kind}")), "{path}: {text}");
+        assert!(text.contains("content-security-policy: default-src 'none'"), "{path}: {text}");
+        assert!(!text.contains(TOKEN), "{path}");
+        // A page of a rebound name gets nothing.
+        let (status, _) =
+            send(addr, request("GET", path, &[format!("host: rebound.example:{}", addr.port())], "")).await;
+        assert_eq!(status, 403, "{path}");
+    }
+    // Every script and style the page loads is its own.
+    let (status, _) = send(addr, request("GET", "/other.js", &[format!("host: {addr}")], "")).await;
+    assert_eq!(status, 401, "anything else is the API's, and needs the token");
+}
+
+#[tokio::test]
+async fn the_live_stream_tells_of_a_change_and_needs_the_token() {
+    use enos_proto::ops::MeasurepointPost;
+    let (sim, addr) = start().await;
+    let host = format!("host: {addr}");
+    assert_eq!(send(addr, request("GET", "/live", std::slice::from_ref(&host), "")).await.0, 401);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = format!("authorization: Bearer {TOKEN}");
+    s.write_all(request("GET", "/live", &[host, auth], "").as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    // Reads until `pred` holds of what came so far.
+    async fn until(s: &mut tokio::net::TcpStream, seen: &mut String, buf: &mut [u8], pred: impl Fn(&str) -> bool) {
+        while !pred(seen) {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(buf)).await.expect("no event").unwrap();
+            assert!(n > 0, "stream ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    until(&mut s, &mut seen, &mut buf, |t| t.contains("event: change")).await;
+    assert!(seen.to_ascii_lowercase().contains("content-type: text/event-stream"), "{seen}");
+    let first = seen.matches("event: change").count();
+    // A device posts: the stream says so.
+    let device = TestDevice::connect(sim.tcp_addr().unwrap(), config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None)
+        .await
+        .unwrap();
+    assert_eq!(device.json(MeasurepointPost::new(json!({"temp": 1.5}))).await.0, 200);
+    until(&mut s, &mut seen, &mut buf, |t| t.matches("event: change").count() > first).await;
 }

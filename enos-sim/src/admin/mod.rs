@@ -1,10 +1,11 @@
-//! The loopback admin API (HTTP/1.1 + JSON) through which a person, or the `enos-sim`
-//! subcommands run from another terminal, inspect the cloud and send commands.
+//! The loopback admin API (HTTP/1.1 + JSON, served by hyper) through which a person, the
+//! web console ([`console`](self#the-web-console)) or the `enos-sim` subcommands run from
+//! another terminal inspect the cloud and send commands.
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | `GET /devices` | | `[{productKey, deviceKey, online, enabled, activated}]` |
-//! | `GET /devices/{pk}/{dk}` | | tags, attributes, measure points, events, reports (log, network status, connection state), stored files, firmware |
+//! | `GET /devices` | | `[{productKey, deviceKey, online, enabled, activated, gateway, subDevices}]` (`gateway`: a sub-device's, as `pk/dk`; `subDevices`: a gateway's count) |
+//! | `GET /devices/{pk}/{dk}` | | tags, attributes, measure points, their `history`, events, reports (log, network status, connection state), stored files, firmware, `gateway`, `subDevices` |
 //! | `GET /devices/{pk}/{dk}/points` | | `{point: {value, time}}` |
 //! | `GET /devices/{pk}/{dk}/record` | | the packet record |
 //! | `POST /devices/{pk}/{dk}/services/{id}` | params | `{code, data, message}` |
@@ -16,9 +17,11 @@
 //! | `POST /devices/{pk}/{dk}/cut` | | `{cut: bool}` |
 //! | `POST /devices/{pk}/{dk}/enable`, `/disable` | | `{}` |
 //! | `POST /gateways/{pk}/{dk}/sub-devices/{enable,disable,delete}` | `[{productKey, deviceKey}]` | `{code, ..}` |
+//! | `GET /live` | | server-sent events: `change` when something may have changed |
+//! | `GET /`, `/console.js`, `/console.css` | | the web console (no token needed) |
 //!
-//! Errors: 400 bad request, 404 unknown route or device, 409 device offline, 504 no
-//! reply in time; the body is `{"error": "..."}`.
+//! Errors: 400 bad request, 404 unknown route or device, 409 device offline, 503 too many
+//! live streams, 504 no reply in time; the body is `{"error": "..."}`.
 //!
 //! # Who may call it
 //!
@@ -32,24 +35,49 @@
 //!   and in `origin` when it has one, else 403: a page of another site, or one reached
 //!   through a rebound DNS name, is refused;
 //! * send a body only as `application/json`, else 415;
-//! * arrive whole within the request timeout (10 s), else 408.
+//! * arrive whole within the request timeout (10 s): a head that does not ends the
+//!   connection, a body that does not is answered 408.
+//!
+//! The console's page, script and style sheet hold no data and need no token, but they
+//! too are served to the listener's own names only.
+//!
+//! # The web console
+//!
+//! `http://127.0.0.1:PORT/#token=TOKEN` (printed by `enos-sim serve`) opens a page that
+//! lists devices and gateways with their sub-devices and whether they are online; for a
+//! device, each measure point with a chart of its values, events, reports, tags,
+//! attributes and the packet record, refreshed as `GET /live` says something changed;
+//! and forms that invoke a service, set measure points, push a firmware, cut the
+//! connection, and enable or disable the device. Every asset is in the binary.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use enos_proto::ops::Firmware;
 use enos_proto::{DeviceKeys, Secret};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::{CommandError, CommandResponse, Direction, Sim};
 
+mod client;
+mod console;
+mod live;
+
+pub use client::{call, request};
+
+/// The largest request body read.
 const MAX_BODY: usize = 1 << 20;
-const MAX_HEAD: usize = 64 * 1024;
 
 /// How the admin API admits requests.
 #[derive(Debug, Clone)]
@@ -131,7 +159,8 @@ pub fn read_token(path: &Path) -> std::io::Result<Secret> {
     Ok(Secret::new(std::fs::read_to_string(path)?.trim().to_owned()))
 }
 
-/// Serves the admin API on `addr` (loopback only); returns the bound address.
+/// Serves the admin API, and the web console, on `addr` (loopback only); returns the
+/// bound address.
 ///
 /// # Errors
 ///
@@ -142,14 +171,26 @@ pub async fn serve(sim: Sim, addr: SocketAddr, options: AdminOptions) -> std::io
     }
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let port = bound.port();
+    let shared = Arc::new(Shared { sim, port: bound.port(), options, live: Arc::default() });
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let (sim, options) = (sim.clone(), options.clone());
+                    let shared = shared.clone();
                     tokio::spawn(async move {
-                        let _ = handle(sim, stream, port, &options).await;
+                        let timeout = shared.options.request_timeout;
+                        let service = hyper::service::service_fn(move |req| {
+                            let shared = shared.clone();
+                            async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
+                        });
+                        // One request per connection: a head that does not arrive whole in
+                        // time ends the connection.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(timeout)
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
                     });
                 }
                 // Out of descriptors, say: wait instead of spinning on the error.
@@ -163,130 +204,91 @@ pub async fn serve(sim: Sim, addr: SocketAddr, options: AdminOptions) -> std::io
     Ok(bound)
 }
 
-/// A request as read: method, path, the headers that matter, the body.
-struct Request {
-    method: String,
-    path: String,
-    host: Option<String>,
-    origin: Option<String>,
-    content_type: Option<String>,
-    authorization: Option<String>,
-    body: Vec<u8>,
+/// What every request of one admin API shares.
+struct Shared {
+    sim: Sim,
+    port: u16,
+    options: AdminOptions,
+    /// Live streams (`GET /live`) open now.
+    live: Arc<AtomicUsize>,
 }
 
-/// Reads one request; `Err` with the status to answer.
-async fn read_request(s: &mut TcpStream) -> Result<Option<Request>, (u16, &'static str)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let n = s.read(&mut chunk).await.map_err(|_| (400, "read failed"))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err((400, "header too large"));
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.lines();
-    let mut first = lines.next().unwrap_or_default().split_whitespace();
-    let (method, path) = (first.next().unwrap_or_default().to_owned(), first.next().unwrap_or_default().to_owned());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let len = match header("content-length") {
-        Some(v) => v.parse::<usize>().map_err(|_| (400, "bad content-length"))?,
-        None => 0,
-    };
-    if len > MAX_BODY {
-        return Err((400, "body too large"));
-    }
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).await.map_err(|_| (400, "read failed"))?;
-        if n == 0 {
-            return Err((400, "body cut short"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = buf.get(head_end..head_end + len).unwrap_or_default().to_vec();
-    Ok(Some(Request {
-        method,
-        path,
-        host: header("host"),
-        origin: header("origin"),
-        content_type: header("content-type"),
-        authorization: header("authorization"),
-        body,
-    }))
+/// A response's body: JSON or a page's asset, whole, or the live stream.
+type Body = Either<Full<Bytes>, live::Stream>;
+
+fn header(h: &HeaderMap, name: hyper::header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Why a request is refused before it is routed, if it is.
-fn refusal(r: &Request, port: u16, token: &Secret) -> Option<(u16, &'static str)> {
-    use subtle::ConstantTimeEq;
+/// Whether `host` (and `origin`, when given) name this listener, as `ours` checks.
+fn loopback_host(h: &HeaderMap, port: u16) -> Result<(), (u16, &'static str)> {
     let ours = |value: &str, scheme: &str| {
         ["127.0.0.1", "localhost", "[::1]"].iter().any(|h| value.eq_ignore_ascii_case(&format!("{scheme}{h}:{port}")))
     };
-    if !r.host.as_deref().is_some_and(|h| ours(h, "")) {
-        return Some((403, "host is not this loopback listener"));
+    if !header(h, HOST).is_some_and(|v| ours(v, "")) {
+        return Err((403, "host is not this loopback listener"));
     }
-    if r.origin.as_deref().is_some_and(|o| !ours(o, "http://")) {
-        return Some((403, "requests from web pages of other origins are refused"));
+    if header(h, ORIGIN).is_some_and(|o| !ours(o, "http://")) {
+        return Err((403, "requests from web pages of other origins are refused"));
     }
+    Ok(())
+}
+
+/// Why a request for the API is refused before its body is read, if it is.
+fn refusal(h: &HeaderMap, has_body: bool, port: u16, token: &Secret) -> Result<(), (u16, &'static str)> {
+    use subtle::ConstantTimeEq;
+    loopback_host(h, port)?;
     let expected = format!("Bearer {}", token.expose());
-    let given = r.authorization.as_deref().unwrap_or_default();
+    let given = header(h, AUTHORIZATION).unwrap_or_default();
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-        return Some((401, "missing or wrong token (authorization: Bearer TOKEN)"));
+        return Err((401, "missing or wrong token (authorization: Bearer TOKEN)"));
     }
-    let json = r
-        .content_type
-        .as_deref()
+    let json = header(h, CONTENT_TYPE)
         .is_some_and(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
-    if !r.body.is_empty() && !json {
-        return Some((415, "a body must be application/json"));
+    if has_body && !json {
+        return Err((415, "a body must be application/json"));
     }
-    None
+    Ok(())
 }
 
-async fn handle(sim: Sim, mut s: TcpStream, port: u16, options: &AdminOptions) -> std::io::Result<()> {
-    let request = match tokio::time::timeout(options.request_timeout, read_request(&mut s)).await {
-        Err(_) => return respond(&mut s, 408, &json!({"error": "request not received in time"})).await,
-        Ok(Err((status, why))) => return respond(&mut s, status, &json!({"error": why})).await,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Ok(Some(r))) => r,
-    };
-    if let Some((status, why)) = refusal(&request, port, &options.token) {
-        return respond(&mut s, status, &json!({"error": why})).await;
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    if parts.method == Method::GET {
+        if let Some(asset) = console::asset(parts.uri.path()) {
+            // The page and its code hold no data: they need no token (the page asks for
+            // it), but they are served to this listener's own names only.
+            return match loopback_host(&parts.headers, shared.port) {
+                Ok(()) => asset.map(Either::Left),
+                Err((status, why)) => respond(status, &json!({"error": why})),
+            };
+        }
     }
-    let (status, value) = route(&sim, &request.method, &request.path, &request.body).await;
-    respond(&mut s, status, &value).await
+    let has_body = body.size_hint().upper() != Some(0);
+    if let Err((status, why)) = refusal(&parts.headers, has_body, shared.port, &shared.options.token) {
+        return respond(status, &json!({"error": why}));
+    }
+    let body = match tokio::time::timeout(shared.options.request_timeout, Limited::new(body, MAX_BODY).collect()).await
+    {
+        Err(_) => return respond(408, &json!({"error": "request not received in time"})),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return respond(400, &json!({"error": "body too large"}))
+        }
+        Ok(Err(_)) => return respond(400, &json!({"error": "body cut short"})),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    if parts.method == Method::GET && parts.uri.path() == "/live" {
+        return live::open(&shared.sim, &shared.live)
+            .unwrap_or_else(|(status, why)| respond(status, &json!({"error": why})));
+    }
+    let (status, value) = route(&shared.sim, parts.method.as_str(), parts.uri.path(), &body).await;
+    respond(status, &value)
 }
 
-async fn respond(s: &mut TcpStream, status: u16, v: &Value) -> std::io::Result<()> {
-    let body = v.to_string();
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        415 => "Unsupported Media Type",
-        _ => "Gateway Timeout",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body.as_bytes()).await?;
-    s.shutdown().await
+fn respond(status: u16, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(v.to_string()))));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 fn err(status: u16, msg: impl std::fmt::Display) -> (u16, Value) {
@@ -314,6 +316,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// Each sub-device's gateway.
+fn gateways(r: &crate::registry::Registry) -> std::collections::HashMap<&DeviceKeys, &DeviceKeys> {
+    r.topology.iter().flat_map(|(g, subs)| subs.iter().map(move |s| (s, g))).collect()
+}
+
 async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let json_body = || -> Result<Value, (u16, Value)> {
@@ -335,13 +342,16 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
     match (method, parts.as_slice()) {
         ("GET", ["devices"]) => {
             let list: Vec<Value> = sim.with_cloud(|c| {
+                let gateway_of = gateways(&c.registry);
                 let mut devices: Vec<&crate::registry::Device> = c.registry.devices.values().collect();
                 devices.sort_by(|a, b| a.keys.cmp(&b.keys));
                 devices
                     .into_iter()
                     .map(|d| {
                         json!({"productKey": d.keys.product_key(), "deviceKey": d.keys.device_key(),
-                               "online": c.is_online(&d.keys), "enabled": d.enabled, "activated": d.activated})
+                               "online": c.is_online(&d.keys), "enabled": d.enabled, "activated": d.activated,
+                               "gateway": gateway_of.get(&d.keys).map(ToString::to_string),
+                               "subDevices": c.registry.topology.get(&d.keys).map_or(0, |s| s.len())})
                     })
                     .collect()
             });
@@ -350,6 +360,12 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
         ("GET", ["devices", pk, dk, rest @ ..]) => {
             let k = tryv!(keys(pk, dk));
             let Some(d) = sim.device(&k) else { return err(404, format!("no device {k}")) };
+            let (gateway, mut subs) = sim.with_cloud(|c| {
+                let subs: Vec<String> =
+                    c.registry.topology.get(&k).map_or_else(Vec::new, |s| s.iter().map(ToString::to_string).collect());
+                (gateways(&c.registry).get(&k).map(ToString::to_string), subs)
+            });
+            subs.sort();
             let points: serde_json::Map<String, Value> = d
                 .measurepoints
                 .iter()
@@ -363,6 +379,8 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
                        "measurepoints": points, "events": d.events.iter().map(|(e, p, t)| json!({"event": e, "params": p, "time": t})).collect::<Vec<_>>(),
                        "reports": d.reports.iter().map(|(m, p, t)| json!({"method": m, "params": p, "time": t})).collect::<Vec<_>>(),
                        "files": sim.files(&k).into_iter().map(|(uri, category, bytes)| json!({"uri": uri, "category": category.name(), "bytes": bytes})).collect::<Vec<_>>(),
+                       "history": d.history.iter().map(|(kind, p, s)| json!({"kind": kind, "point": p, "value": s.value, "time": s.time})).collect::<Vec<_>>(),
+                       "gateway": gateway, "subDevices": subs,
                        "firmwareVersion": d.firmware_version}),
                 ),
                 ["points"] => (200, Value::Object(points)),
@@ -436,36 +454,4 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
         }
         _ => err(404, "unknown route"),
     }
-}
-
-/// Calls the admin API at `addr` with its token (blocking): the status and the JSON
-/// body.
-///
-/// # Errors
-///
-/// When the server cannot be reached or answers something that is not HTTP + JSON.
-pub fn call(
-    addr: SocketAddr,
-    token: &Secret,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> std::io::Result<(u16, Value)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        token.expose(),
-        body.len()
-    )?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let value = serde_json::from_str(body).map_err(|_| bad())?;
-    Ok((status, value))
 }
