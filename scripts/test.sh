@@ -12,11 +12,12 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (mosquitto for the broker tests, python3-venv for the Python SDK's)"
-if ! command -v mosquitto >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+step "system packages (mosquitto for the broker tests, python3-venv for the Python SDK's, chromium and its WebDriver for the web console's test)"
+if ! command -v mosquitto >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1 \
+    || [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y mosquitto python3 python3-venv
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y mosquitto python3 python3-venv chromium chromium-driver
 fi
 
 step "toolchain"

@@ -127,6 +127,10 @@
 //!   any), send JSON bodies only and arrive within 10 s ([`admin`] says how). Its record
 //!   of packets shows no device secret unless [`SimBuilder::record_secrets`] asks for
 //!   them: activation pushes and registration replies are kept with `*` in their place.
+//!   Its web console's page and code need no token (they hold no data); the page takes
+//!   the token from its address's fragment, which browsers never send, keeps it in the
+//!   tab's session storage and sends it with each call; its content security policy lets
+//!   it load and call this listener only.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -2,55 +2,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use enos_proto::ops::MeasurepointPost;
 use enos_proto::CommandKind;
 use enos_sim::registry::defaults::*;
 use serde_json::{json, Value};
 use support::*;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Where the server writes its admin token and the subcommands read it, for this test
-/// process (instead of the user's own runtime folder).
-fn runtime_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("enos-sim-cli-test-{}", std::process::id()))
-}
-
-/// Starts `enos-sim serve` on ephemeral ports: (server, MQTT address, admin address).
-fn serve() -> (Server, std::net::SocketAddr, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enos-sim"))
-        .args(["serve", "--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .env("XDG_RUNTIME_DIR", runtime_dir())
-        .env_remove("ENOS_SIM_TOKEN_FILE")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut mqtt, mut admin) = (None, None);
-    while mqtt.is_none() || admin.is_none() {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(a) = line.strip_prefix("MQTT (tcp) listening on tcp://") {
-            mqtt = Some(a.parse().unwrap());
-        }
-        if let Some(a) = line.strip_prefix("admin API listening on ") {
-            admin = Some(a.to_owned());
-        }
-    }
-    // Whatever else it prints is read, so that its standard output never fills up.
-    std::thread::spawn(move || lines.for_each(drop));
-    (Server(child), mqtt.unwrap(), admin.unwrap())
-}
 
 /// Runs a subcommand: (success, parsed JSON output).
 fn run(admin: &str, args: &[&str]) -> (bool, Value) {
@@ -76,7 +34,8 @@ fn run_with(admin: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Value, S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_then_inspect_and_command_from_another_terminal() {
-    let (_server, mqtt, admin) = serve();
+    let sim = serve();
+    let (mqtt, admin) = (sim.mqtt, sim.admin.clone());
     let mut d = TestDevice::connect(mqtt, config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None).await.unwrap();
     d.call(MeasurepointPost::new(json!({"temp": 23.5}))).await.unwrap();
     let dev = format!("{DEVICE_PRODUCT}/{DEVICE}");
@@ -149,7 +108,8 @@ async fn serve_then_inspect_and_command_from_another_terminal() {
 #[test]
 fn the_token_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let (_server, _mqtt, admin) = serve();
+    let sim = serve();
+    let admin = sim.admin.clone();
     let port: std::net::SocketAddr = admin.parse().unwrap();
     let file = runtime_dir().join("enos-sim").join(format!("admin-{}.token", port.port()));
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();

@@ -306,3 +306,58 @@ pub fn signed(pk: &str, dk: &str, secret: &str, mode: u8, method: &str, ts: u64)
     let sign = enos_proto::sign::sign_device(m, dk, &keys, &ts.to_string(), &secret.into());
     (format!("{dk}|securemode={mode},signmethod={method},timestamp={ts}|"), format!("{dk}&{pk}"), sign)
 }
+
+/// `enos-sim serve` as a process of its own, on ephemeral ports; killed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// Its plain MQTT listener.
+    pub mqtt: std::net::SocketAddr,
+    /// Its admin API, as `--admin` takes it.
+    pub admin: String,
+    /// The web console's address, with the token.
+    pub console: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the server writes its admin token and the subcommands read it, for this test
+/// process (instead of the user's own runtime folder).
+pub fn runtime_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("enos-sim-cli-test-{}", std::process::id()))
+}
+
+/// Starts `enos-sim serve` on ephemeral ports and reads where it listens.
+pub fn serve() -> Served {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enos-sim"))
+        .args(["serve", "--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .env("XDG_RUNTIME_DIR", runtime_dir())
+        .env_remove("ENOS_SIM_TOKEN_FILE")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut mqtt, mut admin, mut console) = (None, None, None);
+    while mqtt.is_none() || admin.is_none() || console.is_none() {
+        let line = lines.next().expect("enos-sim serve ended").unwrap();
+        if let Some(a) = line.strip_prefix("MQTT (tcp) listening on tcp://") {
+            mqtt = Some(a.parse().unwrap());
+        }
+        if let Some(a) = line.strip_prefix("admin API listening on ") {
+            admin = Some(a.to_owned());
+        }
+        if let Some(a) = line.strip_prefix("web console: ") {
+            console = Some(a.to_owned());
+        }
+    }
+    // Whatever else it prints is read, so that its standard output never fills up.
+    std::thread::spawn(move || lines.for_each(drop));
+    Served { child, mqtt: mqtt.unwrap(), admin: admin.unwrap(), console: console.unwrap() }
+}
