@@ -166,3 +166,28 @@ async fn the_live_stream_tells_of_a_change_and_needs_the_token() {
     assert_eq!(device.json(MeasurepointPost::new(json!({"temp": 1.5}))).await.0, 200);
     until(&mut s, &mut seen, &mut buf, |t| t.matches("event: change").count() > first).await;
 }
+
+#[tokio::test]
+async fn devices_name_their_gateway_and_a_gateway_its_sub_devices() {
+    let mut registry = enos_sim::registry::Registry::builtin();
+    let gateway = keys(GATEWAY_PRODUCT, GATEWAY);
+    let subs = [keys(SUB_PRODUCT, SUB_DEVICE_1), keys(SUB_PRODUCT, SUB_DEVICE_2)];
+    registry.topology.insert(gateway, subs.iter().cloned().collect());
+    let sim = Sim::builder().registry(registry).start().await.unwrap();
+    let options = AdminOptions { token: Secret::new(TOKEN), request_timeout: Duration::from_millis(300) };
+    let addr = admin::serve(sim.clone(), "127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let headers = [format!("host: {addr}"), format!("authorization: Bearer {TOKEN}")];
+    let (status, list) = send(addr, request("GET", "/devices", &headers, "")).await;
+    assert_eq!(status, 200);
+    let find = |dk: &str| list.as_array().unwrap().iter().find(|d| d["deviceKey"] == dk).cloned().unwrap();
+    assert_eq!(find(GATEWAY)["subDevices"], 2);
+    assert_eq!(find(GATEWAY)["gateway"], Value::Null);
+    assert_eq!(find(SUB_DEVICE_1)["gateway"], format!("{GATEWAY_PRODUCT}/{GATEWAY}"));
+    assert_eq!(find(DEVICE)["gateway"], Value::Null);
+    let (status, gw) = send(addr, request("GET", &format!("/devices/{GATEWAY_PRODUCT}/{GATEWAY}"), &headers, "")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        gw["subDevices"],
+        json!([format!("{SUB_PRODUCT}/{SUB_DEVICE_1}"), format!("{SUB_PRODUCT}/{SUB_DEVICE_2}")])
+    );
+}
