@@ -1,0 +1,423 @@
+//! The command line: global options, one subcommand per device operation, `listen` and
+//! `replay`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::ConnArgs;
+
+/// What `enos --help` ends with: the exit codes and where settings come from.
+pub const AFTER_HELP: &str = "\
+Settings come from flags, then ENOS_* environment variables (ENOS_URL, ENOS_PRODUCT_KEY,
+ENOS_DEVICE_KEY, ENOS_DEVICE_SECRET, ENOS_PRODUCT_SECRET, ENOS_CERT, ENOS_KEY, ENOS_PFX,
+ENOS_PASSPHRASE, ENOS_CA, ENOS_SERVER_NAME, ENOS_TIMEOUT, ENOS_CONNECT_TIMEOUT,
+ENOS_SUB_SECRETS, ENOS_SUB_PRODUCT_SECRETS, ENOS_SECRETS_DIR, ENOS_PROFILE), then the profile
+(--profile or ENOS_PROFILE) of the profile file ($ENOS_CONFIG, or ~/.config/enos/profiles.toml):
+
+    [lab]
+    url = \"tcp://127.0.0.1:11883\"
+    product_key = \"demo_pk\"
+    device_key = \"demo_device\"
+    device_secret = \"demo_device_secret\"
+    [lab.sub_devices]
+    \"demo_sub_pk/demo_sub_1\" = \"demo_sub_1_secret\"
+
+Secrets are never printed, not even with -v.
+
+Exit codes:
+    0    done
+    1    the cloud answered with an error code (replay: it refused some rows)
+    2    usage error: bad argument, missing or invalid setting, bad input (JSON, hex, a row)
+    3    could not connect or authenticate (refused, unreachable, TLS), or connection lost
+    4    timed out: no connection or no reply within the timeout
+    5    local I/O error (a file, the --exec handler program)
+    130  interrupted (Ctrl-C) before the work was done; replay --resume goes on from there";
+
+/// `enos`: an EnOS device (or gateway) on the command line.
+#[derive(Debug, Parser)]
+#[command(name = "enos", version, about = "An EnOS IoT device or gateway on the command line: post data, answer commands, replay history", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// One JSON document per result on standard output, for scripts.
+    #[arg(long, global = true, help_heading = "Output and requests")]
+    pub json: bool,
+    /// Notes on standard error: the settings in use and where each came from (secrets
+    /// only as "set"), the connection; -vv adds the SDK's log (RUST_LOG refines it).
+    #[arg(short, long, global = true, help_heading = "Output and requests", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// QoS of the requests, 0 or 1.
+    #[arg(long, global = true, help_heading = "Output and requests", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Send without waiting for the cloud's reply (ends at the PUBACK, or once written at QoS 0).
+    #[arg(long, global = true, help_heading = "Output and requests")]
+    pub no_reply: bool,
+    /// Act as this sub-device (pk/dk) of the gateway: it is logged in first, with its
+    /// secret from --sub-secret, ENOS_SUB_SECRETS or the profile's sub_devices.
+    #[arg(long = "as", global = true, help_heading = "Output and requests", value_name = "PK/DK")]
+    pub as_device: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Connect, say how, and disconnect: checks the settings and the credentials.
+    Connect,
+    /// Post measure points: enos post '{"temp":21.5}'.
+    Post {
+        /// The points as a JSON object {id: value}; a value with a quality is
+        /// {"value": v, "quality": q}.
+        points: String,
+        /// Their time: epoch milliseconds or RFC 3339 (default: now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Resume measure points recorded while offline, at their time.
+    Resume {
+        /// The points as a JSON object {id: value}.
+        points: String,
+        /// Their time: epoch milliseconds or RFC 3339 (default: now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Tags: get, update, delete.
+    #[command(subcommand)]
+    Tag(TagCmd),
+    /// Attributes: get, update, delete.
+    #[command(subcommand)]
+    Attribute(AttributeCmd),
+    /// Post an event: enos event overheat '{"level":2}'.
+    Event {
+        /// The event's identifier.
+        id: String,
+        /// Its parameters as a JSON object.
+        #[arg(default_value = "{}")]
+        params: String,
+    },
+    /// Send raw bytes up (hex) and print the cloud's raw reply (hex).
+    Raw {
+        /// The bytes, in hex: 0a1b2c, 0x0a1b, "0a 1b".
+        hex: String,
+    },
+    /// Post a device log entry.
+    Log {
+        /// The entry's text (`content`).
+        content: String,
+        /// Its level, for example info.
+        #[arg(long)]
+        level: Option<String>,
+        /// The module it comes from.
+        #[arg(long)]
+        module: Option<String>,
+        /// A trace id.
+        #[arg(long)]
+        trace_id: Option<String>,
+        /// Its time: epoch milliseconds or RFC 3339 (default: now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Report the state of the device's network link.
+    Network {
+        /// Received signal strength.
+        #[arg(long, allow_hyphen_values = true)]
+        rssi: Option<f64>,
+        /// Signal-to-noise ratio.
+        #[arg(long, allow_hyphen_values = true)]
+        snr: Option<f64>,
+        /// Share of packets lost.
+        #[arg(long)]
+        packet_loss: Option<f64>,
+        /// Kind of link, for example 4G.
+        #[arg(long = "type", value_name = "TYPE")]
+        network_type: Option<String>,
+        /// What went wrong on the link.
+        #[arg(long)]
+        error: Option<String>,
+    },
+    /// OTA: report the firmware version, list the firmwares offered, report progress.
+    #[command(subcommand)]
+    Ota(OtaCmd),
+    /// Print the product's thing model (TSL template).
+    Tsl,
+    /// A gateway's topology: get, add, delete sub-devices.
+    #[command(subcommand)]
+    Topo(TopoCmd),
+    /// Log sub-devices in through the gateway (several: one batch login).
+    Login {
+        /// The sub-devices, pk/dk.
+        #[arg(required = true, value_name = "PK/DK")]
+        devices: Vec<String>,
+    },
+    /// Log a sub-device out.
+    Logout {
+        /// The sub-device, pk/dk.
+        #[arg(value_name = "PK/DK")]
+        device: String,
+    },
+    /// Register a sub-device with the gateway (dynamic registration); its secret is kept
+    /// in the secrets folder, never printed.
+    Register {
+        /// The sub-device: its product key, and its device key (PK/DK) unless the cloud
+        /// is to make one.
+        #[arg(value_name = "PK[/DK]")]
+        device: String,
+        /// Its display name.
+        #[arg(long)]
+        name: String,
+        /// Its time zone.
+        #[arg(long, default_value = "+00:00")]
+        timezone: String,
+        /// Initial attribute values, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        attributes: Option<String>,
+        /// A description.
+        #[arg(long)]
+        desc: Option<String>,
+    },
+    /// Stay connected and answer commands from the cloud, printing each as one JSON line.
+    Listen(ListenArgs),
+    /// Backfill history from a CSV or JSON lines file through (batch) resumes.
+    Replay(ReplayArgs),
+}
+
+/// `enos tag`.
+#[derive(Debug, Subcommand)]
+pub enum TagCmd {
+    /// Print tags (all when none is named).
+    #[command(alias = "query")]
+    Get {
+        /// Tag keys.
+        keys: Vec<String>,
+    },
+    /// Add or change tags: key=value ..., or one JSON object of strings.
+    #[command(alias = "set")]
+    Update {
+        /// key=value pairs, or {"key":"value"}.
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Delete tags.
+    Delete {
+        /// Tag keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// `enos attribute`.
+#[derive(Debug, Subcommand)]
+pub enum AttributeCmd {
+    /// Print attribute values (all when none is named).
+    #[command(alias = "query")]
+    Get {
+        /// Attribute identifiers.
+        ids: Vec<String>,
+    },
+    /// Set attribute values from a JSON object {id: value}.
+    #[command(alias = "set")]
+    Update {
+        /// The values, a JSON object.
+        attributes: String,
+    },
+    /// Delete attribute values.
+    Delete {
+        /// Attribute identifiers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+/// `enos ota`.
+#[derive(Debug, Subcommand)]
+pub enum OtaCmd {
+    /// Report the firmware version the device runs.
+    Version {
+        /// The version.
+        version: String,
+    },
+    /// List the firmwares the cloud offers the device.
+    Firmwares,
+    /// Report an upgrade's progress: 0..100, or -1 failed, -2 download failed, -3 check
+    /// failed, -4 burn failed, -5 ignored.
+    Progress {
+        /// The step.
+        #[arg(allow_hyphen_values = true)]
+        step: String,
+        /// What is happening.
+        #[arg(default_value = "")]
+        desc: String,
+    },
+}
+
+/// `enos topo`.
+#[derive(Debug, Subcommand)]
+pub enum TopoCmd {
+    /// List the gateway's sub-devices.
+    Get,
+    /// Add sub-devices (each signed with its secret, as for login).
+    Add {
+        /// The sub-devices, pk/dk.
+        #[arg(required = true, value_name = "PK/DK")]
+        devices: Vec<String>,
+    },
+    /// Remove sub-devices.
+    Delete {
+        /// The sub-devices, pk/dk.
+        #[arg(required = true, value_name = "PK/DK")]
+        devices: Vec<String>,
+    },
+}
+
+/// `enos listen`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+ANSWER is KIND:REPLY for a service (KIND service=ID, or service=* for every service), else
+KIND=REPLY, with KIND one of set, get, raw, ota, device (enable/disable/delete), sub-devices,
+traffic. REPLY is the reply's data as JSON (code 200), error=CODE[:MESSAGE] for an error
+reply, or hex bytes for raw:
+    --answer service=reset:'{\"done\":true}' --answer set='{}' --answer get='{\"temp\":21.5}'
+    --answer 'service=reboot:error=2001:busy' --answer raw=0a0b
+
+--exec PROGRAM answers every command no --answer takes: it gets the command as one JSON line
+on standard input and prints the reply's data as JSON on standard output (hex for raw). A
+non-zero exit, a timeout or output that is not JSON answers code 1102 with the reason.
+Commands nothing answers get the SDK's default reply (1101; raw: none).
+
+Each command, with its reply, is printed as one JSON line on standard output.")]
+pub struct ListenArgs {
+    /// A fixed reply (repeatable): see below.
+    #[arg(long, value_name = "ANSWER")]
+    pub answer: Vec<String>,
+    /// A program that answers each command (run without a shell).
+    #[arg(long, value_name = "PROGRAM")]
+    pub exec: Option<PathBuf>,
+    /// Seconds the --exec program may take before it is killed and 1102 answered.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub exec_timeout: u64,
+    /// Exit after this many commands.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Also log these sub-devices in, so that their commands come (repeatable).
+    #[arg(long, value_name = "PK/DK")]
+    pub sub: Vec<String>,
+}
+
+/// `enos replay`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+CSV: a header `time,point1,point2,...` (and an optional `device` column of pk/dk for a
+gateway's sub-devices), then one row per time; an empty cell is no value; a cell that is JSON
+(21.5, true, [1,2], \"text\") is that value, any other text a string.
+JSON lines: {\"time\": ..., \"device\": \"pk/dk\" (optional), \"points\": {...}} per line.
+Times are epoch milliseconds or RFC 3339.
+
+The rows are checked before anything is sent. After each answered request the progress is
+saved atomically in FILE.enos-progress: an interrupted replay (Ctrl-C, a crash) goes on with
+--resume without sending again what the cloud answered (after a crash, the requests that were
+in flight when it stopped are sent again: a resume of the same point and time overwrites).
+Rows the cloud refuses are counted by code and not sent again; the exit code is then 1.")]
+pub struct ReplayArgs {
+    /// The CSV or JSON lines file.
+    pub file: PathBuf,
+    /// Rows per second, at most; 0: as fast as the window allows.
+    #[arg(long, default_value_t = 0.0, value_name = "ROWS")]
+    pub rate: f64,
+    /// Rows per request (1 and no sub-device: single resumes; else batch resumes).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000), value_name = "N")]
+    pub batch: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256), value_name = "N")]
+    pub window: u64,
+    /// Go on from FILE.enos-progress, where an earlier replay stopped.
+    #[arg(long, conflicts_with = "restart")]
+    pub resume: bool,
+    /// Start from the first row even though FILE.enos-progress exists.
+    #[arg(long)]
+    pub restart: bool,
+    /// The file's format (default: from its extension, else from its first line).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Have the cloud skip invalid points instead of refusing their whole request.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Check every row and print the count; send nothing (no connection settings needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop as if interrupted once this many rows were sent (for tests of --resume).
+    #[arg(long, hide = true, value_name = "ROWS")]
+    pub stop_after: Option<u64>,
+}
+
+/// An input format of `replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-separated values with a header.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_output_names_secrets_without_showing_them() {
+        let cli = Cli::try_parse_from([
+            "enos",
+            "--device-secret",
+            "s3cret-a",
+            "--product-secret",
+            "s3cret-b",
+            "--passphrase",
+            "s3cret-c",
+            "--sub-secret",
+            "pk/dk=s3cret-d",
+            "--sub-product-secret",
+            "pk=s3cret-e",
+            "connect",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("device_secret: Some(\"..\")") && shown.contains("pk/dk=.."), "{shown}");
+    }
+
+    #[test]
+    fn no_argument_of_a_subcommand_shadows_a_global_one() {
+        let cmd = Cli::command();
+        let globals: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        fn walk(c: &clap::Command, globals: &[&str]) {
+            for sub in c.get_subcommands() {
+                for a in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                    if let Some(long) = a.get_long() {
+                        assert!(!globals.contains(&long), "--{long} of {} is also global", sub.get_name());
+                    }
+                }
+                walk(sub, globals);
+            }
+        }
+        walk(&cmd, &globals);
+    }
+
+    #[test]
+    fn help_lists_every_subcommand_and_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for sub in Cli::command().get_subcommands() {
+            assert!(help.contains(sub.get_name()), "{} not in --help", sub.get_name());
+        }
+        for code in ["130", "timed out", "usage error"] {
+            assert!(help.contains(code), "{code}");
+        }
+    }
+}
