@@ -147,8 +147,8 @@
 //! # Replay figures
 //!
 //! 100,000 rows of two points (`time,temp,humidity`, 2.4 MB of CSV) to the local cloud on
-//! loopback, both release builds on the 2-core machine of this workspace (shared with
-//! other work, hence the ranges over three runs): `cargo run --release -p enos-sim --
+//! loopback, both release builds on one 2-core machine (the ranges cover three runs):
+//! `cargo run --release -p enos-sim --
 //! serve --record 0` in one terminal, `cargo run --release -p enos-cli -- replay rows.csv
 //! --batch B --window W` in another. Elapsed is the sending, from the first request to
 //! the last reply; rows/s is rows answered over that time.
