@@ -3,7 +3,7 @@
 //! `chromium-driver`; `scripts/test.sh` installs it). The page must show the device
 //! online, chart the values it posts as they come, and invoke a service with its button
 //! and show the device's answer. A screenshot is written to
-//! `target/enos-sim-console.png` (or `$ENOS_CONSOLE_SCREENSHOT`).
+//! `target/tmp/enos-sim-console.png` (or `$ENOS_CONSOLE_SCREENSHOT`).
 //!
 //! WebDriver is JSON over HTTP: its few calls go through hyper's client, which the
 //! simulator already uses.
@@ -234,10 +234,10 @@ async fn the_console_shows_a_device_online_charts_its_posts_live_and_invokes_its
     let shot = browser.screenshot().await;
     assert!(shot.starts_with(b"\x89PNG"), "a PNG");
     let path = std::env::var_os("ENOS_CONSOLE_SCREENSHOT").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/enos-sim-console.png"),
+        || std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("enos-sim-console.png"),
         std::path::PathBuf::from,
     );
-    std::fs::write(&path, shot).unwrap();
+    std::fs::write(&path, shot).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     println!("screenshot: {}", path.display());
 
     // Disabled from the page: the cloud closes its connection and refuses it again, and
