@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use crate::cloud_limits::{MAX_PAYLOAD, MAX_REGISTER, MAX_TAGS};
 use crate::diagnostics;
 
 mod integration;
@@ -32,16 +33,6 @@ enum BatchEntry<'p> {
 /// Identifies one device connection (or, in responder mode, one device seen on the
 /// broker).
 pub type ConnId = u64;
-
-/// Largest payload the cloud accepts (spec §9).
-pub const MAX_PAYLOAD: usize = 512 * 1024;
-/// Sub-devices online at once per gateway (spec §9): the default of
-/// `Registry::max_sub_devices_online`.
-pub const MAX_SUB_DEVICES_ONLINE: usize = 200;
-/// Devices per register request (spec §9).
-pub const MAX_REGISTER: usize = 1000;
-/// Tags per device (a simulator bound: the spec sets none).
-pub const MAX_TAGS: usize = 1000;
 
 /// A message the cloud publishes. Its `Debug` shows the payload's size only (an
 /// activation push or a login reply carries a device secret).

@@ -154,6 +154,7 @@ use tokio::task::JoinHandle;
 
 pub mod admin;
 mod cloud;
+pub mod cloud_limits;
 pub mod connect;
 mod device_http;
 mod diagnostics;
@@ -167,10 +168,6 @@ mod thread;
 
 pub use cloud::{Accepted, Cloud, ConnId, ConnectInfo, Delivery, Handled, Outbound};
 
-/// The bounds the cloud keeps (spec §9 and the simulator's own).
-pub mod cloud_limits {
-    pub use crate::cloud::{MAX_PAYLOAD, MAX_REGISTER, MAX_SUB_DEVICES_ONLINE, MAX_TAGS};
-}
 pub use registry::Registry;
 pub use thread::SimThread;
 

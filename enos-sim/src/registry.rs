@@ -404,7 +404,7 @@ impl Registry {
         Registry {
             rng: seed | 1,
             history_limit: 1_000,
-            max_sub_devices_online: crate::cloud::MAX_SUB_DEVICES_ONLINE,
+            max_sub_devices_online: crate::cloud_limits::MAX_SUB_DEVICES_ONLINE,
             max_registered_per_gateway: 10_000,
             ..Default::default()
         }

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::{accepts_point, id_of, reply, Answer, Cloud, Handled, Outbound, MAX_PAYLOAD};
+use super::{accepts_point, id_of, reply, Answer, Cloud, Handled, Outbound};
+use crate::cloud_limits::MAX_PAYLOAD;
 use crate::registry::Device;
 use enos_proto::DeviceKeys;
 
