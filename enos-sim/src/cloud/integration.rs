@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::{accepts_point, id_of, reply, Answer, Cloud, Handled, Outbound};
+use super::envelope::{id_of, reply, Answer};
+use super::points::accepts_point;
+use super::{Cloud, Handled, Outbound};
 use crate::cloud_limits::MAX_PAYLOAD;
 use crate::registry::Device;
 use enos_proto::DeviceKeys;
@@ -150,4 +152,98 @@ impl Cloud {
 /// The connection is an integration channel's (its device key is `%channel%`).
 pub(super) fn is_channel(keys: &DeviceKeys) -> bool {
     keys.device_key() == enos_proto::INTEGRATION_DEVICE_KEY
+}
+
+#[cfg(test)]
+mod tests {
+    use enos_proto::codec::ConnectReturnCode;
+    use enos_proto::sign::SignMethod;
+
+    use super::*;
+    use crate::cloud::{Accepted, ConnectInfo};
+    use crate::registry::defaults::*;
+    use crate::registry::Registry;
+
+    /// Connects the built-in device product's integration channel as connection 9.
+    fn channel(c: &mut Cloud, pk: &str, secret: &str) -> Result<Accepted, ConnectReturnCode> {
+        let keys = DeviceKeys::new(pk, enos_proto::INTEGRATION_DEVICE_KEY).unwrap();
+        let f = enos_proto::sign::connect_fields(
+            &keys,
+            pk,
+            enos_proto::SecureMode::Integration,
+            SignMethod::Sha256,
+            1,
+            &secret.into(),
+        );
+        let info = ConnectInfo {
+            client_id: &f.client_id,
+            username: &f.username,
+            password: f.password.expose(),
+            certificate: &[],
+        };
+        c.connect(9, info)
+    }
+
+    #[test]
+    fn the_integration_channel_needs_the_product_s_channel_and_secret() {
+        let mut c = Cloud::new(Registry::builtin());
+        assert!(channel(&mut c, DEVICE_PRODUCT, DEVICE_PRODUCT_SECRET).is_ok());
+        assert_eq!(channel(&mut c, DEVICE_PRODUCT, "wrong").err(), Some(ConnectReturnCode::NotAuthorized));
+        // The gateway product has no channel.
+        assert_eq!(
+            channel(&mut c, GATEWAY_PRODUCT, GATEWAY_PRODUCT_SECRET).err(),
+            Some(ConnectReturnCode::NotAuthorized)
+        );
+        assert!(c.may_subscribe(9, "/sys/demo_pk/integration/measurepoint/post_reply"));
+        assert!(!c.may_subscribe(9, "/sys/demo_pk/demo_device/thing/measurepoint/post_reply"));
+    }
+
+    #[test]
+    fn an_integration_request_is_taken_whole_or_refused_with_its_first_error() {
+        let mut c = Cloud::new(Registry::builtin());
+        channel(&mut c, DEVICE_PRODUCT, DEVICE_PRODUCT_SECRET).unwrap();
+        let topic = "/sys/demo_pk/integration/measurepoint/post";
+        let post = |c: &mut Cloud, params: Value| {
+            let body =
+                json!({"id": "1", "version": "1.0", "params": params, "method": "integration.measurepoint.post"});
+            let out = c.publish(9, topic, &Bytes::from(body.to_string()), 5_000);
+            assert_eq!(out.replies[0].topic, format!("{topic}_reply"));
+            serde_json::from_slice::<Value>(&out.replies[0].payload).unwrap()["code"].as_i64().unwrap()
+        };
+        let dev = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
+        let new = DeviceKeys::new(DEVICE_PRODUCT, ACTIVATING_DEVICE).unwrap();
+        let entry =
+            |dk: &str, t: u64, temp: Value| json!({"deviceKey": dk, "time": t, "measurepoints": {"temp": temp}});
+        // An unknown device, then a value of the wrong type: nothing of either is kept.
+        assert_eq!(post(&mut c, json!([entry(DEVICE, 1_000, json!(1.5)), entry("nobody", 1_000, json!(2.5))])), 1257);
+        assert_eq!(
+            post(&mut c, json!([entry(DEVICE, 1_000, json!(1.5)), entry(ACTIVATING_DEVICE, 1_000, json!("hot"))])),
+            1204
+        );
+        assert!(c.registry.devices[&dev].history.is_empty());
+        let ok = json!([
+            entry(DEVICE, 1_000, json!(1.5)),
+            entry(DEVICE, 2_000, json!(2.5)),
+            entry(ACTIVATING_DEVICE, 1_000, json!(3.5))
+        ]);
+        assert_eq!(post(&mut c, ok), 200);
+        let history: Vec<(&str, u64)> =
+            c.registry.devices[&dev].history.iter().map(|(kind, _, s)| (*kind, s.time)).collect();
+        assert_eq!(history, [("resume", 1_000), ("resume", 2_000)]);
+        assert_eq!(c.registry.devices[&new].history.len(), 1);
+
+        let events = json!({"id": "2", "version": "1.0", "method": "integration.event.post",
+            "params": [{"deviceKey": DEVICE, "time": 7, "events": {"overheat": {"level": 3}}}]});
+        let out = c.publish(9, "/sys/demo_pk/integration/event/post", &Bytes::from(events.to_string()), 5_000);
+        assert_eq!(serde_json::from_slice::<Value>(&out.replies[0].payload).unwrap()["code"], 200);
+        assert_eq!(c.registry.devices[&dev].events.back().map(|(e, _, t)| (e.as_str(), *t)), Some(("overheat", 7)));
+        let attrs = json!({"id": "3", "version": "1.0", "method": "integration.attribute.post",
+            "params": [{"deviceKey": DEVICE, "attributes": {"name": "inverter-9"}}]});
+        let out = c.publish(9, "/sys/demo_pk/integration/attribute/post", &Bytes::from(attrs.to_string()), 5_000);
+        assert_eq!(serde_json::from_slice::<Value>(&out.replies[0].payload).unwrap()["code"], 200);
+        assert_eq!(c.registry.devices[&dev].attributes["name"], "inverter-9");
+        // A device topic is not the channel's.
+        let stray = c.publish(9, "/sys/demo_pk/demo_device/thing/measurepoint/post", &Bytes::from("{}"), 5_000);
+        assert!(stray.replies.is_empty());
+    }
 }
