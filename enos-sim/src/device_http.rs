@@ -347,10 +347,7 @@ fn publish(inner: &Arc<Inner>, sessions: &Shared, session: &str, topic: &str, bo
 /// empty 200 for a topic that has no reply (a command's reply).
 fn run_publish(inner: &Arc<Inner>, keys: &DeviceKeys, conn: ConnId, topic: &str, body: Bytes) -> Response<Full<Bytes>> {
     inner.record(keys, Direction::In, PacketKind::Publish, Some(topic), body.clone());
-    let handled = inner.cloud().publish(conn, topic, &body, crate::unix_ms());
-    if let Some((t, payload)) = handled.command_reply {
-        inner.command_replied(&t, payload);
-    }
+    let handled = inner.handle_publish(conn, topic, &body);
     let reply_topic = format!("{topic}_reply");
     match handled.replies.into_iter().find(|r| r.topic == reply_topic) {
         Some(r) => {

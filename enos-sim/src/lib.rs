@@ -145,9 +145,8 @@ use bytes::Bytes;
 use enos_proto::codec::ConnectReturnCode;
 use enos_proto::ops::Firmware;
 use enos_proto::tls::rustls::ServerConfig;
-use enos_proto::topic::{topic, Scope};
 use enos_proto::{DeviceKeys, PacketKind};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -166,7 +165,10 @@ pub mod responder;
 mod server;
 mod thread;
 
-pub use cloud::{Accepted, Cloud, ConnId, ConnectInfo, Delivery, Handled, Outbound};
+pub use cloud::{
+    Accepted, Cloud, Command, CommandDone, CommandError, CommandReply, CommandResponse, CommandToken, ConnId,
+    ConnectInfo, Delivery, Handled, Issued, Outbound, SubDeviceAction,
+};
 
 pub use registry::Registry;
 pub use thread::SimThread;
@@ -211,44 +213,6 @@ pub struct Recorded {
     pub payload: Bytes,
 }
 
-/// A device's reply to a command.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandResponse {
-    /// The reply's code.
-    pub code: i64,
-    /// The reply's data.
-    pub data: Value,
-    /// The reply's message, if any.
-    pub message: Option<String>,
-}
-
-/// Why a command got no reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// The device is neither connected nor logged in through a gateway.
-    #[error("device {0} is offline")]
-    Offline(String),
-    /// No reply within the command timeout.
-    #[error("no reply within {0:?}")]
-    TimedOut(Duration),
-    /// The device's connection cannot take more.
-    #[error("the device's connection is congested")]
-    Congested,
-    /// The reply is not a JSON reply envelope.
-    #[error("unreadable reply: {0}")]
-    BadReply(String),
-    /// A sub-device command named no device, or devices that are not in the gateway's
-    /// topology: the cloud addresses only a gateway's own sub-devices, so nothing is sent.
-    #[error("not sub-devices of {gateway}: {}", if devices.is_empty() { "none named".to_owned() } else { devices.join(", ") })]
-    NotSubDevices {
-        /// The gateway.
-        gateway: String,
-        /// The devices named that are not in its topology (empty: none was named).
-        devices: Vec<String>,
-    },
-}
-
 pub(crate) enum ReplyFault {
     None,
     Drop,
@@ -264,11 +228,8 @@ struct Faults {
     cut_after: HashMap<DeviceKeys, u64>,
 }
 
-#[derive(Default)]
-struct Waiters {
-    json: HashMap<(String, String), oneshot::Sender<Bytes>>,
-    raw: HashMap<String, VecDeque<oneshot::Sender<Bytes>>>,
-}
+/// How a command the cloud issued ended, for the caller waiting for it.
+type CommandResult = Result<CommandReply, CommandError>;
 
 struct Listener {
     addr: SocketAddr,
@@ -279,7 +240,10 @@ struct Listener {
 pub(crate) struct Inner {
     cloud: Mutex<Cloud>,
     pub(crate) conns: Mutex<HashMap<ConnId, ConnHandle>>,
-    waiters: Mutex<Waiters>,
+    /// The callers waiting for a command's result, by the command's token.
+    waiters: Mutex<HashMap<CommandToken, oneshot::Sender<CommandResult>>>,
+    /// The origin of the commands' clock ([`Inner::clock_ms`]).
+    epoch: tokio::time::Instant,
     faults: Mutex<Faults>,
     record: Mutex<HashMap<DeviceKeys, VecDeque<Recorded>>>,
     record_limit: usize,
@@ -289,7 +253,6 @@ pub(crate) struct Inner {
     /// Connections that have not logged in yet, and how many may be.
     pub(crate) pending_connects: std::sync::atomic::AtomicUsize,
     pub(crate) max_pending_connects: usize,
-    command_timeout: Mutex<Duration>,
     listeners: Mutex<Vec<Listener>>,
     /// The device HTTP endpoint, when it runs: its address, whether over TLS, its task.
     http: Mutex<Option<(SocketAddr, bool, JoinHandle<()>)>>,
@@ -409,29 +372,96 @@ impl Inner {
         f.delay.map_or(ReplyFault::None, ReplyFault::Delay)
     }
 
-    /// A device answered a command: wake whoever waits for it.
-    pub(crate) fn command_replied(&self, topic: &str, payload: Bytes) {
-        let mut w = lock(&self.waiters);
-        if topic.ends_with("/thing/model/down_raw_reply") {
-            // The oldest caller still waiting takes it.
-            if let Some(q) = w.raw.get_mut(topic) {
-                while let Some(tx) = q.pop_front() {
-                    if !tx.is_closed() {
-                        let _ = tx.send(payload);
-                        break;
+    /// Handles a device's PUBLISH on connection `conn` in the cloud: the replies to send
+    /// back. A command it answers wakes its caller.
+    pub(crate) fn handle_publish(&self, conn: ConnId, topic: &str, payload: &Bytes) -> Handled {
+        let mut cloud = self.cloud();
+        let handled = cloud.publish(conn, topic, payload, unix_ms());
+        self.deliver_command_results(&mut cloud);
+        handled
+    }
+
+    /// Milliseconds on the commands' clock: monotonic, from the start of this cloud
+    /// (tokio's clock, so that a test with paused time pauses it too).
+    fn clock_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant of `ms` on the commands' clock.
+    fn instant_at(&self, ms: u64) -> tokio::time::Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Hands every command result the cloud has ready to the caller waiting for it (a
+    /// caller that gave up has cancelled its command, so it has none). Called with the
+    /// cloud locked after each input that can end a command: a device's publish, a
+    /// deadline.
+    pub(crate) fn deliver_command_results(&self, cloud: &mut Cloud) {
+        let Some(mut done) = cloud.poll_command_done() else { return };
+        let mut waiters = lock(&self.waiters);
+        loop {
+            if let Some(tx) = waiters.remove(&done.token) {
+                let _ = tx.send(done.result);
+            }
+            match cloud.poll_command_done() {
+                Some(next) => done = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Registers the caller of a command just issued. Called with the cloud still locked,
+    /// so that no result of the command can come out before its caller waits for it.
+    fn waiter(&self, issued: &Issued) -> Waiter<'_> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters).insert(issued.token, tx);
+        Waiter { inner: self, token: issued.token, rx, deadline_ms: issued.deadline_ms, timeout: issued.timeout }
+    }
+}
+
+/// The caller of a command, waiting for its result. However the wait ends (a result, an
+/// error, or the caller giving up), the cloud forgets the command when this drops: nothing
+/// is left behind for a reply that never comes.
+struct Waiter<'a> {
+    inner: &'a Inner,
+    token: CommandToken,
+    rx: oneshot::Receiver<CommandResult>,
+    deadline_ms: u64,
+    timeout: Duration,
+}
+
+impl Waiter<'_> {
+    /// The command's result: its reply, or its timeout at its deadline, when the cloud
+    /// ends it.
+    async fn result(mut self) -> CommandResult {
+        let inner = self.inner;
+        let timed_out = CommandError::TimedOut(self.timeout);
+        // One timer per waiting caller; whichever fires first ends every command due.
+        let mut wake = inner.instant_at(self.deadline_ms);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut self.rx => return r.unwrap_or(Err(timed_out)),
+                () = tokio::time::sleep_until(wake) => {
+                    let mut cloud = inner.cloud();
+                    cloud.handle_timeout(inner.clock_ms());
+                    inner.deliver_command_results(&mut cloud);
+                    match cloud.poll_timeout() {
+                        Some(next) => wake = inner.instant_at(next),
+                        // Nothing is pending: this command's result was just handed over.
+                        None => return self.rx.try_recv().unwrap_or(Err(timed_out)),
                     }
                 }
             }
-            return;
         }
-        let id = serde_json::from_slice::<Value>(&payload).ok().and_then(|v| match v.get("id") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        });
-        if let Some(tx) = id.and_then(|id| w.json.remove(&(topic.to_owned(), id))) {
-            let _ = tx.send(payload);
-        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut cloud = self.inner.cloud();
+        cloud.cancel_command(self.token);
+        lock(&self.inner.waiters).remove(&self.token);
     }
 }
 
@@ -541,10 +571,12 @@ impl SimBuilder {
             cloud: Mutex::new({
                 let mut c = Cloud::new(self.registry);
                 c.max_clock_skew = self.max_clock_skew;
+                c.command_timeout = self.command_timeout;
                 c
             }),
             conns: Mutex::new(HashMap::new()),
-            waiters: Mutex::new(Waiters::default()),
+            waiters: Mutex::new(HashMap::new()),
+            epoch: tokio::time::Instant::now(),
             faults: Mutex::new(Faults::default()),
             record: Mutex::new(HashMap::new()),
             record_limit: self.record_limit,
@@ -553,7 +585,6 @@ impl SimBuilder {
             connect_timeout: self.connect_timeout,
             pending_connects: std::sync::atomic::AtomicUsize::new(0),
             max_pending_connects: self.max_pending_connects,
-            command_timeout: Mutex::new(self.command_timeout),
             listeners: Mutex::new(Vec::new()),
             http: Mutex::new(None),
             files: Mutex::new(device_http::FileStore::default()),
@@ -681,7 +712,10 @@ impl Sim {
 
     /// Runs `f` on the cloud's state: registry, sessions, raw reply bytes.
     pub fn with_cloud<R>(&self, f: impl FnOnce(&mut Cloud) -> R) -> R {
-        f(&mut self.inner.cloud())
+        let mut cloud = self.inner.cloud();
+        let r = f(&mut cloud);
+        self.inner.deliver_command_results(&mut cloud);
+        r
     }
 
     /// A copy of what the cloud knows of a device.
@@ -718,50 +752,34 @@ impl Sim {
 
     /// Sets how long commands wait for the device's reply.
     pub fn set_command_timeout(&self, d: Duration) {
-        *lock(&self.inner.command_timeout) = d;
+        self.inner.cloud().command_timeout = d;
     }
 
-    // ----- commands (spec §6, §7, §10) -----
+    // ----- commands (spec §6, §7, §10): issued and correlated by the cloud -----
 
-    async fn command(
+    /// Issues a command with `issue` in the cloud, which builds it and will correlate its
+    /// reply, and registers its caller under the same lock.
+    fn issue(
         &self,
-        keys: &DeviceKeys,
-        scope: Scope,
-        path: &str,
-        method: &str,
-        params: Value,
-    ) -> Result<CommandResponse, CommandError> {
-        let (conn, id) = {
-            let mut cloud = self.inner.cloud();
-            let conn = cloud.route(keys).ok_or_else(|| CommandError::Offline(keys.to_string()))?;
-            (conn, cloud.command_id())
-        };
-        let t = topic(scope, keys, path);
-        let body = json!({"id": id, "version": "1.0", "method": method, "params": params});
-        self.send_and_wait(conn, Outbound { topic: t, payload: Bytes::from(body.to_string()) }, id).await
+        issue: impl FnOnce(&mut Cloud, u64) -> Result<Issued, CommandError>,
+    ) -> Result<(Waiter<'_>, Issued), CommandError> {
+        let mut cloud = self.inner.cloud();
+        let issued = issue(&mut cloud, self.inner.clock_ms())?;
+        Ok((self.inner.waiter(&issued), issued))
     }
 
-    /// Publishes a command and waits for the reply with its id; the waiter is removed
-    /// however the wait ends (reply, timeout, or the caller giving up).
-    async fn send_and_wait(&self, conn: ConnId, o: Outbound, id: String) -> Result<CommandResponse, CommandError> {
-        struct Guard<'a>(&'a Inner, (String, String));
-        impl Drop for Guard<'_> {
-            fn drop(&mut self) {
-                lock(&self.0.waiters).json.remove(&self.1);
-            }
-        }
-        let (tx, rx) = oneshot::channel();
-        let key = (format!("{}_reply", o.topic), id);
-        lock(&self.inner.waiters).json.insert(key.clone(), tx);
-        let _guard = Guard(&self.inner, key);
-        if !self.inner.send(conn, ConnMsg::Publish(o)) {
+    /// Sends a command the cloud issued, and waits for its result.
+    async fn send_and_wait(&self, waiter: Waiter<'_>, issued: Issued) -> CommandResult {
+        if !self.inner.send(issued.conn, ConnMsg::Publish(issued.message)) {
             return Err(CommandError::Congested);
         }
-        let timeout = *lock(&self.inner.command_timeout);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(payload)) => parse_response(&payload),
-            _ => Err(CommandError::TimedOut(timeout)),
-        }
+        waiter.result().await
+    }
+
+    /// Sends a JSON command and waits for its reply.
+    async fn command(&self, keys: &DeviceKeys, command: Command) -> Result<CommandResponse, CommandError> {
+        let (waiter, issued) = self.issue(|cloud, now_ms| cloud.issue_command(now_ms, keys, command))?;
+        self.send_and_wait(waiter, issued).await?.into_envelope()
     }
 
     /// Invokes service `service_id` of a device or sub-device and waits for its reply.
@@ -775,14 +793,7 @@ impl Sim {
         service_id: &str,
         params: Value,
     ) -> Result<CommandResponse, CommandError> {
-        self.command(
-            keys,
-            Scope::Sys,
-            &format!("thing/service/{service_id}"),
-            &format!("thing.service.{service_id}"),
-            params,
-        )
-        .await
+        self.command(keys, Command::InvokeService { service_id: service_id.to_owned(), params }).await
     }
 
     /// Sets measure points (`{pointId: value}`) on a device.
@@ -791,7 +802,7 @@ impl Sim {
     ///
     /// As [`Sim::invoke_service`].
     pub async fn set_measurepoints(&self, keys: &DeviceKeys, points: Value) -> Result<CommandResponse, CommandError> {
-        self.command(keys, Scope::Sys, "thing/service/measurepoint/set", "thing.service.measurepoint.set", points).await
+        self.command(keys, Command::SetMeasurepoints { points }).await
     }
 
     /// Sends traffic control (extensions spec E6) to a device with these `params`, and
@@ -802,7 +813,7 @@ impl Sim {
     ///
     /// As [`Sim::invoke_service`].
     pub async fn traffic_control(&self, keys: &DeviceKeys, params: Value) -> Result<CommandResponse, CommandError> {
-        self.command(keys, Scope::Sys, "traffic/control", "traffic.control", params).await
+        self.command(keys, Command::TrafficControl { params }).await
     }
 
     /// Reads measure points from a device.
@@ -811,8 +822,8 @@ impl Sim {
     ///
     /// As [`Sim::invoke_service`].
     pub async fn get_measurepoints(&self, keys: &DeviceKeys, ids: &[&str]) -> Result<CommandResponse, CommandError> {
-        self.command(keys, Scope::Sys, "thing/service/measurepoint/get", "thing.service.measurepoint.get", json!(ids))
-            .await
+        let point_ids = ids.iter().map(|id| (*id).to_owned()).collect();
+        self.command(keys, Command::GetMeasurepoints { point_ids }).await
     }
 
     /// Pushes an OTA upgrade; for an offline device it is queued until its next CONNECT
@@ -826,67 +837,23 @@ impl Sim {
         keys: &DeviceKeys,
         firmware: Firmware,
     ) -> Result<Option<CommandResponse>, CommandError> {
-        let (push, conn) = {
+        let (waiter, issued) = {
             let mut cloud = self.inner.cloud();
-            match cloud.route(keys) {
-                None => {
-                    cloud.queue_ota(keys, firmware);
-                    return Ok(None);
-                }
-                Some(conn) => (cloud.ota_push(keys, firmware), conn),
-            }
+            // Offline: queued in the cloud, and nothing to wait for.
+            let Some(issued) = cloud.push_ota(self.inner.clock_ms(), keys, firmware)? else { return Ok(None) };
+            (self.inner.waiter(&issued), issued)
         };
-        let id = serde_json::from_slice::<Value>(&push.payload)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        self.send_and_wait(conn, push, id).await.map(Some)
+        self.send_and_wait(waiter, issued).await?.into_envelope().map(Some)
     }
 
     async fn sub_devices(
         &self,
         gateway: &DeviceKeys,
-        what: &str,
+        action: SubDeviceAction,
         subs: &[DeviceKeys],
     ) -> Result<CommandResponse, CommandError> {
-        // Only the gateway's own sub-devices, all of them, and only while it is connected.
-        {
-            let cloud = self.inner.cloud();
-            let topo = cloud.registry.topology.get(gateway);
-            let strangers: Vec<String> =
-                subs.iter().filter(|s| !topo.is_some_and(|t| t.contains(*s))).map(ToString::to_string).collect();
-            if subs.is_empty() || !strangers.is_empty() {
-                return Err(CommandError::NotSubDevices { gateway: gateway.to_string(), devices: strangers });
-            }
-            if cloud.direct(gateway).is_none() {
-                return Err(CommandError::Offline(gateway.to_string()));
-            }
-        }
-        {
-            let mut cloud = self.inner.cloud();
-            for s in subs {
-                if let Some(d) = cloud.registry.devices.get_mut(s) {
-                    match what {
-                        "enable" => d.enabled = true,
-                        "disable" => d.enabled = false,
-                        _ => {}
-                    }
-                }
-            }
-            if what != "enable" {
-                cloud.log_out(subs);
-            }
-            if what == "delete" {
-                for s in subs {
-                    cloud.registry.devices.remove(s);
-                    for t in cloud.registry.topology.values_mut() {
-                        t.remove(s);
-                    }
-                }
-            }
-        }
-        let params = serde_json::to_value(subs).unwrap_or(Value::Null);
-        self.command(gateway, Scope::ExtSession, &format!("combine/{what}"), &format!("combine.{what}"), params).await
+        let (waiter, issued) = self.issue(|cloud, now_ms| cloud.sub_devices_command(now_ms, gateway, action, subs))?;
+        self.send_and_wait(waiter, issued).await?.into_envelope()
     }
 
     /// Enables sub-devices and tells their gateway.
@@ -899,7 +866,7 @@ impl Sim {
         gateway: &DeviceKeys,
         subs: &[DeviceKeys],
     ) -> Result<CommandResponse, CommandError> {
-        self.sub_devices(gateway, "enable", subs).await
+        self.sub_devices(gateway, SubDeviceAction::Enable, subs).await
     }
 
     /// Disables sub-devices (logging them out) and tells their gateway.
@@ -912,7 +879,7 @@ impl Sim {
         gateway: &DeviceKeys,
         subs: &[DeviceKeys],
     ) -> Result<CommandResponse, CommandError> {
-        self.sub_devices(gateway, "disable", subs).await
+        self.sub_devices(gateway, SubDeviceAction::Disable, subs).await
     }
 
     /// Deletes sub-devices (logging them out) and tells their gateway.
@@ -925,7 +892,7 @@ impl Sim {
         gateway: &DeviceKeys,
         subs: &[DeviceKeys],
     ) -> Result<CommandResponse, CommandError> {
-        self.sub_devices(gateway, "delete", subs).await
+        self.sub_devices(gateway, SubDeviceAction::Delete, subs).await
     }
 
     /// Sends a device its own state command, `thing.enable`, `thing.disable` or
@@ -937,21 +904,13 @@ impl Sim {
     ///
     /// As [`Sim::invoke_service`].
     pub async fn send_device_state(&self, keys: &DeviceKeys, what: &str) -> Result<CommandResponse, CommandError> {
-        self.command(keys, Scope::Sys, &format!("thing/{what}"), &format!("thing.{what}"), json!({})).await
+        self.command(keys, Command::DeviceState { what: what.to_owned() }).await
     }
 
     /// Disables a directly connected device: its connection is closed and later CONNECTs
     /// are refused. `enable_device` undoes it.
     pub fn disable_device(&self, keys: &DeviceKeys) {
-        let conn = {
-            let mut cloud = self.inner.cloud();
-            if let Some(d) = cloud.registry.devices.get_mut(keys) {
-                d.enabled = false;
-            }
-            // A sub-device is logged out; its gateway stays connected.
-            cloud.log_out(std::slice::from_ref(keys));
-            cloud.direct(keys)
-        };
+        let conn = self.inner.cloud().disable_device(keys);
         if let Some(c) = conn {
             self.inner.close(c);
         }
@@ -959,9 +918,7 @@ impl Sim {
 
     /// Enables a device again.
     pub fn enable_device(&self, keys: &DeviceKeys) {
-        if let Some(d) = self.inner.cloud().registry.devices.get_mut(keys) {
-            d.enabled = true;
-        }
+        self.inner.cloud().enable_device(keys);
     }
 
     /// Sends raw bytes down (`thing/model/down_raw`) and waits for the bytes the device
@@ -971,28 +928,8 @@ impl Sim {
     ///
     /// As [`Sim::invoke_service`].
     pub async fn send_down_raw(&self, keys: &DeviceKeys, payload: Bytes) -> Result<Bytes, CommandError> {
-        let conn = self.inner.cloud().route(keys).ok_or_else(|| CommandError::Offline(keys.to_string()))?;
-        let t = topic(Scope::Sys, keys, "thing/model/down_raw");
-        let (tx, rx) = oneshot::channel();
-        let reply_topic = format!("{t}_reply");
-        lock(&self.inner.waiters).raw.entry(reply_topic.clone()).or_default().push_back(tx);
-        if !self.inner.send(conn, ConnMsg::Publish(Outbound { topic: t, payload })) {
-            // The waiter just pushed is the newest: it goes, and no reply is lost to it.
-            if let Some(q) = lock(&self.inner.waiters).raw.get_mut(&reply_topic) {
-                q.pop_back();
-            }
-            return Err(CommandError::Congested);
-        }
-        let timeout = *lock(&self.inner.command_timeout);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            _ => {
-                if let Some(q) = lock(&self.inner.waiters).raw.get_mut(&reply_topic) {
-                    q.retain(|s| !s.is_closed());
-                }
-                Err(CommandError::TimedOut(timeout))
-            }
-        }
+        let (waiter, issued) = self.issue(|cloud, now_ms| cloud.send_down_raw(now_ms, keys, payload))?;
+        self.send_and_wait(waiter, issued).await?.into_raw()
     }
 
     // ----- fault injection -----
@@ -1075,43 +1012,5 @@ impl Sim {
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
-    }
-}
-
-fn parse_response(payload: &[u8]) -> Result<CommandResponse, CommandError> {
-    let v: Value = serde_json::from_slice(payload).map_err(|e| CommandError::BadReply(e.to_string()))?;
-    // A number, or its decimal text: the vendor's Python SDK sends its own error codes
-    // (1101 no handler, 500 handler failed) as strings.
-    let code = match v.get("code") {
-        Some(Value::String(s)) => s.parse().ok(),
-        Some(c) => c.as_i64(),
-        None => None,
-    };
-    let code = code.ok_or_else(|| CommandError::BadReply("no code".into()))?;
-    Ok(CommandResponse {
-        code,
-        data: v.get("data").cloned().unwrap_or(Value::Null),
-        message: v.get("message").and_then(Value::as_str).map(str::to_owned),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_command_reply_code_is_a_number_or_its_decimal_text() {
-        // The vendor's Python SDK answers a command it has no handler for with
-        // {"code":"1101",...}.
-        let r = parse_response(
-            br#"{"id":"9","code":"1101","data":{},"message":"downstream command handler not registered"}"#,
-        );
-        assert_eq!(r.map(|r| r.code), Ok(1101));
-        assert_eq!(parse_response(br#"{"id":"9","code":200,"data":{"x":1}}"#).map(|r| r.code), Ok(200));
-        for bad in
-            [&br#"{"id":"9","code":"two hundred"}"#[..], br#"{"id":"9"}"#, br#"{"id":"9","code":[200]}"#, b"nope"]
-        {
-            assert!(matches!(parse_response(bad), Err(CommandError::BadReply(_))), "{}", String::from_utf8_lossy(bad));
-        }
     }
 }

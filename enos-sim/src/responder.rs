@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cloud::ConnId;
-use crate::{lock, unix_ms, ConnHandle, ConnMsg, Inner, Sim};
+use crate::{lock, ConnHandle, ConnMsg, Inner, Sim};
 
 /// The request topics of every upstream operation (spec §5).
 const REQUEST_FILTERS: &[&str] = &[
@@ -241,14 +241,8 @@ async fn serve(inner: Arc<Inner>, mut s: TcpStream, mut dec: Decoder) {
                                     lock(&inner.conns).insert(id, ConnHandle { tx: tx.clone(), close: Arc::new(tokio::sync::Notify::new()) });
                                     id
                                 });
-                                let handled = {
-                                    let mut cloud = inner.cloud();
-                                    cloud.attach(conn, &owner);
-                                    cloud.publish(conn, &p.topic, &p.payload, unix_ms())
-                                };
-                                if let Some((topic, payload)) = handled.command_reply {
-                                    inner.command_replied(&topic, payload);
-                                }
+                                inner.cloud().attach(conn, &owner);
+                                let handled = inner.handle_publish(conn, &p.topic, &p.payload);
                                 for r in handled.replies {
                                     publish(&mut out, &r.topic, &r.payload);
                                 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::cloud::{ConnId, ConnectInfo, Outbound};
 use crate::connect::{parse_connect, ConnectError};
-use crate::{unix_ms, ConnHandle, ConnMsg, Direction, Inner};
+use crate::{ConnHandle, ConnMsg, Direction, Inner};
 
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
@@ -461,10 +461,7 @@ impl Conn {
                         return;
                     }
                 }
-                let handled = self.inner.cloud().publish(self.id, &pb.topic, &pb.payload, unix_ms());
-                if let Some((topic, payload)) = handled.command_reply {
-                    self.inner.command_replied(&topic, payload);
-                }
+                let handled = self.inner.handle_publish(self.id, &pb.topic, &pb.payload);
                 for r in handled.replies {
                     match self.inner.reply_fault() {
                         crate::ReplyFault::None => self.publish(&r),

@@ -1,16 +1,92 @@
 //! A gateway's operations (spec §8): its topology (get, add, delete), the registration of
-//! new sub-devices, and sub-device logins and logouts through its connection.
+//! new sub-devices, sub-device logins and logouts through its connection, and the cloud's
+//! commands that enable, disable or delete its sub-devices.
 
+use enos_proto::topic::{topic, Scope};
 use enos_proto::DeviceKeys;
 use serde_json::{json, Value};
 
 use super::auth::SubDeviceSignature;
 use super::envelope::{keys_of, text_of, Answer};
-use super::{Cloud, ConnId};
+use super::{Cloud, CommandError, ConnId, Issued};
 use crate::cloud_limits::MAX_REGISTER;
 use crate::registry::Registry;
 
+/// What the cloud does to a gateway's sub-devices, and tells the gateway with
+/// `combine.enable`, `combine.disable` or `combine.delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubDeviceAction {
+    /// Enabled: they may log in again.
+    Enable,
+    /// Disabled: logged out, and their logins refused.
+    Disable,
+    /// Deleted from the registry and from every topology, and logged out.
+    Delete,
+}
+
+impl SubDeviceAction {
+    /// Its name in the command's topic and method.
+    fn name(self) -> &'static str {
+        match self {
+            SubDeviceAction::Enable => "enable",
+            SubDeviceAction::Disable => "disable",
+            SubDeviceAction::Delete => "delete",
+        }
+    }
+}
+
 impl Cloud {
+    /// Enables, disables or deletes sub-devices of `gateway` in the registry (disabled and
+    /// deleted ones are logged out wherever they are), and issues the command that tells
+    /// the gateway, as [`issue_command`](Self::issue_command) does.
+    ///
+    /// # Errors
+    ///
+    /// Nothing changes and nothing is sent when `subs` is empty or names a device that is
+    /// not in the gateway's topology ([`CommandError::NotSubDevices`]), or when the gateway
+    /// is not connected itself ([`CommandError::Offline`]).
+    pub fn sub_devices_command(
+        &mut self,
+        now_ms: u64,
+        gateway: &DeviceKeys,
+        action: SubDeviceAction,
+        subs: &[DeviceKeys],
+    ) -> Result<Issued, CommandError> {
+        // Only the gateway's own sub-devices, all of them, and only while it is connected.
+        let topology = self.registry.topology.get(gateway);
+        let strangers: Vec<String> =
+            subs.iter().filter(|s| !topology.is_some_and(|t| t.contains(*s))).map(ToString::to_string).collect();
+        if subs.is_empty() || !strangers.is_empty() {
+            return Err(CommandError::NotSubDevices { gateway: gateway.to_string(), devices: strangers });
+        }
+        let conn = self.direct(gateway).ok_or_else(|| CommandError::Offline(gateway.to_string()))?;
+        for s in subs {
+            if let Some(d) = self.registry.devices.get_mut(s) {
+                match action {
+                    SubDeviceAction::Enable => d.enabled = true,
+                    SubDeviceAction::Disable => d.enabled = false,
+                    SubDeviceAction::Delete => {}
+                }
+            }
+        }
+        if action != SubDeviceAction::Enable {
+            self.log_out(subs);
+        }
+        if action == SubDeviceAction::Delete {
+            for s in subs {
+                self.registry.devices.remove(s);
+                for t in self.registry.topology.values_mut() {
+                    t.remove(s);
+                }
+            }
+        }
+        let what = action.name();
+        let params = serde_json::to_value(subs).unwrap_or(Value::Null);
+        let command_topic = topic(Scope::ExtSession, gateway, &format!("combine/{what}"));
+        Ok(self.issue_json(now_ms, conn, command_topic, &format!("combine.{what}"), params))
+    }
+
     /// `thing.topo.get`: the gateway's sub-devices, in key order.
     pub(super) fn topo_get(&self, gateway: &DeviceKeys) -> Answer {
         if !self.registry.is_gateway(gateway) {

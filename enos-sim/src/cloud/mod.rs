@@ -1,8 +1,20 @@
 //! The cloud's logic (spec §10), independent of how messages arrive: sessions, CONNECT
 //! authentication, and the answer to every upstream operation, with state.
 //!
-//! [`Cloud`] does no IO: the server, the responder and the HTTP endpoint move the bytes
-//! and call it. One module per concern:
+//! [`Cloud`] does no IO and keeps no timer: the server, the responder and the HTTP
+//! endpoint move the bytes and call it, and the simulator's facade ([`crate::Sim`]) wakes
+//! it at its deadlines and hands the results of commands to their callers. Its methods:
+//!
+//! * inputs: [`connect`](Cloud::connect), [`publish`](Cloud::publish) (a device's
+//!   PUBLISH), [`disconnect`](Cloud::disconnect), and time,
+//!   [`handle_timeout`](Cloud::handle_timeout);
+//! * commands to devices: [`issue_command`](Cloud::issue_command),
+//!   [`send_down_raw`](Cloud::send_down_raw), [`push_ota`](Cloud::push_ota),
+//!   [`sub_devices_command`](Cloud::sub_devices_command), [`cancel_command`](Cloud::cancel_command);
+//! * outputs: what `connect` and `publish` return (replies and pushes for that connection),
+//!   [`poll_command_done`](Cloud::poll_command_done) and [`poll_timeout`](Cloud::poll_timeout).
+//!
+//! One module per concern:
 //!
 //! | module | what |
 //! |---|---|
@@ -15,10 +27,12 @@
 //! | `points` | measure points: checked, stored, batches |
 //! | `fast` | the fast way of reading posts and batch posts |
 //! | `gateway` | topology, register, sub-device login and logout |
+//! | `commands` | commands to devices issued, their replies correlated, their deadlines |
 //! | `ota` | firmware upgrades |
 //! | `integration` | the message-integration channel |
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use enos_proto::ops::Firmware;
@@ -30,6 +44,7 @@ use crate::cloud_limits::MAX_PAYLOAD;
 use crate::registry::Registry;
 
 mod auth;
+mod commands;
 mod envelope;
 mod fast;
 mod gateway;
@@ -43,7 +58,10 @@ mod testing;
 mod thing;
 
 pub use auth::{Accepted, ConnectInfo};
+use commands::PendingCommands;
+pub use commands::{Command, CommandDone, CommandError, CommandReply, CommandResponse, CommandToken, Issued};
 use envelope::{id_text, reply, Answer};
+pub use gateway::SubDeviceAction;
 use ops::{classify, Op};
 use session::Sessions;
 use thing::Field;
@@ -72,10 +90,9 @@ impl std::fmt::Debug for Outbound {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Handled {
-    /// Replies (and pushes) for the publishing connection.
+    /// Replies (and pushes) for the publishing connection. A device's reply to a command
+    /// is not answered: it ends the command ([`Cloud::poll_command_done`]).
     pub replies: Vec<Outbound>,
-    /// A device's reply to a command: (reply topic, payload).
-    pub command_reply: Option<(String, Bytes)>,
 }
 
 /// The QoS the cloud publishes at: replies at one, commands and pushes at the other.
@@ -108,6 +125,11 @@ pub struct Cloud {
     /// Bytes answered to every raw up (`None`: echo the request).
     pub raw_reply: Option<Bytes>,
     next_command: u64,
+    /// Commands waiting for their reply.
+    commands: PendingCommands,
+    /// How long a command waits for its reply (default 10 s); a command takes the value
+    /// it is issued with.
+    pub command_timeout: Duration,
     pending_ota: HashMap<DeviceKeys, Firmware>,
     /// Commands to push on the connection being answered (a queued OTA at login).
     pushes: Vec<Outbound>,
@@ -133,6 +155,8 @@ impl Cloud {
             // takes a command for the reply to one of its requests. Still a decimal under
             // 2^53, as JavaScript reads numbers exactly.
             next_command: crate::unix_ms().saturating_mul(1000).max(1),
+            commands: PendingCommands::default(),
+            command_timeout: Duration::from_secs(10),
             pending_ota: HashMap::new(),
             pushes: Vec::new(),
             fast_paths: true,
@@ -143,14 +167,6 @@ impl Cloud {
     /// The QoS the registry sets for what the cloud publishes (a connection takes it once).
     pub fn delivery(&self) -> Delivery {
         Delivery { reply: self.registry.reply_qos.into(), command: self.registry.command_qos.into() }
-    }
-
-    /// A fresh command id: decimal, unique in this cloud, never one a device's own request
-    /// counter reaches.
-    pub(crate) fn command_id(&mut self) -> String {
-        let id = self.next_command;
-        self.next_command += 1;
-        id.to_string()
     }
 
     /// Handles one PUBLISH from connection `conn` (spec §10): the replies to send back.
@@ -168,16 +184,15 @@ impl Cloud {
         let own = keys == session.device || session.subs.contains(&keys);
         if let Some(path) = parts.path.strip_suffix("_reply") {
             if own {
-                out.command_reply = self.device_replied(&keys, parts.scope, path, topic, payload);
+                self.device_replied(&keys, parts.scope, path, topic, payload);
             }
             return out;
         }
         if own && parts.scope == Scope::Sys && parts.path == "traffic/control" {
             // The vendor's Java SDK answers traffic control on the command topic itself
             // (extensions spec C13): taken as the reply, and never sent back.
-            let answered = serde_json::from_slice::<Value>(payload).ok().is_some_and(|v| v.get("code").is_some());
-            if answered {
-                out.command_reply = Some((format!("{topic}_reply"), payload.clone()));
+            if let Some(answer) = serde_json::from_slice::<Value>(payload).ok().filter(|v| v.get("code").is_some()) {
+                self.envelope_replied(&format!("{topic}_reply"), &answer);
             }
             return out;
         }
@@ -195,30 +210,6 @@ impl Cloud {
         // its reply.
         out.replies.append(&mut self.pushes);
         out
-    }
-
-    /// A device's reply to a command the cloud sent (on the command's topic + `_reply`):
-    /// what it changes here, and the reply for the caller that waits for it.
-    fn device_replied(
-        &mut self,
-        keys: &DeviceKeys,
-        scope: Scope,
-        path: &str,
-        topic: &str,
-        payload: &Bytes,
-    ) -> Option<(String, Bytes)> {
-        if scope == Scope::ExtSession && path == "thing/activate/info" {
-            let ok = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v.get("code")?.as_i64()) == Some(200);
-            if ok {
-                if let Some(d) = self.registry.devices.get_mut(keys) {
-                    d.activated = true;
-                }
-            }
-        }
-        if path == "ota/device/upgrade" {
-            self.ota_upgrade_replied(keys, payload);
-        }
-        Some((topic.to_owned(), payload.clone()))
     }
 
     /// One request of the connection's own device (or of a sub-device logged in through
@@ -310,27 +301,5 @@ impl Cloud {
             Op::OtaProgress => self.ota_progress(keys, params),
             Op::OtaGetVersion => self.ota_versions(keys),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cloud::testing::connected;
-    use crate::registry::defaults::*;
-
-    #[test]
-    fn a_traffic_control_reply_on_the_command_topic_is_taken_as_the_reply_and_not_echoed() {
-        let mut c = connected(false, 1_000);
-        let keys = DeviceKeys::new(DEVICE_PRODUCT, DEVICE).unwrap();
-        let topic = enos_proto::topic::topic(Scope::Sys, &keys, "traffic/control");
-        let j2 = Bytes::from_static(br#"{"code":200,"id":"9200","message":""}"#);
-        let out = c.publish(1, &topic, &j2, 1_000);
-        assert!(out.replies.is_empty());
-        assert_eq!(out.command_reply, Some((format!("{topic}_reply"), j2)));
-        // The command itself, seen again (a broker's echo), is nobody's reply.
-        let command = Bytes::from_static(br#"{"id":"9200","version":"1.0","params":{},"method":"traffic.control"}"#);
-        let out = c.publish(1, &topic, &command, 1_000);
-        assert!(out.replies.is_empty() && out.command_reply.is_none());
     }
 }

@@ -1,5 +1,5 @@
-//! Firmware upgrades (spec §7): the upgrade command (sent at once, or queued for a device
-//! that is offline until it logs in), the device's reply that starts the task, and the
+//! Firmware upgrades (spec §7): the upgrade command (issued as a command by
+//! [`Cloud::push_ota`], or queued for a device that is offline until it logs in), the device's reply that starts the task, and the
 //! device's requests: its version, its progress, the firmwares of its product.
 
 use bytes::Bytes;
@@ -13,29 +13,35 @@ use super::{Cloud, Outbound};
 use crate::registry::OtaTask;
 
 impl Cloud {
-    /// The OTA upgrade command for `keys`, recording the task.
-    pub(crate) fn ota_push(&mut self, keys: &DeviceKeys, fw: Firmware) -> Outbound {
+    /// The OTA upgrade command for `keys` and its envelope id, recording the task.
+    pub(super) fn ota_upgrade(&mut self, keys: &DeviceKeys, fw: Firmware) -> (String, Outbound) {
         if let Some(d) = self.registry.devices.get_mut(keys) {
             d.ota = Some(OtaTask { firmware: fw.clone(), started: false, step: None, done: false });
         }
         let id = self.command_id();
         let body = json!({"id": id, "version": "1.0", "method": "ota.device.upgrade", "params": fw});
-        Outbound {
+        let message = Outbound {
             topic: enos_proto::topic::topic(Scope::Sys, keys, "ota/device/upgrade"),
             payload: Bytes::from(body.to_string()),
-        }
+        };
+        (id, message)
+    }
+
+    /// The OTA upgrade command queued for a device that logs in now: sent with its login,
+    /// and nobody waits for its reply.
+    pub(super) fn ota_push(&mut self, keys: &DeviceKeys, fw: Firmware) -> Outbound {
+        self.ota_upgrade(keys, fw).1
     }
 
     /// Queues an OTA push for a device that is offline (sent at its next CONNECT).
-    pub(crate) fn queue_ota(&mut self, keys: &DeviceKeys, fw: Firmware) {
+    pub(super) fn queue_ota(&mut self, keys: &DeviceKeys, fw: Firmware) {
         self.pending_ota.insert(keys.clone(), fw);
     }
 
     /// The device answered its upgrade command: a success (200) starts the task.
-    pub(super) fn ota_upgrade_replied(&mut self, keys: &DeviceKeys, reply: &[u8]) {
-        let ok = serde_json::from_slice::<Value>(reply).ok().and_then(|v| v.get("code")?.as_i64()) == Some(200);
+    pub(super) fn ota_upgrade_replied(&mut self, keys: &DeviceKeys, succeeded: bool) {
         if let Some(task) = self.registry.devices.get_mut(keys).and_then(|d| d.ota.as_mut()) {
-            task.started |= ok;
+            task.started |= succeeded;
         }
     }
 

@@ -152,7 +152,9 @@ impl Cloud {
         self.sessions.attach(conn, keys);
     }
 
-    /// The connection is gone: its device and sub-devices go offline.
+    /// The connection is gone: its device and sub-devices go offline. Commands sent
+    /// through it stay pending until their deadline: a device that reconnects in time may
+    /// still answer them (see the commands module).
     pub fn disconnect(&mut self, conn: ConnId) {
         self.sessions.close(conn);
     }

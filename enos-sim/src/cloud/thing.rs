@@ -1,12 +1,13 @@
 //! A device's own state, as its requests read and write it (spec §5): tags, attributes,
-//! events, diagnostic reports, and its product's thing model (TSL template).
+//! events, diagnostic reports, and its product's thing model (TSL template); and whether
+//! it is enabled.
 
 use enos_proto::DeviceKeys;
 use serde_json::{Map, Value};
 
 use super::envelope::Answer;
 use super::ops::Op;
-use super::Cloud;
+use super::{Cloud, ConnId};
 use crate::cloud_limits::MAX_TAGS;
 use crate::diagnostics;
 use crate::registry::Device;
@@ -31,6 +32,24 @@ impl Field {
 impl Cloud {
     fn device_mut(&mut self, keys: &DeviceKeys) -> Option<&mut Device> {
         self.registry.devices.get_mut(keys)
+    }
+
+    /// Disables a device: its later CONNECTs and logins are refused, and a sub-device is
+    /// logged out (its gateway stays connected). Returns the connection of a directly
+    /// connected device, for the IO layer to close.
+    pub fn disable_device(&mut self, keys: &DeviceKeys) -> Option<ConnId> {
+        if let Some(d) = self.device_mut(keys) {
+            d.enabled = false;
+        }
+        self.log_out(std::slice::from_ref(keys));
+        self.direct(keys)
+    }
+
+    /// Enables a device again.
+    pub fn enable_device(&mut self, keys: &DeviceKeys) {
+        if let Some(d) = self.device_mut(keys) {
+            d.enabled = true;
+        }
     }
 
     /// `thing.tag.query`, `thing.attribute.query`: the values named (all of them when the
