@@ -328,6 +328,42 @@ async fn command_ids_never_equal_the_devices_own_request_ids() {
 }
 
 #[tokio::test]
+async fn every_command_ends_once_and_none_is_left_pending() {
+    let sim = Sim::builder().command_timeout(Duration::from_millis(300)).start().await.unwrap();
+    let mut d = TestDevice::connect(sim.tcp_addr().unwrap(), config(DEVICE_PRODUCT, DEVICE, DEVICE_SECRET), None)
+        .await
+        .unwrap();
+    let pending = || sim.with_cloud(|c| c.pending_commands());
+    // A caller that gives up: the cloud forgets its command.
+    let s = sim.clone();
+    let given_up = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+    let _unanswered = d.next_command().await;
+    assert_eq!(pending(), 1);
+    given_up.abort();
+    assert!(given_up.await.unwrap_err().is_cancelled());
+    assert_eq!(pending(), 0);
+    // Answered, and unanswered: each ends once.
+    let s = sim.clone();
+    let answered = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+    let cmd = d.next_command().await;
+    d.reply(cmd.reply_to.ok_empty());
+    assert_eq!(answered.await.unwrap().unwrap().code, 200);
+    let s = sim.clone();
+    let late = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+    let _unanswered = d.next_command().await;
+    assert_eq!(late.await.unwrap(), Err(CommandError::TimedOut(Duration::from_millis(300))));
+    assert_eq!(pending(), 0);
+    // A device cut while its command is pending: the command waits for its deadline (the
+    // device could reconnect and answer), then times out.
+    let s = sim.clone();
+    let cut = tokio::spawn(async move { s.invoke_service(&dev(), "reset", json!({})).await });
+    let _unanswered = d.next_command().await;
+    assert!(sim.cut(&dev()));
+    assert_eq!(cut.await.unwrap(), Err(CommandError::TimedOut(Duration::from_millis(300))));
+    assert_eq!(pending(), 0);
+}
+
+#[tokio::test]
 async fn sub_device_commands_for_devices_outside_the_topology_are_refused() {
     let mut registry = enos_sim::registry::Registry::builtin();
     let gw = keys(GATEWAY_PRODUCT, GATEWAY);
