@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::envelope::{id_text, Answer};
-use super::points::{accepts_point, BatchFlags, BatchItem};
+use super::points::{accepts_point, BatchFlags, PostedPoints};
 use super::{Cloud, ConnId};
 
 impl Cloud {
@@ -29,15 +29,13 @@ impl Cloud {
         now_ms: u64,
         resume: bool,
     ) -> Option<String> {
-        let (id, envelope) = FastEnvelope::<FastEntry<'_>>::read(payload, method)?;
-        let params = envelope.params?;
-        let points = params.points;
+        let (id, envelope) = FastEnvelope::<PostedPoints<'_>>::read(payload, method)?;
+        let PostedPoints { points, time, .. } = envelope.params?;
         let model = self.point_model(keys);
         if !points.iter().all(|(k, v)| accepts_point(model, k, v)) {
             return None;
         }
-        let time = params.time.as_ref().and_then(Value::as_u64).unwrap_or(now_ms);
-        self.store_points(keys, points.0.into_iter().map(|(k, v)| (k, Cow::Owned(v))), time, resume);
+        self.store_points(keys, points.into_iter(), time.unwrap_or(now_ms), resume);
         Some(id)
     }
 
@@ -53,38 +51,25 @@ impl Cloud {
         now_ms: u64,
         resume: bool,
     ) -> Option<(String, Answer)> {
-        let (id, envelope) = FastEnvelope::<Vec<FastEntry<'_>>>::read(payload, method)?;
+        let (id, envelope) = FastEnvelope::<Vec<PostedPoints<'_>>>::read(payload, method)?;
         let flag = |v: &Option<Value>| v.as_ref().and_then(Value::as_bool).unwrap_or(false);
         let flags =
             BatchFlags { allow_offline: flag(&envelope.allow_offline), skip_invalid: flag(&envelope.skip_invalid) };
-        let params = envelope.params?;
-        let entries = params
-            .into_iter()
-            .map(|e| BatchItem::Entry {
-                points: e.points.0.into_iter().map(|(k, v)| (k, Cow::Owned(v))).collect(),
-                time: e.time.as_ref().and_then(Value::as_u64),
-                keys: e.keys,
-            })
-            .collect();
+        let entries = envelope.params?.into_iter().map(Some);
         Some((id, self.batch_entries(conn, keys, entries, flags, now_ms, resume)))
     }
 }
 
-/// Measure points read from a JSON object with their names borrowed, in the order sent. A
-/// name given twice is an error (the general way keeps the last, as a JSON tree's map does).
-struct PointsIn<'a>(Vec<(&'a str, Value)>);
-
-impl<'a> PointsIn<'a> {
-    fn iter(&self) -> impl Iterator<Item = (&'a str, &Value)> + '_ {
-        self.0.iter().map(|(k, v)| (*k, v))
-    }
-}
+/// Measure points read from a JSON object with their names borrowed, in the order sent,
+/// their values owned. A name given twice is an error (the general way keeps the last, as
+/// a JSON tree's map does).
+struct PointsIn<'a>(Vec<(&'a str, Cow<'a, Value>)>);
 
 impl<'de: 'a, 'a> FromObject<'de> for PointsIn<'a> {
     fn from_object<A: MapAccess<'de>>(mut m: A) -> Result<Self, A::Error> {
-        let mut points: Vec<(&'a str, Value)> = Vec::with_capacity(m.size_hint().unwrap_or(8));
+        let mut points: Vec<(&'a str, Cow<'a, Value>)> = Vec::with_capacity(m.size_hint().unwrap_or(8));
         while let Some((k, v)) = m.next_entry::<&'de str, Value>()? {
-            points.push((k, v));
+            points.push((k, Cow::Owned(v)));
         }
         if has_repeated_name(&points) {
             return Err(serde::de::Error::custom("a measure point twice"));
@@ -95,7 +80,7 @@ impl<'de: 'a, 'a> FromObject<'de> for PointsIn<'a> {
 
 /// Whether two points have the same name: compared pairwise when there are few (no
 /// allocation), sorted when there are many.
-fn has_repeated_name(points: &[(&str, Value)]) -> bool {
+fn has_repeated_name(points: &[(&str, Cow<'_, Value>)]) -> bool {
     if points.len() <= 16 {
         return points.iter().enumerate().any(|(i, (a, _))| points[..i].iter().any(|(b, _)| a == b));
     }
@@ -171,13 +156,7 @@ fn starts_object(text: &[u8]) -> bool {
 /// too), each field at most once, `productKey` and `deviceKey` both or neither (valid
 /// keys), `measurepoints` present, point names borrowed. Anything else is an error there,
 /// and so goes the general way.
-struct FastEntry<'a> {
-    keys: Option<DeviceKeys>,
-    points: PointsIn<'a>,
-    time: Option<Value>,
-}
-
-impl<'de: 'a, 'a> FromObject<'de> for FastEntry<'a> {
+impl<'de: 'a, 'a> FromObject<'de> for PostedPoints<'a> {
     fn from_object<A: MapAccess<'de>>(mut m: A) -> Result<Self, A::Error> {
         use serde::de::Error;
         let twice = || A::Error::custom("a field twice");
@@ -186,7 +165,7 @@ impl<'de: 'a, 'a> FromObject<'de> for FastEntry<'a> {
             match key {
                 "productKey" if pk.is_none() => pk = Some(m.next_value::<&'de str>()?),
                 "deviceKey" if dk.is_none() => dk = Some(m.next_value::<&'de str>()?),
-                "measurepoints" if points.is_none() => points = Some(m.next_value()?),
+                "measurepoints" if points.is_none() => points = Some(m.next_value::<PointsIn<'a>>()?),
                 "time" if time.is_none() => time = Some(m.next_value::<Value>()?),
                 "productKey" | "deviceKey" | "measurepoints" | "time" => return Err(twice()),
                 _ => {
@@ -200,12 +179,12 @@ impl<'de: 'a, 'a> FromObject<'de> for FastEntry<'a> {
             (Some(pk), Some(dk)) => Some(DeviceKeys::new(pk, dk).map_err(A::Error::custom)?),
             _ => return Err(A::Error::custom("one key of two")),
         };
-        let points = points.ok_or_else(|| A::Error::custom("no measurepoints"))?;
-        Ok(FastEntry { keys, points, time })
+        let points = points.ok_or_else(|| A::Error::custom("no measurepoints"))?.0;
+        Ok(PostedPoints { keys, points, time: time.as_ref().and_then(Value::as_u64) })
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for FastEntry<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for PostedPoints<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(ObjectOnly(std::marker::PhantomData))
     }

@@ -13,12 +13,15 @@ use super::envelope::{keys_of, Answer};
 use super::{Cloud, ConnId};
 use crate::registry::{DataType, Registry, Stamped};
 
-/// One entry of a batch post as the cloud reads it (the general way or the fast one).
-pub(super) enum BatchItem<'p> {
-    /// Not an entry the cloud can read (1206).
-    Malformed,
-    /// Points for a device: the sub-device's keys, or `None` for the gateway itself.
-    Entry { keys: Option<DeviceKeys>, points: Vec<(&'p str, Cow<'p, Value>)>, time: Option<u64> },
+/// Measure points posted for one device, however they were read (the general way or the
+/// fast one): a post's, or one entry of a batch's.
+pub(super) struct PostedPoints<'p> {
+    /// The sub-device they are for, or `None` for the device that posts them.
+    pub(super) keys: Option<DeviceKeys>,
+    /// The points in the order sent; a value is borrowed from a JSON tree, or owned.
+    pub(super) points: Vec<(&'p str, Cow<'p, Value>)>,
+    /// Their time (epoch milliseconds), when the request gives one.
+    pub(super) time: Option<u64>,
 }
 
 /// What a batch post's envelope asks besides its entries.
@@ -156,39 +159,31 @@ impl Cloud {
         resume: bool,
     ) -> Answer {
         let Some(list) = params.as_array() else { return Answer::err(1206, "Measurepoint post data format error") };
-        let entries = list
-            .iter()
-            .map(|e| {
-                let Some(points) = e.get("measurepoints").and_then(Value::as_object) else {
-                    return BatchItem::Malformed;
-                };
-                // An empty key counts as absent: the vendor's Python SDK sends `""` for
-                // the keys it was not given.
-                let key = |name| e.get(name).filter(|v| v.as_str() != Some(""));
-                let keys = match (key("productKey"), key("deviceKey")) {
-                    (None, None) => None,
-                    _ => match keys_of(e) {
-                        Some(k) => Some(k),
-                        None => return BatchItem::Malformed,
-                    },
-                };
-                let points = points.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v))).collect();
-                BatchItem::Entry { keys, points, time: e.get("time").and_then(Value::as_u64) }
-            })
-            .collect();
+        let entries = list.iter().map(|e| {
+            let points = e.get("measurepoints").and_then(Value::as_object)?;
+            // An empty key counts as absent: the vendor's Python SDK sends `""` for the
+            // keys it was not given.
+            let key = |name| e.get(name).filter(|v| v.as_str() != Some(""));
+            let keys = match (key("productKey"), key("deviceKey")) {
+                (None, None) => None,
+                _ => Some(keys_of(e)?),
+            };
+            let points = points.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v))).collect();
+            Some(PostedPoints { keys, points, time: e.get("time").and_then(Value::as_u64) })
+        });
         let flag = |name: &str| env.get(name).and_then(Value::as_bool).unwrap_or(false);
         let flags =
             BatchFlags { allow_offline: flag("allowOfflineSubDevice"), skip_invalid: flag("skipInvalidMeasurepoints") };
         self.batch_entries(conn, topic_keys, entries, flags, now_ms, resume)
     }
 
-    /// A batch post's entries, however they were read: everything is checked, in order,
-    /// before anything is stored.
-    pub(super) fn batch_entries(
+    /// A batch post's entries, however they were read (`None`: an entry that could not
+    /// be, 1206): everything is checked, in order, before anything is stored.
+    pub(super) fn batch_entries<'p>(
         &mut self,
         conn: ConnId,
         topic_keys: &DeviceKeys,
-        entries: Vec<BatchItem<'_>>,
+        entries: impl ExactSizeIterator<Item = Option<PostedPoints<'p>>>,
         flags: BatchFlags,
         now_ms: u64,
         resume: bool,
@@ -200,7 +195,7 @@ impl Cloud {
         let mut model: Option<(&str, PointTypes<'_>)> = None;
         let mut accepted = Vec::with_capacity(entries.len());
         for e in entries {
-            let BatchItem::Entry { keys, mut points, time } = e else {
+            let Some(PostedPoints { keys, mut points, time }) = e else {
                 return Answer::err(1206, "Measurepoint post data format error");
             };
             let device = keys.unwrap_or_else(|| topic_keys.clone());
