@@ -26,9 +26,8 @@
 //!
 //! **Disconnects.** A command outlives its device's connection: when the device (or its
 //! gateway) disconnects, its pending commands wait for their deadline, and a device that
-//! reconnects and answers still answers them. This is how the cloud behaved before this
-//! module, and the SDK's drivers rely on it: a command received just before a cut is
-//! answered after the reconnect. A command to a device that is offline when it is issued
+//! reconnects and answers still answers them: a command received just before a cut is
+//! answered after the reconnect, as the SDK's drivers do. A command to a device that is offline when it is issued
 //! is refused at once ([`CommandError::Offline`]).
 //!
 //! **Time.** `now_ms` here is the IO layer's monotonic clock in milliseconds (any origin,
