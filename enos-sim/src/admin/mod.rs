@@ -220,7 +220,8 @@ fn header(h: &HeaderMap, name: hyper::header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Whether `host` (and `origin`, when given) name this listener, as `ours` checks.
+/// Whether `host` names this listener (`127.0.0.1`, `localhost` or `[::1]` at its port),
+/// and `origin` too when the request has one.
 fn loopback_host(h: &HeaderMap, port: u16) -> Result<(), (u16, &'static str)> {
     let ours = |value: &str, scheme: &str| {
         ["127.0.0.1", "localhost", "[::1]"].iter().any(|h| value.eq_ignore_ascii_case(&format!("{scheme}{h}:{port}")))
