@@ -13,7 +13,9 @@ Settings come from flags, then ENOS_* environment variables (ENOS_URL, ENOS_PROD
 ENOS_DEVICE_KEY, ENOS_DEVICE_SECRET, ENOS_PRODUCT_SECRET, ENOS_CERT, ENOS_KEY, ENOS_PFX,
 ENOS_PASSPHRASE, ENOS_CA, ENOS_SERVER_NAME, ENOS_TIMEOUT, ENOS_CONNECT_TIMEOUT,
 ENOS_SUB_SECRETS, ENOS_SUB_PRODUCT_SECRETS, ENOS_SECRETS_DIR, ENOS_PROFILE), then the profile
-(--profile or ENOS_PROFILE) of the profile file ($ENOS_CONFIG, or ~/.config/enos/profiles.toml):
+(--profile or ENOS_PROFILE) of the profile file ($ENOS_CONFIG, or ~/.config/enos/profiles.toml).
+`enos file` needs an http:// or https:// URL (the HTTP transport); `enos integration` signs in
+as the product's integration channel with the product key and product secret:
 
     [lab]
     url = \"tcp://127.0.0.1:11883\"
@@ -27,7 +29,9 @@ Secrets are never printed, not even with -v.
 
 Exit codes:
     0    done
-    1    the cloud answered with an error code (replay: it refused some rows)
+    1    the cloud answered with an error code (replay: it refused some rows), does not have
+         what was asked (a stored file, a firmware version), or sent a firmware that failed
+         its check
     2    usage error: bad argument, missing or invalid setting, bad input (JSON, hex, a row)
     3    could not connect or authenticate (refused, unreachable, TLS), or connection lost
     4    timed out: no connection or no reply within the timeout
@@ -36,7 +40,7 @@ Exit codes:
 
 /// `enos`: an EnOS device (or gateway) on the command line.
 #[derive(Debug, Parser)]
-#[command(name = "enos", version, about = "An EnOS IoT device or gateway on the command line: post data, answer commands, replay history", after_help = AFTER_HELP)]
+#[command(name = "enos", version, about = "An EnOS IoT device or gateway on the command line: post data and files, answer commands, replay history, download firmware, post through the integration channel", after_help = AFTER_HELP)]
 pub struct Cli {
     /// One JSON document per result on standard output, for scripts.
     #[arg(long, global = true, help_heading = "Output and requests")]
@@ -137,9 +141,36 @@ pub enum Cmd {
         #[arg(long)]
         error: Option<String>,
     },
-    /// OTA: report the firmware version, list the firmwares offered, report progress.
+    /// OTA: report the firmware version, list the firmwares offered, download one
+    /// (checked), report progress.
     #[command(subcommand)]
     Ota(OtaCmd),
+    /// Stored files, over the HTTP transport (an http:// or https:// URL): post measure
+    /// points with files, download (whole or a byte range), a download URL, delete.
+    #[command(subcommand)]
+    File(FileCmd),
+    /// Report the connection state of the nodes behind the device: enos connection-state
+    /// '#001=connected' '#002=disconnected' --full --relation '#001=#002'.
+    ConnectionState {
+        /// The nodes: ID=STATE (STATE connected, disconnected or unknown, or 1, 2, 3), or
+        /// one JSON array of {"nodeId", "state", "assetId"?, "name"?, "info"?}.
+        #[arg(required = true, value_name = "ID=STATE")]
+        nodes: Vec<String>,
+        /// A full snapshot of every node (else an update of the nodes that changed).
+        #[arg(long)]
+        full: bool,
+        /// A parent node and its children, PARENT=CHILD[,CHILD...] (repeatable; only with
+        /// --full).
+        #[arg(long, requires = "full", value_name = "PARENT=CHILDREN")]
+        relation: Vec<String>,
+        /// The report's time: epoch milliseconds or RFC 3339 (default: now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// The product's message-integration channel (secure mode 4: the product key and
+    /// secret sign it in): post for many devices at once.
+    #[command(subcommand)]
+    Integration(IntegrationCmd),
     /// Print the product's thing model (TSL template).
     Tsl,
     /// A gateway's topology: get, add, delete sub-devices.
@@ -240,6 +271,31 @@ pub enum OtaCmd {
     },
     /// List the firmwares the cloud offers the device.
     Firmwares,
+    /// Download a firmware the cloud offers to a file, checking its digest and size as
+    /// it arrives: the one of --version, else the newest (or the one --firmware
+    /// describes). A failed download or check does not touch the path.
+    #[command(after_help = "\
+The firmware is one of those `enos ota firmwares` lists: the one --version names, else the
+highest version (compared part by part, numbers as numbers). --firmware takes the firmware of
+an upgrade the cloud pushed instead, as `enos listen` prints it (its \"firmware\"):
+    enos ota download --firmware '{\"version\":\"2.0.1\",\"signMethod\":\"md5\",\"sign\":\"...\",\"fileUrl\":\"...\",\"fileSize\":1024}' -o fw.bin
+
+A file of the cloud's storage (enos-connect://...) needs the HTTP transport (an http:// or
+https:// URL); a plain http:// or https:// file URL is fetched on either transport. The
+bytes go to PATH.part, renamed to PATH once the digest (md5, sha1, sha256) and the size
+match; progress shows on standard error when it is a terminal, and goes to the cloud.")]
+    Download {
+        /// The version to download (default: the highest offered).
+        #[arg(long)]
+        version: Option<String>,
+        /// The firmware itself, as JSON {version, signMethod, sign, fileUrl, fileSize},
+        /// rather than one the cloud offers.
+        #[arg(long, value_name = "JSON", conflicts_with = "version")]
+        firmware: Option<String>,
+        /// Where to write it.
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: PathBuf,
+    },
     /// Report an upgrade's progress: 0..100, or -1 failed, -2 download failed, -3 check
     /// failed, -4 burn failed, -5 ignored.
     Progress {
@@ -249,6 +305,103 @@ pub enum OtaCmd {
         /// What is happening.
         #[arg(default_value = "")]
         desc: String,
+    },
+}
+
+/// `enos file`.
+#[derive(Debug, Subcommand)]
+pub enum FileCmd {
+    /// Post measure points with files: each value "local://NAME" (of a point, or of a
+    /// member of a struct point) is the file NAME, or the file --file NAME=PATH gives.
+    #[command(after_help = "\
+Examples:
+    enos file post '{\"newFile\":\"local://photo.jpg\"}'             # the file ./photo.jpg
+    enos file post '{\"snapshot\":{\"img\":\"local://cam\",\"label\":\"cam1\"},\"temp\":20.5}' --file cam=/tmp/cam.jpg
+
+Each file goes up with the request (at most 100 MB); the cloud keeps it and the point's value
+becomes its URI, printed for each file (enos-connect://NAME, NAME the file's name on the
+wire). Needs the HTTP transport: an http:// or https:// URL.")]
+    Post {
+        /// The points as a JSON object {id: value}, file values as "local://NAME".
+        points: String,
+        /// The file of local://NAME, when it is not the file NAME itself (repeatable).
+        #[arg(long = "file", value_name = "NAME=PATH")]
+        files: Vec<String>,
+        /// Their time: epoch milliseconds or RFC 3339 (default: now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Download a stored file, whole or a byte range: to standard output, or to a file
+    /// (-o; written to PATH.part, renamed to PATH once complete).
+    Download {
+        /// The file's URI, e.g. enos-connect://AbCdEfGhIjk.jpg.
+        uri: String,
+        /// Where to write it ("-": standard output, the default).
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Only these bytes: START-END (both included), START- (to the end), or -N (the
+        /// last N).
+        #[arg(long, allow_hyphen_values = true, value_name = "RANGE")]
+        range: Option<String>,
+        /// What the file is.
+        #[arg(long, value_enum, default_value_t = FileKind::Feature)]
+        category: FileKind,
+    },
+    /// Print a URL that downloads a stored file without a session.
+    Url {
+        /// The file's URI.
+        uri: String,
+        /// What the file is.
+        #[arg(long, value_enum, default_value_t = FileKind::Feature)]
+        category: FileKind,
+    },
+    /// Delete a stored file.
+    Delete {
+        /// The file's URI.
+        uri: String,
+    },
+}
+
+/// What a stored file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileKind {
+    /// The value of a measure point (posted with `enos file post`).
+    Feature,
+    /// A firmware.
+    Ota,
+}
+
+/// `enos integration`.
+#[derive(Debug, Subcommand)]
+pub enum IntegrationCmd {
+    /// Post measure points, events or attributes of many devices of the product.
+    #[command(after_help = "\
+INPUT is JSON, a file, or - for standard input: a JSON array of entries, or one entry per
+line (JSON lines). An entry names a device of the channel's product and holds one of
+measurepoints, events or attributes:
+    {\"deviceKey\": \"dev_001\", \"time\": 1714564800000, \"measurepoints\": {\"temp\": 21.5}}
+    {\"deviceKey\": \"dev_002\", \"time\": \"2024-05-01T12:00:00Z\", \"events\": {\"overheat\": {\"level\": 2}}}
+    {\"deviceKey\": \"dev_002\", \"attributes\": {\"capacity\": 12.5}}
+A time is epoch milliseconds or RFC 3339 (default: the request's time; attributes have none).
+
+Entries go out --batch per request, measure points first, then events, then attributes; the
+cloud takes a request whole or refuses it with its first error (1257 device not found, 1204
+model validation failed). Every request is sent; the exit code is 1 if one was refused.
+
+Connects as the product's integration channel: --url, --product-key and --product-secret
+(or ENOS_URL, ENOS_PRODUCT_KEY, ENOS_PRODUCT_SECRET, or a profile); the product must have
+its channel. The device key and secret are not used.")]
+    Post {
+        /// The entries: JSON, a file, or - for standard input.
+        input: String,
+        /// Entries per request.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000), value_name = "N")]
+        batch: u64,
+    },
+    /// Send raw bytes (hex) on the channel and print the cloud's raw reply (hex).
+    Raw {
+        /// The bytes, in hex: 0a1b2c, 0x0a1b, "0a 1b".
+        hex: String,
     },
 }
 

@@ -2,19 +2,24 @@
 //! request (or a few), and the typed reply printed.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
+use enos_transport_blocking::proto::http::{ByteRange, FileCategory};
 use enos_transport_blocking::proto::ops::{
-    DeviceName, LogPost, LoginResult, NetworkStatusReport, SubDeviceRegistration, TslTemplate,
+    ConnectionNode, ConnectionStatePost, DeviceName, LogPost, LoginResult, NetworkStatusReport, SubDeviceRegistration,
+    TslTemplate,
 };
-use enos_transport_blocking::{DeviceKeys, Response};
+use enos_transport_blocking::{DeviceKeys, Firmware, Response};
 use serde_json::{json, Map, Value};
 
-use crate::cli::{AttributeCmd, Cmd, OtaCmd, TagCmd, TopoCmd};
+use crate::cli::{AttributeCmd, Cmd, FileCmd, IntegrationCmd, OtaCmd, TagCmd, TopoCmd};
 use crate::error::CliError;
+use crate::files::FilePost;
+use crate::integration::Entries;
 use crate::output::{plain, Out};
-use crate::parse;
 use crate::session::{keep_secret, Session};
 use crate::settings::{parse_keys, Settings};
+use crate::{files, firmware, integration, parse};
 
 /// A one-shot operation, its arguments checked.
 #[derive(Debug)]
@@ -51,6 +56,22 @@ pub enum Prepared {
     OtaFirmwares,
     /// `ota progress`.
     OtaProgress(String, String),
+    /// `ota download`: the version wanted, or the firmware given; where to write it.
+    OtaDownload(Option<String>, Option<Box<Firmware>>, PathBuf),
+    /// `file post`.
+    FilePost(Box<FilePost>),
+    /// `file download`: the URI, its category, the range (and as it was typed), where to.
+    FileDownload(String, FileCategory, Option<(ByteRange, String)>, Option<PathBuf>),
+    /// `file url`.
+    FileUrl(String, FileCategory),
+    /// `file delete`.
+    FileDelete(String),
+    /// `connection-state`.
+    ConnectionState(ConnectionStatePost),
+    /// `integration post`: the entries, per request.
+    IntegrationPost(Entries, usize),
+    /// `integration raw`.
+    IntegrationRaw(Vec<u8>),
     /// `tsl`.
     Tsl,
     /// `topo get`.
@@ -76,12 +97,15 @@ fn time_of(at: Option<&String>) -> Result<Option<u64>, CliError> {
 }
 
 impl Prepared {
-    /// Checks the arguments of a one-shot subcommand (`listen` and `replay` are not).
+    /// Checks the arguments of a one-shot subcommand (`listen` and `replay` are not),
+    /// and reads the files it sends.
     ///
     /// # Errors
     ///
-    /// [`CliError::Input`] naming the argument that does not parse.
-    pub fn from(cmd: &Cmd) -> Result<Option<Self>, CliError> {
+    /// [`CliError::Input`] naming the argument that does not parse, [`CliError::Usage`]
+    /// for arguments that cannot work together (with `out`'s `--json`), [`CliError::Io`]
+    /// for a file that cannot be read.
+    pub fn from(cmd: &Cmd, out: Out) -> Result<Option<Self>, CliError> {
         let object = |what: &str, text: &str| parse::object(text).map_err(|e| CliError::input(what, e));
         Ok(Some(match cmd {
             Cmd::Connect => Prepared::Connect,
@@ -127,6 +151,39 @@ impl Prepared {
             Cmd::Ota(OtaCmd::Version { version }) => Prepared::OtaVersion(version.clone()),
             Cmd::Ota(OtaCmd::Firmwares) => Prepared::OtaFirmwares,
             Cmd::Ota(OtaCmd::Progress { step, desc }) => Prepared::OtaProgress(step.clone(), desc.clone()),
+            Cmd::Ota(OtaCmd::Download { version, firmware, output }) => {
+                let given = firmware.as_deref().map(firmware::parse).transpose()?;
+                Prepared::OtaDownload(version.clone(), given.map(Box::new), output.clone())
+            }
+            Cmd::File(FileCmd::Post { points, files, at }) => {
+                Prepared::FilePost(Box::new(files::prepare_post(points, files, time_of(at.as_ref())?)?))
+            }
+            Cmd::File(FileCmd::Download { uri, output, range, category }) => {
+                let to_stdout = output.as_ref().is_none_or(|p| p.as_os_str() == "-");
+                if to_stdout && out.json {
+                    return Err(CliError::Usage(
+                        "--json prints its document on standard output: give -o PATH for the file's bytes".into(),
+                    ));
+                }
+                let range = range
+                    .as_ref()
+                    .map(|r| {
+                        parse::range(r).map(|b| (b, r.trim().to_owned())).map_err(|e| CliError::input("--range", e))
+                    })
+                    .transpose()?;
+                Prepared::FileDownload(uri.clone(), (*category).into(), range, output.clone())
+            }
+            Cmd::File(FileCmd::Url { uri, category }) => Prepared::FileUrl(uri.clone(), (*category).into()),
+            Cmd::File(FileCmd::Delete { uri }) => Prepared::FileDelete(uri.clone()),
+            Cmd::ConnectionState { nodes, full, relation, at } => {
+                Prepared::ConnectionState(connection_state(nodes, *full, relation, time_of(at.as_ref())?)?)
+            }
+            Cmd::Integration(IntegrationCmd::Post { input, batch }) => {
+                Prepared::IntegrationPost(integration::read(input)?, usize::try_from(*batch).unwrap_or(100))
+            }
+            Cmd::Integration(IntegrationCmd::Raw { hex }) => {
+                Prepared::IntegrationRaw(parse::hex(hex).map_err(|e| CliError::input("hex", e))?)
+            }
             Cmd::Tsl => Prepared::Tsl,
             Cmd::Topo(TopoCmd::Get) => Prepared::TopoGet,
             Cmd::Topo(TopoCmd::Add { devices }) => Prepared::TopoAdd(keys_of(devices)?),
@@ -153,19 +210,126 @@ impl Prepared {
         }))
     }
 
-    /// Whether the operation is the gateway's own (topology, logins, registration), which
-    /// cannot be sent for a sub-device.
-    pub fn gateway_only(&self) -> bool {
-        matches!(
-            self,
+    /// Why the operation cannot be sent for a sub-device (`--as`), if it cannot.
+    pub fn not_for_sub_devices(&self) -> Option<&'static str> {
+        match self {
             Prepared::TopoGet
-                | Prepared::TopoAdd(_)
-                | Prepared::TopoDelete(_)
-                | Prepared::Login(_)
-                | Prepared::Logout(_)
-                | Prepared::Register(_)
-        )
+            | Prepared::TopoAdd(_)
+            | Prepared::TopoDelete(_)
+            | Prepared::Login(_)
+            | Prepared::Logout(_)
+            | Prepared::Register(_) => Some("topology, logins and registration are the gateway's own"),
+            Prepared::FilePost(_) | Prepared::FileDownload(..) | Prepared::FileUrl(..) | Prepared::FileDelete(_) => {
+                Some("stored files are the connected device's own")
+            }
+            Prepared::OtaDownload(..) => Some("a firmware download is the connected device's own"),
+            Prepared::IntegrationPost(..) | Prepared::IntegrationRaw(_) => {
+                Some("the integration channel names the devices in its entries")
+            }
+            Prepared::Connect
+            | Prepared::Post(..)
+            | Prepared::Resume(..)
+            | Prepared::TagGet(_)
+            | Prepared::TagUpdate(_)
+            | Prepared::TagDelete(_)
+            | Prepared::AttributeGet(_)
+            | Prepared::AttributeUpdate(_)
+            | Prepared::AttributeDelete(_)
+            | Prepared::Event(..)
+            | Prepared::Raw(_)
+            | Prepared::Log(_)
+            | Prepared::Network(_)
+            | Prepared::OtaVersion(_)
+            | Prepared::OtaFirmwares
+            | Prepared::OtaProgress(..)
+            | Prepared::ConnectionState(_)
+            | Prepared::Tsl => None,
+        }
     }
+
+    /// Whether the operation goes over the product's integration channel rather than as
+    /// the device.
+    pub fn is_channel(&self) -> bool {
+        matches!(self, Prepared::IntegrationPost(..) | Prepared::IntegrationRaw(_))
+    }
+}
+
+/// A connection state report from `ID=STATE` arguments (or one JSON array of nodes) and
+/// `PARENT=CHILD,...` relations.
+fn connection_state(
+    nodes: &[String],
+    full: bool,
+    relations: &[String],
+    at: Option<u64>,
+) -> Result<ConnectionStatePost, CliError> {
+    let list = match nodes {
+        [one] if one.trim_start().starts_with('[') => json_nodes(one).map_err(|e| CliError::input("nodes", e))?,
+        _ => nodes
+            .iter()
+            .map(|n| {
+                let bad = |why: String| CliError::input(format!("node {n:?}"), why);
+                let (id, state) = n.rsplit_once('=').ok_or_else(|| bad("expected ID=STATE".into()))?;
+                if id.is_empty() {
+                    return Err(bad("the node id is empty".into()));
+                }
+                Ok(ConnectionNode::new(id, parse::node_state(state).map_err(bad)?))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut post = if full { ConnectionStatePost::full(list) } else { ConnectionStatePost::update(list) };
+    for r in relations {
+        let bad = |why: &str| CliError::input(format!("--relation {r:?}"), why);
+        let (parent, children) = r.split_once('=').ok_or_else(|| bad("expected PARENT=CHILD[,CHILD...]"))?;
+        let children: Vec<&str> = children.split(',').map(str::trim).collect();
+        if parent.is_empty() || children.iter().any(|c| c.is_empty()) {
+            return Err(bad("a node id is empty"));
+        }
+        post = post.relation(parent, children);
+    }
+    if let Some(at) = at {
+        post = post.at(at);
+    }
+    Ok(post)
+}
+
+/// Nodes as a JSON array of `{"nodeId", "state", "assetId"?, "name"?, "info"?}`.
+fn json_nodes(text: &str) -> Result<Vec<ConnectionNode>, String> {
+    let Value::Array(list) = serde_json::from_str::<Value>(text).map_err(|e| format!("not JSON: {e}"))? else {
+        return Err("expected a JSON array of nodes".into());
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let at = |why: String| format!("node {}: {why}", i + 1);
+            let Value::Object(mut m) = v else {
+                return Err(at(format!("expected an object, got {}", parse::kind(&v))));
+            };
+            let mut text = |key: &str| -> Result<Option<String>, String> {
+                match m.remove(key) {
+                    None => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s)),
+                    Some(other) => Err(at(format!("{key}: expected a string, got {}", parse::kind(&other)))),
+                }
+            };
+            let id = text("nodeId")?.filter(|s| !s.is_empty()).ok_or_else(|| at("no nodeId".into()))?;
+            let (asset, name, info) = (text("assetId")?, text("name")?, text("info")?);
+            let state = match m.remove("state") {
+                Some(Value::String(s)) => parse::node_state(&s),
+                Some(Value::Number(n)) => parse::node_state(&n.to_string()),
+                Some(other) => Err(format!("expected a state, got {}", parse::kind(&other))),
+                None => Err("no state".into()),
+            }
+            .map_err(|e| at(format!("state: {e}")))?;
+            if let Some(k) = m.keys().next() {
+                return Err(at(format!("unknown field `{k}` (a node has nodeId, state, assetId, name, info)")));
+            }
+            let mut node = ConnectionNode::new(id, state);
+            node.asset_id = asset.unwrap_or_default();
+            node.name = name.unwrap_or_default();
+            node.info = info.unwrap_or_default();
+            Ok(node)
+        })
+        .collect()
 }
 
 /// The reply envelope as JSON, with `data`.
@@ -178,11 +342,24 @@ pub struct Printed {
     text: String,
     doc: Value,
     exit: u8,
+    quiet: bool,
 }
 
 impl Printed {
-    fn ok(text: impl Into<String>, doc: Value) -> Self {
-        Printed { text: text.into(), doc, exit: 0 }
+    /// A result with `exit` as the exit code.
+    pub fn new(text: impl Into<String>, doc: Value, exit: u8) -> Self {
+        Printed { text: text.into(), doc, exit, quiet: false }
+    }
+
+    /// A success.
+    pub fn ok(text: impl Into<String>, doc: Value) -> Self {
+        Printed::new(text, doc, crate::error::exit::OK)
+    }
+
+    /// Prints nothing: the run's output was the bytes it wrote (a download to standard
+    /// output).
+    pub fn quiet(self) -> Self {
+        Printed { quiet: true, ..self }
     }
 }
 
@@ -193,7 +370,9 @@ impl Printed {
 /// The request's error.
 pub fn run(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<u8, CliError> {
     let p = execute(op, s, settings, out)?;
-    out.result(&p.text, &p.doc);
+    if !p.quiet {
+        out.result(&p.text, &p.doc);
+    }
     Ok(p.exit)
 }
 
@@ -244,6 +423,21 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
         Prepared::Network(report) => unit(data.report_network_status(report, s.opts()).map_err(req)?),
         Prepared::OtaVersion(v) => unit(ota.report_version(&v, s.opts()).map_err(req)?),
         Prepared::OtaProgress(step, desc) => unit(ota.report_progress(&step, &desc, s.opts()).map_err(req)?),
+        Prepared::OtaDownload(version, given, path) => {
+            let fw = match given {
+                Some(fw) => *fw,
+                None => firmware::choose(ota.get_version(s.opts()).map_err(req)?.data, version.as_deref())?,
+            };
+            out.note(&format!("downloading firmware {} from {}", fw.version, fw.file_url));
+            firmware::download(s, &fw, &path)?
+        }
+        Prepared::FilePost(p) => files::post(s, *p)?,
+        Prepared::FileDownload(uri, category, range, to) => files::download(s, &uri, category, range, to.as_deref())?,
+        Prepared::FileUrl(uri, category) => files::url(s, &uri, category)?,
+        Prepared::FileDelete(uri) => files::delete(s, &uri)?,
+        Prepared::ConnectionState(state) => unit(data.post_connection_state(state, s.opts()).map_err(req)?),
+        Prepared::IntegrationPost(entries, batch) => integration::post(s, entries, batch)?,
+        Prepared::IntegrationRaw(bytes) => integration::raw(s, bytes)?,
         Prepared::OtaFirmwares => {
             let r = ota.get_version(s.opts()).map_err(req)?;
             let text = lines(
@@ -310,11 +504,7 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
             }
             let failed: Vec<String> = r.data.failed.iter().map(ToString::to_string).collect();
             let doc = envelope(&r, json!({"loggedIn": logged_in, "failed": failed}));
-            Printed {
-                text: text.join("\n"),
-                doc,
-                exit: if failed.is_empty() { 0 } else { crate::error::exit::REFUSED },
-            }
+            Printed::new(text.join("\n"), doc, if failed.is_empty() { 0 } else { crate::error::exit::REFUSED })
         }
         Prepared::Logout(device) => {
             let r = subs.logout_sub_device(device.clone(), s.own_opts()).map_err(req)?;

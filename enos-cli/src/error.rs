@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use enos_transport_blocking::proto::{DisconnectCause, RequestError, SubmitError};
+use enos_transport_blocking::proto::{DisconnectCause, RequestError, SubmitError, INTEGRATION_DEVICE_KEY};
 use enos_transport_blocking::Error;
 use serde_json::{json, Value};
 
@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 pub mod exit {
     /// Done.
     pub const OK: u8 = 0;
-    /// The cloud answered with an error code (and, for `replay`, refused some rows).
+    /// The cloud answered with an error code (and, for `replay`, refused some rows), or
+    /// does not have what was asked (a file, a firmware version), or what it sent failed
+    /// its check (a firmware's digest or size).
     pub const REFUSED: u8 = 1;
     /// A usage error: a bad argument, a missing or invalid setting, bad input (JSON,
     /// hex, a CSV or JSON lines row).
@@ -86,6 +88,13 @@ pub enum CliError {
     /// The cloud answered something unreadable.
     #[error("the cloud's reply did not parse: {0}")]
     BadReply(String),
+    /// The cloud does not have what was asked: a stored file, a firmware version.
+    #[error("{0}")]
+    NotFound(String),
+    /// What the cloud sent failed its check (a firmware's digest or size); nothing was
+    /// kept.
+    #[error("{0}")]
+    CheckFailed(String),
     /// No connection.
     #[error("could not connect to {url} as {device}: {reason}{hint}")]
     Connect {
@@ -119,7 +128,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Missing(_) | CliError::Input { .. } => exit::USAGE,
-            CliError::Refused { .. } | CliError::BadReply(_) => exit::REFUSED,
+            CliError::Refused { .. } | CliError::BadReply(_) | CliError::NotFound(_) | CliError::CheckFailed(_) => {
+                exit::REFUSED
+            }
             CliError::Connect { .. } | CliError::Lost(_) => exit::CONNECT,
             CliError::TimedOut(_) => exit::TIMED_OUT,
             CliError::Io { .. } => exit::IO,
@@ -134,6 +145,8 @@ impl CliError {
             CliError::Input { .. } => "bad_input",
             CliError::Refused { .. } => "refused",
             CliError::BadReply(_) => "bad_reply",
+            CliError::NotFound(_) => "not_found",
+            CliError::CheckFailed(_) => "check_failed",
             CliError::Connect { .. } => "connect",
             CliError::TimedOut(_) => "timed_out",
             CliError::Lost(_) => "connection_lost",
@@ -176,6 +189,7 @@ impl CliError {
             Error::Request(e) => CliError::Lost(e.to_string()),
             Error::Submit(SubmitError::Encode(e)) => CliError::input("request", e.to_string()),
             Error::Submit(e @ SubmitError::InvalidTarget) => CliError::Usage(e.to_string()),
+            Error::Submit(SubmitError::NeedsHttp) => CliError::Usage(NEEDS_HTTP.into()),
             Error::Submit(e) => CliError::Lost(e.to_string()),
             Error::Options(e) => CliError::Usage(e.to_string()),
             Error::ConnectTimeout(d) => CliError::TimedOut(format!("no connection within {}", secs(d))),
@@ -191,7 +205,9 @@ impl CliError {
         let (reason, hint) = match e {
             Error::Connect(DisconnectCause::Refused(r)) => {
                 let hint = if r.is_authentication() {
-                    format!("; check the device keys and the {credentials}")
+                    // The integration channel signs in as its product.
+                    let keys = if device.ends_with(INTEGRATION_DEVICE_KEY) { "product key" } else { "device keys" };
+                    format!("; check the {keys} and the {credentials}")
                 } else {
                     String::new()
                 };
@@ -216,6 +232,9 @@ impl CliError {
         CliError::Connect { url: url.to_owned(), device: device.to_owned(), reason, hint }
     }
 }
+
+/// What a file operation on an MQTT connection is told.
+pub const NEEDS_HTTP: &str = "stored files go over the HTTP transport only: give the cloud's device HTTP endpoint as an http:// or https:// URL (--url, ENOS_URL or `url` in a profile)";
 
 fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
@@ -245,6 +264,11 @@ mod tests {
         assert_eq!(CliError::from_connect(Error::ConnectTimeout(Duration::from_secs(1)), "u", "d", "c").exit_code(), 4);
         assert_eq!(CliError::input("x", "y").exit_code(), 2);
         assert_eq!(CliError::io("x", "y").exit_code(), 5);
+        let mqtt = CliError::from_request(Error::Submit(SubmitError::NeedsHttp));
+        assert_eq!(mqtt.exit_code(), 2);
+        assert!(mqtt.to_string().contains("http:// or https://"), "{mqtt}");
+        assert_eq!(CliError::NotFound("x".into()).exit_code(), 1);
+        assert_eq!(CliError::CheckFailed("x".into()).to_json()["error"]["kind"], "check_failed");
     }
 
     #[test]

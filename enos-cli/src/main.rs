@@ -21,8 +21,25 @@
 //! enos log "pump started" --level info --module pump
 //! enos network --rssi -67 --type 4G
 //! enos ota version 1.0.3 && enos ota firmwares && enos ota progress 50 downloading
+//! enos ota download -o fw.bin                      # the newest offered firmware, checked
+//! enos ota download --version 1.1.0 -o fw.bin
+//! enos connection-state '#001=connected' '#002=disconnected' --full --relation '#001=#002'
 //! enos tsl                                         # the product's thing model
 //! enos --json post '{"temp":21.5}'                 # one JSON document per result
+//!
+//! # Stored files, over the HTTP transport (`enos-sim serve --http 127.0.0.1:18081`)
+//! export ENOS_URL=http://127.0.0.1:18081
+//! enos file post '{"newFile":"local://photo.jpg"}'  # prints the URI the cloud keeps it under
+//! enos file post '{"snapshot":{"img":"local://cam","label":"cam1"}}' --file cam=/tmp/cam.jpg
+//! enos file download enos-connect://AbCdEfGhIjk.jpg -o photo.jpg
+//! enos file download enos-connect://AbCdEfGhIjk.jpg --range 0-1023 > head.bin
+//! enos file url enos-connect://AbCdEfGhIjk.jpg && enos file delete enos-connect://AbCdEfGhIjk.jpg
+//!
+//! # The product's integration channel: many devices through one connection
+//! export ENOS_PRODUCT_SECRET=demo_product_secret
+//! enos integration post '[{"deviceKey":"dev1","time":1714564800000,"measurepoints":{"temp":21.5}},
+//!                         {"deviceKey":"dev2","events":{"overheat":{"level":2}}}]'
+//! enos integration post entries.jsonl --batch 500
 //!
 //! # A gateway and its sub-devices (their secrets: --sub-secret, ENOS_SUB_SECRETS, a profile)
 //! enos topo add demo_sub_pk/demo_sub_1 && enos topo get
@@ -52,7 +69,7 @@
 //!
 //! | flag | environment | profile key |
 //! |---|---|---|
-//! | `--url` | `ENOS_URL` | `url` |
+//! | `--url` (`tcp://`, `ssl://`; `http://`, `https://` for the HTTP transport) | `ENOS_URL` | `url` |
 //! | `--product-key`, `--device-key` | `ENOS_PRODUCT_KEY`, `ENOS_DEVICE_KEY` | `product_key`, `device_key` |
 //! | `--device-secret` | `ENOS_DEVICE_SECRET` | `device_secret` |
 //! | `--product-secret` | `ENOS_PRODUCT_SECRET` | `product_secret` |
@@ -104,12 +121,55 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done |
-//! | 1 | the cloud answered with an error code (`replay`: it refused some rows; `login`: some sub-devices) |
+//! | 1 | the cloud answered with an error code (`replay`: it refused some rows; `login`: some sub-devices; `integration post`: some requests), or does not have what was asked (a stored file, a firmware version), or what it sent failed its check (a firmware's digest or size) |
 //! | 2 | usage error: a bad argument, a missing or invalid setting, bad input (JSON, hex, a CSV or JSON lines row, with its line) |
 //! | 3 | could not connect or authenticate (refused credentials, unreachable broker, TLS), or the connection was lost |
 //! | 4 | timed out: no connection or no reply within the timeout |
 //! | 5 | local I/O error: a file, the `--exec` program |
 //! | 130 | interrupted (Ctrl-C, SIGTERM) before the work was done: `replay --resume` goes on |
+//!
+//! # Stored files: `file`
+//!
+//! Over the HTTP transport only (an `http://` or `https://` URL, the cloud's device HTTP
+//! endpoint; on an MQTT URL each is a usage error, exit 2, that says so). `file post`
+//! posts measure points whose values are files: each value `"local://NAME"` (of a point,
+//! or of a member of a struct point) is the file `--file NAME=PATH` gives, else the file
+//! `NAME`; every file is read before anything connects (at most 100 MB each), goes up
+//! with the request, and the URI the cloud keeps it under (`enos-connect://...`, the
+//! point's value from then on) is printed. `file download URI` writes the file to
+//! standard output, or with `-o PATH` to `PATH.part`, renamed to `PATH` once complete
+//! (a failed download does not touch `PATH`); `--range START-END`, `START-` or `-N`
+//! takes only those bytes. Either way it goes 256 KiB per exchange, never more in
+//! memory. `file url URI` prints a URL that downloads it without a session; `file delete
+//! URI` deletes it. A file the cloud does not have exits 1 (`"kind": "not_found"`).
+//! `--category ota` names a firmware rather than a point's file.
+//!
+//! # Firmware: `ota download`
+//!
+//! Downloads a firmware the cloud offers (`ota firmwares`): the one of `--version`, else
+//! the highest version (compared part by part, numbers as numbers); or, with `--firmware
+//! JSON`, the one an upgrade push carries (`{version, signMethod, sign, fileUrl,
+//! fileSize}`, the `firmware` that `listen` prints for a push). The SDK checks the
+//! digest (md5, sha1 or sha256) and the size as the bytes arrive, writes them to
+//! `PATH.part` and renames it to `PATH` only once both match; the download's progress
+//! goes to the cloud, and to standard error as a line when it is a terminal. A firmware that fails its
+//! check exits 1 (`"kind": "check_failed"`) and leaves nothing behind. A file of the
+//! cloud's storage needs the HTTP transport; a plain `http://` or `https://` file URL is
+//! fetched on either.
+//!
+//! # The integration channel: `integration`
+//!
+//! `integration post` and `integration raw` connect as the product's message-integration
+//! channel (secure mode 4): the URL, the product key and the product secret (flags,
+//! `ENOS_*` or a profile, as for a device); the device key and secret are not used, and
+//! the product must have its channel. The entries are JSON, a file, or `-` for standard
+//! input: a JSON array, or one entry per line, each `{"deviceKey", "time"?, and one of
+//! "measurepoints", "events", "attributes"}` (a time is epoch milliseconds or RFC 3339;
+//! attributes have none). They are checked first (a bad one is named by its index, or
+//! its file and line; exit 2), then sent `--batch` per request, measure points first,
+//! then events, then attributes. The cloud takes a request whole or refuses it with its
+//! first error (1257 device not found, 1204 model validation failed); every request is
+//! sent, each is printed with its answer, and the exit code is 1 if one was refused.
 //!
 //! # `listen`
 //!
@@ -176,6 +236,9 @@
 mod cli;
 mod commands;
 mod error;
+mod files;
+mod firmware;
+mod integration;
 mod listen;
 mod output;
 mod parse;
@@ -244,14 +307,18 @@ fn run(cli: &Cli, out: Out) -> Result<u8, CliError> {
         Cmd::Replay(args) => replay::run(args, settings, out, sending, as_device.as_ref()),
         other => {
             // Every argument is checked before anything connects.
-            let Some(op) = Prepared::from(other)? else { return Err(CliError::Usage("not a one-shot command".into())) };
-            if as_device.is_some() && op.gateway_only() {
-                return Err(CliError::Usage(
-                    "--as does not apply: topology, logins and registration are the gateway's own".into(),
-                ));
+            let Some(op) = Prepared::from(other, out)? else {
+                return Err(CliError::Usage("not a one-shot command".into()));
+            };
+            if let (Some(_), Some(why)) = (&as_device, op.not_for_sub_devices()) {
+                return Err(CliError::Usage(format!("--as does not apply: {why}")));
             }
             let settings = settings()?;
-            let session = Session::open(&settings, out, sending, as_device.as_ref())?;
+            let session = if op.is_channel() {
+                Session::open_channel(&settings, out, sending)?
+            } else {
+                Session::open(&settings, out, sending, as_device.as_ref())?
+            };
             let result = commands::run(op, &session, &settings, out);
             session.close();
             result

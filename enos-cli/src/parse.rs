@@ -1,6 +1,9 @@
 //! Small parsers of what a user types: times (epoch milliseconds or RFC 3339), hex bytes,
-//! JSON objects, `key=value` pairs. Each error says what was expected.
+//! JSON objects, `key=value` pairs, byte ranges, node states. Each error says what was
+//! expected.
 
+use enos_transport_blocking::proto::http::ByteRange;
+use enos_transport_blocking::proto::ops::NodeState;
 use serde_json::{Map, Value};
 
 /// Epoch milliseconds from `1700000000000` or an RFC 3339 time
@@ -174,9 +177,67 @@ pub fn pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// A byte range: `START-END` (both included), `START-` (to the end) or `-N` (the last N).
+///
+/// # Errors
+///
+/// What was expected, when `text` is none of them or is empty (END before START, `-0`).
+pub fn range(text: &str) -> Result<ByteRange, String> {
+    let expected = || format!("{text:?} is not START-END, START- or -N (bytes, from 0)");
+    let (start, end) = text.trim().split_once('-').ok_or_else(expected)?;
+    let number = |s: &str| s.parse::<u64>().map_err(|_| expected());
+    match (start.trim(), end.trim()) {
+        ("", "") => Err(expected()),
+        ("", n) => match number(n)? {
+            0 => Err(format!("{text:?}: the last 0 bytes are no bytes")),
+            n => Ok(ByteRange::Last(n)),
+        },
+        (s, "") => Ok(ByteRange::From(number(s)?)),
+        (s, e) => {
+            let (start, end) = (number(s)?, number(e)?);
+            if end < start {
+                return Err(format!("{text:?}: the end comes before the start"));
+            }
+            Ok(ByteRange::Span { start, end })
+        }
+    }
+}
+
+/// A node's connection state: `connected`, `disconnected`, `unknown`, or 1, 2, 3.
+///
+/// # Errors
+///
+/// The states there are, when `text` is none of them.
+pub fn node_state(text: &str) -> Result<NodeState, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "connected" | "1" => Ok(NodeState::Connected),
+        "disconnected" | "2" => Ok(NodeState::Disconnected),
+        "unknown" | "3" => Ok(NodeState::Unknown),
+        _ => Err(format!("{text:?} is not a state: connected, disconnected or unknown (or 1, 2, 3)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range("10-19"), Ok(ByteRange::Span { start: 10, end: 19 }));
+        assert_eq!(range("0-0"), Ok(ByteRange::Span { start: 0, end: 0 }));
+        assert_eq!(range("300-"), Ok(ByteRange::From(300)));
+        assert_eq!(range("-100"), Ok(ByteRange::Last(100)));
+        for bad in ["", "-", "10", "a-b", "19-10", "-0", "1-2-3", "--5"] {
+            assert!(range(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_states() {
+        assert_eq!(node_state("Connected"), Ok(NodeState::Connected));
+        assert_eq!(node_state("2"), Ok(NodeState::Disconnected));
+        assert!(node_state("up").unwrap_err().contains("connected, disconnected or unknown"));
+    }
 
     #[test]
     fn times() {

@@ -6,7 +6,7 @@ use enos_transport_blocking::{DeviceKeys, GatewayClient, Qos, RequestOptions, Se
 
 use crate::error::CliError;
 use crate::output::Out;
-use crate::settings::Settings;
+use crate::settings::{Credentials, Settings};
 
 /// The options every request of a run is sent with.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +46,37 @@ impl Session {
         as_device: Option<&DeviceKeys>,
     ) -> Result<Self, CliError> {
         let creds = settings.credentials()?;
-        let url = creds.options.broker_url.clone();
         let device = settings.device()?;
+        let mut session = Session::connect(settings, creds, device, out, sending)?;
+        if let Some(sub) = as_device {
+            session.login(settings, sub, out)?;
+            session.target = Some(sub.clone());
+        }
+        Ok(session)
+    }
+
+    /// Connects as the product's message-integration channel (secure mode 4).
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Missing`] for a setting no source gives (the URL, the product key or
+    /// secret), [`CliError::Connect`] or [`CliError::TimedOut`] when the connection does
+    /// not come up.
+    pub fn open_channel(settings: &Settings, out: Out, sending: Sending) -> Result<Self, CliError> {
+        let creds = settings.channel_credentials()?;
+        let device = DeviceKeys::new(&creds.options.product_key, &creds.options.device_key)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Session::connect(settings, creds, device, out, sending)
+    }
+
+    fn connect(
+        settings: &Settings,
+        creds: Credentials,
+        device: DeviceKeys,
+        out: Out,
+        sending: Sending,
+    ) -> Result<Self, CliError> {
+        let url = creds.options.broker_url.clone();
         let mode = creds.options.secure_mode;
         let fail = |e| CliError::from_connect(e, &url, &device.to_string(), &creds.description);
         let client = GatewayClient::new(creds.options.clone()).map_err(fail)?;
@@ -59,12 +88,7 @@ impl Session {
             }
         }
         out.note("connected");
-        let mut session = Session { client, url, device, sending, target: None };
-        if let Some(sub) = as_device {
-            session.login(settings, sub, out)?;
-            session.target = Some(sub.clone());
-        }
-        Ok(session)
+        Ok(Session { client, url, device, sending, target: None })
     }
 
     /// The options of a request: the run's QoS and reply, for the `--as` sub-device.
@@ -80,6 +104,12 @@ impl Session {
     /// devices its entries name): the run's QoS and reply, no target.
     pub fn untargeted(&self) -> RequestOptions {
         RequestOptions::new().qos(self.sending.qos).need_reply(self.sending.need_reply)
+    }
+
+    /// The options of a file operation (HTTP only: no QoS, always a reply), for the
+    /// device itself.
+    pub fn file_opts(&self) -> RequestOptions {
+        RequestOptions::new()
     }
 
     /// The options of a gateway's own request (topology, logins, registration): always

@@ -18,7 +18,8 @@ use crate::error::{CliError, Missing};
 #[derive(Clone, Default, clap::Args)]
 #[command(next_help_heading = "Connection (flags > ENOS_* environment > profile)")]
 pub struct ConnArgs {
-    /// Broker URL: tcp://host:port, or ssl://host:port for TLS [env: ENOS_URL]
+    /// Broker URL: tcp://host:port, or ssl://host:port for TLS; http:// or https:// for
+    /// the HTTP transport (needed by `enos file`) [env: ENOS_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
     /// Product key [env: ENOS_PRODUCT_KEY]
@@ -32,7 +33,8 @@ pub struct ConnArgs {
     #[arg(long, global = true, value_name = "SECRET")]
     pub device_secret: Option<String>,
     /// Product secret: dynamic activation (secure mode 3); the issued device secret is kept
-    /// in the secrets folder and used from then on [env: ENOS_PRODUCT_SECRET]
+    /// in the secrets folder and used from then on. It also signs `enos integration` in
+    /// as the product's integration channel [env: ENOS_PRODUCT_SECRET]
     #[arg(long, global = true, value_name = "SECRET")]
     pub product_secret: Option<String>,
     /// Client certificate chain (PEM) for X.509 authentication over ssl:// [env: ENOS_CERT]
@@ -447,22 +449,7 @@ impl Settings {
         let url = self.url()?;
         let device = self.device()?;
         let mut o = ClientOptions::new(url, device.product_key(), device.device_key());
-        o.connection_timeout = self.connect_timeout.value;
-        o.request_timeout = self.request_timeout.value;
-        let read = |f: &Option<Sourced<PathBuf>>, what: &str| -> Result<Option<Vec<u8>>, CliError> {
-            f.as_ref()
-                .map(|p| {
-                    std::fs::read(&p.value)
-                        .map_err(|e| CliError::io(format!("{what} {} (from {})", p.value.display(), p.source), e))
-                })
-                .transpose()
-        };
-        o.ca = read(&self.ca, "CA file")?;
-        o.cert = read(&self.cert, "certificate")?;
-        o.key = read(&self.key, "private key")?;
-        o.pfx = read(&self.pfx, "PKCS#12 file")?;
-        o.passphrase = self.passphrase.as_ref().map(|p| p.value.clone());
-        o.server_name = self.server_name.as_ref().map(|s| s.value.clone());
+        self.transport_options(&mut o)?;
         let kept = self.secrets.as_ref().and_then(|s| s.read(&device));
         let secret = self.device_secret.clone().or(kept);
         let described = |what: &str, source: &Source| format!("{what} (from {source})");
@@ -498,6 +485,54 @@ impl Settings {
             ));
         };
         Ok(Credentials { options: o, description })
+    }
+
+    /// The options of the product's message-integration channel (secure mode 4): the URL,
+    /// the product key and its secret, TLS files and timeouts. The device key and secret
+    /// are not used.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Missing`] naming the setting no source gives, [`CliError::Io`] for a
+    /// file that cannot be read.
+    pub fn channel_credentials(&self) -> Result<Credentials, CliError> {
+        let url = self.url()?;
+        let product = self.product_key.as_ref().ok_or_else(|| {
+            self.missing("the product key", vec![("--product-key", "ENOS_PRODUCT_KEY", "product_key")])
+        })?;
+        let secret = self.product_secret.as_ref().ok_or_else(|| {
+            self.missing(
+                "the product secret, which signs the integration channel in",
+                vec![("--product-secret", "ENOS_PRODUCT_SECRET", "product_secret")],
+            )
+        })?;
+        let mut o = ClientOptions::integration_channel(url, &product.value, secret.value.clone());
+        self.transport_options(&mut o)?;
+        Ok(Credentials {
+            options: o,
+            description: format!("product secret, integration channel (from {})", secret.source),
+        })
+    }
+
+    /// Sets what both kinds of connection share: timeouts, and the TLS files read.
+    fn transport_options(&self, o: &mut ClientOptions) -> Result<(), CliError> {
+        o.connection_timeout = self.connect_timeout.value;
+        o.request_timeout = self.request_timeout.value;
+        let read = |f: &Option<Sourced<PathBuf>>, what: &str| -> Result<Option<Vec<u8>>, CliError> {
+            f.as_ref()
+                .map(|p| {
+                    std::fs::read(&p.value)
+                        .map_err(|e| CliError::io(format!("{what} {} (from {})", p.value.display(), p.source), e))
+                })
+                .transpose()
+        };
+        o.ca = read(&self.ca, "CA file")?;
+        o.cert = read(&self.cert, "certificate")?;
+        o.key = read(&self.key, "private key")?;
+        o.pfx = read(&self.pfx, "PKCS#12 file")?;
+        o.passphrase = self.passphrase.as_ref().map(|p| p.value.clone());
+        o.server_name = self.server_name.as_ref().map(|s| s.value.clone());
+        Ok(())
     }
 
     /// How sub-device `keys` signs in: its device secret (given, or kept by an earlier
@@ -783,6 +818,20 @@ mod tests {
             assert!(text.contains(part), "{text}");
         }
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_integration_channel_signs_in_with_the_product_secret_alone() {
+        let env =
+            env_of(&[("ENOS_URL", "tcp://h:1"), ("ENOS_PRODUCT_KEY", "pk"), ("ENOS_DEVICE_SECRET", "dev-s3cret")]);
+        let e = Settings::resolve(&ConnArgs::default(), &env).unwrap().channel_credentials().err().unwrap();
+        assert!(e.to_string().contains("the product secret") && e.to_string().contains("ENOS_PRODUCT_SECRET"), "{e}");
+        let args = ConnArgs { product_secret: Some("prod-s3cret".into()), ..Default::default() };
+        let c = Settings::resolve(&args, &env).unwrap().channel_credentials().unwrap();
+        assert_eq!(c.options.secure_mode, SecureMode::Integration);
+        assert_eq!(c.options.device_key, enos_transport_blocking::proto::INTEGRATION_DEVICE_KEY);
+        assert_eq!(c.description, "product secret, integration channel (from --product-secret)");
+        assert!(c.options.device_secret.is_none() && !format!("{:?}", c.options).contains("s3cret"));
     }
 
     #[test]

@@ -384,3 +384,44 @@ fn a_gateway_manages_its_sub_devices_and_acts_as_one() {
     ok(&["--as", &pump, "post", r#"{"temp":5}"#]);
     assert_eq!(sim.points(&pump)["temp"]["value"], 5);
 }
+
+#[test]
+fn connection_state_reaches_the_cloud_as_a_full_report_or_an_update() {
+    let sim = Sim::start();
+    let home = TempDir::new("connection-state");
+    let env = device_env(&sim);
+    let r = run(
+        home.path(),
+        &env,
+        &[
+            "connection-state",
+            "#001=connected",
+            "#002=disconnected",
+            "--full",
+            "--relation",
+            "#001=#002",
+            "--at",
+            "1700000000000",
+        ],
+    );
+    assert_eq!((r.code, r.stdout.trim()), (0, "ok (code 200)"), "{r:?}");
+    let nodes = r##"[{"nodeId":"#002","state":"connected","name":"pump","info":"back"}]"##;
+    let r = run(home.path(), &env, &["connection-state", nodes]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (_, device) = sim.admin(&["device", DEV]);
+    let reports: Vec<&serde_json::Value> =
+        device["reports"].as_array().unwrap().iter().filter(|r| r["method"] == "connection.state.post").collect();
+    assert_eq!(reports.len(), 2, "{device}");
+    assert_eq!(
+        reports[0]["params"],
+        json!({"isFull": true, "nodes": [{"nodeId": "#001", "state": 1}, {"nodeId": "#002", "state": 2}],
+               "relations": {"#001": ["#002"]}, "reportTime": 1_700_000_000_000u64})
+    );
+    assert_eq!(reports[1]["params"]["isFull"], false);
+    assert_eq!(reports[1]["params"]["nodes"], json!([{"nodeId": "#002", "state": 1, "name": "pump", "info": "back"}]));
+    // Relations belong to a full report; a state is one of three.
+    let r = run(home.path(), &env, &["connection-state", "#1=connected", "--relation", "#1=#2"]);
+    assert!(r.code == 2 && r.stderr.contains("--full"), "{r:?}");
+    let r = run(home.path(), &env, &["connection-state", "#1=up"]);
+    assert!(r.code == 2 && r.stderr.contains("\"up\" is not a state: connected, disconnected or unknown"), "{r:?}");
+}

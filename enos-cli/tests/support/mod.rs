@@ -73,6 +73,8 @@ pub struct Sim {
     pub url: String,
     /// `ssl://127.0.0.1:PORT`, when started with TLS.
     pub tls_url: Option<String>,
+    /// `http://127.0.0.1:PORT`, the device HTTP endpoint, when started with `--http`.
+    pub http_url: Option<String>,
     /// The admin API's address.
     pub admin: String,
     /// Its runtime folder (the admin token).
@@ -106,10 +108,14 @@ impl Sim {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut tls_url, mut admin) = (None, None, None);
-        let wants_tls = extra.contains(&"--tls");
-        while url.is_none() || admin.is_none() || (wants_tls && tls_url.is_none()) {
+        let (mut url, mut tls_url, mut http_url, mut admin) = (None, None, None, None);
+        let (wants_tls, wants_http) = (extra.contains(&"--tls"), extra.contains(&"--http"));
+        while url.is_none() || admin.is_none() || (wants_tls && tls_url.is_none()) || (wants_http && http_url.is_none())
+        {
             let line = lines.next().expect("enos-sim printed its addresses").unwrap();
+            if let Some(a) = line.strip_prefix("device HTTP endpoint listening on ") {
+                http_url = Some(a.to_owned());
+            }
             if let Some(a) = line.strip_prefix("MQTT (tcp) listening on ") {
                 url = Some(a.to_owned());
             }
@@ -121,7 +127,14 @@ impl Sim {
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        Sim { child, url: url.unwrap(), tls_url, admin: admin.unwrap(), dir }
+        Sim { child, url: url.unwrap(), tls_url, http_url, admin: admin.unwrap(), dir }
+    }
+
+    /// With the device HTTP endpoint (`--http 127.0.0.1:0`) and `extra`.
+    pub fn start_with_http(extra: &[&str]) -> Self {
+        let mut args = vec!["--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Sim::start_with(&args)
     }
 
     /// Stops the server at once, as a crash would.
@@ -176,6 +189,25 @@ pub fn device_env(sim: &Sim) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The environment of the built-in device on `sim`'s device HTTP endpoint (the HTTP
+/// transport).
+pub fn http_env(sim: &Sim) -> Vec<(&'static str, String)> {
+    let mut env = device_env(sim);
+    env[0].1 = sim.http_url.clone().expect("the sim was started with --http");
+    env
+}
+
+/// The environment of the integration channel of the built-in device product on `sim`:
+/// its key and secret, no device.
+pub fn channel_env(sim: &Sim) -> Vec<(&'static str, String)> {
+    use enos_sim::registry::defaults::*;
+    vec![
+        ("ENOS_URL", sim.url.clone()),
+        ("ENOS_PRODUCT_KEY", DEVICE_PRODUCT.into()),
+        ("ENOS_PRODUCT_SECRET", DEVICE_PRODUCT_SECRET.into()),
+    ]
+}
+
 /// The environment of the built-in gateway, with its sub-devices' secrets.
 pub fn gateway_env(sim: &Sim) -> Vec<(&'static str, String)> {
     use enos_sim::registry::defaults::*;
@@ -225,6 +257,116 @@ impl From<Output> for Run {
 
 /// Runs `enos args` in `home` with `env`.
 pub fn run(home: &Path, env: &[(&str, String)], args: &[&str]) -> Run {
-    let out = enos(home).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).args(args).output().unwrap();
-    Run::from(out)
+    Run::from(run_raw(home, env, args))
+}
+
+/// How long one run of `enos` may take in a test before it is killed.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `enos args` in `home` with `env`: its output as bytes. A run past [`RUN_LIMIT`]
+/// (a loop that never ends) is killed, and the test fails saying so.
+pub fn run_raw(home: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
+    use std::io::Read;
+    let mut child = enos(home)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("enos {args:?} did not end within {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// Bytes of a file that are no text, and differ from one offset to the next for long.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + i / 251) % 256) as u8).collect()
+}
+
+/// A plain HTTP/1.1 server of one file (what a firmware's plain `fileUrl` names): `GET`
+/// of any path, whole (200) or one range `bytes=S-E` / `bytes=S-` (206, or 416 past the
+/// end), on kept-alive connections; it counts the requests.
+pub struct FileServer {
+    /// `http://127.0.0.1:PORT/PATH`.
+    pub url: String,
+    /// Requests answered.
+    pub requests: std::sync::Arc<AtomicU32>,
+}
+
+impl FileServer {
+    pub fn start(path: &str, body: Vec<u8>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(AtomicU32::new(0));
+        let (count, body) = (requests.clone(), std::sync::Arc::new(body));
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (count, body) = (count.clone(), body.clone());
+                std::thread::spawn(move || FileServer::serve(conn, &body, &count));
+            }
+        });
+        FileServer { url, requests }
+    }
+
+    fn serve(conn: std::net::TcpStream, body: &[u8], count: &AtomicU32) {
+        use std::io::Write;
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut conn = conn;
+        loop {
+            let mut range = None;
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(spec) = lower.strip_prefix("range:").and_then(|r| r.trim().strip_prefix("bytes=")) {
+                    let (s, e) = spec.split_once('-').unwrap();
+                    range = Some((s.parse::<usize>().unwrap(), e.parse::<usize>().ok()));
+                }
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            let len = body.len();
+            let (status, part, head) = match range {
+                None => ("200 OK", body, String::new()),
+                Some((s, e)) if s < len => {
+                    let e = e.unwrap_or(len - 1).min(len - 1);
+                    ("206 Partial Content", &body[s..=e], format!("Content-Range: bytes {s}-{e}/{len}\r\n"))
+                }
+                Some(_) => ("416 Range Not Satisfiable", &body[..0], format!("Content-Range: bytes */{len}\r\n")),
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n{head}\r\n", part.len());
+            if conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(part)).is_err() {
+                return;
+            }
+        }
+    }
 }
