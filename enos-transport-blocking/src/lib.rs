@@ -235,7 +235,7 @@ fn run<F: Future>(f: F, reads: bool) -> F::Output {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return v;
         }
-        conn = WROTE.take().filter(|_| reads).or(conn);
+        follow(&mut conn, &mut turn, WROTE.take().filter(|_| reads));
         if turn.is_none() {
             turn = conn.as_ref().and_then(Weak::upgrade).and_then(|c| c.take_turn());
         }
@@ -245,6 +245,18 @@ fn run<F: Future>(f: F, reads: bool) -> F::Output {
             None => thread::park(),
         }
     }
+}
+
+/// A waiting caller reads the connection it last wrote to (`wrote`, when it wrote). A turn
+/// it holds on another connection is given back: a future that calls two clients (a
+/// firmware fetched from one host while progress goes to the cloud) must read the reply
+/// of its latest call, not sit out a read slice on the socket of the one before.
+fn follow<C, T>(conn: &mut Option<Weak<C>>, turn: &mut Option<T>, wrote: Option<Weak<C>>) {
+    let Some(w) = wrote else { return };
+    if !conn.as_ref().is_some_and(|c| c.ptr_eq(&w)) {
+        *turn = None;
+    }
+    *conn = Some(w);
 }
 
 // ----- handler threads -----
@@ -689,5 +701,29 @@ fn write_until(mut s: &TcpStream, wq: &mut WriteQueue, until: Instant) {
         if !again || Instant::now() >= until {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_reads_the_connection_of_its_latest_call_and_gives_back_a_turn_on_another() {
+        let (a, b) = (Arc::new(1u8), Arc::new(2u8));
+        let (mut conn, mut turn) = (None, None);
+        follow(&mut conn, &mut turn, Some(Arc::downgrade(&a)));
+        assert!(conn.as_ref().is_some_and(|c| c.ptr_eq(&Arc::downgrade(&a))));
+        turn = Some("turn on a");
+        // Nothing written since: the turn is kept.
+        follow(&mut conn, &mut turn, None);
+        assert_eq!(turn, Some("turn on a"));
+        // Written to the same connection again: kept.
+        follow(&mut conn, &mut turn, Some(Arc::downgrade(&a)));
+        assert_eq!(turn, Some("turn on a"));
+        // A call on another connection: the turn on the first is given back.
+        follow(&mut conn, &mut turn, Some(Arc::downgrade(&b)));
+        assert_eq!(turn, None);
+        assert!(conn.as_ref().is_some_and(|c| c.ptr_eq(&Arc::downgrade(&b))));
     }
 }
