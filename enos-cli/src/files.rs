@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use enos_transport_blocking::proto::http::{
     ByteRange, FileCategory, FilePart, FileUpload, MeasurepointFilePost, MAX_FILE_BYTES,
 };
-use enos_transport_blocking::{Error, RequestError};
+use enos_transport_blocking::{Error, RequestError, DOWNLOAD_CHUNK};
 use serde_json::{json, Map, Value};
 
 use crate::cli::FileKind;
@@ -19,8 +19,8 @@ use crate::error::CliError;
 use crate::parse;
 use crate::session::Session;
 
-/// Bytes asked for per exchange, as the SDK's own streamed downloads do.
-const CHUNK: u64 = 256 * 1024;
+/// Bytes asked for per exchange: as many as the SDK's own streamed downloads ask for.
+const CHUNK: u64 = DOWNLOAD_CHUNK;
 
 /// The scheme of the URI the cloud keeps a posted file under.
 const STORED: &str = "enos-connect://";

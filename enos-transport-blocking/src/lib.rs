@@ -75,7 +75,8 @@ use enos_proto::{CloseCause, Command};
 pub use enos_client::{
     BatchEntry, BatchLoginResult, ClientError, ClientEvent, ClientOptions, ConfigError, DeviceInfo, DeviceKeys,
     DisconnectCause, Error, Firmware, LoginResult, Outcome, Qos, RegisteredDevice, RequestError, RequestOptions,
-    Responder, Response, Secret, SecureMode, SubDeviceInfo, SubmitError, TopoEntry, TslTemplate, WRITE_BACKLOG_HIGH,
+    Responder, Response, Secret, SecureMode, SubDeviceInfo, SubmitError, TopoEntry, TslTemplate, DOWNLOAD_CHUNK,
+    WRITE_BACKLOG_HIGH,
 };
 pub use enos_proto as proto;
 
