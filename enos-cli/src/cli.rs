@@ -13,7 +13,8 @@ Settings come from flags, then ENOS_* environment variables (ENOS_URL, ENOS_PROD
 ENOS_DEVICE_KEY, ENOS_DEVICE_SECRET, ENOS_PRODUCT_SECRET, ENOS_CERT, ENOS_KEY, ENOS_PFX,
 ENOS_PASSPHRASE, ENOS_CA, ENOS_SERVER_NAME, ENOS_TIMEOUT, ENOS_CONNECT_TIMEOUT,
 ENOS_SUB_SECRETS, ENOS_SUB_PRODUCT_SECRETS, ENOS_SECRETS_DIR, ENOS_PROFILE), then the profile
-(--profile or ENOS_PROFILE) of the profile file ($ENOS_CONFIG, or ~/.config/enos/profiles.toml).
+(--profile or ENOS_PROFILE) of the profile file ($ENOS_CONFIG, else
+$XDG_CONFIG_HOME/enos/profiles.toml, else ~/.config/enos/profiles.toml).
 `enos file` needs an http:// or https:// URL (the HTTP transport); `enos integration` signs in
 as the product's integration channel with the product key and product secret:
 
@@ -36,7 +37,8 @@ Exit codes:
     3    could not connect or authenticate (refused, unreachable, TLS), or connection lost
     4    timed out: no connection or no reply within the timeout
     5    local I/O error (a file, the --exec handler program)
-    130  interrupted (Ctrl-C) before the work was done; replay --resume goes on from there";
+    130  interrupted (Ctrl-C or SIGTERM) before the work was done: replay (--resume goes on
+         from there) and integration post; other commands end at the signal itself";
 
 /// `enos`: an EnOS device (or gateway) on the command line.
 #[derive(Debug, Parser)]
@@ -52,7 +54,9 @@ pub struct Cli {
     /// QoS of the requests, 0 or 1.
     #[arg(long, global = true, help_heading = "Output and requests", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
-    /// Send without waiting for the cloud's reply (ends at the PUBACK, or once written at QoS 0).
+    /// Send without waiting for the cloud's reply (ends at the PUBACK, or once written at QoS 0);
+    /// not for commands whose output is the reply (tag get, attribute get, raw, tsl, ota
+    /// firmwares, ota download, integration raw), nor for replay.
     #[arg(long, global = true, help_heading = "Output and requests")]
     pub no_reply: bool,
     /// Act as this sub-device (pk/dk) of the gateway: it is logged in first, with its
@@ -283,7 +287,8 @@ an upgrade the cloud pushed instead, as `enos listen` prints it (its \"firmware\
 A file of the cloud's storage (enos-connect://...) needs the HTTP transport (an http:// or
 https:// URL); a plain http:// or https:// file URL is fetched on either transport. The
 bytes go to PATH.part, renamed to PATH once the digest (md5, sha1, sha256) and the size
-match; progress shows on standard error when it is a terminal, and goes to the cloud.")]
+match (an interrupted download leaves PATH.part); progress shows on standard error when it is
+a terminal, and goes to the cloud.")]
     Download {
         /// The version to download (default: the highest offered).
         #[arg(long)]
@@ -332,7 +337,8 @@ wire). Needs the HTTP transport: an http:// or https:// URL.")]
         at: Option<String>,
     },
     /// Download a stored file, whole or a byte range: to standard output, or to a file
-    /// (-o; written to PATH.part, renamed to PATH once complete).
+    /// (-o; written to PATH.part, renamed to PATH once complete; an interrupted download
+    /// leaves PATH.part).
     Download {
         /// The file's URI, e.g. enos-connect://AbCdEfGhIjk.jpg.
         uri: String,
@@ -436,10 +442,13 @@ reply, or hex bytes for raw:
 
 --exec PROGRAM answers every command no --answer takes: it gets the command as one JSON line
 on standard input and prints the reply's data as JSON on standard output (hex for raw). A
-non-zero exit, a timeout or output that is not JSON answers code 1102 with the reason.
+non-zero exit, a timeout, more than 1 MiB of output or output that is not JSON answers code
+1102 with the reason. Commands that come together are answered together: up to 4 runs of the
+program at once. A bare PROGRAM name is looked for on PATH at the start.
 Commands nothing answers get the SDK's default reply (1101; raw: none).
 
-Each command, with its reply, is printed as one JSON line on standard output.")]
+Each command, with its reply, is printed as one JSON line on standard output; listen ends
+(exit 0) at Ctrl-C or SIGTERM, after --count commands, or once standard output is closed.")]
 pub struct ListenArgs {
     /// A fixed reply (repeatable): see below.
     #[arg(long, value_name = "ANSWER")]
@@ -447,11 +456,11 @@ pub struct ListenArgs {
     /// A program that answers each command (run without a shell).
     #[arg(long, value_name = "PROGRAM")]
     pub exec: Option<PathBuf>,
-    /// Seconds the --exec program may take before it is killed and 1102 answered.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    /// Seconds the --exec program may take before it is killed and 1102 answered (1 to 86400).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS")]
     pub exec_timeout: u64,
-    /// Exit after this many commands.
-    #[arg(long, value_name = "N")]
+    /// Exit after this many commands (1 or more).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub count: Option<u64>,
     /// Also log these sub-devices in, so that their commands come (repeatable).
     #[arg(long, value_name = "PK/DK")]
@@ -468,15 +477,17 @@ JSON lines: {\"time\": ..., \"device\": \"pk/dk\" (optional), \"points\": {...}}
 Times are epoch milliseconds or RFC 3339.
 
 The rows are checked before anything is sent. After each answered request the progress is
-saved atomically in FILE.enos-progress: an interrupted replay (Ctrl-C, a crash) goes on with
---resume without sending again what the cloud answered (after a crash, the requests that were
-in flight when it stopped are sent again: a resume of the same point and time overwrites).
+saved atomically in FILE.enos-progress: an interrupted replay (Ctrl-C, SIGTERM) goes on with
+--resume without sending again what the cloud answered. After a crash, the requests that were
+in flight are sent again; after a request that failed (no reply in time, the connection lost),
+so are the requests after it, answered or not (a resume of the same point and time
+overwrites itself). --resume refuses a file whose rows before the checkpoint changed.
 Rows the cloud refuses are counted by code and not sent again; the exit code is then 1.")]
 pub struct ReplayArgs {
     /// The CSV or JSON lines file.
     pub file: PathBuf,
-    /// Rows per second, at most; 0: as fast as the window allows.
-    #[arg(long, default_value_t = 0.0, value_name = "ROWS")]
+    /// Rows per second, at most (0.001 or more); 0: as fast as the window allows.
+    #[arg(long, default_value_t = 0.0, value_parser = rate, value_name = "ROWS")]
     pub rate: f64,
     /// Rows per request (1 and no sub-device: single resumes; else batch resumes).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000), value_name = "N")]
@@ -499,9 +510,19 @@ pub struct ReplayArgs {
     /// Check every row and print the count; send nothing (no connection settings needed).
     #[arg(long)]
     pub dry_run: bool,
-    /// Stop as if interrupted once this many rows were sent (for tests of --resume).
+    /// Stop after this many rows, as an interruption would.
     #[arg(long, hide = true, value_name = "ROWS")]
     pub stop_after: Option<u64>,
+}
+
+/// `--rate`: 0 (no limit), or a finite number of rows a second from 0.001 up.
+fn rate(text: &str) -> Result<f64, String> {
+    let r: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of rows a second"))?;
+    if r == 0.0 || (r.is_finite() && r >= 0.001) {
+        Ok(r)
+    } else {
+        Err(format!("{text:?}: a rate is 0 (no limit) or a number of rows a second from 0.001 up"))
+    }
 }
 
 /// An input format of `replay`.
@@ -538,6 +559,10 @@ mod tests {
             "pk/dk=s3cret-d",
             "--sub-product-secret",
             "pk=s3cret-e",
+            "--sub-secret",
+            "s3cret-f=pk/dk",
+            "--sub-secret",
+            "s3cret-g",
             "connect",
         ])
         .unwrap();
@@ -561,6 +586,25 @@ mod tests {
             }
         }
         walk(&cmd, &globals);
+    }
+
+    #[test]
+    fn numbers_that_cannot_work_are_refused() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["enos"][..], args].concat());
+        for rate in ["-1", "NaN", "inf", "0.0001", "1e400", "-0.5"] {
+            assert!(parse(&["replay", "f.csv", "--rate", rate]).is_err(), "--rate {rate}");
+        }
+        for rate in ["0", "0.001", "2.5", "20000"] {
+            assert!(parse(&["replay", "f.csv", "--rate", rate]).is_ok(), "--rate {rate}");
+        }
+        for bad in [
+            &["listen", "--exec-timeout", "0"][..],
+            &["listen", "--exec-timeout", "86401"],
+            &["listen", "--count", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["listen", "--exec-timeout", "86400", "--count", "1"]).is_ok());
     }
 
     #[test]

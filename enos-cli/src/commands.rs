@@ -247,6 +247,34 @@ impl Prepared {
         }
     }
 
+    /// The command's name when what it prints is the cloud's reply (so `--no-reply`
+    /// cannot apply to it).
+    pub fn reply_is_output(&self) -> Option<&'static str> {
+        match self {
+            Prepared::TagGet(_) => Some("tag get"),
+            Prepared::AttributeGet(_) => Some("attribute get"),
+            Prepared::Raw(_) => Some("raw"),
+            Prepared::OtaFirmwares => Some("ota firmwares"),
+            Prepared::OtaDownload(..) => Some("ota download"),
+            Prepared::Tsl => Some("tsl"),
+            Prepared::IntegrationRaw(_) => Some("integration raw"),
+            _ => None,
+        }
+    }
+
+    /// What of the operation may have the cloud issue a secret (to keep in the secrets
+    /// folder, which is tried before it is sent): a registration; a login or topology
+    /// addition of a sub-device that activates with its product's secret.
+    pub fn issues_secrets(&self, settings: &Settings) -> Option<String> {
+        let activating = |devices: &[DeviceKeys]| devices.iter().find(|d| settings.may_issue(d)).cloned();
+        match self {
+            Prepared::Register(_) => Some("the registration".to_owned()),
+            Prepared::Login(devices) => activating(devices).map(|d| format!("the login of {d}")),
+            Prepared::TopoAdd(devices) => activating(devices).map(|d| format!("the topology addition of {d}")),
+            _ => None,
+        }
+    }
+
     /// Whether the operation goes over the product's integration channel rather than as
     /// the device.
     pub fn is_channel(&self) -> bool {
@@ -333,22 +361,29 @@ fn json_nodes(text: &str) -> Result<Vec<ConnectionNode>, String> {
 }
 
 /// The reply envelope as JSON, with `data`.
-fn envelope<T>(r: &Response<T>, data: Value) -> Value {
+pub fn envelope<T>(r: &Response<T>, data: Value) -> Value {
     json!({"code": r.code, "id": r.id, "message": r.message, "data": data})
+}
+
+/// A raw reply: its bytes in hex, as text and as `{"code", "reply"}`.
+pub fn raw_reply<B: AsRef<[u8]>>(r: &Response<B>) -> Printed {
+    let hex = parse::to_hex(r.data.as_ref());
+    Printed::ok(hex.clone(), json!({"code": r.code, "reply": hex}))
 }
 
 /// What a run prints: text, JSON, and the exit code.
 pub struct Printed {
-    text: String,
-    doc: Value,
+    /// For a person; `None` when it was printed already (or the output was the bytes).
+    text: Option<String>,
+    /// For `--json`; `None` when the output was the bytes.
+    doc: Option<Value>,
     exit: u8,
-    quiet: bool,
 }
 
 impl Printed {
     /// A result with `exit` as the exit code.
     pub fn new(text: impl Into<String>, doc: Value, exit: u8) -> Self {
-        Printed { text: text.into(), doc, exit, quiet: false }
+        Printed { text: Some(text.into()), doc: Some(doc), exit }
     }
 
     /// A success.
@@ -359,7 +394,21 @@ impl Printed {
     /// Prints nothing: the run's output was the bytes it wrote (a download to standard
     /// output).
     pub fn quiet(self) -> Self {
-        Printed { quiet: true, ..self }
+        Printed { text: None, doc: None, ..self }
+    }
+
+    /// Prints its text no more: it was printed as the work went (the JSON still is).
+    pub fn streamed(self) -> Self {
+        Printed { text: None, ..self }
+    }
+
+    /// Prints it: the document with `--json`, else the text.
+    pub fn print(&self, out: Out) {
+        match (out.json, &self.text, &self.doc) {
+            (true, _, Some(doc)) => out.doc(doc),
+            (false, Some(text), _) => out.text(text),
+            _ => {}
+        }
     }
 }
 
@@ -370,16 +419,13 @@ impl Printed {
 /// The request's error.
 pub fn run(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<u8, CliError> {
     let p = execute(op, s, settings, out)?;
-    if !p.quiet {
-        out.result(&p.text, &p.doc);
-    }
+    p.print(out);
     Ok(p.exit)
 }
 
 fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<Printed, CliError> {
     let data = s.client.device_data();
     let ota = s.client.ota();
-    let subs = s.client.sub_device_management();
     let req = CliError::from_request;
     let done = if s.sending.need_reply { "ok" } else { "sent" };
     let unit = |r: Response<()>| Printed::ok(format!("{done} (code {})", r.code), envelope(&r, json!({})));
@@ -414,11 +460,7 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
         Prepared::AttributeUpdate(attrs) => unit(data.update_attribute(attrs, s.opts()).map_err(req)?),
         Prepared::AttributeDelete(ids) => unit(data.delete_attribute(ids, s.opts()).map_err(req)?),
         Prepared::Event(id, params) => unit(data.post_event(&id, params, s.opts()).map_err(req)?),
-        Prepared::Raw(bytes) => {
-            let r = data.up_raw_model(bytes, s.opts()).map_err(req)?;
-            let hex = parse::to_hex(&r.data);
-            Printed::ok(hex.clone(), json!({"code": r.code, "reply": hex}))
-        }
+        Prepared::Raw(bytes) => raw_reply(&data.up_raw_model(bytes, s.opts()).map_err(req)?),
         Prepared::Log(log) => unit(data.post_log(log, s.opts()).map_err(req)?),
         Prepared::Network(report) => unit(data.report_network_status(report, s.opts()).map_err(req)?),
         Prepared::OtaVersion(v) => unit(ota.report_version(&v, s.opts()).map_err(req)?),
@@ -436,7 +478,7 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
         Prepared::FileUrl(uri, category) => files::url(s, &uri, category)?,
         Prepared::FileDelete(uri) => files::delete(s, &uri)?,
         Prepared::ConnectionState(state) => unit(data.post_connection_state(state, s.opts()).map_err(req)?),
-        Prepared::IntegrationPost(entries, batch) => integration::post(s, entries, batch)?,
+        Prepared::IntegrationPost(entries, batch) => integration::post(s, entries, batch, out)?,
         Prepared::IntegrationRaw(bytes) => integration::raw(s, bytes)?,
         Prepared::OtaFirmwares => {
             let r = ota.get_version(s.opts()).map_err(req)?;
@@ -453,6 +495,22 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
             let r = ota.get_tsl_template(s.opts()).map_err(req)?;
             Printed::ok(tsl_text(&r.data), envelope(&r, tsl_json(&r.data)))
         }
+        op @ (Prepared::TopoGet
+        | Prepared::TopoAdd(_)
+        | Prepared::TopoDelete(_)
+        | Prepared::Login(_)
+        | Prepared::Logout(_)
+        | Prepared::Register(_)) => gateway(op, s, settings, out)?,
+    })
+}
+
+/// The gateway's own operations: its topology, the logins of its sub-devices, their
+/// registration. A secret the cloud issues is kept in the secrets folder.
+fn gateway(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<Printed, CliError> {
+    let subs = s.client.sub_device_management();
+    let req = CliError::from_request;
+    let unit = |r: Response<()>| Printed::ok(format!("ok (code {})", r.code), envelope(&r, json!({})));
+    Ok(match op {
         Prepared::TopoGet => {
             let r = subs.get_topo(s.own_opts()).map_err(req)?;
             let list: Vec<Value> = r
@@ -491,13 +549,21 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
             let r = subs.batch_login_sub_device(infos, s.own_opts()).map_err(req)?;
             let mut text = Vec::new();
             let mut logged_in = Vec::new();
+            // Every issued secret is tried, whatever became of the one before.
+            let mut first_error = None;
             for e in &r.data.logged_in {
                 if let (Some(secret), Ok(keys)) = (&e.device_secret, DeviceKeys::new(&e.product_key, &e.device_key)) {
-                    keep_secret(settings, &keys, secret, out)?;
+                    if let Err(err) = keep_secret(settings, &keys, secret, out) {
+                        eprintln!("enos: {err}");
+                        first_error.get_or_insert(err);
+                    }
                 }
                 let (t, doc) = login_entry(e, settings);
                 text.push(format!("logged in {t}"));
                 logged_in.push(doc);
+            }
+            if let Some(e) = first_error {
+                return Err(e);
             }
             for f in &r.data.failed {
                 text.push(format!("refused {f}"));
@@ -515,10 +581,18 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
             let r = subs.register_device(vec![*reg], s.own_opts()).map_err(req)?;
             let mut text = Vec::new();
             let mut list = Vec::new();
+            let mut first_error = None;
             for d in &r.data {
                 let keys =
                     DeviceKeys::new(&d.product_key, &d.device_key).map_err(|e| CliError::BadReply(e.to_string()))?;
-                let path = keep_secret(settings, &keys, &d.device_secret, out)?;
+                let path = match keep_secret(settings, &keys, &d.device_secret, out) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        eprintln!("enos: {e}");
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                };
                 text.push(format!(
                     "registered {keys} (asset {}); its secret is kept in {}",
                     d.asset_id,
@@ -526,8 +600,12 @@ fn execute(op: Prepared, s: &Session, settings: &Settings, out: Out) -> Result<P
                 ));
                 list.push(json!({"productKey": d.product_key, "deviceKey": d.device_key, "assetId": d.asset_id, "secretFile": path}));
             }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
             Printed::ok(text.join("\n"), envelope(&r, Value::Array(list)))
         }
+        _ => return Err(CliError::Usage("not an operation of the gateway's own".into())),
     })
 }
 

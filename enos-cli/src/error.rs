@@ -25,7 +25,8 @@ pub mod exit {
     /// A local I/O error: a file that cannot be read or written, a handler program that
     /// cannot be started.
     pub const IO: u8 = 5;
-    /// Interrupted (Ctrl-C) before the work was done; `replay --resume` goes on from there.
+    /// Interrupted (Ctrl-C or SIGTERM) before the work was done, for the commands that
+    /// finish cleanly (`replay`, `integration post`); `replay --resume` goes on from there.
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -52,7 +53,7 @@ impl std::fmt::Display for Missing {
         match &self.profile {
             Some(p) => write!(f, " ({p})"),
             None => f.write_str(
-                " (--profile NAME or ENOS_PROFILE picks one from $ENOS_CONFIG or ~/.config/enos/profiles.toml)",
+                " (--profile NAME or ENOS_PROFILE picks one from $ENOS_CONFIG, else $XDG_CONFIG_HOME/enos/profiles.toml, else ~/.config/enos/profiles.toml)",
             ),
         }
     }
@@ -113,6 +114,9 @@ pub enum CliError {
     /// The connection ended and a request could not be completed.
     #[error("connection lost: {0}")]
     Lost(String),
+    /// Stopped by Ctrl-C or SIGTERM before the work was done: what was left undone.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A local file or program.
     #[error("{what}: {reason}")]
     Io {
@@ -134,6 +138,7 @@ impl CliError {
             CliError::Connect { .. } | CliError::Lost(_) => exit::CONNECT,
             CliError::TimedOut(_) => exit::TIMED_OUT,
             CliError::Io { .. } => exit::IO,
+            CliError::Interrupted(_) => exit::INTERRUPTED,
         }
     }
 
@@ -151,6 +156,7 @@ impl CliError {
             CliError::TimedOut(_) => "timed_out",
             CliError::Lost(_) => "connection_lost",
             CliError::Io { .. } => "io",
+            CliError::Interrupted(_) => "interrupted",
         }
     }
 
@@ -197,6 +203,18 @@ impl CliError {
             Error::Closed => CliError::Lost("the client closed".into()),
             Error::Write { what, reason } => CliError::Io { what, reason },
             e => CliError::Lost(e.to_string()),
+        }
+    }
+
+    /// The error of a request for a stored file (or a firmware's file): HTTP status 404
+    /// is [`CliError::NotFound`], saying what the cloud does not have (`missing`: "file
+    /// URI ..."); the rest as [`CliError::from_request`].
+    pub fn from_file_request(e: Error, missing: impl FnOnce() -> String) -> Self {
+        match e {
+            Error::Request(RequestError::HttpStatus(404)) => {
+                CliError::NotFound(format!("the cloud has no {} (HTTP status 404)", missing()))
+            }
+            e => CliError::from_request(e),
         }
     }
 

@@ -1,21 +1,23 @@
 //! `enos file`: stored files, over the HTTP transport. A post reads every file it names
 //! before anything connects; a download goes range by range (never more than
 //! [`CHUNK`] bytes in memory) to standard output, or to `PATH.part`, renamed to `PATH`
-//! once complete, so that a failed download does not touch `PATH`.
+//! once complete, so that a failed download does not touch `PATH` (an interrupted one,
+//! Ctrl-C or SIGTERM, leaves `PATH.part` behind).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use enos_transport_blocking::proto::http::{
-    ByteRange, FileCategory, FilePart, FileUpload, MeasurepointFilePost, MAX_FILE_BYTES,
+    ByteRange, ContentRange, FileCategory, FilePart, FileUpload, MeasurepointFilePost, MAX_FILE_BYTES,
 };
 use enos_transport_blocking::{Error, RequestError, DOWNLOAD_CHUNK};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::cli::FileKind;
-use crate::commands::Printed;
+use crate::commands::{envelope, Printed};
 use crate::error::CliError;
+use crate::fsio::{self, AtomicFile};
 use crate::parse;
 use crate::session::Session;
 
@@ -101,14 +103,10 @@ pub fn prepare_post(points: &str, files: &[String], at: Option<u64>) -> Result<F
             }
             None => PathBuf::from(&name),
         };
-        let size = std::fs::metadata(&path).map_err(|e| CliError::io(place(&path), e))?.len();
-        if size > MAX_FILE_BYTES {
-            return Err(CliError::input(
-                place(&path),
-                format!("{size} bytes; a file may have at most {MAX_FILE_BYTES} (100 MB)"),
-            ));
-        }
-        let content = std::fs::read(&path).map_err(|e| CliError::io(place(&path), e))?;
+        let content = read_file(&path, MAX_FILE_BYTES).map_err(|e| match e {
+            Unreadable::Io(e) => CliError::io(place(&path), e),
+            Unreadable::Why(why) => CliError::input(place(&path), why),
+        })?;
         let mut upload = FileUpload::new(point.clone(), path.display().to_string(), content, name_seed(i));
         if let Some(m) = &member {
             upload = upload.in_struct(m.clone());
@@ -123,6 +121,25 @@ pub fn prepare_post(points: &str, files: &[String], at: Option<u64>) -> Result<F
     post.points = points;
     post.time = at;
     Ok(FilePost { post, sources })
+}
+
+/// Why a file cannot go up.
+enum Unreadable {
+    Io(std::io::Error),
+    Why(String),
+}
+
+/// The bytes of the regular file `path`, at most `limit` of them: opened once, and read
+/// no further than one byte past the limit (a device or a file that grows as it is read
+/// cannot get past it).
+fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, Unreadable> {
+    let file = std::fs::File::open(path).map_err(Unreadable::Io)?;
+    if !file.metadata().map_err(Unreadable::Io)?.is_file() {
+        return Err(Unreadable::Why("not a regular file".into()));
+    }
+    fsio::read_limited(file, limit)
+        .map_err(Unreadable::Io)?
+        .ok_or_else(|| Unreadable::Why(format!("more than {limit} bytes, the most a file may have")))
 }
 
 /// Eight bytes no other file of this run or of another run shares, in all likelihood:
@@ -161,14 +178,14 @@ pub fn post(s: &Session, p: FilePost) -> Result<Printed, CliError> {
         list.push(json!({"point": point, "member": member, "file": path, "bytes": bytes, "uri": uri}));
     }
     text.push(format!("ok (code {})", r.code));
-    let doc = json!({"code": r.code, "id": r.id, "message": r.message, "data": {"files": list}});
-    Ok(Printed::ok(text.join("\n"), doc))
+    Ok(Printed::ok(text.join("\n"), envelope(&r, json!({"files": list}))))
 }
 
-/// Where downloaded bytes go.
+/// Where downloaded bytes go: standard output, or `PATH.part`, renamed to `PATH` once
+/// complete (and removed when the download fails).
 enum Sink {
     Stdout,
-    File { part: PathBuf, path: PathBuf, file: std::fs::File },
+    File(AtomicFile),
 }
 
 impl Sink {
@@ -178,8 +195,8 @@ impl Sink {
                 let mut o = std::io::stdout().lock();
                 o.write_all(bytes).and_then(|()| o.flush()).map_err(|e| CliError::io("writing to standard output", e))
             }
-            Sink::File { part, file, .. } => {
-                file.write_all(bytes).map_err(|e| CliError::io(format!("writing {}", part.display()), e))
+            Sink::File(file) => {
+                file.write_all(bytes).map_err(|e| CliError::io(format!("writing {}", file.temp_path().display()), e))
             }
         }
     }
@@ -210,31 +227,17 @@ pub fn download(
     let to_file = output.filter(|p| p.as_os_str() != "-");
     let mut sink = match to_file {
         None => Sink::Stdout,
-        Some(path) => {
-            let mut part = path.as_os_str().to_owned();
-            part.push(".part");
-            let part = PathBuf::from(part);
-            let file =
-                std::fs::File::create(&part).map_err(|e| CliError::io(format!("creating {}", part.display()), e))?;
-            Sink::File { part, path: path.to_owned(), file }
-        }
+        Some(path) => Sink::File(
+            AtomicFile::create(path, ".part", None)
+                .map_err(|e| CliError::io(format!("creating {}", fsio::with_suffix(path, ".part").display()), e))?,
+        ),
     };
-    let result = fetch(s, uri, category, range.as_ref(), &mut sink);
-    let got = match (result, sink) {
-        (Ok(got), Sink::File { part, path, file }) => {
-            if let Err(e) = file.sync_all().and_then(|()| std::fs::rename(&part, &path)) {
-                let _ = std::fs::remove_file(&part);
-                return Err(CliError::io(format!("writing {}", path.display()), e));
-            }
-            got
-        }
-        (Err(e), Sink::File { part, .. }) => {
-            let _ = std::fs::remove_file(&part);
-            return Err(e);
-        }
-        (got, Sink::Stdout) => got?,
-    };
-    let end = (got.bytes > 0).then(|| got.start + got.bytes - 1);
+    // A failure drops the sink, and with it the part written.
+    let got = fetch(s, uri, category, range.as_ref(), &mut sink)?;
+    if let (Sink::File(file), Some(path)) = (sink, to_file) {
+        file.commit().map_err(|e| CliError::io(format!("writing {}", path.display()), e))?;
+    }
+    let end = (got.bytes > 0).then(|| got.start + (got.bytes - 1));
     let span = match (&range, end) {
         (Some(_), Some(end)) => {
             let of = got.total.map(|t| format!(" (of {t})")).unwrap_or_default();
@@ -325,16 +328,9 @@ fn fetch(
             Err(Error::Request(RequestError::HttpStatus(416))) if got.bytes > 0 => return Ok(got),
             Err(e) => return Err(fail(e)),
         };
-        let Some(r) = part.range else { return from_whole(part, sink, first, last) };
-        // Each part starts where the last ended, so the loop always moves on.
-        if r.start != next || r.end < r.start || r.end > end || part.bytes.len() as u64 != r.end - r.start + 1 {
-            return Err(CliError::BadReply(format!(
-                "asked for bytes {next}-{end} of {uri}, got bytes {}-{} ({} of them)",
-                r.start,
-                r.end,
-                part.bytes.len()
-            )));
-        }
+        let Some(r) = checked_part(part.range, part.bytes.len(), (next, end), got.bytes, uri)? else {
+            return from_whole(part, sink, first, last);
+        };
         if got.bytes == 0 {
             got.start = r.start;
         }
@@ -347,6 +343,39 @@ fn fetch(
             return Ok(got);
         }
     }
+}
+
+/// The range of a part asked for as bytes `next..=end` when `written` bytes were written
+/// before it: `None` for a whole file (a server that ignores ranges), taken only as the
+/// first part (later, its bytes would repeat those written).
+///
+/// # Errors
+///
+/// [`CliError::BadReply`] for a whole file after the first part, or a part that is not
+/// the bytes asked for (each part starts where the last ended, so the download always
+/// moves on).
+fn checked_part(
+    range: Option<ContentRange>,
+    len: usize,
+    (next, end): (u64, u64),
+    written: u64,
+    uri: &str,
+) -> Result<Option<ContentRange>, CliError> {
+    let Some(r) = range else {
+        if written > 0 {
+            return Err(CliError::BadReply(format!(
+                "asked for bytes {next}-{end} of {uri}, got a whole file ({len} bytes) without a range after {written} bytes of it were written"
+            )));
+        }
+        return Ok(None);
+    };
+    if r.start != next || r.end < r.start || r.end > end || len as u64 != r.end - r.start + 1 {
+        return Err(CliError::BadReply(format!(
+            "asked for bytes {next}-{end} of {uri}, got bytes {}-{} ({len} of them)",
+            r.start, r.end
+        )));
+    }
+    Ok(Some(r))
 }
 
 /// A [`Sink`] as an `io::Write` for the SDK's streamed download; a failure of the sink is
@@ -376,14 +405,11 @@ impl Write for SinkWriter<'_> {
 /// The error of a file operation on `uri`, said in its terms.
 pub fn file_error(e: Error, uri: &str, category: FileCategory, range: Option<&str>) -> CliError {
     match e {
-        Error::Request(RequestError::HttpStatus(404)) => {
-            CliError::NotFound(format!("the cloud has no file {uri} of category {} (HTTP status 404)", category.name()))
-        }
         Error::Request(RequestError::HttpStatus(416)) => CliError::Refused {
             code: 416,
             message: format!("the range {} is outside the file {uri}", range.unwrap_or("asked for")),
         },
-        e => CliError::from_request(e),
+        e => CliError::from_file_request(e, || format!("file {uri} of category {}", category.name())),
     }
 }
 
@@ -395,8 +421,7 @@ pub fn file_error(e: Error, uri: &str, category: FileCategory, range: Option<&st
 pub fn url(s: &Session, uri: &str, category: FileCategory) -> Result<Printed, CliError> {
     let r =
         s.client.files().download_url(uri, category, s.file_opts()).map_err(|e| file_error(e, uri, category, None))?;
-    let doc = json!({"code": r.code, "id": r.id, "message": r.message, "data": r.data});
-    Ok(Printed::ok(r.data.clone(), doc))
+    Ok(Printed::ok(r.data.clone(), envelope(&r, json!(r.data))))
 }
 
 /// Deletes stored file `uri`.
@@ -405,14 +430,12 @@ pub fn url(s: &Session, uri: &str, category: FileCategory) -> Result<Printed, Cl
 ///
 /// [`CliError::NotFound`] for a file the cloud does not have, or the request's error.
 pub fn delete(s: &Session, uri: &str) -> Result<Printed, CliError> {
-    let r = s.client.files().delete(uri, s.file_opts()).map_err(|e| match e {
-        Error::Request(RequestError::HttpStatus(404)) => {
-            CliError::NotFound(format!("the cloud has no file {uri} (HTTP status 404)"))
-        }
-        e => CliError::from_request(e),
-    })?;
-    let doc = json!({"code": r.code, "id": r.id, "message": r.message, "data": Value::Object(Map::new())});
-    Ok(Printed::ok(format!("deleted {uri}"), doc))
+    let r = s
+        .client
+        .files()
+        .delete(uri, s.file_opts())
+        .map_err(|e| CliError::from_file_request(e, || format!("file {uri}")))?;
+    Ok(Printed::ok(format!("deleted {uri}"), envelope(&r, json!({}))))
 }
 
 #[cfg(test)]
@@ -467,5 +490,34 @@ mod tests {
         assert!(e.exit_code() == 5 && e.to_string().contains("nope.bin (of local://nope.bin)"), "{e}");
         let e = prepare_post(r#"{"newFile":"local://"}"#, &[], None).unwrap_err();
         assert!(e.to_string().contains("names no file"), "{e}");
+    }
+
+    #[test]
+    fn a_file_is_read_once_and_no_further_than_its_limit() {
+        let dir = temp("limit", &[("ten", b"0123456789"), ("eleven", b"0123456789a")]);
+        assert!(matches!(read_file(&dir.join("ten"), 10), Ok(b) if b == b"0123456789"));
+        let Err(Unreadable::Why(why)) = read_file(&dir.join("eleven"), 10) else { panic!("read past its limit") };
+        assert_eq!(why, "more than 10 bytes, the most a file may have");
+        // A device that never ends, or a folder, is not a file to post.
+        #[cfg(unix)]
+        assert!(matches!(read_file(Path::new("/dev/zero"), 10), Err(Unreadable::Why(w)) if w == "not a regular file"));
+        assert!(matches!(read_file(&dir, 10), Err(Unreadable::Why(_) | Unreadable::Io(_))));
+        let e = prepare_post(r#"{"f":"local://dir"}"#, &[format!("dir={}", dir.display())], None).unwrap_err();
+        assert_eq!(e.exit_code(), if cfg!(unix) { 2 } else { 5 }, "{e}");
+    }
+
+    #[test]
+    fn a_whole_file_is_taken_only_as_the_first_part() {
+        let range = |start, end| Some(ContentRange { start, end, total: Some(100) });
+        // The first part: ranged as asked, or the whole file from a server that ignores ranges.
+        assert_eq!(checked_part(range(0, 9), 10, (0, 9), 0, "u").unwrap(), range(0, 9));
+        assert_eq!(checked_part(None, 100, (0, 9), 0, "u").unwrap(), None);
+        // A later part without its range would repeat the bytes written.
+        let e = checked_part(None, 100, (10, 19), 10, "u").unwrap_err();
+        assert!(matches!(e, CliError::BadReply(_)) && e.to_string().contains("after 10 bytes"), "{e}");
+        // Not the bytes asked for.
+        assert!(checked_part(range(11, 19), 9, (10, 19), 10, "u").is_err());
+        assert!(checked_part(range(10, 19), 5, (10, 19), 10, "u").is_err());
+        assert!(checked_part(range(10, 29), 20, (10, 19), 10, "u").is_err());
     }
 }

@@ -1,18 +1,19 @@
 //! `enos ota download`: which firmware (the offered one of `--version`, else the highest
 //! version, or the one `--firmware` describes), its download checked by the SDK as the
-//! bytes arrive, and a progress line on standard error when it is a terminal.
+//! bytes arrive, and a progress line on standard error when it is a terminal. The SDK
+//! writes the bytes to `PATH.part`: a download that is interrupted (Ctrl-C, SIGTERM)
+//! leaves it behind.
 
 use std::cmp::Ordering;
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use enos_transport_blocking::proto::ops::FirmwareError;
-use enos_transport_blocking::{Error, Firmware, RequestError, SubmitError};
+use enos_transport_blocking::{Error, Firmware, SubmitError};
 use serde_json::json;
 
 use crate::commands::Printed;
 use crate::error::{CliError, NEEDS_HTTP};
+use crate::output::ProgressLine;
 use crate::session::Session;
 
 /// The firmware `--firmware` describes, checked before anything connects.
@@ -94,8 +95,13 @@ fn compare_versions(a: &str, b: &str) -> Ordering {
 /// for a URL this client cannot fetch, [`CliError::Io`] when `path` cannot be written, or
 /// the download's error.
 pub fn download(s: &Session, fw: &Firmware, path: &Path) -> Result<Printed, CliError> {
-    let mut line = Progress::new(std::io::stderr().is_terminal(), &fw.version);
-    let result = s.client.ota().download_firmware(fw, path, |got, total| line.show(got, total));
+    let line = ProgressLine::new();
+    let result = s.client.ota().download_firmware(fw, path, |got, total| {
+        line.show(total == Some(got), || match total.filter(|t| *t > 0) {
+            Some(t) => format!("firmware {}: {got}/{t} bytes ({}%)", fw.version, got.saturating_mul(100) / t),
+            None => format!("firmware {}: {got} bytes", fw.version),
+        });
+    });
     line.clear();
     let bytes = result.map_err(|e| match e {
         Error::Firmware(FirmwareError::DirectUrl(url)) => CliError::Usage(format!(
@@ -111,11 +117,7 @@ pub fn download(s: &Session, fw: &Firmware, path: &Path) -> Result<Printed, CliE
             "firmware {} is a file of the cloud's storage ({}): {NEEDS_HTTP}",
             fw.version, fw.file_url
         )),
-        Error::Request(RequestError::HttpStatus(404)) => CliError::NotFound(format!(
-            "the cloud has no file {} for firmware {} (HTTP status 404)",
-            fw.file_url, fw.version
-        )),
-        e => CliError::from_request(e),
+        e => CliError::from_file_request(e, || format!("file {} for firmware {}", fw.file_url, fw.version)),
     })?;
     let text = format!(
         "firmware {} downloaded to {} and checked: {bytes} bytes, {} {}",
@@ -134,40 +136,6 @@ pub fn download(s: &Session, fw: &Firmware, path: &Path) -> Result<Printed, CliE
         "checked": true,
     });
     Ok(Printed::ok(text, doc))
-}
-
-/// The progress line, at most five times a second.
-struct Progress<'a> {
-    on: bool,
-    version: &'a str,
-    last: Option<Instant>,
-}
-
-impl<'a> Progress<'a> {
-    fn new(on: bool, version: &'a str) -> Self {
-        Progress { on, version, last: None }
-    }
-
-    fn show(&mut self, got: u64, total: Option<u64>) {
-        let last_piece = total == Some(got);
-        if !self.on || (!last_piece && self.last.is_some_and(|l| l.elapsed() < Duration::from_millis(200))) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        match total.filter(|t| *t > 0) {
-            Some(t) => {
-                let pct = got.saturating_mul(100) / t;
-                eprint!("\rfirmware {}: {got}/{t} bytes ({pct}%)\x1b[K", self.version);
-            }
-            None => eprint!("\rfirmware {}: {got} bytes\x1b[K", self.version),
-        }
-    }
-
-    fn clear(&self) {
-        if self.on && self.last.is_some() {
-            eprint!("\r\x1b[K");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -3,15 +3,18 @@
 //! `--batch` per request, by kind: measure points, events, attributes.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use enos_transport_blocking::proto::ops::{IntegrationEntry, IntegrationKind, IntegrationPost};
 use enos_transport_blocking::{Error, RequestError};
 use serde_json::{json, Value};
 
-use crate::commands::Printed;
+use crate::commands::{envelope, raw_reply, Printed};
 use crate::error::{exit, CliError};
-use crate::parse;
+use crate::output::Out;
 use crate::session::Session;
+use crate::{fsio, parse};
 
 /// The kinds, in the order they are sent, with the field that holds each.
 const KINDS: [(IntegrationKind, &str); 3] = [
@@ -36,12 +39,11 @@ pub fn read(input: &str) -> Result<Entries, CliError> {
     let (place, text) = if trimmed.starts_with('[') || trimmed.starts_with('{') {
         ("entries".to_owned(), input.to_owned())
     } else if input == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|e| CliError::io("reading standard input", e))?;
+        let text = read_text(std::io::stdin().lock(), "standard input", MAX_INPUT)?;
         ("standard input".to_owned(), text)
     } else {
-        let text = std::fs::read_to_string(input).map_err(|e| CliError::io(format!("reading {input}"), e))?;
-        (input.to_owned(), text)
+        let file = std::fs::File::open(input).map_err(|e| CliError::io(format!("reading {input}"), e))?;
+        (input.to_owned(), read_text(file, input, MAX_INPUT)?)
     };
     let mut by_kind: Vec<(IntegrationKind, Vec<IntegrationEntry<Value>>)> =
         KINDS.iter().map(|(k, _)| (*k, Vec::new())).collect();
@@ -63,6 +65,10 @@ pub fn read(input: &str) -> Result<Entries, CliError> {
                 format!("expected entries (an array of objects), got {}", parse::kind(&other)),
             ))
         }
+        // An array that does not parse: where, rather than each line's error.
+        Err(e) if text.trim_start().starts_with('[') => {
+            return Err(CliError::input(place, format!("not a JSON array of entries: {e}")));
+        }
         // One entry per line.
         Err(_) => {
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -78,6 +84,23 @@ pub fn read(input: &str) -> Result<Entries, CliError> {
         return Err(CliError::input(place, "no entry"));
     }
     Ok(Entries(by_kind))
+}
+
+/// The most input `integration post` reads (a file, or standard input).
+const MAX_INPUT: u64 = 64 * 1024 * 1024;
+
+/// All of `r` as text, at most `limit` bytes.
+///
+/// # Errors
+///
+/// [`CliError::Io`] when it cannot be read, [`CliError::Input`] when it is longer than
+/// `limit` or is not UTF-8.
+fn read_text(r: impl Read, place: &str, limit: u64) -> Result<String, CliError> {
+    let bytes =
+        fsio::read_limited(r, limit).map_err(|e| CliError::io(format!("reading {place}"), e))?.ok_or_else(|| {
+            CliError::input(place, format!("longer than {} MiB, the most `integration post` reads", limit >> 20))
+        })?;
+    String::from_utf8(bytes).map_err(|e| CliError::input(place, format!("not UTF-8 text: {e}")))
 }
 
 /// One entry: `{"deviceKey", "time"?, and one of "measurepoints", "events", "attributes"}`.
@@ -137,20 +160,34 @@ fn entry(v: Value) -> Result<(IntegrationKind, IntegrationEntry<Value>), String>
 }
 
 /// Sends the entries `batch` per request; every request is sent, and the exit code is 1
-/// when the cloud refused one.
+/// when the cloud refused one. Each request's result is printed as it is answered (with
+/// `--json`, all of them in one document at the end); the first Ctrl-C or SIGTERM stops
+/// after the request in flight.
 ///
 /// # Errors
 ///
-/// A request's error other than the cloud's refusal (timeout, connection lost, ...).
-pub fn post(s: &Session, entries: Entries, batch: usize) -> Result<Printed, CliError> {
+/// A request's error other than the cloud's refusal (timeout, connection lost, ...), or
+/// [`CliError::Interrupted`], once what was answered is printed.
+pub fn post(s: &Session, entries: Entries, batch: usize, out: Out) -> Result<Printed, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        crate::signals::on_interrupt(move || stop.store(true, Ordering::SeqCst))?;
+    }
     let channel = s.client.integration();
-    let mut text = Vec::new();
     let mut requests = Vec::new();
     let mut refused = 0usize;
+    let total: usize = entries.0.iter().map(|(_, list)| list.len().div_ceil(batch.max(1))).sum();
     let done = if s.sending.need_reply { "ok" } else { "sent" };
-    for (kind, list) in entries.0 {
+    let mut failed = None;
+    'all: for (kind, list) in entries.0 {
         let field = KINDS.iter().find(|(k, _)| *k == kind).map_or("", |(_, f)| f);
         for chunk in list.chunks(batch.max(1)) {
+            if stop.load(Ordering::SeqCst) {
+                failed =
+                    Some(CliError::Interrupted(format!("{} of {total} requests sent, the rest not", requests.len())));
+                break 'all;
+            }
             let mut devices: Vec<&str> = chunk.iter().map(|e| e.device_key.as_str()).collect();
             devices.sort_unstable();
             devices.dedup();
@@ -161,27 +198,38 @@ pub fn post(s: &Session, entries: Entries, batch: usize) -> Result<Printed, CliE
                 devices.join(", ")
             );
             let post = IntegrationPost { kind, entries: chunk.to_vec() };
-            let mut doc = json!({"kind": field, "entries": chunk.len(), "devices": devices});
-            match channel.post(post, s.untargeted()) {
-                Ok(r) => {
-                    text.push(format!("{what}: {done} (code {})", r.code));
-                    doc["code"] = json!(r.code);
-                    doc["id"] = json!(r.id);
-                    doc["message"] = json!(r.message);
-                }
+            let (text, mut doc) = match channel.post(post, s.untargeted()) {
+                Ok(r) => (format!("{what}: {done} (code {})", r.code), envelope(&r, Value::Null)),
                 Err(Error::Request(RequestError::Rejected { code, message })) => {
                     refused += 1;
-                    text.push(format!("{what}: refused with code {code}: {message}"));
-                    doc["code"] = json!(code);
-                    doc["message"] = json!(message);
+                    (format!("{what}: refused with code {code}: {message}"), json!({"code": code, "message": message}))
                 }
-                Err(e) => return Err(CliError::from_request(e)),
+                Err(e) => {
+                    failed = Some(CliError::from_request(e));
+                    break 'all;
+                }
+            };
+            if let Value::Object(o) = &mut doc {
+                o.remove("data");
+                o.insert("kind".into(), json!(field));
+                o.insert("entries".into(), json!(chunk.len()));
+                o.insert("devices".into(), json!(devices));
+            }
+            if !out.json {
+                out.text(&text);
             }
             requests.push(doc);
         }
     }
-    let doc = json!({"requests": requests, "refused": refused});
-    Ok(Printed::new(text.join("\n"), doc, if refused == 0 { exit::OK } else { exit::REFUSED }))
+    let doc = json!({"requests": requests, "refused": refused, "complete": failed.is_none()});
+    if let Some(e) = failed {
+        // What was answered before the error is printed, then the error.
+        if out.json {
+            out.doc(&doc);
+        }
+        return Err(e);
+    }
+    Ok(Printed::new("", doc, if refused == 0 { exit::OK } else { exit::REFUSED }).streamed())
 }
 
 /// Raw bytes on the channel: the cloud's raw reply, in hex.
@@ -190,9 +238,7 @@ pub fn post(s: &Session, entries: Entries, batch: usize) -> Result<Printed, CliE
 ///
 /// The request's error.
 pub fn raw(s: &Session, bytes: Vec<u8>) -> Result<Printed, CliError> {
-    let r = s.client.integration().up_raw(bytes, s.untargeted()).map_err(CliError::from_request)?;
-    let hex = parse::to_hex(&r.data);
-    Ok(Printed::ok(hex.clone(), json!({"code": r.code, "reply": hex})))
+    Ok(raw_reply(&s.client.integration().up_raw(bytes, s.untargeted()).map_err(CliError::from_request)?))
 }
 
 #[cfg(test)]
@@ -249,5 +295,23 @@ mod tests {
         }
         let e = read("/nonexistent/entries.jsonl").unwrap_err();
         assert_eq!(e.exit_code(), 5, "{e}");
+        // An array that does not parse is placed where it breaks, not read as lines.
+        let e = read("[{\"deviceKey\":\"d\",\n\"measurepoints\":{}},\n{\"deviceKey\" \"e\"}]").unwrap_err();
+        assert!(
+            e.exit_code() == 2 && e.to_string().contains("not a JSON array of entries: expected `:` at line 3 column"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn input_past_its_ceiling_is_refused() {
+        assert_eq!(read_text(&b"0123456789"[..], "f", 10).unwrap(), "0123456789");
+        let e = read_text(std::io::repeat(b'a'), "standard input", 2 << 20).unwrap_err();
+        assert!(
+            e.exit_code() == 2
+                && e.to_string() == "standard input: longer than 2 MiB, the most `integration post` reads",
+            "{e}"
+        );
+        assert!(read_text(&b"\xff"[..], "f", 10).unwrap_err().to_string().contains("not UTF-8"));
     }
 }

@@ -178,6 +178,8 @@ struct Listener {
 enum Stop {
     Count,
     Signal,
+    /// Standard output was closed: nobody reads the commands any more.
+    OutputClosed,
     Ended,
 }
 
@@ -185,48 +187,87 @@ impl Listener {
     fn handle(&self, cmd: Command, res: Responder) {
         let mut line = describe(&cmd);
         let raw = matches!(cmd.kind, CommandKind::RawDown { .. });
-        let reply = match (self.answers.find(&cmd), &self.exec) {
-            (Some(r), _) => Some(r.clone()),
-            (None, Some(program)) => Some(exec(program, &line, raw, self.exec_timeout)),
-            (None, None) => None,
+        let (reply, default) = match (self.answers.find(&cmd), &self.exec) {
+            (Some(r), _) => (Some(r.clone()), false),
+            (None, Some(program)) => (Some(exec(program, &line, raw, self.exec_timeout)), false),
+            (None, None) => (default_reply(&cmd.kind), true),
         };
         // A raw command's reply is bytes: a failure has no way to say so, and gets no reply.
-        if let (true, Some(Reply::Error(_, message))) = (raw, &reply) {
-            line["error"] = json!(message);
-        }
+        let reply = match reply {
+            Some(Reply::Error(_, message)) if raw => {
+                line["error"] = json!(message);
+                None
+            }
+            r => r,
+        };
         line["reply"] = match &reply {
-            Some(Reply::Error(..)) if raw => Value::Null,
+            None => Value::Null,
             Some(Reply::Data(d)) => json!({"code": 200, "data": d}),
             Some(Reply::Error(code, message)) => json!({"code": code, "message": message}),
             Some(Reply::Raw(bytes)) => json!({"hex": parse::to_hex(bytes)}),
-            None => match cmd.kind {
-                CommandKind::RawDown { .. } => Value::Null,
-                CommandKind::TrafficControl { .. } => json!({"code": 200, "data": {}, "default": true}),
-                _ => json!({"code": CODE_NO_HANDLER, "message": MESSAGE_NO_HANDLER, "default": true}),
-            },
         };
-        {
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{line}");
-            let _ = stdout.flush();
+        if default && reply.is_some() {
+            line["reply"]["default"] = json!(true);
         }
+        let printed = {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+        };
         match reply {
-            Some(Reply::Error(..)) if raw => drop(res),
+            None => drop(res),
             Some(Reply::Data(d)) => res.ok(d),
             Some(Reply::Error(code, message)) => res.error(code, &message),
             Some(Reply::Raw(bytes)) => res.raw(bytes),
-            // The SDK's own default, as it answers a command that has no handler.
-            None => match cmd.kind {
-                CommandKind::RawDown { .. } => drop(res),
-                CommandKind::TrafficControl { .. } => res.ok(json!({})),
-                _ => res.error(CODE_NO_HANDLER, MESSAGE_NO_HANDLER),
-            },
+        }
+        // Nobody reads what is printed any more (`enos listen | head -3`): stop listening.
+        if printed.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            let _ = self.stop.send(Stop::OutputClosed);
+            return;
         }
         let seen = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
         if self.count.is_some_and(|n| seen >= n) {
             let _ = self.stop.send(Stop::Count);
         }
     }
+}
+
+/// The SDK's own default, as it answers a command that has no handler: none for raw,
+/// an empty success for traffic control, else 1101.
+fn default_reply(kind: &CommandKind) -> Option<Reply> {
+    match kind {
+        CommandKind::RawDown { .. } => None,
+        CommandKind::TrafficControl { .. } => Some(Reply::Data(json!({}))),
+        _ => Some(Reply::Error(CODE_NO_HANDLER, MESSAGE_NO_HANDLER.to_owned())),
+    }
+}
+
+/// The program `--exec` names: a path as it is (it must exist), a bare name found on
+/// `path` (the `PATH` variable) as the system would find it.
+///
+/// # Errors
+///
+/// [`CliError::Io`] (exit 5) when there is no such file, or no such program on `PATH`.
+fn resolve_program(program: &Path, path: Option<&std::ffi::OsStr>) -> Result<PathBuf, CliError> {
+    let missing = |why: &str| CliError::io(format!("--exec {}", program.display()), why);
+    if program.components().count() > 1 {
+        return if program.is_file() { Ok(program.to_owned()) } else { Err(missing("no such file")) };
+    }
+    std::env::split_paths(path.unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|p| is_program(p))
+        .ok_or_else(|| missing("no such program on PATH"))
+}
+
+/// Whether `p` is a file that can be run.
+fn is_program(p: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(p) else { return false };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    meta.is_file()
 }
 
 /// Runs `program` with the command on its standard input: the reply it gives, or an
@@ -275,24 +316,33 @@ fn run_program(program: &Path, input: &str, timeout: Duration) -> Result<Vec<u8>
             let _ = s.write_all(input.as_bytes());
         }
     });
+    // Each pipe read up to the ceiling, then drained (a program blocked on a full pipe
+    // would not end): its bytes, and whether there were more.
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
-            if let Some(p) = pipe {
-                let _ = p.take(MAX_EXEC_OUTPUT).read_to_end(&mut buf);
+            let mut more = false;
+            if let Some(mut p) = pipe {
+                let _ = p.by_ref().take(MAX_EXEC_OUTPUT + 1).read_to_end(&mut buf);
+                if buf.len() as u64 > MAX_EXEC_OUTPUT {
+                    more = true;
+                    buf.truncate(MAX_EXEC_OUTPUT as usize);
+                    let _ = std::io::copy(&mut p, &mut std::io::sink());
+                }
             }
-            let _ = tx.send(buf);
+            let _ = tx.send((buf, more));
         });
         rx
     };
     let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let deadline = Instant::now() + timeout;
+    // No deadline this clock can reach is none at all.
+    let deadline = Instant::now().checked_add(timeout);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
+            Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("{name} did not finish within {} s and was killed", timeout.as_secs()));
@@ -302,16 +352,19 @@ fn run_program(program: &Path, input: &str, timeout: Duration) -> Result<Vec<u8>
         }
     };
     // A program that left a child holding its output is not waited for long.
-    let collect = |rx: mpsc::Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-    let out = collect(stdout);
+    let collect = |rx: mpsc::Receiver<(Vec<u8>, bool)>| rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+    let (out, more) = collect(stdout);
     if !status.success() {
-        let err = collect(stderr);
+        let (err, _) = collect(stderr);
         let err = String::from_utf8_lossy(&err);
         let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
         let last: String = last.chars().take(200).collect();
         let how =
             status.code().map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with status {c}"));
         return Err(if last.is_empty() { format!("{name} {how}") } else { format!("{name} {how}: {last}") });
+    }
+    if more {
+        return Err(format!("{name} printed more than {} MiB", MAX_EXEC_OUTPUT >> 20));
     }
     Ok(out)
 }
@@ -335,11 +388,7 @@ pub fn run(
         .iter()
         .map(|s| parse_keys(s).map_err(|e| CliError::input("--sub", e)))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(p) = &args.exec {
-        if p.components().count() > 1 && !p.is_file() {
-            return Err(CliError::io(format!("--exec {}", p.display()), "no such file"));
-        }
-    }
+    let exec = args.exec.as_deref().map(|p| resolve_program(p, std::env::var_os("PATH").as_deref())).transpose()?;
     let session = Session::open(settings, out, sending, as_device)?;
     for sub in &subs {
         session.login(settings, sub, out)?;
@@ -347,8 +396,8 @@ pub fn run(
     let (stop_tx, stop_rx) = mpsc::channel();
     let listener = Arc::new(Listener {
         answers,
-        exec: args.exec.clone(),
-        exec_timeout: Duration::from_secs(args.exec_timeout.max(1)),
+        exec,
+        exec_timeout: Duration::from_secs(args.exec_timeout),
         count: args.count,
         seen: AtomicU64::new(0),
         stop: stop_tx.clone(),
@@ -404,7 +453,7 @@ pub fn run(
     closing.store(true, Ordering::SeqCst);
     session.close();
     match why {
-        Stop::Count | Stop::Signal => Ok(crate::error::exit::OK),
+        Stop::Count | Stop::Signal | Stop::OutputClosed => Ok(crate::error::exit::OK),
         Stop::Ended => Err(CliError::Lost("the client ended".into())),
     }
 }
@@ -463,5 +512,24 @@ mod tests {
         let Reply::Error(1102, m) = exec(&dir.join("absent"), &cmd, false, t) else { panic!() };
         assert!(m.contains("could not be started"), "{m}");
         assert_eq!(exec(&script("raw", "echo 0a0b"), &cmd, true, t), Reply::Raw(vec![10, 11]));
+        // Over 1 MiB of output: said, not cut silently (and the program is not left
+        // blocked on a full pipe until its timeout).
+        let big = script("big", "head -c 1100000 /dev/zero | tr '\\0' 1");
+        let Reply::Error(1102, m) = exec(&big, &cmd, false, t) else { panic!() };
+        assert!(m.ends_with("printed more than 1 MiB"), "{m}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_bare_program_name_is_found_on_path_at_the_start() {
+        let path = std::env::var_os("PATH");
+        let sh = resolve_program(Path::new("sh"), path.as_deref()).unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        let e = resolve_program(Path::new("no-such-enos-handler"), path.as_deref()).unwrap_err();
+        assert!(e.exit_code() == 5 && e.to_string().contains("no such program on PATH"), "{e}");
+        let e = resolve_program(Path::new("./no-such-enos-handler"), path.as_deref()).unwrap_err();
+        assert!(e.exit_code() == 5 && e.to_string().contains("no such file"), "{e}");
+        // A file that cannot be run is no program.
+        assert!(resolve_program(Path::new("passwd"), Some(std::ffi::OsStr::new("/etc"))).is_err());
     }
 }

@@ -64,8 +64,8 @@
 //!
 //! Each connection setting comes from a flag, else an `ENOS_*` environment variable, else
 //! the profile (`--profile NAME` or `ENOS_PROFILE`; a profile named `default` is used when
-//! none is asked for) of the profile file, `$ENOS_CONFIG` or
-//! `~/.config/enos/profiles.toml`:
+//! none is asked for) of the profile file: `$ENOS_CONFIG`, else
+//! `$XDG_CONFIG_HOME/enos/profiles.toml`, else `~/.config/enos/profiles.toml`:
 //!
 //! | flag | environment | profile key |
 //! |---|---|---|
@@ -101,7 +101,11 @@
 //! is written to the secrets folder (`--secrets-dir`, default `secrets/` beside the
 //! profile file; one file per device, mode 0600, written before the cloud's push is
 //! acknowledged) and used in mode 2 from then on. So are the secrets of sub-devices that
-//! `register` registers or that activate at login.
+//! `register` registers or that activate at login. Before anything that may have the
+//! cloud issue a secret is sent (an activation, a registration, the login or topology
+//! addition of a sub-device that activates), the secrets folder is made if need be and
+//! tried with a file: a folder that cannot take the secret stops the command first (exit
+//! 5), rather than losing a secret the cloud issued.
 //!
 //! **Secrets are never shown**: not in `--help` (no defaults are taken from the
 //! environment there), errors, `Debug` or `-v` output, which says "device secret: set
@@ -116,6 +120,11 @@
 //! connection news and `replay`'s progress line (when standard error is a terminal) go to
 //! standard error. `-vv` adds the SDK's log (`RUST_LOG` refines it).
 //!
+//! `--no-reply` sends without waiting for the cloud's reply; a command whose output is the
+//! reply (`tag get`, `attribute get`, `raw`, `tsl`, `ota firmwares`, `ota download`,
+//! `integration raw`), and `replay`, whose checkpoint moves over answered rows, refuse it
+//! (exit 2).
+//!
 //! # Exit codes
 //!
 //! | code | meaning |
@@ -126,7 +135,7 @@
 //! | 3 | could not connect or authenticate (refused credentials, unreachable broker, TLS), or the connection was lost |
 //! | 4 | timed out: no connection or no reply within the timeout |
 //! | 5 | local I/O error: a file, the `--exec` program |
-//! | 130 | interrupted (Ctrl-C, SIGTERM) before the work was done: `replay --resume` goes on |
+//! | 130 | interrupted (Ctrl-C or SIGTERM) before the work was done, for `replay` (`--resume` goes on) and `integration post`; `listen` ends with 0, and the other commands end at the signal itself |
 //!
 //! # Stored files: `file`
 //!
@@ -140,9 +149,11 @@
 //! standard output, or with `-o PATH` to `PATH.part`, renamed to `PATH` once complete
 //! (a failed download does not touch `PATH`); `--range START-END`, `START-` or `-N`
 //! takes only those bytes. Either way it goes 256 KiB per exchange, never more in
-//! memory. `file url URI` prints a URL that downloads it without a session; `file delete
-//! URI` deletes it. A file the cloud does not have exits 1 (`"kind": "not_found"`).
-//! `--category ota` names a firmware rather than a point's file.
+//! memory; a download interrupted (Ctrl-C, SIGTERM) leaves `PATH.part` behind, which the
+//! next download to `PATH` replaces. `file url URI` prints a URL that downloads it
+//! without a session; `file delete URI` deletes it. A file the cloud does not have exits
+//! 1 (`"kind": "not_found"`). `--category ota` names a firmware rather than a point's
+//! file. A file to post must be a regular file.
 //!
 //! # Firmware: `ota download`
 //!
@@ -152,10 +163,11 @@
 //! fileSize}`, the `firmware` that `listen` prints for a push). The SDK checks the
 //! digest (md5, sha1 or sha256) and the size as the bytes arrive, writes them to
 //! `PATH.part` and renames it to `PATH` only once both match; the download's progress
-//! goes to the cloud, and to standard error as a line when it is a terminal. A firmware that fails its
-//! check exits 1 (`"kind": "check_failed"`) and leaves nothing behind. A file of the
-//! cloud's storage needs the HTTP transport; a plain `http://` or `https://` file URL is
-//! fetched on either.
+//! goes to the cloud, and to standard error as a line when it is a terminal. A firmware
+//! that fails its check exits 1 (`"kind": "check_failed"`) and leaves nothing behind; an
+//! interrupted download (Ctrl-C, SIGTERM) leaves `PATH.part`. A file of the cloud's
+//! storage needs the HTTP transport; a plain `http://` or `https://` file URL is fetched
+//! on either.
 //!
 //! # The integration channel: `integration`
 //!
@@ -169,7 +181,10 @@
 //! its file and line; exit 2), then sent `--batch` per request, measure points first,
 //! then events, then attributes. The cloud takes a request whole or refuses it with its
 //! first error (1257 device not found, 1204 model validation failed); every request is
-//! sent, each is printed with its answer, and the exit code is 1 if one was refused.
+//! sent, each is printed with its answer as it comes (with `--json`, all in one document
+//! at the end), and the exit code is 1 if one was refused. A request that gets no answer
+//! (timeout, connection lost) stops the post: what was answered is printed, then the
+//! error. Ctrl-C or SIGTERM stops it after the request in flight (exit 130).
 //!
 //! # `listen`
 //!
@@ -180,9 +195,13 @@
 //! none for raw). The program gets the command as one JSON line on standard input
 //! (`{"device","id","kind":"service","service","params"}`, `"kind":"set","points"`, ...)
 //! and prints the reply's data as JSON (hex for raw); a non-zero exit (its last line of
-//! standard error is quoted), a run past `--exec-timeout` or output that is not JSON
-//! answers 1102 with that reason. Each command is printed as one JSON line with a
-//! `reply`. It ends at Ctrl-C (exit 0) or after `--count N` commands.
+//! standard error is quoted), a run past `--exec-timeout` (1 to 86,400 s), more than 1 MiB
+//! of output or output that is not JSON answers 1102 with that reason. Commands that come
+//! together are handled together: up to 4 runs of the program at once, so it must not
+//! count on running alone. A bare program name is looked for on `PATH` when `listen`
+//! starts, and one that is not there exits 5. Each command is printed as one JSON line
+//! with a `reply`. It ends (exit 0) at Ctrl-C or SIGTERM, after `--count N` commands, or
+//! once its standard output is closed (`enos listen | head -3`).
 //!
 //! # `replay`
 //!
@@ -193,25 +212,32 @@
 //! there). Rows go out `--batch` per request (a single `resume_measurepoint` for one row of
 //! the device itself, else `batch_resume_measurepoint` with `allowOfflineSubDevice` when
 //! an entry names a sub-device), `--window` requests in flight, at most `--rate` rows a
-//! second. After each answered request the checkpoint `FILE.enos-progress` is renamed
-//! into place; it advances only over requests all of whose predecessors were answered.
+//! second (`--rate`: 0 for no limit, else 0.001 or more). A line longer than 1 MiB is bad
+//! input. After each answered request the checkpoint `FILE.enos-progress` is synced and
+//! renamed into place (it is first written before anything connects, so a folder where it
+//! cannot be written stops the replay before a row is sent); it advances only over
+//! requests all of whose predecessors were answered.
 //! A refused request counts its rows under the cloud's code and is not sent again;
 //! `--skip-invalid` has the cloud drop invalid points instead. Ctrl-C stops sending,
 //! waits for the requests in flight and keeps the checkpoint (exit 130); `--resume` goes
-//! on from it without sending an answered row again (after a crash, requests that were
-//! in flight are sent again: a resume of the same point and time overwrites itself). A
-//! checkpoint left by an earlier run is never ignored silently: `--resume` or
-//! `--restart`. The summary gives rows sent, accepted, refused by code, elapsed time and
-//! rows per second (and totals over the resumed runs).
+//! on from it without sending an answered row again. Two cases send rows again: after a
+//! crash, the requests that were in flight; after a request that failed (no reply in
+//! time, the connection lost), the requests after it, answered or not, since the
+//! checkpoint stops before the failed one. A resume of the same point and time overwrites
+//! itself. The checkpoint keeps a hash of the file's bytes before it, and `--resume`
+//! refuses a file whose rows before it changed (exit 2). A checkpoint left by an earlier
+//! run is never ignored silently: `--resume` or `--restart`. The summary gives rows sent,
+//! accepted, refused by code, elapsed time and rows per second (and totals over the
+//! resumed runs).
 //!
 //! # Replay figures
 //!
 //! 100,000 rows of two points (`time,temp,humidity`, 2.4 MB of CSV) to the local cloud on
-//! loopback, both release builds on one 2-core machine (the ranges cover three runs):
-//! `cargo run --release -p enos-sim --
-//! serve --record 0` in one terminal, `cargo run --release -p enos-cli -- replay rows.csv
-//! --batch B --window W` in another. Elapsed is the sending, from the first request to
-//! the last reply; rows/s is rows answered over that time.
+//! loopback; release builds, a 2-core x86-64 machine; the ranges cover three runs:
+//! `cargo run --release -p enos-sim -- serve --record 0` in one terminal, `cargo run
+//! --release -p enos-cli -- replay rows.csv --batch B --window W` in another. Elapsed is
+//! the sending, from the first request to the last reply; rows/s is rows answered over
+//! that time.
 //!
 //! | `--batch` | `--window` | elapsed | rows/s |
 //! |---|---|---|---|
@@ -225,10 +251,8 @@
 //! The whole default command (every row checked first, connect, send, summary) takes
 //! 0.48 s of wall time and 7.7 MB of memory at most; `--rate 20000` takes 5.0 s
 //! (20,016 rows/s). A round trip per row is what limits single resumes: batches of 100
-//! rows and a few requests in flight make the cloud's JSON parsing the limit. The
-//! debug-build integration test (`replay_of_100000_rows_arrives_whole_and_resumes_where_it_stopped`,
-//! `cargo test -p enos-cli --test replay -- --nocapture`) prints its own figures: about
-//! 70,000 – 100,000 rows/s in batches of 40.
+//! rows and a few requests in flight make the cloud's JSON parsing the limit. A debug
+//! build replays about 70,000 – 100,000 rows/s in batches of 40.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -238,6 +262,7 @@ mod commands;
 mod error;
 mod files;
 mod firmware;
+mod fsio;
 mod integration;
 mod listen;
 mod output;
@@ -302,18 +327,30 @@ fn run(cli: &Cli, out: Out) -> Result<u8, CliError> {
         }
         Ok(s)
     };
+    let no_reply =
+        |what: &str, why: &str| CliError::Usage(format!("--no-reply does not apply to `{what}`: {why}; leave it out"));
     match &cli.command {
         Cmd::Listen(args) => listen::run(args, &settings()?, out, sending, as_device.as_ref()),
+        Cmd::Replay(_) if cli.no_reply => Err(no_reply(
+            "replay",
+            "its checkpoint moves over the rows the cloud answered, and without replies none is",
+        )),
         Cmd::Replay(args) => replay::run(args, settings, out, sending, as_device.as_ref()),
         other => {
             // Every argument is checked before anything connects.
             let Some(op) = Prepared::from(other, out)? else {
                 return Err(CliError::Usage("not a one-shot command".into()));
             };
+            if let (true, Some(what)) = (cli.no_reply, op.reply_is_output()) {
+                return Err(no_reply(what, "what it prints is the cloud's reply"));
+            }
             if let (Some(_), Some(why)) = (&as_device, op.not_for_sub_devices()) {
                 return Err(CliError::Usage(format!("--as does not apply: {why}")));
             }
             let settings = settings()?;
+            if let Some(what) = op.issues_secrets(&settings) {
+                settings.secrets_ready(&what)?;
+            }
             let session = if op.is_channel() {
                 Session::open_channel(&settings, out, sending)?
             } else {

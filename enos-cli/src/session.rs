@@ -119,13 +119,18 @@ impl Session {
     }
 
     /// Logs sub-device `keys` in, with the secret the settings have for it; a secret
-    /// issued by its dynamic activation is kept in the secrets folder.
+    /// issued by its dynamic activation is kept in the secrets folder (tried before the
+    /// login is sent).
     ///
     /// # Errors
     ///
-    /// [`CliError::Missing`] when no secret is known for it, or the login's error.
+    /// [`CliError::Missing`] when no secret is known for it, the secrets folder's error
+    /// when it activates, or the login's error.
     pub fn login(&self, settings: &Settings, keys: &DeviceKeys, out: Out) -> Result<LoginResult, CliError> {
         let info = settings.sub_device(keys)?;
+        if settings.may_issue(keys) {
+            settings.secrets_ready(&format!("the login of {keys}"))?;
+        }
         out.note(&format!("logging sub-device {keys} in"));
         let r = self
             .client

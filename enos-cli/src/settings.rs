@@ -72,8 +72,9 @@ pub struct ConnArgs {
     /// [env: ENOS_SECRETS_DIR]
     #[arg(long, global = true, value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
-    /// The profile to use from the profile file ($ENOS_CONFIG, or
-    /// ~/.config/enos/profiles.toml); `default` when it has one [env: ENOS_PROFILE]
+    /// The profile to use from the profile file ($ENOS_CONFIG, else
+    /// $XDG_CONFIG_HOME/enos/profiles.toml, else ~/.config/enos/profiles.toml); `default`
+    /// when it has one [env: ENOS_PROFILE]
     #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
 }
@@ -81,8 +82,15 @@ pub struct ConnArgs {
 impl std::fmt::Debug for ConnArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |s: &Option<String>| s.as_ref().map(|_| "..");
-        let keys = |list: &[String]| -> Vec<String> {
-            list.iter().map(|e| e.split_once('=').map_or("?", |(k, _)| k).to_owned() + "=..").collect()
+        // The keys before `=` only when they are keys: a malformed entry may hold its
+        // secret anywhere.
+        let keys = |list: &[String], is_key: fn(&str) -> bool| -> Vec<String> {
+            list.iter()
+                .map(|e| match e.split_once('=') {
+                    Some((k, _)) if is_key(k) => format!("{k}=.."),
+                    _ => "?=..".to_owned(),
+                })
+                .collect()
         };
         f.debug_struct("ConnArgs")
             .field("url", &self.url)
@@ -98,8 +106,8 @@ impl std::fmt::Debug for ConnArgs {
             .field("server_name", &self.server_name)
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("sub_secret", &keys(&self.sub_secret))
-            .field("sub_product_secret", &keys(&self.sub_product_secret))
+            .field("sub_secret", &keys(&self.sub_secret, |k| parse_keys(k).is_ok()))
+            .field("sub_product_secret", &keys(&self.sub_product_secret, is_product_key))
             .field("secrets_dir", &self.secrets_dir)
             .field("profile", &self.profile)
             .finish()
@@ -268,30 +276,15 @@ impl Settings {
         // A relative path in a profile is relative to the profile file.
         let rel = |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base.join(p) } else { p });
 
-        let timeout =
-            |flag: Option<u64>, flag_name: &'static str, var: &'static str, key: &'static str, prof: Option<u64>| {
-                if let Some(v) = flag {
-                    return Ok(Sourced { value: v, source: Source::Flag(flag_name) });
-                }
-                if let Some(v) = env(var) {
-                    let n = v
-                        .trim()
-                        .parse::<u64>()
-                        .map_err(|_| CliError::Usage(format!("{var}: {v:?} is not a number of seconds")))?;
-                    return Ok(Sourced { value: n, source: Source::Env(var) });
-                }
-                Ok(match prof {
-                    Some(v) => Sourced { value: v, source: from_profile(key) },
-                    None => Sourced { value: DEFAULT_TIMEOUT, source: Source::Default },
-                })
-            };
-        let request_timeout = timeout(args.timeout, "--timeout", "ENOS_TIMEOUT", "timeout", profile.timeout)?;
-        let connect_timeout = timeout(
-            args.connect_timeout,
-            "--connect-timeout",
-            "ENOS_CONNECT_TIMEOUT",
-            "connect_timeout",
-            profile.connect_timeout,
+        let request_timeout = timeout_setting(
+            env,
+            (args.timeout, "--timeout", "ENOS_TIMEOUT"),
+            profile.timeout.map(|v| Sourced { value: v, source: from_profile("timeout") }),
+        )?;
+        let connect_timeout = timeout_setting(
+            env,
+            (args.connect_timeout, "--connect-timeout", "ENOS_CONNECT_TIMEOUT"),
+            profile.connect_timeout.map(|v| Sourced { value: v, source: from_profile("connect_timeout") }),
         )?;
 
         let secrets_dir = pick!(
@@ -305,36 +298,19 @@ impl Settings {
         .map(|s| s.value)
         .or_else(|| file.as_deref().and_then(Path::parent).map(|d| d.join("secrets")));
 
-        let mut sub_devices = Vec::new();
-        for (text, source) in args
-            .sub_secret
-            .iter()
-            .map(|s| (s.clone(), Source::Flag("--sub-secret")))
-            .chain(list(env("ENOS_SUB_SECRETS")).map(|s| (s, Source::Env("ENOS_SUB_SECRETS"))))
-        {
-            let (keys, secret) = text
-                .split_once('=')
-                .ok_or_else(|| CliError::Usage(format!("{source}: expected pk/dk=SECRET, got no `=`")))?;
-            let keys = parse_keys(keys).map_err(|e| CliError::Usage(format!("{source}: {e}")))?;
-            sub_devices.push((keys, Sourced { value: Secret::new(secret), source }));
-        }
+        let mut sub_devices =
+            secret_list(env, (&args.sub_secret, "--sub-secret", "ENOS_SUB_SECRETS"), "pk/dk", |k| parse_keys(k).ok())?;
         for (keys, secret) in profile.sub_devices {
             let keys =
                 parse_keys(&keys).map_err(|e| CliError::Usage(format!("sub_devices of profile {pname}: {e}")))?;
             sub_devices.push((keys, Sourced { value: secret, source: from_profile("sub_devices") }));
         }
-        let mut sub_products = Vec::new();
-        for (text, source) in args
-            .sub_product_secret
-            .iter()
-            .map(|s| (s.clone(), Source::Flag("--sub-product-secret")))
-            .chain(list(env("ENOS_SUB_PRODUCT_SECRETS")).map(|s| (s, Source::Env("ENOS_SUB_PRODUCT_SECRETS"))))
-        {
-            let (pk, secret) = text
-                .split_once('=')
-                .ok_or_else(|| CliError::Usage(format!("{source}: expected pk=SECRET, got no `=`")))?;
-            sub_products.push((pk.to_owned(), Sourced { value: Secret::new(secret), source }));
-        }
+        let mut sub_products = secret_list(
+            env,
+            (&args.sub_product_secret, "--sub-product-secret", "ENOS_SUB_PRODUCT_SECRETS"),
+            "pk",
+            |k| is_product_key(k).then(|| k.to_owned()),
+        )?;
         for (pk, secret) in profile.sub_products {
             sub_products.push((pk, Sourced { value: secret, source: from_profile("sub_products") }));
         }
@@ -465,11 +441,7 @@ impl Settings {
         } else if let Some(p) = &self.product_secret {
             o.secure_mode = SecureMode::ProductSecret;
             o.product_secret = Some(p.value.clone());
-            let files = self.secrets.clone().ok_or_else(|| {
-                CliError::Usage(
-                    "dynamic activation issues a device secret that must be kept: give --secrets-dir or ENOS_SECRETS_DIR".into(),
-                )
-            })?;
+            let files = self.secrets_ready("dynamic activation")?.clone();
             o.secret_store = Some(SecretStore::new(move |keys, secret| {
                 files.keep(keys, secret).map(drop).map_err(|e| e.to_string())
             }));
@@ -562,6 +534,37 @@ impl Settings {
         }))
     }
 
+    /// Whether the login of sub-device `keys` may have the cloud issue it a secret: no
+    /// secret is known for it, and its product's is (dynamic activation).
+    pub fn may_issue(&self, keys: &DeviceKeys) -> bool {
+        !self.sub_devices.iter().any(|(k, _)| k == keys)
+            && self.secrets.as_ref().and_then(|f| f.read(keys)).is_none()
+            && self.sub_products.iter().any(|(pk, _)| pk == keys.product_key())
+    }
+
+    /// The secrets folder, made if need be and tried with a file, before `what` (a
+    /// request that has the cloud issue a secret) is sent: a secret issued is not lost
+    /// for want of a place to keep it.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Usage`] when there is no secrets folder, [`CliError::Io`] when it
+    /// cannot be made or written.
+    pub fn secrets_ready(&self, what: &str) -> Result<&SecretFiles, CliError> {
+        let files = self.secrets.as_ref().ok_or_else(|| {
+            CliError::Usage(format!(
+                "{what} has the cloud issue a device secret that must be kept, and there is no secrets folder: give --secrets-dir or ENOS_SECRETS_DIR"
+            ))
+        })?;
+        files.check_writable().map_err(|e| {
+            CliError::io(
+                format!("the secrets folder {}, where {what} keeps the secret the cloud issues", files.dir.display()),
+                e,
+            )
+        })?;
+        Ok(files)
+    }
+
     /// The settings in use, one line each, secrets named but never shown (`--verbose`).
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -625,14 +628,17 @@ fn load_profile(
         return match asked {
             Some((name, source)) => Err(CliError::Usage(format!(
                 "profile {name} (from {source}): no profile file at {}; set ENOS_CONFIG to the file",
-                file.map_or_else(|| "~/.config/enos/profiles.toml".into(), |f| f.display().to_string())
+                file.map_or_else(
+                    || "$XDG_CONFIG_HOME/enos/profiles.toml or ~/.config/enos/profiles.toml".into(),
+                    |f| f.display().to_string()
+                )
             ))),
             None => Ok((None, None)),
         };
     };
     let file = file.map(Path::display).map(|d| d.to_string()).unwrap_or_default();
-    let mut profiles: BTreeMap<String, Profile> =
-        toml::from_str(&text).map_err(|e| CliError::Usage(format!("profile file {file}: {e}")))?;
+    let mut profiles: BTreeMap<String, Profile> = toml::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("profile file {file}: {}", toml_error(&text, &e))))?;
     match asked {
         Some((name, source)) => match profiles.remove(&name) {
             Some(p) => Ok((Some(name), Some(p))),
@@ -651,6 +657,49 @@ fn load_profile(
     }
 }
 
+/// A profile file's parse error, said without the file's text: toml's own text quotes the
+/// line, which may hold a secret (a mistyped `device_secrt = "..."`, an unclosed quote).
+/// Where (line and column) and what; where the key is a secret's (or the table one of
+/// sub-device secrets), no value either: "invalid type (the value is not shown),
+/// expected a string".
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message();
+    let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
+        return message.to_owned();
+    };
+    // A position inside a character (none should be) counts as a secret's.
+    let Some(before) = text.get(..at) else {
+        return "the file does not parse (where is not shown)".to_owned();
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].split('\n').next().unwrap_or("");
+    let table = before[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('[')).unwrap_or("");
+    let (key, value) = line_text.split_once('=').unwrap_or((line_text, ""));
+    let value = value.trim().trim_matches(['"', '\'']).trim();
+    let secretish = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        ["secr", "pass", "sub_devices", "sub_products"].iter().any(|w| s.contains(w))
+    };
+    let said = if secretish(key) || secretish(&before[line_start..]) || secretish(table) {
+        let leaks = |m: &str| !value.is_empty() && m.contains(value);
+        match message.split_once(": ") {
+            // serde's "invalid type: string \"...\", expected a string" quotes the value.
+            Some((head, _)) if head.starts_with("invalid ") => {
+                let expected = message.rfind(", expected ").map_or("", |i| &message[i..]);
+                let expected = if leaks(expected) { "" } else { expected };
+                format!("{head} (the value is not shown){expected}")
+            }
+            _ if leaks(message) => "the value is not valid (it is not shown)".to_owned(),
+            _ => message.to_owned(),
+        }
+    } else {
+        message.to_owned()
+    };
+    format!("line {line}, column {column}: {said}")
+}
+
 /// A comma-separated list of an environment variable.
 fn list(var: Option<String>) -> impl Iterator<Item = String> {
     var.unwrap_or_default()
@@ -660,6 +709,52 @@ fn list(var: Option<String>) -> impl Iterator<Item = String> {
         .map(str::to_owned)
         .collect::<Vec<_>>()
         .into_iter()
+}
+
+/// A timeout in seconds: the flag `(value, name, variable)`, else its environment
+/// variable, else the profile's, else the default.
+fn timeout_setting(
+    env: Env<'_>,
+    (flag, flag_name, var): (Option<u64>, &'static str, &'static str),
+    profile: Option<Sourced<u64>>,
+) -> Result<Sourced<u64>, CliError> {
+    if let Some(v) = flag {
+        return Ok(Sourced { value: v, source: Source::Flag(flag_name) });
+    }
+    if let Some(v) = env(var) {
+        let n =
+            v.trim().parse::<u64>().map_err(|_| CliError::Usage(format!("{var}: {v:?} is not a number of seconds")))?;
+        return Ok(Sourced { value: n, source: Source::Env(var) });
+    }
+    Ok(profile.unwrap_or(Sourced { value: DEFAULT_TIMEOUT, source: Source::Default }))
+}
+
+/// The `KEY=SECRET` entries of a flag `(values, name, variable)`, then of its
+/// comma-separated environment variable: each key as `key` reads it (`what` says what
+/// it should be). An entry that is not one is named by its source only: nothing of it is
+/// shown, since the secret may be anywhere in it.
+fn secret_list<K>(
+    env: Env<'_>,
+    (flags, flag, var): (&[String], &'static str, &'static str),
+    what: &str,
+    key: impl Fn(&str) -> Option<K>,
+) -> Result<Vec<(K, Sourced<Secret>)>, CliError> {
+    let from_flags = flags.iter().map(|s| (s.clone(), Source::Flag(flag)));
+    let from_env = list(env(var)).map(|s| (s, Source::Env(var)));
+    from_flags
+        .chain(from_env)
+        .map(|(text, source)| {
+            let bad = |why: String| CliError::Usage(format!("{source}: {why} (the entry is not shown)"));
+            let (k, secret) = text.split_once('=').ok_or_else(|| bad(format!("expected {what}=SECRET, got no `=`")))?;
+            let k = key(k).ok_or_else(|| bad(format!("expected {what} before `=`")))?;
+            Ok((k, Sourced { value: Secret::new(secret), source }))
+        })
+        .collect()
+}
+
+/// Whether `text` can be a product key (the part before `=` of `--sub-product-secret`).
+fn is_product_key(text: &str) -> bool {
+    !text.is_empty() && !text.contains('/') && DeviceKeys::new(text, "_").is_ok()
 }
 
 /// `pk/dk` as device keys.
@@ -694,35 +789,44 @@ impl SecretFiles {
         (!text.is_empty()).then(|| Sourced { value: Secret::new(text), source: Source::Kept(path) })
     }
 
-    /// Keeps `secret` for `keys`: written to a temporary file (mode 0600) and renamed
-    /// over the old one. Its path.
+    /// Keeps `secret` for `keys`: written to a temporary file (mode 0600), synced and
+    /// renamed over the old one. Its path.
     ///
     /// # Errors
     ///
     /// The I/O error.
     pub fn keep(&self, keys: &DeviceKeys, secret: &Secret) -> std::io::Result<PathBuf> {
         let path = self.path(keys);
-        let dir = path.parent().unwrap_or(&self.dir);
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir)?;
-        let tmp = path.with_extension("secret.tmp");
-        let mut open = std::fs::OpenOptions::new();
-        open.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        {
-            use std::io::Write;
-            let mut f = open.open(&tmp)?;
-            f.write_all(secret.expose().as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
+        make_private_dir(path.parent().unwrap_or(&self.dir))?;
+        let mut text = String::with_capacity(secret.expose().len() + 1);
+        text.push_str(secret.expose());
+        text.push('\n');
+        crate::fsio::write_atomic(&path, ".tmp", text.as_bytes(), Some(0o600))?;
         Ok(path)
     }
+
+    /// Checks that secrets can be kept: the folder exists (it is made when it does not)
+    /// and a file can be written in it (one is, and removed). Done before a request that
+    /// may have the cloud issue a secret, so that an issued secret is not lost.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error.
+    pub fn check_writable(&self) -> std::io::Result<()> {
+        make_private_dir(&self.dir)?;
+        let probe = self.dir.join(format!(".enos-probe-{}", std::process::id()));
+        crate::fsio::write_atomic(&probe, ".tmp", b"", Some(0o600))?;
+        std::fs::remove_file(&probe)
+    }
+}
+
+/// Makes `dir` and its parents, readable by their owner only (when they are made).
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// A key as a file name: letters, digits, `-` and `_` as they are, every other byte as
@@ -810,6 +914,56 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_that_does_not_parse_is_placed_without_its_text() {
+        let dir = temp("parse");
+        let file = dir.join("profiles.toml");
+        let env = env_of(&[("ENOS_CONFIG", file.to_str().unwrap())]);
+        for (text, want) in [
+            (
+                "[default]\nurl = \"u\"\ndevice_secrt = \"s3cret-typo\"\n",
+                "line 3, column 1: unknown field `device_secrt`",
+            ),
+            ("[default]\ndevice_secret = \"s3cret-open\n", "profile file"),
+            ("[default]\ndevice_secret = 424242\n", "invalid type (the value is not shown), expected a string"),
+            ("[default.sub_devices]\n\"pk/dk\" = 9191919\n", "invalid type (the value is not shown)"),
+            // A value that is no secret is said.
+            ("[default]\ntimeout = \"soon\"\n", "invalid type: string \"soon\", expected u64"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Settings::resolve(&ConnArgs::default(), &env).err().unwrap();
+            let said = format!("{e} {e:?} {}", e.to_json());
+            assert!(e.exit_code() == 2 && said.contains(want) && said.contains("line "), "{text:?}: {said}");
+            for secret in ["s3cret", "424242", "9191919"] {
+                assert!(!said.contains(secret), "{text:?}: {said}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_sub_secret_is_named_and_never_shown() {
+        for (args, want) in [
+            (
+                ConnArgs { sub_secret: vec!["s3cret-a=pk/dk".into()], ..Default::default() },
+                "--sub-secret: expected pk/dk before `=`",
+            ),
+            (ConnArgs { sub_secret: vec!["s3cret-b".into()], ..Default::default() }, "got no `=`"),
+            (
+                ConnArgs { sub_product_secret: vec!["s3cret/c=pk".into()], ..Default::default() },
+                "--sub-product-secret: expected pk before `=`",
+            ),
+        ] {
+            let shown = format!("{args:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            let e = Settings::resolve(&args, &env_of(&[])).err().unwrap();
+            let said = format!("{e} {e:?}");
+            assert!(said.contains(want) && !said.contains("s3cret"), "{said}");
+        }
+        let env = env_of(&[("ENOS_SUB_SECRETS", "pk/dk=good,s3cret-d=x/y")]);
+        let e = Settings::resolve(&ConnArgs::default(), &env).err().unwrap().to_string();
+        assert!(e.contains("ENOS_SUB_SECRETS: expected pk/dk before `=`") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
     fn missing_credentials_name_every_way() {
         let env = env_of(&[("ENOS_URL", "tcp://h:1"), ("ENOS_PRODUCT_KEY", "pk"), ("ENOS_DEVICE_KEY", "dk")]);
         let e = Settings::resolve(&ConnArgs::default(), &env).unwrap().credentials().err().unwrap();
@@ -832,6 +986,18 @@ mod tests {
         assert_eq!(c.options.device_key, enos_transport_blocking::proto::INTEGRATION_DEVICE_KEY);
         assert_eq!(c.description, "product secret, integration channel (from --product-secret)");
         assert!(c.options.device_secret.is_none() && !format!("{:?}", c.options).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_secrets_folder_is_made_and_tried_before_it_is_needed() {
+        let dir = temp("probe");
+        let files = SecretFiles { dir: dir.join("made/secrets") };
+        files.check_writable().unwrap();
+        assert!(files.dir.is_dir());
+        assert_eq!(std::fs::read_dir(&files.dir).unwrap().count(), 0, "the probe is left behind");
+        // Under a file: no folder can be made there.
+        std::fs::write(dir.join("plain"), "").unwrap();
+        assert!(SecretFiles { dir: dir.join("plain/secrets") }.check_writable().is_err());
     }
 
     #[test]

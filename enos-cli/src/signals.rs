@@ -1,6 +1,6 @@
-//! Ctrl-C and SIGTERM for the commands that have work to finish (`listen`, `replay`): the
-//! first signal asks them to stop cleanly; a second one ends the process at once (exit
-//! code 130). Other commands keep the default: the signal ends them.
+//! Ctrl-C and SIGTERM for the commands that have work to finish (`listen`, `replay`,
+//! `integration post`): the first signal asks them to stop cleanly; a second one ends the
+//! process at once (exit code 130). Other commands keep the default: the signal ends them.
 
 use crate::error::CliError;
 

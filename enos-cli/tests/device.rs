@@ -425,3 +425,98 @@ fn connection_state_reaches_the_cloud_as_a_full_report_or_an_update() {
     let r = run(home.path(), &env, &["connection-state", "#1=up"]);
     assert!(r.code == 2 && r.stderr.contains("\"up\" is not a state: connected, disconnected or unknown"), "{r:?}");
 }
+
+#[test]
+fn a_profile_that_does_not_parse_never_prints_its_secrets() {
+    let home = TempDir::new("profile-secret");
+    let file = home.join("profiles.toml");
+    let env = vec![("ENOS_CONFIG", file.display().to_string())];
+    for (text, place) in [
+        // A mistyped key: named, its value not shown.
+        ("[default]\nurl = \"tcp://127.0.0.1:1\"\ndevice_secrt = \"s3cret-typo\"\n", "line 3, column 1"),
+        // A quote never closed: the line would hold the secret.
+        ("[default]\ndevice_secret = \"s3cret-open\nurl = \"tcp://127.0.0.1:1\"\n", "line 2, column "),
+        // A value of the wrong type for a secret.
+        ("[default]\npassphrase = 31415926535\n", "line 2, column "),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        for args in [&["connect"][..], &["--json", "-vv", "connect"]] {
+            let r = run(home.path(), &env, args);
+            assert_eq!(r.code, 2, "{text:?}: {r:?}");
+            assert!(r.stderr.contains(&format!("profile file {}: {place}", file.display())), "{r:?}");
+            for secret in ["s3cret", "31415926535"] {
+                assert!(!r.all().contains(secret), "the secret was printed: {r:?}");
+            }
+        }
+    }
+    let r = run(home.path(), &env, &["--json", "connect"]);
+    assert_eq!(r.json()["error"]["kind"], "usage", "{r:?}");
+}
+
+#[test]
+fn no_reply_is_refused_where_the_reply_is_the_output() {
+    let home = TempDir::new("no-reply");
+    // Nothing listens there: a command that went ahead would fail to connect (exit 3).
+    let env = vec![
+        ("ENOS_URL", "tcp://127.0.0.1:1".to_owned()),
+        ("ENOS_PRODUCT_KEY", "pk".into()),
+        ("ENOS_DEVICE_KEY", "dk".into()),
+        ("ENOS_DEVICE_SECRET", "s".into()),
+        ("ENOS_PRODUCT_SECRET", "ps".into()),
+    ];
+    std::fs::write(home.join("rows.csv"), "time,t\n1,1\n").unwrap();
+    for (args, what) in [
+        (&["tag", "get"][..], "`tag get`"),
+        (&["attribute", "get"], "`attribute get`"),
+        (&["tsl"], "`tsl`"),
+        (&["raw", "0a"], "`raw`"),
+        (&["ota", "firmwares"], "`ota firmwares`"),
+        (&["ota", "download", "-o", "fw.bin"], "`ota download`"),
+        (&["integration", "raw", "0a"], "`integration raw`"),
+        (&["replay", "rows.csv"], "`replay`"),
+    ] {
+        let r = run(home.path(), &env, &[&["--no-reply"][..], args].concat());
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(&format!("--no-reply does not apply to {what}")), "{args:?}: {r:?}");
+    }
+    assert!(!home.join("rows.csv.enos-progress").exists());
+    // Where the reply is not the output, it goes ahead (and here finds no broker).
+    let r = run(home.path(), &env, &["--no-reply", "post", "{}"]);
+    assert_eq!(r.code, 3, "{r:?}");
+}
+
+#[test]
+fn a_secrets_folder_that_cannot_be_written_stops_what_would_issue_a_secret() {
+    let sim = Sim::start();
+    let home = TempDir::new("secrets-folder");
+    // Under a plain file: no folder can be made there, whoever runs the test.
+    std::fs::write(home.join("plain"), "").unwrap();
+    let bad = ("ENOS_SECRETS_DIR", home.join("plain/secrets").display().to_string());
+    let pump = format!("{SUB_PRODUCT}/pump9");
+
+    // A registration: refused before it is sent, so the cloud issues no secret to lose.
+    let mut env = gateway_env(&sim);
+    env.push(bad.clone());
+    let r = run(home.path(), &env, &["register", &pump, "--name", "pump 9"]);
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(r.stderr.contains("the secrets folder") && r.stderr.contains("plain/secrets"), "{r:?}");
+    let (registered, _) = sim.admin(&["device", &pump]);
+    assert!(!registered, "the registration was sent");
+    // A dynamic activation: the device is not activated.
+    let activating = vec![
+        ("ENOS_URL", sim.url.clone()),
+        ("ENOS_PRODUCT_KEY", DEVICE_PRODUCT.into()),
+        ("ENOS_DEVICE_KEY", ACTIVATING_DEVICE.into()),
+        ("ENOS_PRODUCT_SECRET", DEVICE_PRODUCT_SECRET.into()),
+        bad,
+    ];
+    let r = run(home.path(), &activating, &["post", r#"{"temp":7}"#]);
+    assert_eq!(r.code, 5, "{r:?}");
+    let (_, device) = sim.admin(&["device", &format!("{DEVICE_PRODUCT}/{ACTIVATING_DEVICE}")]);
+    assert_eq!(device["activated"], false, "{device}");
+
+    // With a folder that takes it, the same registration goes, and its secret is kept.
+    let r = run(home.path(), &gateway_env(&sim), &["--json", "register", &pump, "--name", "pump 9"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::path::Path::new(r.json()["data"][0]["secretFile"].as_str().unwrap()).exists());
+}

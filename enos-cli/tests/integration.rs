@@ -112,3 +112,63 @@ fn the_channel_needs_the_product_secret_and_checks_entries_first() {
     let r = run(home.path(), &channel_env(&sim), &["--as", "pk/dk", "integration", "post", one]);
     assert!(r.code == 2 && r.stderr.contains("--as does not apply"), "{r:?}");
 }
+
+#[cfg(unix)]
+#[test]
+fn each_request_is_printed_as_it_is_answered_and_ctrl_c_stops_after_the_one_in_flight() {
+    use std::io::{BufRead, BufReader, Read};
+    let sim = Sim::start_with(&["--fleet", "1"]);
+    let home = TempDir::new("integration-stream");
+    let entries: Vec<Value> = (0..20_000u64)
+        .map(|i| json!({"deviceKey": "load_0", "time": 1_700_000_000_000u64 + i, "measurepoints": {"temp": 1}}))
+        .collect();
+    std::fs::write(home.join("entries.json"), Value::Array(entries).to_string()).unwrap();
+    let mut child = enos(home.path())
+        .envs(channel_env(&sim).iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["integration", "post", "entries.json", "--batch", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // The first request's line comes while the others are still going.
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("measurepoints, 1 entry of load_0: ok (code 200)"), "{first:?}");
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{err}");
+    let printed = 1 + rest.lines().count();
+    assert!(printed < 20_000, "not stopped: {printed} requests");
+    assert!(err.contains(&format!("interrupted: {printed} of 20000 requests sent, the rest not")), "{printed}: {err}");
+}
+
+#[test]
+fn a_lost_cloud_stops_the_post_after_printing_what_was_answered() {
+    let mut sim = Sim::start_with(&["--fleet", "1"]);
+    let home = TempDir::new("integration-lost");
+    let entries: Vec<Value> = (0..20_000u64)
+        .map(|i| json!({"deviceKey": "load_0", "time": 1_700_000_000_000u64 + i, "measurepoints": {"temp": 1}}))
+        .collect();
+    std::fs::write(home.join("entries.json"), Value::Array(entries).to_string()).unwrap();
+    let child = enos(home.path())
+        .envs(channel_env(&sim).iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["--json", "--timeout", "2", "integration", "post", "entries.json", "--batch", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    sim.kill();
+    let r = Run::from(child.wait_with_output().unwrap());
+    assert!(r.code == 3 || r.code == 4, "{r:?}");
+    // The requests answered, in one document, then the error's.
+    let docs: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(docs.len(), 2, "{r:?}");
+    let answered = docs[0]["requests"].as_array().unwrap().len();
+    assert!(answered > 0 && answered < 20_000 && docs[0]["complete"] == false, "{}", docs[0]);
+    assert!(docs[1]["error"]["kind"].is_string(), "{}", docs[1]);
+}

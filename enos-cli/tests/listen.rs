@@ -188,3 +188,45 @@ fn a_gateway_listens_for_its_sub_devices_too() {
     assert_eq!(code, 0);
     assert_eq!(lines[0]["device"], sub.as_str());
 }
+
+#[test]
+fn a_program_not_on_path_is_found_missing_at_the_start() {
+    let home = TempDir::new("listen-path");
+    // Nothing listens there: the program is looked for before anything connects.
+    let env = vec![
+        ("ENOS_URL", "tcp://127.0.0.1:1".to_owned()),
+        ("ENOS_PRODUCT_KEY", "pk".into()),
+        ("ENOS_DEVICE_KEY", "dk".into()),
+        ("ENOS_DEVICE_SECRET", "s".into()),
+    ];
+    let r = run(home.path(), &env, &["listen", "--exec", "no-such-enos-handler"]);
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(r.stderr.contains("--exec no-such-enos-handler: no such program on PATH"), "{r:?}");
+    for bad in [&["listen", "--exec-timeout", "0"][..], &["listen", "--count", "0"]] {
+        assert_eq!(run(home.path(), &env, bad).code, 2, "{bad:?}");
+    }
+}
+
+#[test]
+fn listen_ends_when_nobody_reads_its_output() {
+    let sim = Sim::start();
+    let home = TempDir::new("listen-closed");
+    let mut l = Listening::start(&home, &device_env(&sim), &["--answer", r#"service=*:{"ok":true}"#]);
+    let mut lines = BufReader::new(l.child.stdout.take().unwrap()).lines();
+    let (_, reply) = sim.admin(&["invoke", "--device", DEV, "--service", "reset"]);
+    assert_eq!(reply["code"], 200, "{reply}");
+    assert!(lines.next().unwrap().unwrap().contains("\"reset\""));
+    // As `enos listen | head -1` does: the reader goes away.
+    drop(lines);
+    let (_, reply) = sim.admin(&["invoke", "--device", DEV, "--service", "again"]);
+    assert_eq!(reply["code"], 200, "the command is still answered: {reply}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = l.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "listen went on with nobody reading");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

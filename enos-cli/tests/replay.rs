@@ -271,3 +271,66 @@ fn a_cloud_that_goes_away_stops_the_replay_and_another_takes_the_rest() {
     assert_eq!(seen.keys().next().map(|(_, t)| *t), Some(T0 + done * 1000));
     assert!(!progress.exists());
 }
+
+#[test]
+fn a_file_changed_before_its_checkpoint_is_not_resumed() {
+    let sim = Sim::start();
+    let home = TempDir::new("replay-changed");
+    let env = device_env(&sim);
+    let file = home.join("rows.csv");
+    csv(&file, 100);
+    let r = run(home.path(), &env, &["replay", "rows.csv", "--batch", "10", "--stop-after", "50"]);
+    assert_eq!(r.code, 130, "{r:?}");
+    // A row before the checkpoint edited, the file the same size: refused.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let row = format!("{},", T0 + 10 * 1000);
+    let edited = text.replacen(&format!("{row}21.0,"), &format!("{row}99.9,"), 1);
+    assert_ne!(edited, text);
+    assert_eq!(edited.len(), text.len());
+    std::fs::write(&file, &edited).unwrap();
+    let r = run(home.path(), &env, &["replay", "rows.csv", "--batch", "10", "--resume"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("are not what they were") && r.stderr.contains("--restart"), "{r:?}");
+    // Put back, it resumes; a row after the checkpoint may change.
+    let after = text.replacen(&format!("{},28.0,", T0 + 80 * 1000), &format!("{},88.8,", T0 + 80 * 1000), 1);
+    assert_ne!(after, text);
+    std::fs::write(&file, &after).unwrap();
+    let r = run(home.path(), &env, &["--json", "replay", "rows.csv", "--batch", "10", "--resume"]);
+    assert_eq!((r.code, r.json()["rows"]["sent"].as_u64()), (0, Some(50)), "{r:?}");
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_replay_before_anything_is_sent() {
+    let sim = Sim::start();
+    let home = TempDir::new("replay-unwritable");
+    let env = device_env(&sim);
+    csv(&home.join("rows.csv"), 10);
+    // Where the checkpoint's temporary file goes, a folder: it cannot be written, whoever
+    // runs the test.
+    std::fs::create_dir_all(home.join("rows.csv.enos-progress.tmp/x")).unwrap();
+    let r = run(home.path(), &env, &["replay", "rows.csv"]);
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(r.stderr.contains("checkpoint"), "{r:?}");
+    let (_, record) = sim.admin(&["record", DEV]);
+    assert_eq!(record, json!([]), "something was sent, or a CONNECT");
+    assert!(!home.join("rows.csv.enos-progress").exists());
+}
+
+#[test]
+fn a_failed_connection_leaves_no_new_checkpoint() {
+    let home = TempDir::new("replay-noconnect");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let env = vec![
+        ("ENOS_URL", format!("tcp://{closed}")),
+        ("ENOS_PRODUCT_KEY", "pk".into()),
+        ("ENOS_DEVICE_KEY", "dk".into()),
+        ("ENOS_DEVICE_SECRET", "s".into()),
+    ];
+    csv(&home.join("rows.csv"), 10);
+    let r = run(home.path(), &env, &["replay", "rows.csv"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(!home.join("rows.csv.enos-progress").exists());
+    // So the next run needs neither --resume nor --restart.
+    let r = run(home.path(), &env, &["replay", "rows.csv"]);
+    assert_eq!(r.code, 3, "{r:?}");
+}

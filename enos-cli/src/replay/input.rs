@@ -1,9 +1,10 @@
-//! Rows of a replay file: CSV with a header, or JSON lines. Each row knows its line, and
-//! the reader knows how many bytes it has consumed, so that a checkpoint can point just
-//! past the last row done.
+//! Rows of a replay file: CSV with a header, or JSON lines. The reader knows where it
+//! stands (the bytes it has consumed, their line, and a hash of them), so that a
+//! checkpoint can point just past the last row done, and tell whether the rows before it
+//! changed since.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use enos_transport_blocking::DeviceKeys;
@@ -14,11 +15,12 @@ use crate::error::CliError;
 use crate::parse;
 use crate::settings::parse_keys;
 
+/// The longest line a replay file may have, its end of line left out.
+pub const MAX_LINE: usize = 1024 * 1024;
+
 /// One row: a device (`None`: the connected one), a time, measure points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// Its line in the file (from 1).
-    pub line: u64,
     /// The sub-device it is for, when the file names one.
     pub device: Option<DeviceKeys>,
     /// Epoch milliseconds.
@@ -36,6 +38,31 @@ struct Columns {
     points: Vec<(usize, String)>,
 }
 
+/// Where a reader stands: just after line `line`, `offset` bytes in, and the hash of
+/// those bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Bytes consumed.
+    pub offset: u64,
+    /// The last line consumed (0: none).
+    pub line: u64,
+    /// The FNV-1a hash (64 bits) of the bytes consumed.
+    pub hash: u64,
+}
+
+impl Position {
+    /// The start of a file.
+    pub const START: Position = Position { offset: 0, line: 0, hash: FNV_OFFSET };
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// `hash` (FNV-1a, 64 bits) carried on over `bytes`.
+pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
+}
+
 /// Reads the rows of a file, one at a time.
 pub struct Reader {
     file: BufReader<File>,
@@ -45,11 +72,10 @@ pub struct Reader {
     /// The CSV header line, as written.
     pub header: Option<String>,
     columns: Option<Columns>,
-    line: u64,
-    offset: u64,
+    at: Position,
     /// The file's size when opened.
     pub size: u64,
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl Reader {
@@ -76,10 +102,9 @@ impl Reader {
             format: format.or(by_ext).unwrap_or(Format::Csv),
             header: None,
             columns: None,
-            line: 0,
-            offset: 0,
+            at: Position::START,
             size,
-            buf: String::new(),
+            buf: Vec::new(),
         };
         let first = r.next_line()?;
         if format.is_none() && by_ext.is_none() {
@@ -95,7 +120,7 @@ impl Reader {
                 r.columns = Some(r.header_columns(&header)?);
                 r.header = Some(header);
             }
-            Format::Jsonl => r.rewind(0, 0)?,
+            Format::Jsonl => r.rewind(Position::START)?,
         }
         Ok(r)
     }
@@ -105,67 +130,102 @@ impl Reader {
     }
 
     fn header_columns(&self, header: &str) -> Result<Columns, CliError> {
-        let names = split_csv(header).map_err(|e| self.bad(self.line, e))?;
+        let line = self.at.line;
+        let names = split_csv(header).map_err(|e| self.bad(line, e))?;
         let mut cols = Columns { count: names.len(), time: usize::MAX, device: None, points: Vec::new() };
         for (i, n) in names.iter().enumerate() {
             let n = n.trim();
             match n {
                 "time" if cols.time == usize::MAX => cols.time = i,
                 "device" if cols.device.is_none() => cols.device = Some(i),
-                "" => return Err(self.bad(self.line, format!("column {} of the header has no name", i + 1))),
+                "" => return Err(self.bad(line, format!("column {} of the header has no name", i + 1))),
                 _ if cols.points.iter().any(|(_, p)| p == n) || n == "time" || n == "device" => {
-                    return Err(self.bad(self.line, format!("column {n:?} appears twice in the header")));
+                    return Err(self.bad(line, format!("column {n:?} appears twice in the header")));
                 }
                 _ => cols.points.push((i, n.to_owned())),
             }
         }
         if cols.time == usize::MAX {
-            return Err(self.bad(self.line, "the header has no time column (time,point1,point2,...)"));
+            return Err(self.bad(line, "the header has no time column (time,point1,point2,...)"));
         }
         if cols.points.is_empty() {
-            return Err(self.bad(self.line, "the header names no measure point (time,point1,point2,...)"));
+            return Err(self.bad(line, "the header names no measure point (time,point1,point2,...)"));
         }
         Ok(cols)
     }
 
-    /// Goes to byte `offset`, just after line `line` (a checkpoint's place).
+    /// Goes to `at` (a checkpoint's place, or one this reader stood at).
     ///
     /// # Errors
     ///
     /// [`CliError::Io`].
-    pub fn rewind(&mut self, offset: u64, line: u64) -> Result<(), CliError> {
-        self.file.seek(SeekFrom::Start(offset)).map_err(|e| CliError::io(format!("replay file {}", self.name), e))?;
-        self.offset = offset;
-        self.line = line;
+    pub fn rewind(&mut self, at: Position) -> Result<(), CliError> {
+        self.file.seek(SeekFrom::Start(at.offset)).map_err(|e| self.io(e))?;
+        self.at = at;
         Ok(())
     }
 
-    /// The bytes consumed so far: the end of the last line read.
-    pub fn offset(&self) -> u64 {
-        self.offset
+    /// Where the reader stands: just after the last line read.
+    pub fn position(&self) -> Position {
+        self.at
     }
 
-    /// The last line read.
-    pub fn line(&self) -> u64 {
-        self.line
+    /// The hash of the file's first `len` bytes, as [`Position::hash`] has it (the reader
+    /// is left anywhere: [`Reader::rewind`] it).
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Io`] when they cannot be read, or the file is shorter.
+    pub fn hash_of_first(&mut self, len: u64) -> Result<u64, CliError> {
+        self.file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        let mut hash = FNV_OFFSET;
+        let mut read = 0u64;
+        let mut left = (&mut self.file).take(len);
+        loop {
+            let chunk = match left.fill_buf() {
+                Ok(c) => c,
+                Err(e) => return Err(CliError::io(format!("replay file {}", self.name), e)),
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            hash = fnv1a(hash, chunk);
+            let n = chunk.len();
+            read += n as u64;
+            left.consume(n);
+        }
+        if read < len {
+            return Err(CliError::io(format!("replay file {}", self.name), format!("it has fewer than {len} bytes")));
+        }
+        Ok(hash)
+    }
+
+    fn io(&self, e: std::io::Error) -> CliError {
+        CliError::io(format!("replay file {}", self.name), e)
     }
 
     /// The next line, without its end of line.
     fn next_line(&mut self) -> Result<Option<String>, CliError> {
         self.buf.clear();
-        let n = match self.file.read_line(&mut self.buf) {
+        // Past the longest line (its end of line too) by a byte: a longer line is
+        // refused without reading it all.
+        let ceiling = MAX_LINE as u64 + 3;
+        let n = match (&mut self.file).take(ceiling).read_until(b'\n', &mut self.buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(self.bad(self.line + 1, "not UTF-8 text"));
-            }
-            Err(e) => return Err(CliError::io(format!("replay file {}", self.name), e)),
+            Err(e) => return Err(self.io(e)),
         };
         if n == 0 {
             return Ok(None);
         }
-        self.line += 1;
-        self.offset += n as u64;
-        Ok(Some(self.buf.trim_end_matches(['\n', '\r']).to_owned()))
+        let line = self.at.line + 1;
+        let text = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.len() > MAX_LINE {
+            return Err(self.bad(line, format!("line {line} longer than {} MiB", MAX_LINE >> 20)));
+        }
+        let text = std::str::from_utf8(text).map_err(|_| self.bad(line, "not UTF-8 text"))?.to_owned();
+        self.at = Position { offset: self.at.offset + n as u64, line, hash: fnv1a(self.at.hash, &self.buf) };
+        Ok(Some(text))
     }
 
     /// The next row; empty lines are skipped.
@@ -180,16 +240,16 @@ impl Reader {
             if text.trim().is_empty() {
                 continue;
             }
-            let line = self.line;
+            let line = self.at.line;
             let row = match self.format {
-                Format::Csv => self.csv_row(&text, line),
-                Format::Jsonl => json_row(&text, line),
+                Format::Csv => self.csv_row(&text),
+                Format::Jsonl => json_row(&text),
             };
             return row.map(Some).map_err(|e| self.bad(line, e));
         }
     }
 
-    fn csv_row(&self, text: &str, line: u64) -> Result<Row, String> {
+    fn csv_row(&self, text: &str) -> Result<Row, String> {
         let Some(cols) = &self.columns else { return Err("no header".into()) };
         let cells = split_csv(text)?;
         if cells.len() != cols.count {
@@ -210,12 +270,12 @@ impl Reader {
             let v = serde_json::from_str(c).unwrap_or_else(|_| Value::String(c.to_owned()));
             points.insert(name.clone(), v);
         }
-        Ok(Row { line, device, time, points })
+        Ok(Row { device, time, points })
     }
 }
 
 /// `{"time": ..., "device": "pk/dk"?, "points": {...}}`.
-fn json_row(text: &str, line: u64) -> Result<Row, String> {
+fn json_row(text: &str) -> Result<Row, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(mut o) = v else { return Err(format!("expected an object, got {}", parse::kind(&v))) };
     if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "time" | "device" | "points")) {
@@ -237,7 +297,7 @@ fn json_row(text: &str, line: u64) -> Result<Row, String> {
         Some(other) => return Err(format!("points: expected an object, got {}", parse::kind(&other))),
         None => return Err("no \"points\"".into()),
     };
-    Ok(Row { line, device, time, points })
+    Ok(Row { device, time, points })
 }
 
 /// The fields of one CSV line (RFC 4180 quoting: `"a, b"`, `""` for a quote; no line
@@ -309,14 +369,18 @@ mod tests {
             file("rows.csv", "time,temp,device,label\r\n1000,21.5,,\"[1,2]\"\n\n2024-01-01T00:00:00Z,,gpk/s1,hot\n");
         let mut r = Reader::open(&p, None).unwrap();
         assert_eq!(r.header.as_deref(), Some("time,temp,device,label"));
+        assert_eq!(r.next().unwrap().map(|row| (r.position().line, row.device)), Some((2, None)));
+        let mut r = Reader::open(&p, None).unwrap();
         let rows = all(&mut r).unwrap();
         assert_eq!(rows[0].points, json!({"temp": 21.5, "label": [1, 2]}).as_object().unwrap().clone());
-        assert_eq!((rows[0].line, rows[0].device.clone()), (2, None));
-        assert_eq!(rows[1].line, 4);
+        assert_eq!(r.position().line, 4);
         assert_eq!(rows[1].time, 1_704_067_200_000);
         assert_eq!(rows[1].device.as_ref().unwrap().to_string(), "gpk/s1");
         assert_eq!(rows[1].points, json!({"label": "hot"}).as_object().unwrap().clone());
-        assert_eq!(r.offset(), r.size);
+        assert_eq!(r.position().offset, r.size);
+        let whole = std::fs::read(&p).unwrap();
+        assert_eq!(r.position().hash, fnv1a(Position::START.hash, &whole));
+        assert_eq!(r.hash_of_first(r.size).unwrap(), r.position().hash);
     }
 
     #[test]
@@ -363,10 +427,32 @@ mod tests {
         let p = file("resume.csv", "time,t\n1,1\n2,2\n3,3\n");
         let mut r = Reader::open(&p, None).unwrap();
         r.next().unwrap();
-        let (offset, line) = (r.offset(), r.line());
+        let at = r.position();
+        assert_eq!(at.line, 2);
         let mut again = Reader::open(&p, None).unwrap();
-        again.rewind(offset, line).unwrap();
+        assert_eq!(again.hash_of_first(at.offset).unwrap(), at.hash);
+        again.rewind(at).unwrap();
         let rest = all(&mut again).unwrap();
-        assert_eq!(rest.iter().map(|r| (r.line, r.time)).collect::<Vec<_>>(), [(3, 2), (4, 3)]);
+        assert_eq!(rest.iter().map(|r| r.time).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(again.position().line, 4);
+    }
+
+    #[test]
+    fn a_line_past_the_longest_is_refused_by_its_number() {
+        let long = "9".repeat(MAX_LINE + 1);
+        let p = file("long.csv", &format!("time,t\n1,1\n2,{long}\n3,3\n"));
+        let e = Reader::open(&p, None).and_then(|mut r| all(&mut r)).unwrap_err();
+        assert!(e.exit_code() == 2 && e.to_string().ends_with("long.csv:3: line 3 longer than 1 MiB"), "{e}");
+        // The longest line there may be is read, with either end of line.
+        let most = format!("2,{}", "9".repeat(MAX_LINE - 2));
+        for eol in ["\n", "\r\n", ""] {
+            let p = file("most.csv", &format!("time,t\n{most}{eol}"));
+            assert_eq!(Reader::open(&p, None).and_then(|mut r| all(&mut r)).unwrap().len(), 1, "{eol:?}");
+        }
+        // Not UTF-8: said, with its line.
+        let p = file("bin.csv", "time,t\n1,1\n");
+        std::fs::write(&p, b"time,t\n1,\xff\n").unwrap();
+        let e = Reader::open(&p, None).and_then(|mut r| all(&mut r)).unwrap_err();
+        assert!(e.to_string().ends_with("bin.csv:2: not UTF-8 text"), "{e}");
     }
 }

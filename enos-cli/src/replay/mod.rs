@@ -5,16 +5,21 @@
 //! workers each send one batch at a time and wait for its reply (the blocking client is
 //! shared between threads; each call waits on its own), and the main thread collects the
 //! outcomes. Batches are answered in any order; the checkpoint moves over a batch only
-//! once every batch before it is answered, so that it never skips a row.
+//! once every batch before it is answered, so that it never skips a row. A worker decides
+//! whether to send a batch in the same locked section as it takes it, so that once the
+//! replay stops the batches not sent are always the last ones: after Ctrl-C every row
+//! sent was answered, and the checkpoint is exact. After a request that fails (no reply
+//! in time, the connection lost) the checkpoint stops before it, and the requests after
+//! it that were answered are sent again by `--resume`.
 
 mod checkpoint;
 mod input;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use enos_transport_blocking::proto::ops::{BatchEntry, MeasurepointBatchResume};
@@ -22,11 +27,11 @@ use enos_transport_blocking::DeviceKeys;
 use serde_json::{json, Value};
 
 pub use checkpoint::{path_for, Checkpoint, Refusal};
-pub use input::{Reader, Row};
+pub use input::{Position, Reader, Row};
 
 use crate::cli::ReplayArgs;
 use crate::error::{exit, CliError};
-use crate::output::Out;
+use crate::output::{Out, ProgressLine};
 use crate::session::{Sending, Session};
 use crate::settings::Settings;
 
@@ -35,8 +40,7 @@ struct Batch {
     seq: u64,
     rows: Vec<Row>,
     /// Where the input stands after its last row.
-    end_offset: u64,
-    end_line: u64,
+    end: Position,
 }
 
 /// How a batch ended.
@@ -56,8 +60,7 @@ enum Outcome {
 struct Done {
     seq: u64,
     rows: u64,
-    end_offset: u64,
-    end_line: u64,
+    end: Position,
     outcome: Outcome,
 }
 
@@ -92,7 +95,7 @@ struct Stopping {
 
 impl Stopping {
     fn fail(&self, e: CliError) {
-        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
         slot.get_or_insert(e);
         self.now.store(true, Ordering::SeqCst);
     }
@@ -115,79 +118,55 @@ pub fn run(
     let cp_path = path_for(&args.file);
     let file_name = args.file.display().to_string();
     let mut reader = Reader::open(&args.file, args.format)?;
-    let (header_end, header_line) = (reader.offset(), reader.line());
+    let start = reader.position();
     let existing = if args.restart { None } else { Checkpoint::load(&cp_path)? };
-    let resumed = match (existing, args.resume) {
-        (Some(cp), true) => {
-            if cp.format != reader.format || cp.header != reader.header {
-                return Err(CliError::Usage(format!(
-                    "{}: made for another format or header than {file_name} has now; start over with --restart",
-                    cp_path.display()
-                )));
-            }
-            if cp.offset < header_end || cp.offset > reader.size {
-                return Err(CliError::Usage(format!(
-                    "{}: it stopped at byte {} and {file_name} has {} bytes: the file changed; start over with --restart",
-                    cp_path.display(),
-                    cp.offset,
-                    reader.size
-                )));
-            }
-            reader.rewind(cp.offset, cp.line)?;
-            Some(cp)
-        }
-        (Some(cp), false) => {
-            return Err(CliError::Usage(format!(
-                "{}: a replay of {file_name} stopped after line {} ({} rows answered); go on with --resume, or start over with --restart",
-                cp_path.display(),
-                cp.line,
-                cp.rows
-            )));
-        }
-        (None, true) => {
-            eprintln!("enos: no checkpoint {}: nothing to resume, replaying from the first row", cp_path.display());
-            None
-        }
-        (None, false) => None,
-    };
+    let resumed = resume_from(existing, args.resume, &mut reader, start, &cp_path, &file_name)?;
 
     // Every row is checked before the first is sent.
-    let (from_offset, from_line) = (reader.offset(), reader.line());
+    let from = reader.position();
     let mut total = 0u64;
     while reader.next()?.is_some() {
         total += 1;
     }
-    reader.rewind(from_offset, from_line)?;
+    reader.rewind(from)?;
     if args.dry_run {
-        let text = format!("{file_name}: {total} rows to send, from line {} ({:?})", from_line + 1, reader.format);
+        let text = format!("{file_name}: {total} rows to send, from line {} ({:?})", from.line + 1, reader.format);
         out.result(
             &text,
-            &json!({"file": file_name, "rows": total, "fromLine": from_line + 1, "format": reader.format}),
+            &json!({"file": file_name, "rows": total, "fromLine": from.line + 1, "format": reader.format}),
         );
         return Ok(exit::OK);
     }
 
     let settings = settings()?;
-    let session = Session::open(&settings, out, sending, as_device)?;
-    let device = match &session.target {
-        Some(t) => format!("{} as {t}", session.device),
-        None => session.device.to_string(),
+    settings.url()?;
+    let device = match as_device {
+        Some(t) => format!("{} as {t}", settings.device()?),
+        None => settings.device()?.to_string(),
     };
     if let Some(cp) = resumed.as_ref().filter(|cp| cp.device != device) {
-        session.close();
         return Err(CliError::Usage(format!(
             "{}: that replay went to {}, not {device}; start over with --restart",
             cp_path.display(),
             cp.device
         )));
     }
-    if args.restart {
-        let _ = std::fs::remove_file(&cp_path);
-    }
     let resumed_from = resumed.as_ref().map(|cp| cp.line + 1);
-    let mut cp = resumed.unwrap_or_else(|| {
-        Checkpoint::new(device.clone(), reader.format, reader.header.clone(), header_end, header_line)
-    });
+    let mut cp =
+        resumed.unwrap_or_else(|| Checkpoint::new(device.clone(), reader.format, reader.header.clone(), start));
+    // Saved before anything connects: a checkpoint that cannot be written is found before
+    // a row is sent.
+    cp.save(&cp_path)?;
+    let session = match Session::open(&settings, out, sending, as_device) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing was sent: a new checkpoint has nothing to keep.
+            if resumed_from.is_none() {
+                let _ = std::fs::remove_file(&cp_path);
+            }
+            return Err(e);
+        }
+    };
     let rows_before = cp.rows;
 
     let stopping = Arc::new(Stopping::default());
@@ -198,45 +177,15 @@ pub fn run(
             s.now.store(true, Ordering::SeqCst);
         })?;
     }
-    let window = usize::try_from(args.window).unwrap_or(8);
-    let (work_tx, work_rx) = mpsc::sync_channel::<Batch>(window);
-    let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
     let started = Instant::now();
     let mut tally = Tally::default();
-    let progress = Progress::new(std::io::stderr().is_terminal(), total, started);
-
-    std::thread::scope(|scope| {
-        let stopping_reader = &stopping;
-        let batch_rows = usize::try_from(args.batch).unwrap_or(100);
-        let (rate, stop_after) = (args.rate, args.stop_after);
-        scope.spawn(move || produce(reader, batch_rows, rate, stop_after, &work_tx, stopping_reader));
-        for _ in 0..window {
-            let (done_tx, work_rx, session, stopping) = (done_tx.clone(), &work_rx, &session, &stopping);
-            let skip_invalid = args.skip_invalid;
-            scope.spawn(move || loop {
-                let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                let Ok(batch) = next else { return };
-                let (seq, end_offset, end_line) = (batch.seq, batch.end_offset, batch.end_line);
-                let rows = batch.rows.len() as u64;
-                let outcome = if stopping.now.load(Ordering::SeqCst) {
-                    Outcome::NotSent
-                } else {
-                    send(session, batch.rows, skip_invalid)
-                };
-                if done_tx.send(Done { seq, rows, end_offset, end_line, outcome }).is_err() {
-                    return;
-                }
-            });
-        }
-        drop(done_tx);
-        collect(&done_rx, &mut cp, &cp_path, &mut tally, &stopping, &progress);
-    });
-    progress.clear();
+    let progress = Progress::new(total, started);
+    send_all(args, reader, &session, &mut cp, &cp_path, &mut tally, &stopping, &progress);
+    progress.line.clear();
     let elapsed = started.elapsed();
     session.close();
 
-    let error = stopping.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let error = stopping.error.lock().unwrap_or_else(PoisonError::into_inner).take();
     let interrupted = stopping.interrupted.load(Ordering::SeqCst);
     let complete =
         error.is_none() && !interrupted && stopping.exhausted.load(Ordering::SeqCst) && cp.rows == rows_before + total;
@@ -264,6 +213,115 @@ pub fn run(
         return Ok(exit::INTERRUPTED);
     }
     Ok(if cp.refused_rows() > 0 { exit::REFUSED } else { exit::OK })
+}
+
+/// The checkpoint to go on from, if any, checked against the file as it is now (its
+/// format, header, size, and the hash of its bytes before the checkpoint), with the
+/// reader moved to it.
+///
+/// # Errors
+///
+/// [`CliError::Usage`] for a checkpoint and no `--resume` or `--restart`, or one that
+/// does not fit the file.
+fn resume_from(
+    existing: Option<Checkpoint>,
+    resume: bool,
+    reader: &mut Reader,
+    start: Position,
+    cp_path: &Path,
+    file_name: &str,
+) -> Result<Option<Checkpoint>, CliError> {
+    let changed = |what: String| {
+        CliError::Usage(format!("{}: {what}: the file changed; start over with --restart", cp_path.display()))
+    };
+    match (existing, resume) {
+        (Some(cp), true) => {
+            if cp.format != reader.format || cp.header != reader.header {
+                return Err(CliError::Usage(format!(
+                    "{}: made for another format or header than {file_name} has now; start over with --restart",
+                    cp_path.display()
+                )));
+            }
+            if cp.offset < start.offset || cp.offset > reader.size {
+                return Err(changed(format!(
+                    "it stopped at byte {} and {file_name} has {} bytes",
+                    cp.offset, reader.size
+                )));
+            }
+            let hash = reader.hash_of_first(cp.offset)?;
+            if !cp.hash_is(hash) {
+                return Err(changed(format!(
+                    "the first {} bytes of {file_name} (up to line {}, the rows already sent) are not what they were",
+                    cp.offset, cp.line
+                )));
+            }
+            reader.rewind(Position { offset: cp.offset, line: cp.line, hash })?;
+            Ok(Some(cp))
+        }
+        (Some(cp), false) => Err(CliError::Usage(format!(
+            "{}: a replay of {file_name} stopped after line {} ({} rows answered); go on with --resume, or start over with --restart",
+            cp_path.display(),
+            cp.line,
+            cp.rows
+        ))),
+        (None, true) => {
+            eprintln!("enos: no checkpoint {}: nothing to resume, replaying from the first row", cp_path.display());
+            Ok(None)
+        }
+        (None, false) => Ok(None),
+    }
+}
+
+/// Sends the rows of `reader` with the threads of a replay (a reader, `--window` workers,
+/// this one collecting), until the end of the file, a stop or an error.
+#[allow(clippy::too_many_arguments)]
+fn send_all(
+    args: &ReplayArgs,
+    reader: Reader,
+    session: &Session,
+    cp: &mut Checkpoint,
+    cp_path: &Path,
+    tally: &mut Tally,
+    stopping: &Stopping,
+    progress: &Progress,
+) {
+    let window = usize::try_from(args.window).unwrap_or(8);
+    let (work_tx, work_rx) = mpsc::sync_channel::<Batch>(window);
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    std::thread::scope(|scope| {
+        let batch_rows = usize::try_from(args.batch).unwrap_or(100);
+        let (rate, stop_after) = (args.rate, args.stop_after);
+        scope.spawn(move || produce(reader, batch_rows, rate, stop_after, &work_tx, stopping));
+        for _ in 0..window {
+            let (done_tx, work_rx) = (done_tx.clone(), &work_rx);
+            let skip_invalid = args.skip_invalid;
+            scope.spawn(move || {
+                while let Some((batch, go)) = take(work_rx, stopping, || {}) {
+                    let rows = batch.rows.len() as u64;
+                    let outcome = if go { send(session, batch.rows, skip_invalid) } else { Outcome::NotSent };
+                    if done_tx.send(Done { seq: batch.seq, rows, end: batch.end, outcome }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        collect(&done_rx, cp, cp_path, tally, stopping, progress);
+    });
+}
+
+/// The next batch, and whether to send it (`false` once the replay stops). The stop is
+/// read in the same locked section as the batch is taken, so batches are decided in
+/// their order: once one is not sent, no later one is. (`taken` runs between the two,
+/// in that section.)
+fn take(work: &Mutex<mpsc::Receiver<Batch>>, stopping: &Stopping, taken: impl FnOnce()) -> Option<(Batch, bool)> {
+    let work = work.lock().unwrap_or_else(PoisonError::into_inner);
+    let batch = work.recv().ok()?;
+    taken();
+    let go = !stopping.now.load(Ordering::SeqCst);
+    drop(work);
+    Some((batch, go))
 }
 
 /// Reads rows into batches and hands them to the workers, at most `rate` rows a second,
@@ -301,7 +359,13 @@ fn produce(
             return;
         }
         if rate > 0.0 {
-            let due = start + Duration::from_secs_f64(dispatched as f64 / rate);
+            let Some(due) =
+                Duration::try_from_secs_f64(dispatched as f64 / rate).ok().and_then(|d| start.checked_add(d))
+            else {
+                return stopping.fail(CliError::Usage(format!(
+                    "--rate {rate}: row {dispatched} would be due further ahead than this clock reaches"
+                )));
+            };
             while let Some(wait) = due.checked_duration_since(Instant::now()).filter(|w| !w.is_zero()) {
                 if stopping.now.load(Ordering::SeqCst) {
                     return;
@@ -310,7 +374,7 @@ fn produce(
             }
         }
         dispatched += rows.len() as u64;
-        let batch = Batch { seq, rows, end_offset: reader.offset(), end_line: reader.line() };
+        let batch = Batch { seq, rows, end: reader.position() };
         if work.send(batch).is_err() {
             return;
         }
@@ -358,7 +422,7 @@ fn send(s: &Session, rows: Vec<Row>, skip_invalid: bool) -> Outcome {
 fn collect(
     done: &mpsc::Receiver<Done>,
     cp: &mut Checkpoint,
-    cp_path: &std::path::Path,
+    cp_path: &Path,
     tally: &mut Tally,
     stopping: &Stopping,
     progress: &Progress,
@@ -406,8 +470,7 @@ fn collect(
                 Outcome::Failed(_) | Outcome::NotSent => break,
             }
             cp.rows += d.rows;
-            cp.offset = d.end_offset;
-            cp.line = d.end_line;
+            cp.advance(d.end);
             waiting.remove(&next);
             next += 1;
             moved = true;
@@ -421,43 +484,30 @@ fn collect(
     }
 }
 
-/// The progress line on standard error, when it is a terminal.
+/// The progress line of a replay.
 struct Progress {
-    on: bool,
+    line: ProgressLine,
     total: u64,
     started: Instant,
-    last: Mutex<Option<Instant>>,
 }
 
 impl Progress {
-    fn new(on: bool, total: u64, started: Instant) -> Self {
-        Progress { on, total, started, last: Mutex::new(None) }
+    fn new(total: u64, started: Instant) -> Self {
+        Progress { line: ProgressLine::new(), total, started }
     }
 
     fn show(&self, t: &Tally) {
-        if !self.on {
-            return;
-        }
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|l| l.elapsed() < Duration::from_millis(200)) {
-            return;
-        }
-        *last = Some(Instant::now());
         let answered = t.accepted + t.refused_rows();
-        let pct = if self.total == 0 { 100.0 } else { answered as f64 * 100.0 / self.total as f64 };
-        let rate = answered as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        eprint!(
-            "\r{answered}/{} rows ({pct:.0}%), {} accepted, {} refused, {rate:.0} rows/s\x1b[K",
-            self.total,
-            t.accepted,
-            t.refused_rows()
-        );
-    }
-
-    fn clear(&self) {
-        if self.on {
-            eprint!("\r\x1b[K");
-        }
+        self.line.show(answered == self.total, || {
+            let pct = if self.total == 0 { 100.0 } else { answered as f64 * 100.0 / self.total as f64 };
+            let rate = answered as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            format!(
+                "{answered}/{} rows ({pct:.0}%), {} accepted, {} refused, {rate:.0} rows/s",
+                self.total,
+                t.accepted,
+                t.refused_rows()
+            )
+        });
     }
 }
 
@@ -530,5 +580,45 @@ impl Summary<'_> {
             "checkpoint": kept,
             "stopped": error.map(|e| e.to_json()["error"].clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker that took a batch and has not yet decided whether to send it holds up the
+    /// others: a batch after it cannot be sent while it is not.
+    #[test]
+    fn batches_not_sent_after_a_stop_are_the_last_ones() {
+        let (tx, rx) = mpsc::sync_channel(4);
+        for seq in 0..2 {
+            tx.send(Batch { seq, rows: Vec::new(), end: Position::START }).unwrap();
+        }
+        drop(tx);
+        let work = Mutex::new(rx);
+        let stopping = Stopping::default();
+        let (paused_tx, paused_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            // The first worker takes batch 0 and is held before it decides.
+            let first = s.spawn(|| {
+                take(&work, &stopping, move || {
+                    paused_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                })
+            });
+            paused_rx.recv().unwrap();
+            // Another takes batch 1, if it can, and decides.
+            let second = s.spawn(|| take(&work, &stopping, || {}));
+            std::thread::sleep(Duration::from_millis(200));
+            // Ctrl-C; then the first worker decides.
+            stopping.now.store(true, Ordering::SeqCst);
+            go_tx.send(()).unwrap();
+            let (first, second) = (first.join().unwrap().unwrap(), second.join().unwrap().unwrap());
+            assert_eq!((first.0.seq, first.1), (0, false));
+            assert_eq!((second.0.seq, second.1), (1, false), "batch 1 was sent and batch 0 not");
+        });
+        assert!(take(&work, &stopping, || {}).is_none());
     }
 }
