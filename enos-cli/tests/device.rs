@@ -75,13 +75,7 @@ fn wrong_credentials_exit_3_and_the_secret_is_never_printed() {
 fn an_unreachable_or_silent_broker_exits_3_or_4() {
     let home = TempDir::new("unreachable");
     // A port nobody listens on: refused at once.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let env = vec![
-        ("ENOS_URL", format!("tcp://{closed}")),
-        ("ENOS_PRODUCT_KEY", "pk".into()),
-        ("ENOS_DEVICE_KEY", "dk".into()),
-        ("ENOS_DEVICE_SECRET", "s".into()),
-    ];
+    let env = closed_port_env();
     let r = run(home.path(), &env, &["connect"]);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stderr.contains("check the URL"), "{r:?}");

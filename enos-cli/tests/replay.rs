@@ -200,19 +200,7 @@ fn ctrl_c_keeps_the_checkpoint_and_resume_sends_no_row_twice() {
     let home = TempDir::new("replay-int");
     let env = device_env(&sim);
     csv(&home.join("rows.csv"), 4_000);
-    let progress = home.join("rows.csv.enos-progress");
-    let child = enos(home.path())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(["--json", "replay", "rows.csv", "--batch", "50", "--rate", "1000"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !progress.exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = replay_started(home.path(), &env, &["--json", "replay", "rows.csv", "--batch", "50", "--rate", "1000"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let r = Run::from(child.wait_with_output().unwrap());
@@ -236,18 +224,11 @@ fn a_cloud_that_goes_away_stops_the_replay_and_another_takes_the_rest() {
     let mut env = device_env(&sim);
     csv(&home.join("rows.csv"), 2_000);
     let progress = home.join("rows.csv.enos-progress");
-    let child = enos(home.path())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(["--json", "--timeout", "2", "replay", "rows.csv", "--batch", "20", "--rate", "1000"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !progress.exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = replay_started(
+        home.path(),
+        &env,
+        &["--json", "--timeout", "2", "replay", "rows.csv", "--batch", "20", "--rate", "1000"],
+    );
     std::thread::sleep(Duration::from_millis(200));
     sim.kill();
     let r = Run::from(child.wait_with_output().unwrap());
@@ -319,13 +300,7 @@ fn a_checkpoint_that_cannot_be_written_stops_the_replay_before_anything_is_sent(
 #[test]
 fn a_failed_connection_leaves_no_new_checkpoint() {
     let home = TempDir::new("replay-noconnect");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let env = vec![
-        ("ENOS_URL", format!("tcp://{closed}")),
-        ("ENOS_PRODUCT_KEY", "pk".into()),
-        ("ENOS_DEVICE_KEY", "dk".into()),
-        ("ENOS_DEVICE_SECRET", "s".into()),
-    ];
+    let env = closed_port_env();
     csv(&home.join("rows.csv"), 10);
     let r = run(home.path(), &env, &["replay", "rows.csv"]);
     assert_eq!(r.code, 3, "{r:?}");
@@ -333,4 +308,21 @@ fn a_failed_connection_leaves_no_new_checkpoint() {
     // So the next run needs neither --resume nor --restart.
     let r = run(home.path(), &env, &["replay", "rows.csv"]);
     assert_eq!(r.code, 3, "{r:?}");
+}
+
+/// `enos` run with `args` (a replay of `rows.csv` in `home`), once its checkpoint exists.
+fn replay_started(home: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> std::process::Child {
+    let child = enos(home)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !home.join("rows.csv.enos-progress").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }

@@ -189,6 +189,17 @@ pub fn device_env(sim: &Sim) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The environment of a device whose broker is a loopback port nobody listens on.
+pub fn closed_port_env() -> Vec<(&'static str, String)> {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    vec![
+        ("ENOS_URL", format!("tcp://{closed}")),
+        ("ENOS_PRODUCT_KEY", "pk".into()),
+        ("ENOS_DEVICE_KEY", "dk".into()),
+        ("ENOS_DEVICE_SECRET", "s".into()),
+    ]
+}
+
 /// The environment of the built-in device on `sim`'s device HTTP endpoint (the HTTP
 /// transport).
 pub fn http_env(sim: &Sim) -> Vec<(&'static str, String)> {
