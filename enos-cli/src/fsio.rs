@@ -18,6 +18,16 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// How far a file written whole must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced to the disk before it replaces the target: whole even after a power loss.
+    Synced,
+    /// Renamed over the target at once: whole however the process ends, but a power loss
+    /// soon after may leave the previous file, or an empty one.
+    Renamed,
+}
+
 /// A file being written beside its target (the target's name and a suffix), renamed over
 /// the target by [`AtomicFile::commit`]; removed when dropped before that.
 pub struct AtomicFile {
@@ -62,9 +72,20 @@ impl AtomicFile {
     /// # Errors
     ///
     /// The I/O error; the file written is removed, the target left as it was.
-    pub fn commit(mut self) -> io::Result<()> {
+    pub fn commit(self) -> io::Result<()> {
+        self.commit_as(Durability::Synced)
+    }
+
+    /// Renames the file over the target, synced to the disk first or not.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error; the file written is removed, the target left as it was.
+    pub fn commit_as(mut self, durability: Durability) -> io::Result<()> {
         let file = self.file.take().ok_or_else(|| io::Error::other("already committed"))?;
-        file.sync_all()?;
+        if durability == Durability::Synced {
+            file.sync_all()?;
+        }
         drop(file);
         std::fs::rename(&self.temp, &self.target)?;
         // Renamed: there is nothing left to remove.
@@ -102,9 +123,24 @@ impl Drop for AtomicFile {
 ///
 /// The I/O error; `path` is then as it was, and nothing is left beside it.
 pub fn write_atomic(path: &Path, suffix: &str, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    write_atomic_as(path, suffix, bytes, mode, Durability::Synced)
+}
+
+/// [`write_atomic`], with the durability asked for.
+///
+/// # Errors
+///
+/// As [`write_atomic`].
+pub fn write_atomic_as(
+    path: &Path,
+    suffix: &str,
+    bytes: &[u8],
+    mode: Option<u32>,
+    durability: Durability,
+) -> io::Result<()> {
     let mut f = AtomicFile::create(path, suffix, mode)?;
     f.write_all(bytes)?;
-    f.commit()
+    f.commit_as(durability)
 }
 
 /// Everything `r` gives, at most `limit` bytes: `None` when it has more.

@@ -213,10 +213,11 @@
 //! the device itself, else `batch_resume_measurepoint` with `allowOfflineSubDevice` when
 //! an entry names a sub-device), `--window` requests in flight, at most `--rate` rows a
 //! second (`--rate`: 0 for no limit, else 0.001 or more). A line longer than 1 MiB is bad
-//! input. After each answered request the checkpoint `FILE.enos-progress` is synced and
-//! renamed into place (it is first written before anything connects, so a folder where it
-//! cannot be written stops the replay before a row is sent); it advances only over
-//! requests all of whose predecessors were answered.
+//! input. After each answered request the checkpoint `FILE.enos-progress` is renamed into
+//! place, and synced to the disk at most once a second and at the end (it is first written
+//! before anything connects, so a folder where it cannot be written stops the replay
+//! before a row is sent); it advances only over requests all of whose predecessors were
+//! answered. A power loss may take it back to its last sync.
 //! A refused request counts its rows under the cloud's code and is not sent again;
 //! `--skip-invalid` has the cloud drop invalid points instead. Ctrl-C stops sending,
 //! waits for the requests in flight and keeps the checkpoint (exit 130); `--resume` goes

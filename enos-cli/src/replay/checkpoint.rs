@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::input::Position;
 use crate::cli::Format;
 use crate::error::CliError;
-use crate::fsio;
+use crate::fsio::{self, Durability};
 
 /// The version of the checkpoint's format.
 const VERSION: u32 = 2;
@@ -123,15 +123,15 @@ impl Checkpoint {
         Ok(Some(cp))
     }
 
-    /// Writes the checkpoint atomically: a temporary file beside it, synced, renamed over
-    /// it (and removed when that fails).
+    /// Writes the checkpoint atomically: a temporary file beside it, renamed over it (and
+    /// removed when that fails), synced to the disk first when `durability` says so.
     ///
     /// # Errors
     ///
     /// [`CliError::Io`].
-    pub fn save(&self, path: &Path) -> Result<(), CliError> {
+    pub fn save(&self, path: &Path, durability: Durability) -> Result<(), CliError> {
         let text = serde_json::to_vec_pretty(self).map_err(|e| CliError::io("checkpoint", e))?;
-        fsio::write_atomic(path, ".tmp", &text, None)
+        fsio::write_atomic_as(path, ".tmp", &text, None, durability)
             .map_err(|e| CliError::io(format!("checkpoint {}", path.display()), e))
     }
 }
@@ -166,7 +166,7 @@ mod tests {
         );
         assert!(cp.hash_is(0xab) && cp.hash == "00000000000000ab");
         cp.refused.insert(1204, Refusal { rows: 3, message: "m".into() });
-        cp.save(&path).unwrap();
+        cp.save(&path, Durability::Synced).unwrap();
         assert!(!fsio::with_suffix(&path, ".tmp").exists());
         assert_eq!(Checkpoint::load(&path).unwrap(), Some(cp.clone()));
         assert_eq!(cp.refused_rows(), 3);

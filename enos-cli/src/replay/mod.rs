@@ -31,6 +31,7 @@ pub use input::{Position, Reader, Row};
 
 use crate::cli::ReplayArgs;
 use crate::error::{exit, CliError};
+use crate::fsio::Durability;
 use crate::output::{Out, ProgressLine};
 use crate::session::{Sending, Session};
 use crate::settings::Settings;
@@ -156,7 +157,7 @@ pub fn run(
         resumed.unwrap_or_else(|| Checkpoint::new(device.clone(), reader.format, reader.header.clone(), start));
     // Saved before anything connects: a checkpoint that cannot be written is found before
     // a row is sent.
-    cp.save(&cp_path)?;
+    cp.save(&cp_path, Durability::Synced)?;
     let session = match Session::open(&settings, out, sending, as_device) {
         Ok(s) => s,
         Err(e) => {
@@ -193,7 +194,7 @@ pub fn run(
         let _ = std::fs::remove_file(&cp_path);
         None
     } else {
-        if let Err(e) = cp.save(&cp_path) {
+        if let Err(e) = cp.save(&cp_path, Durability::Synced) {
             eprintln!("enos: {e}");
         }
         Some(cp_path.clone())
@@ -419,6 +420,9 @@ fn send(s: &Session, rows: Vec<Row>, skip_invalid: bool) -> Outcome {
 
 /// Collects the outcomes until every worker is done: counts them, moves the checkpoint
 /// over each batch once all before it are answered, and shows the progress.
+/// How often a replay's checkpoint is synced to the disk, at most.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
 fn collect(
     done: &mpsc::Receiver<Done>,
     cp: &mut Checkpoint,
@@ -429,6 +433,7 @@ fn collect(
 ) {
     let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = 0u64;
+    let mut last_sync = Instant::now();
     loop {
         let d = match done.recv_timeout(Duration::from_millis(200)) {
             Ok(d) => d,
@@ -476,7 +481,17 @@ fn collect(
             moved = true;
         }
         if moved {
-            if let Err(e) = cp.save(cp_path) {
+            // Synced to the disk at most once a second: a sync per request would cost more
+            // than sending it. Between syncs the checkpoint is whole however the process
+            // ends; only a power loss can take it back to the last synced one (or leave
+            // it empty, and --resume then asks for --restart).
+            let durability = if last_sync.elapsed() >= SYNC_EVERY {
+                last_sync = Instant::now();
+                Durability::Synced
+            } else {
+                Durability::Renamed
+            };
+            if let Err(e) = cp.save(cp_path, durability) {
                 stopping.fail(e);
             }
         }
