@@ -317,7 +317,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// Each sub-device's gateway.
+/// Each sub-device's gateway, for a whole list at once
+/// ([`Registry::gateway_of`](crate::registry::Registry::gateway_of) finds one).
 fn gateways(r: &crate::registry::Registry) -> std::collections::HashMap<&DeviceKeys, &DeviceKeys> {
     r.topology.iter().flat_map(|(g, subs)| subs.iter().map(move |s| (s, g))).collect()
 }
@@ -364,7 +365,7 @@ async fn route(sim: &Sim, method: &str, path: &str, body: &[u8]) -> (u16, Value)
             let (gateway, mut subs) = sim.with_cloud(|c| {
                 let subs: Vec<String> =
                     c.registry.topology.get(&k).map_or_else(Vec::new, |s| s.iter().map(ToString::to_string).collect());
-                (gateways(&c.registry).get(&k).map(ToString::to_string), subs)
+                (c.registry.gateway_of(&k).map(ToString::to_string), subs)
             });
             subs.sort();
             let points: serde_json::Map<String, Value> = d
